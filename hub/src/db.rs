@@ -1,0 +1,81 @@
+//! Database connection and migrations. One code path for SQLite (embedded default) and
+//! PostgreSQL (scale-out) through sqlx's `Any` driver: the SQL is kept portable (`$n`
+//! placeholders, `ON CONFLICT`, TEXT/BIGINT columns).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, SqlSafeStr};
+
+pub type Db = AnyPool;
+
+/// Which SQL dialect a pool speaks, for the rare statement that differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn of(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Dialect::Postgres)
+        } else {
+            anyhow::bail!("unsupported database URL scheme (use sqlite:// or postgres://)")
+        }
+    }
+}
+
+/// Connects and runs the embedded migrations.
+pub async fn connect(url: &str, max_connections: Option<u32>) -> anyhow::Result<(Db, Dialect)> {
+    sqlx::any::install_default_drivers();
+    let dialect = Dialect::of(url)?;
+    let max = max_connections.unwrap_or(match dialect {
+        Dialect::Sqlite => 8,
+        Dialect::Postgres => 16,
+    });
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(15))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    // WAL lets readers run beside the one writer; a generous busy timeout
+                    // queues writers instead of failing them.
+                    sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .with_context(|| "cannot connect to the database")?;
+    migrator().run(&pool).await.context("running database migrations")?;
+    Ok((pool, dialect))
+}
+
+fn migrator() -> Migrator {
+    let migrations = ferry_schemas::MIGRATIONS
+        .iter()
+        .map(|(version, desc, sql)| {
+            Migration::new(*version, (*desc).into(), MigrationType::Simple, sql.into_sql_str(), false)
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+/// Milliseconds since the Unix epoch, the time format of every table.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// True when the error is a unique-constraint violation (both dialects).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}

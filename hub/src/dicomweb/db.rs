@@ -1,0 +1,108 @@
+//! Instance lookups for WADO-RS: which stored files make up a study, series or instance.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::db::Db;
+use crate::ingest::parse::PixelLayout;
+
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax: String,
+    pub size: u64,
+    pub blob_path: String,
+    pub blob_key: String,
+    pub pixel_layout: Option<PixelLayout>,
+    pub number_of_frames: i64,
+}
+
+const COLUMNS: &str = "study_uid, series_uid, sop_instance_uid, sop_class_uid, transfer_syntax, \
+     size, blob_path, blob_key, pixel_layout, number_of_frames";
+const ORDER: &str = "ORDER BY series_uid, instance_number, sop_instance_uid";
+
+fn from_row(r: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
+    let layout: Option<String> = r.try_get(8)?;
+    Ok(InstanceRow {
+        study_uid: r.try_get(0)?,
+        series_uid: r.try_get(1)?,
+        sop_instance_uid: r.try_get(2)?,
+        sop_class_uid: r.try_get(3)?,
+        transfer_syntax: r.try_get(4)?,
+        size: r.try_get::<i64, _>(5)? as u64,
+        blob_path: r.try_get(6)?,
+        blob_key: r.try_get(7)?,
+        pixel_layout: layout.and_then(|l| serde_json::from_str(&l).ok()),
+        number_of_frames: r.try_get(9)?,
+    })
+}
+
+/// Instances of a study, series or single instance (`None` levels are not constrained).
+pub async fn instances(
+    db: &Db,
+    study: &str,
+    series: Option<&str>,
+    instance: Option<&str>,
+) -> Result<Vec<InstanceRow>, sqlx::Error> {
+    let rows = match (series, instance) {
+        (None, _) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM instances WHERE study_uid = $1 {ORDER}"
+            )))
+            .bind(study)
+            .fetch_all(db)
+            .await?
+        }
+        (Some(se), None) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM instances WHERE study_uid = $1 AND series_uid = $2 {ORDER}"
+            )))
+            .bind(study)
+            .bind(se)
+            .fetch_all(db)
+            .await?
+        }
+        (Some(se), Some(i)) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM instances WHERE study_uid = $1 AND series_uid = $2 \
+                 AND sop_instance_uid = $3"
+            )))
+            .bind(study)
+            .bind(se)
+            .bind(i)
+            .fetch_all(db)
+            .await?
+        }
+    };
+    rows.iter().map(from_row).collect()
+}
+
+/// Stored metadata JSON documents of a study/series/instance, in retrieve order.
+pub async fn metadata(
+    db: &Db,
+    study: &str,
+    series: Option<&str>,
+    instance: Option<&str>,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut sql = String::from("SELECT metadata FROM instances WHERE study_uid = $1");
+    if series.is_some() {
+        sql.push_str(" AND series_uid = $2");
+    }
+    if instance.is_some() {
+        sql.push_str(" AND sop_instance_uid = $3");
+    }
+    sql.push(' ');
+    sql.push_str(ORDER);
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(study);
+    if let Some(se) = series {
+        q = q.bind(se);
+    }
+    if let Some(i) = instance {
+        q = q.bind(i);
+    }
+    let rows = q.fetch_all(db).await?;
+    rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+}

@@ -1,0 +1,267 @@
+//! WADO-RS rendered and thumbnail resources: a frame decoded by dicom-pixeldata, windowed (from
+//! the object, or `window=center,width[,function]`), scaled to `viewport=w,h` and encoded as
+//! JPEG (default) or PNG. Transfer syntaxes dicom-pixeldata cannot decode answer 406.
+
+use std::io::Cursor;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
+use image::{DynamicImage, ImageFormat};
+
+use super::accept;
+use super::db::{self, InstanceRow};
+use super::qido::Params;
+use super::wado::{blob_key, check_access};
+use crate::access::Principal;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+const THUMBNAIL_SIZE: u32 = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    Jpeg,
+    Png,
+}
+
+struct RenderParams {
+    window: Option<(f64, f64)>,
+    viewport: Option<(u32, u32)>,
+    quality: u8,
+}
+
+fn parse_render_params(p: &[(String, String)]) -> AppResult<RenderParams> {
+    let mut r = RenderParams { window: None, viewport: None, quality: 90 };
+    for (k, v) in p {
+        match k.as_str() {
+            "window" => {
+                let parts: Vec<&str> = v.split(',').collect();
+                let center = parts.first().and_then(|c| c.trim().parse::<f64>().ok());
+                let width = parts.get(1).and_then(|w| w.trim().parse::<f64>().ok());
+                match (center, width) {
+                    (Some(c), Some(w)) if w > 0.0 => r.window = Some((c, w)),
+                    _ => return Err(AppError::BadRequest("window must be center,width[,function] with width > 0".into())),
+                }
+            }
+            "viewport" => {
+                let parts: Vec<u32> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+                match parts.as_slice() {
+                    [w, h, ..] if *w > 0 && *h > 0 && *w <= 8192 && *h <= 8192 => r.viewport = Some((*w, *h)),
+                    _ => return Err(AppError::BadRequest("viewport must be width,height (1–8192)".into())),
+                }
+            }
+            "quality" => {
+                r.quality = v.parse::<u8>().ok().filter(|q| (1..=100).contains(q)).ok_or_else(|| AppError::BadRequest("quality must be 1–100".into()))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(r)
+}
+
+fn negotiate(headers: &HeaderMap) -> AppResult<Format> {
+    for r in accept::from_headers(headers) {
+        if r.matches("image/jpeg") && r.essence != "image/png" {
+            return Ok(Format::Jpeg);
+        }
+        if r.matches("image/png") {
+            return Ok(Format::Png);
+        }
+    }
+    Err(AppError::NotAcceptable("rendered images are available as image/jpeg or image/png".into()))
+}
+
+/// Decodes, windows, scales and encodes one frame (0-based). CPU-bound: run it blocking.
+fn render_frame(file: &[u8], frame: u32, p: &RenderParams, fmt: Format) -> AppResult<Vec<u8>> {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Auto)
+        .from_reader(file)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
+    let ts = obj.meta().transfer_syntax().to_string();
+    let decoded = obj
+        .decode_pixel_data_frame(frame)
+        .map_err(|e| AppError::NotAcceptable(format!("cannot render pixel data in transfer syntax {ts}: {e}")))?;
+    let mut opts = ConvertOptions::new().force_8bit();
+    if let Some((center, width)) = p.window {
+        opts = opts.with_voi_lut(VoiLutOption::Custom(WindowLevel { center, width }));
+    } else {
+        opts = opts.with_voi_lut(VoiLutOption::First);
+    }
+    let mut img = decoded
+        .to_dynamic_image_with_options(0, &opts)
+        .map_err(|e| AppError::NotAcceptable(format!("cannot render this image: {e}")))?;
+    if let Some((w, h)) = p.viewport {
+        if img.width() > w || img.height() > h {
+            img = img.thumbnail(w, h);
+        }
+    }
+    let mut out = Cursor::new(Vec::new());
+    match fmt {
+        Format::Jpeg => {
+            let rgb = match img {
+                DynamicImage::ImageLuma8(_) => img,
+                other => DynamicImage::ImageRgb8(other.to_rgb8()),
+            };
+            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, p.quality);
+            rgb.write_with_encoder(enc).map_err(|e| AppError::Internal(e.into()))?;
+        }
+        Format::Png => img.write_to(&mut out, ImageFormat::Png).map_err(|e| AppError::Internal(e.into()))?,
+    }
+    Ok(out.into_inner())
+}
+
+async fn render(
+    state: &AppState,
+    row: &InstanceRow,
+    frame: u64,
+    params: RenderParams,
+    fmt: Format,
+) -> AppResult<Response> {
+    if row.pixel_layout.is_none() {
+        return Err(AppError::NotAcceptable("the instance has no pixel data to render".into()));
+    }
+    let frames = row.number_of_frames.max(1) as u64;
+    if frame == 0 || frame > frames {
+        return Err(AppError::NotFound(format!("frame {frame} does not exist (the instance has {frames})")));
+    }
+    let key = blob_key(state, &mut None, row).await?;
+    let _slot = state.render_slots.acquire().await.map_err(|e| AppError::Internal(e.into()))?;
+    let file = state.blobs.read_all(&row.blob_path, key, row.size).await.map_err(AppError::Internal)?;
+    let image = tokio::task::spawn_blocking(move || render_frame(&file, (frame - 1) as u32, &params, fmt))
+        .await
+        .map_err(|e| AppError::Internal(e.into()))??;
+    let ct = match fmt {
+        Format::Jpeg => "image/jpeg",
+        Format::Png => "image/png",
+    };
+    Ok(([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "private, max-age=3600")], image).into_response())
+}
+
+async fn one_instance(state: &AppState, principal: &Principal, study: &str, series: &str, instance: &str) -> AppResult<InstanceRow> {
+    check_access(principal, &[study, series, instance])?;
+    db::instances(&state.db, study, Some(series), Some(instance))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| AppError::NotFound("no such instance".into()))
+}
+
+/// The representative image of a study or series: the middle instance with pixel data of the
+/// first series that has one.
+async fn representative(state: &AppState, principal: &Principal, study: &str, series: Option<&str>) -> AppResult<InstanceRow> {
+    let mut uids = vec![study];
+    uids.extend(series);
+    check_access(principal, &uids)?;
+    let rows = db::instances(&state.db, study, series, None).await?;
+    let first_series = rows.iter().find(|r| r.pixel_layout.is_some()).map(|r| r.series_uid.clone());
+    let with_pixels: Vec<&InstanceRow> = rows
+        .iter()
+        .filter(|r| r.pixel_layout.is_some() && Some(&r.series_uid) == first_series.as_ref())
+        .collect();
+    if rows.is_empty() {
+        return Err(AppError::NotFound("no such study or series".into()));
+    }
+    with_pixels
+        .get(with_pixels.len() / 2)
+        .map(|r| (*r).clone())
+        .ok_or_else(|| AppError::NotAcceptable("nothing in it has pixel data to render".into()))
+}
+
+fn thumbnail_params(p: &[(String, String)]) -> AppResult<RenderParams> {
+    let mut r = parse_render_params(p)?;
+    r.viewport = r.viewport.or(Some((THUMBNAIL_SIZE, THUMBNAIL_SIZE)));
+    r.quality = r.quality.min(80);
+    Ok(r)
+}
+
+fn single_frame(frames: &str) -> AppResult<u64> {
+    frames.trim().parse::<u64>().map_err(|_| AppError::BadRequest("rendered frames take a single frame number".into()))
+}
+
+pub async fn instance_rendered(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    Params(p): Params,
+) -> AppResult<Response> {
+    let fmt = negotiate(&headers)?;
+    let row = one_instance(&state, &principal, &study, &series, &instance).await?;
+    render(&state, &row, 1, parse_render_params(&p)?, fmt).await
+}
+
+pub async fn frame_rendered(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path((study, series, instance, frames)): Path<(String, String, String, String)>,
+    Params(p): Params,
+) -> AppResult<Response> {
+    let fmt = negotiate(&headers)?;
+    let frame = single_frame(&frames)?;
+    let row = one_instance(&state, &principal, &study, &series, &instance).await?;
+    render(&state, &row, frame, parse_render_params(&p)?, fmt).await
+}
+
+pub async fn instance_thumbnail(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    Params(p): Params,
+) -> AppResult<Response> {
+    let fmt = negotiate(&headers)?;
+    let row = one_instance(&state, &principal, &study, &series, &instance).await?;
+    render(&state, &row, 1, thumbnail_params(&p)?, fmt).await
+}
+
+pub async fn frame_thumbnail(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path((study, series, instance, frames)): Path<(String, String, String, String)>,
+    Params(p): Params,
+) -> AppResult<Response> {
+    let fmt = negotiate(&headers)?;
+    let frame = single_frame(&frames)?;
+    let row = one_instance(&state, &principal, &study, &series, &instance).await?;
+    render(&state, &row, frame, thumbnail_params(&p)?, fmt).await
+}
+
+pub async fn series_rendered(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path((study, series)): Path<(String, String)>,
+    Params(p): Params,
+) -> AppResult<Response> {
+    let fmt = negotiate(&headers)?;
+    let row = representative(&state, &principal, &study, Some(&series)).await?;
+    render(&state, &row, 1, parse_render_params(&p)?, fmt).await
+}
+
+pub async fn series_thumbnail(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path((study, series)): Path<(String, String)>,
+    Params(p): Params,
+) -> AppResult<Response> {
+    let fmt = negotiate(&headers)?;
+    let row = representative(&state, &principal, &study, Some(&series)).await?;
+    render(&state, &row, 1, thumbnail_params(&p)?, fmt).await
+}
+
+pub async fn study_thumbnail(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(study): Path<String>,
+    Params(p): Params,
+) -> AppResult<Response> {
+    let fmt = negotiate(&headers)?;
+    let row = representative(&state, &principal, &study, None).await?;
+    render(&state, &row, 1, thumbnail_params(&p)?, fmt).await
+}

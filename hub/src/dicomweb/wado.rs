@@ -1,0 +1,470 @@
+//! WADO-RS retrieve: whole studies/series/instances as `multipart/related; type="application/dicom"`
+//! (original bytes, never re-encoded, streamed while decrypting), metadata as DICOM JSON with
+//! BulkDataURIs, frames and bulk data by byte range from the encrypted blob.
+
+use std::ops::Range;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::accept::{self, MediaRange};
+use super::db::{self, InstanceRow};
+use super::{DICOM_JSON, base_url, boundary};
+use crate::access::Principal;
+use crate::error::{AppError, AppResult};
+use crate::ingest::describe::{BULK_BASE, valid_uid};
+use crate::state::AppState;
+use crate::storage::crypto::Key;
+
+/// Checks the UIDs of a path and that the principal may see the study; unknown and forbidden
+/// look the same (404), so existence is not revealed.
+pub fn check_access(principal: &Principal, uids: &[&str]) -> AppResult<()> {
+    if uids.iter().any(|u| !valid_uid(u)) {
+        return Err(AppError::BadRequest("a UID in the path is not valid".into()));
+    }
+    if !principal.can_read_study(uids[0]) {
+        return Err(AppError::NotFound("no such study".into()));
+    }
+    Ok(())
+}
+
+async fn load(
+    state: &AppState,
+    principal: &Principal,
+    study: &str,
+    series: Option<&str>,
+    instance: Option<&str>,
+) -> AppResult<Vec<InstanceRow>> {
+    let mut uids = vec![study];
+    uids.extend(series);
+    uids.extend(instance);
+    check_access(principal, &uids)?;
+    let rows = db::instances(&state.db, study, series, instance).await?;
+    if rows.is_empty() {
+        return Err(AppError::NotFound("no such study, series or instance".into()));
+    }
+    Ok(rows)
+}
+
+/// The study's data key, then each blob key: one key unwrap per study per request.
+pub async fn blob_key(state: &AppState, study_key: &mut Option<(String, Key)>, row: &InstanceRow) -> AppResult<Key> {
+    let key = match study_key {
+        Some((uid, k)) if *uid == row.study_uid => k.clone(),
+        _ => {
+            let k = state
+                .keys
+                .study_key(&state.db, &row.study_uid)
+                .await?
+                .ok_or_else(|| AppError::Gone("the study's data has been deleted".into()))?;
+            *study_key = Some((row.study_uid.clone(), k.clone()));
+            k
+        }
+    };
+    key.unwrap_key(&row.blob_key, b"ferry-blob-key").map_err(|e| AppError::Internal(e))
+}
+
+/// What the client accepts for a DICOM retrieve.
+enum DicomRendition {
+    Multipart,
+    Single,
+}
+
+fn negotiate_dicom(ranges: &[MediaRange], rows: &[InstanceRow], single_ok: bool) -> AppResult<DicomRendition> {
+    for r in ranges {
+        let multipart = r.essence == "multipart/related"
+            && r.param("type").is_none_or(|t| t.eq_ignore_ascii_case("application/dicom"));
+        if multipart || r.essence == "*/*" || r.essence == "multipart/*" {
+            match r.param("transfer-syntax") {
+                None | Some("*") => return Ok(DicomRendition::Multipart),
+                Some(ts) if rows.iter().all(|row| row.transfer_syntax == ts) => {
+                    return Ok(DicomRendition::Multipart);
+                }
+                Some(_) => continue,
+            }
+        }
+        if r.essence == "application/dicom" {
+            match r.param("transfer-syntax") {
+                None | Some("*") => {}
+                Some(ts) if rows.iter().all(|row| row.transfer_syntax == ts) => {}
+                Some(_) => continue,
+            }
+            return Ok(if single_ok { DicomRendition::Single } else { DicomRendition::Multipart });
+        }
+    }
+    Err(AppError::NotAcceptable(
+        "the instances are stored in their original transfer syntax and are not transcoded; \
+         accept multipart/related; type=\"application/dicom\"; transfer-syntax=*"
+            .into(),
+    ))
+}
+
+/// A body fed by a task, so decrypting runs ahead of the socket by a few chunks.
+fn channel_body(capacity: usize) -> (tokio::sync::mpsc::Sender<std::io::Result<Bytes>>, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(capacity);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    (tx, Body::from_stream(stream))
+}
+
+/// Streams instances as multipart/related with an exact Content-Length.
+async fn multipart_dicom(state: AppState, rows: Vec<InstanceRow>) -> AppResult<Response> {
+    let b = boundary();
+    let part_header = format!("--{b}\r\nContent-Type: application/dicom\r\n\r\n");
+    let closing = format!("--{b}--\r\n");
+    let total: u64 = rows.iter().map(|r| part_header.len() as u64 + r.size + 2).sum::<u64>()
+        + closing.len() as u64;
+    // Resolve keys before the first byte goes out, so a key problem is a clean error.
+    let mut study_key = None;
+    let mut keyed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let key = blob_key(&state, &mut study_key, &row).await?;
+        keyed.push((row, key));
+    }
+    let (tx, body) = channel_body(8);
+    tokio::spawn(async move {
+        for (row, key) in keyed {
+            if tx.send(Ok(Bytes::from(part_header.clone()))).await.is_err() {
+                return;
+            }
+            let mut s = std::pin::pin!(state.blobs.read(&row.blob_path, key, row.size, 0..row.size));
+            while let Some(chunk) = s.next().await {
+                if let Err(e) = &chunk {
+                    tracing::error!(error = %e, sop_instance_uid = %row.sop_instance_uid, "blob read failed mid-stream");
+                }
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+            if tx.send(Ok(Bytes::from_static(b"\r\n"))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(Bytes::from(closing))).await;
+    });
+    let mut resp = Response::new(body);
+    let ct = format!("multipart/related; type=\"application/dicom\"; boundary={b}");
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(&ct).map_err(|e| AppError::Internal(e.into()))?);
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    Ok(resp)
+}
+
+async fn single_dicom(state: AppState, row: InstanceRow) -> AppResult<Response> {
+    let key = blob_key(&state, &mut None, &row).await?;
+    let stream = state.blobs.read(&row.blob_path, key, row.size, 0..row.size);
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/dicom"));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(row.size));
+    Ok(resp)
+}
+
+async fn retrieve(
+    state: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    study: String,
+    series: Option<String>,
+    instance: Option<String>,
+) -> AppResult<Response> {
+    let rows = load(&state, &principal, &study, series.as_deref(), instance.as_deref()).await?;
+    let ranges = accept::from_headers(&headers);
+    let single_ok = instance.is_some();
+    match negotiate_dicom(&ranges, &rows, single_ok)? {
+        DicomRendition::Single => {
+            let row = rows.into_iter().next().ok_or_else(|| AppError::NotFound("no such instance".into()))?;
+            single_dicom(state, row).await
+        }
+        DicomRendition::Multipart => multipart_dicom(state, rows).await,
+    }
+}
+
+pub async fn retrieve_study(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    retrieve(state, principal, headers, study, None, None).await
+}
+
+pub async fn retrieve_series(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    retrieve(state, principal, headers, study, Some(series), None).await
+}
+
+pub async fn retrieve_instance(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    retrieve(state, principal, headers, study, Some(series), Some(instance)).await
+}
+
+async fn metadata(
+    state: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    study: String,
+    series: Option<String>,
+    instance: Option<String>,
+) -> AppResult<Response> {
+    let mut uids = vec![study.as_str()];
+    uids.extend(series.as_deref());
+    uids.extend(instance.as_deref());
+    check_access(&principal, &uids)?;
+    let ranges = accept::from_headers(&headers);
+    if !ranges.iter().any(|r| r.matches(DICOM_JSON) || r.essence == "application/json") {
+        return Err(AppError::NotAcceptable("metadata is available as application/dicom+json".into()));
+    }
+    let docs = db::metadata(&state.db, &study, series.as_deref(), instance.as_deref()).await?;
+    if docs.is_empty() {
+        return Err(AppError::NotFound("no such study, series or instance".into()));
+    }
+    let base = base_url(&state, &headers);
+    let mut body = String::with_capacity(docs.iter().map(|d| d.len() + 1).sum::<usize>() + 2);
+    body.push('[');
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&d.replace(BULK_BASE, &base));
+    }
+    body.push(']');
+    Ok(([(header::CONTENT_TYPE, DICOM_JSON)], body).into_response())
+}
+
+pub async fn study_metadata(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    metadata(state, principal, headers, study, None, None).await
+}
+
+pub async fn series_metadata(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    metadata(state, principal, headers, study, Some(series), None).await
+}
+
+pub async fn instance_metadata(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    metadata(state, principal, headers, study, Some(series), Some(instance)).await
+}
+
+/// The media type of a compressed frame of the given transfer syntax (PS3.18 Table 8.7.3-2).
+pub fn frame_media_type(ts: &str) -> Option<&'static str> {
+    Some(match ts {
+        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57"
+        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
+        "1.2.840.10008.1.2.4.92" | "1.2.840.10008.1.2.4.93" => "image/jpx",
+        "1.2.840.10008.1.2.5" => "image/x-dicom-rle",
+        "1.2.840.10008.1.2.4.100" | "1.2.840.10008.1.2.4.101" => "video/mpeg",
+        "1.2.840.10008.1.2.4.102" | "1.2.840.10008.1.2.4.103" => "video/mp4",
+        _ => return None,
+    })
+}
+
+/// Byte ranges (in the original file) that hold frame `n` (1-based).
+pub fn frame_ranges(row: &InstanceRow, n: u64) -> AppResult<Vec<Range<u64>>> {
+    let layout = row
+        .pixel_layout
+        .as_ref()
+        .ok_or_else(|| AppError::NotFound("the instance has no pixel data".into()))?;
+    let frames = row.number_of_frames.max(1) as u64;
+    if n == 0 || n > frames {
+        return Err(AppError::NotFound(format!("frame {n} does not exist (the instance has {frames})")));
+    }
+    if let Some((offset, len)) = layout.native {
+        let per = len / frames;
+        return Ok(vec![offset + (n - 1) * per..offset + n * per]);
+    }
+    let frags = &layout.fragments;
+    if frags.len() as u64 == frames {
+        let (o, l) = frags[(n - 1) as usize];
+        return Ok(vec![o..o + l]);
+    }
+    if frames == 1 {
+        return Ok(frags.iter().map(|(o, l)| *o..*o + *l).collect());
+    }
+    if layout.offset_table.len() as u64 == frames {
+        // Offsets in the table count from the first fragment's item tag (8 bytes before its value).
+        let first_item = frags.first().map(|(o, _)| o - 8).unwrap_or(0);
+        let start = u64::from(layout.offset_table[(n - 1) as usize]);
+        let end = layout.offset_table.get(n as usize).map(|e| u64::from(*e)).unwrap_or(u64::MAX);
+        let ranges: Vec<_> = frags
+            .iter()
+            .filter(|(o, _)| {
+                let rel = o - 8 - first_item;
+                rel >= start && rel < end
+            })
+            .map(|(o, l)| *o..*o + *l)
+            .collect();
+        if !ranges.is_empty() {
+            return Ok(ranges);
+        }
+    }
+    Err(AppError::NotAcceptable("the frames of this instance cannot be located without decoding".into()))
+}
+
+fn parse_frame_list(s: &str) -> AppResult<Vec<u64>> {
+    let list: Result<Vec<u64>, _> = s.split(',').map(|f| f.trim().parse::<u64>()).collect();
+    match list {
+        Ok(l) if !l.is_empty() && l.len() <= 10_000 => Ok(l),
+        _ => Err(AppError::BadRequest("frame list must be comma-separated frame numbers (1-based)".into())),
+    }
+}
+
+/// Streams the given byte ranges of one instance's original file.
+async fn read_ranges(state: &AppState, row: &InstanceRow, key: &Key, ranges: &[Range<u64>]) -> AppResult<Vec<u8>> {
+    let mut out = Vec::new();
+    for r in ranges {
+        let mut s = std::pin::pin!(state.blobs.read(&row.blob_path, key.clone(), row.size, r.clone()));
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.map_err(|e| AppError::Internal(e.into()))?);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn retrieve_frames(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((study, series, instance, frames)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    let rows = load(&state, &principal, &study, Some(&series), Some(&instance)).await?;
+    let row = &rows[0];
+    let list = parse_frame_list(&frames)?;
+    let native = row.pixel_layout.as_ref().is_some_and(|l| l.native.is_some());
+    let compressed_type = if native { None } else { frame_media_type(&row.transfer_syntax) };
+    let ranges = accept::from_headers(&headers);
+    // Decide the part media type: octet-stream for native data; the compressed type, or
+    // octet-stream with transfer-syntax=* (as OHIF asks), for compressed data.
+    let mut part_type: Option<String> = None;
+    for r in &ranges {
+        let wanted = if r.essence == "multipart/related" {
+            r.param("type").unwrap_or("application/octet-stream").to_ascii_lowercase()
+        } else {
+            r.essence.clone()
+        };
+        let ts = r.param("transfer-syntax");
+        let any = wanted == "*/*" || r.essence == "*/*";
+        if native {
+            let ts_ok = ts.is_none_or(|t| t == "*" || t == row.transfer_syntax || t == "1.2.840.10008.1.2.1");
+            if (any || wanted == "application/octet-stream") && ts_ok {
+                part_type = Some("application/octet-stream".into());
+                break;
+            }
+        } else if let Some(ct) = compressed_type {
+            let ts_ok = ts.is_none_or(|t| t == "*" || t == row.transfer_syntax);
+            if (any || wanted == ct) && ts_ok {
+                part_type = Some(format!("{ct}; transfer-syntax={}", row.transfer_syntax));
+                break;
+            }
+            if wanted == "application/octet-stream" && (ts == Some("*") || ts == Some(row.transfer_syntax.as_str())) {
+                part_type = Some(format!("application/octet-stream; transfer-syntax={}", row.transfer_syntax));
+                break;
+            }
+        }
+    }
+    let Some(part_type) = part_type else {
+        return Err(AppError::NotAcceptable(format!(
+            "frames of this instance are available as {}; frames are not transcoded",
+            compressed_type
+                .map(|c| format!("{c} (or application/octet-stream with transfer-syntax=*)"))
+                .unwrap_or_else(|| "application/octet-stream".into())
+        )));
+    };
+    let key = blob_key(&state, &mut None, row).await?;
+    let b = boundary();
+    let mut body = Vec::new();
+    for n in list {
+        let data = read_ranges(&state, row, &key, &frame_ranges(row, n)?).await?;
+        body.extend_from_slice(format!("--{b}\r\nContent-Type: {part_type}\r\n\r\n").as_bytes());
+        body.extend_from_slice(&data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    let outer_type = part_type.split(';').next().unwrap_or("application/octet-stream");
+    let ct = format!("multipart/related; type=\"{outer_type}\"; boundary={b}");
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response())
+}
+
+/// Bulk data of a top-level element. Pixel data comes by byte range (all frames, each as a
+/// part); other elements are read from the stored file.
+pub async fn retrieve_bulk(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((study, series, instance, tag)): Path<(String, String, String, String)>,
+) -> AppResult<Response> {
+    let rows = load(&state, &principal, &study, Some(&series), Some(&instance)).await?;
+    let row = &rows[0];
+    let tag = tag.to_ascii_uppercase();
+    if tag.len() != 8 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::BadRequest("bulk data tag must be 8 hex digits".into()));
+    }
+    let key = blob_key(&state, &mut None, row).await?;
+    let b = boundary();
+    let mut body = Vec::new();
+    if tag == "7FE00010" {
+        let frames = row.number_of_frames.max(1) as u64;
+        let native = row.pixel_layout.as_ref().and_then(|l| l.native);
+        let parts: Vec<Vec<Range<u64>>> = match native {
+            Some((o, l)) => vec![vec![o..o + l]],
+            None => (1..=frames).map(|n| frame_ranges(row, n)).collect::<AppResult<_>>()?,
+        };
+        for ranges in parts {
+            let data = read_ranges(&state, row, &key, &ranges).await?;
+            body.extend_from_slice(format!("--{b}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+            body.extend_from_slice(&data);
+            body.extend_from_slice(b"\r\n");
+        }
+    } else {
+        let file = state.blobs.read_all(&row.blob_path, key, row.size).await.map_err(AppError::Internal)?;
+        let value = tokio::task::spawn_blocking(move || element_bytes(&file, &tag))
+            .await
+            .map_err(|e| AppError::Internal(e.into()))??;
+        body.extend_from_slice(format!("--{b}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+        body.extend_from_slice(&value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    let ct = format!("multipart/related; type=\"application/octet-stream\"; boundary={b}");
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response())
+}
+
+fn element_bytes(file: &[u8], tag: &str) -> AppResult<Vec<u8>> {
+    let group = u16::from_str_radix(&tag[..4], 16).map_err(|_| AppError::BadRequest("bad tag".into()))?;
+    let elem = u16::from_str_radix(&tag[4..], 16).map_err(|_| AppError::BadRequest("bad tag".into()))?;
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Auto)
+        .from_reader(file)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
+    let el = obj
+        .get(dicom_core::Tag(group, elem))
+        .ok_or_else(|| AppError::NotFound("the instance has no such element".into()))?;
+    let bytes = el
+        .value()
+        .to_bytes()
+        .map_err(|_| AppError::NotFound("the element has no bulk value".into()))?;
+    Ok(bytes.into_owned())
+}

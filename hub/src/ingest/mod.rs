@@ -1,0 +1,311 @@
+//! Ingest: turns one DICOM file arriving as a byte stream into an encrypted blob plus index rows.
+//!
+//! One pass over the bytes: each chunk is hashed, encrypted into the blob store and handed to the
+//! structural walk on a blocking thread. Only after the blob is durable and the walk found a
+//! complete, well-formed file is the instance indexed, in one transaction; until then it is
+//! invisible, and a crash leaves at most a blob listed in `pending_blobs` for the sweeper.
+//! Memory per upload stays bounded by the chunk buffers and the header (no pixel data is held).
+
+pub mod describe;
+pub mod index;
+pub mod parse;
+
+use std::fmt::Display;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::db::now_ms;
+use crate::state::AppState;
+use crate::storage::crypto::Key;
+pub use describe::Described;
+
+/// DICOM failure reasons used in STOW-RS responses (PS3.18 / PS3.4 status codes).
+pub mod reason {
+    /// Processing failure (also: the instance does not belong to the study in the URL).
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// Duplicate SOP Instance with different content.
+    pub const DUPLICATE_DIFFERENT: u16 = 0x0111;
+    /// Refused: out of resources (too large, storage unavailable).
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Error: data set does not match SOP class / missing required attributes.
+    pub const DATASET_MISMATCH: u16 = 0xA900;
+    /// Error: cannot understand.
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    /// The same instance with the same bytes was already stored.
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub outcome: Outcome,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_uid: String,
+    pub series_uid: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: u16,
+    pub message: String,
+    pub sop_class_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    /// The input was not a DICOM file at all (uploads skip such files instead of failing).
+    pub not_dicom: bool,
+    /// The request body itself broke (client went away, malformed multipart): stop reading it.
+    pub fatal: bool,
+}
+
+impl Failure {
+    pub fn new(reason: u16, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            sop_class_uid: None,
+            sop_instance_uid: None,
+            not_dicom: false,
+            fatal: false,
+        }
+    }
+
+    fn with_uids(mut self, d: &Described) -> Self {
+        self.sop_class_uid = Some(d.sop_class_uid.clone());
+        self.sop_instance_uid = Some(d.sop_instance_uid.clone());
+        self
+    }
+}
+
+/// Consumes the rest of a stream (so a multipart body can move on to its next part).
+async fn drain<S, E>(body: &mut S) -> bool
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    while let Some(chunk) = body.next().await {
+        if chunk.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Stores one DICOM file read from `body`. `expected_study` is the Study Instance UID of a
+/// `POST /studies/{uid}` request.
+#[tracing::instrument(skip_all, fields(study_uid, sop_instance_uid))]
+pub async fn ingest_stream<S, E>(
+    state: &AppState,
+    body: &mut S,
+    expected_study: Option<&str>,
+) -> Result<Stored, Failure>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Display,
+{
+    let limits = &state.config.limits;
+    let blob_path = format!("instances/{}", uuid::Uuid::new_v4().simple());
+    if let Err(e) = sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)")
+        .bind(&blob_path)
+        .bind(now_ms())
+        .execute(&state.db)
+        .await
+    {
+        tracing::error!(error = %e, "cannot register pending blob");
+        drain(body).await;
+        return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub's database is unavailable"));
+    }
+    let blob_key = Key::random();
+    let mut writer = state.blobs.writer(&blob_path, &blob_key);
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let max_head = limits.max_header_bytes;
+    let walker = tokio::task::spawn_blocking(move || {
+        let walked = parse::walk(ChannelReader::new(rx), max_head)?;
+        let described = describe::describe(&walked)?;
+        Ok::<_, WalkFailure>((walked.total_len, described))
+    });
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut tx = Some(tx);
+    let mut failure: Option<Failure> = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let mut f = Failure::new(reason::CANNOT_UNDERSTAND, format!("reading the request body failed: {e}"));
+                f.fatal = true;
+                failure = Some(f);
+                break;
+            }
+        };
+        size += chunk.len() as u64;
+        if size > limits.max_instance_bytes {
+            failure = Some(Failure::new(
+                reason::OUT_OF_RESOURCES,
+                format!("the file exceeds the limit of {} bytes", limits.max_instance_bytes),
+            ));
+            if !drain(body).await {
+                if let Some(f) = failure.as_mut() {
+                    f.fatal = true;
+                }
+            }
+            break;
+        }
+        hasher.update(&chunk);
+        if let Some(sender) = &tx {
+            if sender.send(chunk.clone()).await.is_err() {
+                // The walk stopped early: the file is not usable. Its error is reported below.
+                tx = None;
+                let ok = drain(body).await;
+                if !ok {
+                    let mut f = Failure::new(reason::CANNOT_UNDERSTAND, "reading the request body failed");
+                    f.fatal = true;
+                    failure = Some(f);
+                }
+                break;
+            }
+        }
+        if let Err(e) = writer.write(&chunk).await {
+            tracing::error!(error = %format!("{e:#}"), "blob write failed");
+            failure = Some(Failure::new(reason::OUT_OF_RESOURCES, "the hub's storage is unavailable"));
+            drain(body).await;
+            break;
+        }
+    }
+    drop(tx);
+    let walked = walker.await;
+    let described = match (failure, walked) {
+        (Some(f), _) => Err(f),
+        (None, Err(join)) => {
+            tracing::error!(error = %join, "parser task failed");
+            Err(Failure::new(reason::CANNOT_UNDERSTAND, "the file could not be parsed"))
+        }
+        (None, Ok(Err(wf))) => Err(wf.into_failure()),
+        (None, Ok(Ok((total, d)))) if total != size => {
+            // Cannot happen unless the walk stopped short; never index a partial read.
+            Err(Failure::new(reason::CANNOT_UNDERSTAND, "the file has trailing bytes after the data set").with_uids(&d))
+        }
+        (None, Ok(Ok((_, d)))) => match expected_study {
+            Some(s) if s != d.study_uid => Err(Failure::new(
+                reason::PROCESSING_FAILURE,
+                "the instance's Study Instance UID differs from the study in the request URL",
+            )
+            .with_uids(&d)),
+            _ => Ok(d),
+        },
+    };
+    let described = match described {
+        Ok(d) => d,
+        Err(f) => {
+            writer.abort().await;
+            forget_blob(state, &blob_path).await;
+            return Err(f);
+        }
+    };
+    tracing::Span::current().record("study_uid", described.study_uid.as_str());
+    tracing::Span::current().record("sop_instance_uid", described.sop_instance_uid.as_str());
+    if let Err(e) = writer.finish().await {
+        tracing::error!(error = %format!("{e:#}"), "blob finish failed");
+        forget_blob(state, &blob_path).await;
+        return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub's storage is unavailable").with_uids(&described));
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    let blob = index::NewBlob { path: blob_path.clone(), key: blob_key, size, sha256 };
+    match index::insert(state, &described, &blob).await {
+        Ok(outcome) => {
+            if outcome == Outcome::Duplicate {
+                forget_blob(state, &blob_path).await;
+            }
+            Ok(Stored {
+                outcome,
+                sop_class_uid: described.sop_class_uid,
+                sop_instance_uid: described.sop_instance_uid,
+                study_uid: described.study_uid,
+                series_uid: described.series_uid,
+            })
+        }
+        Err(f) => {
+            forget_blob(state, &blob_path).await;
+            Err(f.with_uids(&described))
+        }
+    }
+}
+
+/// Deletes a blob that will not be indexed, and its pending row. If the deletion fails the
+/// pending row stays and the sweeper retries later.
+async fn forget_blob(state: &AppState, path: &str) {
+    if state.blobs.delete(path).await.is_ok() {
+        let _ = sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1")
+            .bind(path)
+            .execute(&state.db)
+            .await;
+    }
+}
+
+/// Why the walk or the attribute parse rejected a file.
+#[derive(Debug)]
+pub enum WalkFailure {
+    Parse(parse::ParseError),
+    Describe(Failure),
+}
+
+impl From<parse::ParseError> for WalkFailure {
+    fn from(e: parse::ParseError) -> Self {
+        WalkFailure::Parse(e)
+    }
+}
+
+impl From<Failure> for WalkFailure {
+    fn from(f: Failure) -> Self {
+        WalkFailure::Describe(f)
+    }
+}
+
+impl WalkFailure {
+    fn into_failure(self) -> Failure {
+        match self {
+            WalkFailure::Describe(f) => f,
+            WalkFailure::Parse(parse::ParseError::NotDicom) => {
+                let mut f = Failure::new(reason::CANNOT_UNDERSTAND, "not a DICOM file (no DICM prefix)");
+                f.not_dicom = true;
+                f
+            }
+            WalkFailure::Parse(e @ parse::ParseError::HeaderTooLarge(_)) => {
+                Failure::new(reason::OUT_OF_RESOURCES, e.to_string())
+            }
+            WalkFailure::Parse(e) => Failure::new(reason::CANNOT_UNDERSTAND, e.to_string()),
+        }
+    }
+}
+
+/// Blocking `Read` over chunks sent from the async side.
+pub struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    cur: Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(rx: mpsc::Receiver<Bytes>) -> Self {
+        Self { rx, cur: Bytes::new() }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = self.cur.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}

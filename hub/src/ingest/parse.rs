@@ -1,0 +1,325 @@
+//! Streaming structural walk of a DICOM Part 10 file.
+//!
+//! The walk reads the file once, front to back, without holding values in memory: it checks that
+//! every element is complete (a truncated upload is caught even inside the pixel data), records
+//! where the pixel data and each compressed fragment lie (so frames are later served by byte
+//! range, without decoding), and keeps the bytes before the pixel data so dicom-object can parse
+//! the attributes from them. Element headers are decoded by dicom-parser's stateful decoder.
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Read};
+use std::rc::Rc;
+
+use dicom_core::Tag;
+use dicom_core::header::{HasLength, Header};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::meta::FileMetaTable;
+use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use serde::{Deserialize, Serialize};
+
+const MAX_DEPTH: u32 = 32;
+const ITEM: Tag = Tag(0xFFFE, 0xE000);
+const ITEM_DELIMITER: Tag = Tag(0xFFFE, 0xE00D);
+const SEQUENCE_DELIMITER: Tag = Tag(0xFFFE, 0xE0DD);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("not a DICOM file (no DICM prefix)")]
+    NotDicom,
+    #[error("{0}")]
+    Malformed(String),
+    #[error("unsupported transfer syntax {0}")]
+    UnsupportedTransferSyntax(String),
+    #[error("the attributes before the pixel data exceed the {0}-byte limit")]
+    HeaderTooLarge(u64),
+    #[error("reading the upload failed: {0}")]
+    Io(std::io::Error),
+}
+
+/// Where the pixel data lives inside the original file (absolute byte offsets).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PixelLayout {
+    /// Value representation of (7FE0,0010): OB or OW.
+    pub vr: String,
+    /// Native (uncompressed) pixel data: offset and length of the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<(u64, u64)>,
+    /// Encapsulated pixel data: offset and length of each fragment after the basic offset table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fragments: Vec<(u64, u64)>,
+    /// The basic offset table (empty when the file has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offset_table: Vec<u32>,
+}
+
+/// The result of a walk.
+#[derive(Debug)]
+pub struct Walked {
+    /// Length of the preamble (128 or 0).
+    pub preamble: usize,
+    /// All bytes before the top-level pixel data element (the whole file when it has none).
+    pub head: Vec<u8>,
+    pub transfer_syntax: String,
+    pub pixel: Option<PixelLayout>,
+    pub total_len: u64,
+}
+
+struct Inner<R> {
+    src: BufReader<R>,
+    pushback: Vec<u8>,
+    pushback_pos: usize,
+    head: Vec<u8>,
+    recording: bool,
+    max_head: u64,
+    total: u64,
+}
+
+/// A reader that records what passes through it until told to stop.
+struct Tee<R>(Rc<RefCell<Inner<R>>>);
+
+impl<R> Clone for Tee<R> {
+    fn clone(&self) -> Self {
+        Tee(self.0.clone())
+    }
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut inner = self.0.borrow_mut();
+        let inner = &mut *inner;
+        if inner.pushback_pos < inner.pushback.len() {
+            let n = (inner.pushback.len() - inner.pushback_pos).min(buf.len());
+            buf[..n].copy_from_slice(&inner.pushback[inner.pushback_pos..inner.pushback_pos + n]);
+            inner.pushback_pos += n;
+            return Ok(n);
+        }
+        let n = inner.src.read(buf)?;
+        inner.total += n as u64;
+        if inner.recording {
+            if inner.head.len() as u64 + n as u64 > inner.max_head {
+                return Err(std::io::Error::other(HeadLimit));
+            }
+            inner.head.extend_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct HeadLimit;
+impl std::fmt::Display for HeadLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("header limit")
+    }
+}
+impl std::error::Error for HeadLimit {}
+
+impl<R: Read> Tee<R> {
+    fn at_eof(&self) -> std::io::Result<bool> {
+        let mut inner = self.0.borrow_mut();
+        if inner.pushback_pos < inner.pushback.len() {
+            return Ok(false);
+        }
+        Ok(inner.src.fill_buf()?.is_empty())
+    }
+}
+
+/// Walks a whole DICOM Part 10 file from `reader`.
+pub fn walk<R: Read>(reader: R, max_head: u64) -> Result<Walked, ParseError> {
+    let tee = Tee(Rc::new(RefCell::new(Inner {
+        src: BufReader::with_capacity(64 * 1024, reader),
+        pushback: Vec::new(),
+        pushback_pos: 0,
+        head: Vec::new(),
+        recording: true,
+        max_head: max_head.max(1024),
+        total: 0,
+    })));
+    let mut first = Vec::with_capacity(132);
+    tee.clone().take(132).read_to_end(&mut first).map_err(ParseError::Io)?;
+    let preamble = if first.len() == 132 && &first[128..132] == b"DICM" {
+        tee.0.borrow_mut().pushback = b"DICM".to_vec();
+        128
+    } else if first.starts_with(b"DICM") {
+        tee.0.borrow_mut().pushback = first.clone();
+        0
+    } else {
+        return Err(ParseError::NotDicom);
+    };
+    let meta = FileMetaTable::from_reader(tee.clone())
+        .map_err(|e| ParseError::Malformed(format!("invalid file meta information: {e}")))?;
+    let ts_uid = meta.transfer_syntax().to_string();
+    let ts = TransferSyntaxRegistry
+        .get(&ts_uid)
+        .ok_or_else(|| ParseError::UnsupportedTransferSyntax(ts_uid.clone()))?;
+    if ts_uid == "1.2.840.10008.1.2.1.99" || !ts.can_decode_dataset() {
+        return Err(ParseError::UnsupportedTransferSyntax(ts_uid));
+    }
+    let meta_end = preamble as u64 + 4 + 12 + u64::from(meta.information_group_length);
+    let mut dec = StatefulDecoder::new_with_ts(tee.clone(), ts, meta_end)
+        .map_err(|e| ParseError::UnsupportedTransferSyntax(format!("{ts_uid}: {e}")))?;
+    let mut pixel = None;
+    walk_elements(&mut dec, &tee, 0, false, &mut pixel).map_err(|e| match e {
+        WalkError::Io(io) if io.get_ref().is_some_and(|r| r.is::<HeadLimit>()) => {
+            ParseError::HeaderTooLarge(max_head)
+        }
+        WalkError::Io(io) => ParseError::Io(io),
+        WalkError::Bad(m) => ParseError::Malformed(m),
+    })?;
+    let inner = Rc::try_unwrap(tee.0).map(RefCell::into_inner).ok();
+    drop(dec);
+    let (head, total) = match inner {
+        Some(i) => (i.head, i.total),
+        None => return Err(ParseError::Malformed("internal reader still borrowed".into())),
+    };
+    Ok(Walked { preamble, head, transfer_syntax: ts_uid, pixel, total_len: total })
+}
+
+enum WalkError {
+    Io(std::io::Error),
+    Bad(String),
+}
+
+fn bad<E: std::fmt::Display>(at: u64) -> impl FnOnce(E) -> WalkError {
+    move |e| WalkError::Bad(format!("truncated or malformed data set at byte {at}: {e}"))
+}
+
+/// Maps decoder errors: hitting the header limit stays recognisable, the rest is malformed data.
+fn dec_err(at: u64) -> impl FnOnce(dicom_parser::stateful::decode::Error) -> WalkError {
+    move |e| {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if s.is::<HeadLimit>()
+                || s.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.get_ref().is_some_and(|r| r.is::<HeadLimit>()))
+            {
+                return WalkError::Io(std::io::Error::other(HeadLimit));
+            }
+            src = s.source();
+        }
+        bad(at)(e)
+    }
+}
+
+fn walk_elements<D: StatefulDecode, R: Read>(
+    dec: &mut D,
+    tee: &Tee<R>,
+    depth: u32,
+    in_item: bool,
+    pixel: &mut Option<PixelLayout>,
+) -> Result<(), WalkError> {
+    if depth > MAX_DEPTH {
+        return Err(WalkError::Bad("sequences nested too deeply".into()));
+    }
+    loop {
+        if !in_item && tee.at_eof().map_err(WalkError::Io)? {
+            return Ok(());
+        }
+        let at = dec.position();
+        let header = dec.decode_header().map_err(dec_err(at))?;
+        let tag = header.tag();
+        if in_item && tag == ITEM_DELIMITER {
+            return Ok(());
+        }
+        if tag.group() == 0xFFFE {
+            return Err(WalkError::Bad(format!("unexpected delimiter {tag} at byte {at}")));
+        }
+        if tag == tags::PIXEL_DATA && depth == 0 {
+            {
+                // Everything before this element is the header dicom-object parses.
+                let mut inner = tee.0.borrow_mut();
+                let keep = (at as usize).min(inner.head.len());
+                inner.head.truncate(keep);
+                inner.recording = false;
+            }
+            *pixel = Some(walk_pixel_data(dec, &header)?);
+            continue;
+        }
+        let len = header.length();
+        if header.vr() == dicom_core::VR::SQ || len.is_undefined() {
+            walk_sequence(dec, tee, depth + 1, len, pixel)?;
+        } else {
+            let at = dec.position();
+            dec.skip_bytes(len.0).map_err(dec_err(at))?;
+        }
+    }
+}
+
+fn walk_sequence<D: StatefulDecode, R: Read>(
+    dec: &mut D,
+    tee: &Tee<R>,
+    depth: u32,
+    len: dicom_core::Length,
+    pixel: &mut Option<PixelLayout>,
+) -> Result<(), WalkError> {
+    if depth > MAX_DEPTH {
+        return Err(WalkError::Bad("sequences nested too deeply".into()));
+    }
+    if len.is_defined() {
+        let at = dec.position();
+        return dec.skip_bytes(len.0).map_err(dec_err(at));
+    }
+    loop {
+        let at = dec.position();
+        let item = dec.decode_header().map_err(dec_err(at))?;
+        match item.tag() {
+            ITEM if item.length().is_defined() => {
+                let at = dec.position();
+                dec.skip_bytes(item.length().0).map_err(dec_err(at))?;
+            }
+            ITEM => walk_elements(dec, tee, depth + 1, true, pixel)?,
+            SEQUENCE_DELIMITER => return Ok(()),
+            other => {
+                return Err(WalkError::Bad(format!("expected a sequence item, found {other} at byte {at}")));
+            }
+        }
+    }
+}
+
+fn walk_pixel_data<D: StatefulDecode>(
+    dec: &mut D,
+    header: &dicom_core::DataElementHeader,
+) -> Result<PixelLayout, WalkError> {
+    let vr = header.vr().to_string().to_string();
+    let len = header.length();
+    if len.is_defined() {
+        let offset = dec.position();
+        dec.skip_bytes(len.0).map_err(dec_err(offset))?;
+        return Ok(PixelLayout { vr, native: Some((offset, u64::from(len.0))), ..Default::default() });
+    }
+    let mut layout = PixelLayout { vr, ..Default::default() };
+    let mut first = true;
+    loop {
+        let at = dec.position();
+        let item = dec.decode_header().map_err(dec_err(at))?;
+        match item.tag() {
+            ITEM if item.length().is_defined() => {
+                let n = item.length().0;
+                if first {
+                    if n % 4 != 0 {
+                        return Err(WalkError::Bad("basic offset table length is not a multiple of 4".into()));
+                    }
+                    let at = dec.position();
+                    dec.read_u32_to_vec(n, &mut layout.offset_table).map_err(dec_err(at))?;
+                } else {
+                    let offset = dec.position();
+                    dec.skip_bytes(n).map_err(dec_err(offset))?;
+                    layout.fragments.push((offset, u64::from(n)));
+                }
+                first = false;
+            }
+            SEQUENCE_DELIMITER => return Ok(layout),
+            other => {
+                return Err(WalkError::Bad(format!("expected a pixel data fragment, found {other} at byte {at}")));
+            }
+        }
+    }
+}
+
+impl Default for PixelLayout {
+    fn default() -> Self {
+        Self { vr: "OB".into(), native: None, fragments: Vec::new(), offset_table: Vec::new() }
+    }
+}

@@ -1,0 +1,21 @@
+//! Ferry hub: takes DICOM in (STOW-RS, ZIP/DICOMDIR uploads), keeps it encrypted at rest, indexes
+//! it, and serves it back through DICOMweb (QIDO-RS, WADO-RS) to whoever may see it.
+//!
+//! `main.rs` only parses the command line; everything testable lives here. Shared plumbing sits in
+//! the top-level files, every feature in its own folder with its handlers, SQL and types.
+
+pub mod access;
+pub mod config;
+pub mod db;
+pub mod dicomweb;
+pub mod error;
+pub mod health;
+pub mod ingest;
+pub mod startup;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+pub mod uploads;
+
+pub use config::Config;
+pub use startup::Application;

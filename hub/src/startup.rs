@@ -1,0 +1,185 @@
+//! Building and running the hub: state, router, listener, background jobs, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{HeaderName, Method, Request, header};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::storage::BlobStore;
+use crate::storage::keys::{Keyring, LocalKeyFile};
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl Application {
+    /// Prepares everything (data folder, database + migrations, blob store, keys) and binds the
+    /// listener; port 0 picks a free port, see [`port`](Self::port).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // One TLS crypto provider for the whole process (reqwest/object_store use rustls).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
+        let (db, dialect) =
+            crate::db::connect(&config.database_url(), config.database.max_connections).await?;
+        let blobs = BlobStore::from_config(&config)?;
+        let (kek, created) = LocalKeyFile::load_or_create(&config.kek_file())?;
+        if created {
+            tracing::warn!(
+                path = %config.kek_file().display(),
+                "generated a new key-encryption key; back it up and keep it apart from the data \
+                 (losing it makes every stored study unreadable)"
+            );
+        }
+        let keys = Keyring::new(Arc::new(kek));
+        let admin_token = admin_token(&config)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            dialect,
+            blobs,
+            keys,
+            admin_token,
+            render_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            )),
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes; in-flight requests are finished first.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let app = router(state.clone());
+        let sweeper = tokio::spawn(sweep_loop(state));
+        let served = axum::serve(self.listener, app.into_make_service())
+            .with_graceful_shutdown(stop)
+            .await;
+        sweeper.abort();
+        served.context("HTTP server failed")
+    }
+}
+
+/// The admin token: from config, else from `<data_dir>/admin-token`, else newly generated there.
+fn admin_token(config: &Config) -> anyhow::Result<SecretString> {
+    if let Some(t) = &config.auth.admin_token {
+        return Ok(t.clone());
+    }
+    let path = config.data_dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(SecretString::from(t.trim().to_string()));
+    }
+    let token = crate::storage::crypto::Key::random();
+    let token = hex::encode(token.0);
+    std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    tracing::warn!(path = %path.display(), "generated an admin API token (development default); set auth.admin_token in production");
+    Ok(SecretString::from(token))
+}
+
+pub fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE, X_REQUEST_ID.clone()])
+        .expose_headers([header::CONTENT_TYPE, header::CONTENT_LENGTH, header::WARNING, X_REQUEST_ID.clone()])
+        .max_age(Duration::from_secs(3600));
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+        let request_id =
+            req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+        // The path only: query strings can carry search terms such as patient names.
+        tracing::info_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            request_id = %request_id,
+            principal = tracing::field::Empty,
+        )
+    });
+    Router::new()
+        .merge(crate::health::router())
+        .nest("/dicomweb", crate::dicomweb::router())
+        .merge(crate::uploads::router())
+        .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
+        .fallback(crate::error::not_found)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(crate::error::add_request_id))
+        .layer(cors)
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], ferry_schemas::OPENAPI_YAML)
+}
+
+async fn sweep_loop(state: AppState) {
+    let every = Duration::from_secs(state.config.sweep.interval_secs.max(1));
+    let age = (state.config.sweep.orphan_age_secs * 1000) as i64;
+    loop {
+        if let Err(e) = crate::storage::sweep::sweep_orphans(&state.db, &state.blobs, age).await {
+            tracing::warn!(error = %format!("{e:#}"), "orphan sweep failed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,22 @@
+//! Shared application state handed to every handler.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::config::Config;
+use crate::db::{Db, Dialect};
+use crate::storage::BlobStore;
+use crate::storage::keys::Keyring;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub dialect: Dialect,
+    pub blobs: BlobStore,
+    pub keys: Keyring,
+    pub admin_token: SecretString,
+    /// Limits concurrent CPU-heavy renderings so they cannot starve the I/O paths.
+    pub render_slots: Arc<tokio::sync::Semaphore>,
+}

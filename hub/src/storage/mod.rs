@@ -1,0 +1,222 @@
+//! Blob storage: encrypted instance files in an `object_store` (local files by default, S3-compatible
+//! storage for scale-out). Nothing reaches the store unencrypted: writers take plaintext and a
+//! blob key, readers give back plaintext for any byte range.
+
+pub mod crypto;
+pub mod keys;
+pub mod sweep;
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::Stream;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use crate::config::{Config, StorageBackend};
+use crypto::{CHUNK, Decryptor, Encryptor, HEADER_LEN, Key};
+
+/// Up to this much ciphertext is buffered and written with a single PUT; larger blobs switch to a
+/// multipart upload (S3 wants parts of at least 5 MiB).
+const SINGLE_PUT_MAX: usize = 8 << 20;
+/// Ciphertext fetched per storage request when reading.
+const READ_CHUNKS_PER_REQUEST: u64 = 16;
+
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// Set for the local backend: files are fsynced there before a blob counts as durable.
+    local_root: Option<PathBuf>,
+}
+
+impl BlobStore {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        match config.storage.backend {
+            StorageBackend::Local => {
+                let dir = config.blob_dir();
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating blob folder {}", dir.display()))?;
+                let dir = dir.canonicalize()?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?
+                    .with_automatic_cleanup(true);
+                Ok(Self { store: Arc::new(store), local_root: Some(dir) })
+            }
+            StorageBackend::S3 => {
+                use secrecy::ExposeSecret;
+                let s3 = &config.storage.s3;
+                let mut b = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()))
+                    .with_allow_http(s3.allow_http);
+                if let Some(ep) = &s3.endpoint {
+                    b = b.with_endpoint(ep);
+                }
+                if let Some(id) = &s3.access_key_id {
+                    b = b.with_access_key_id(id);
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    b = b.with_secret_access_key(secret.expose_secret());
+                }
+                let store = b.build().context("configuring S3 storage")?;
+                Ok(Self { store: Arc::new(store), local_root: None })
+            }
+        }
+    }
+
+    /// The raw object store (tests scan it to prove nothing is stored in plaintext).
+    pub fn raw(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Starts writing an encrypted blob at `path`.
+    pub fn writer(&self, path: &str, key: &Key) -> BlobWriter {
+        let (enc, header) = Encryptor::new(key);
+        let mut buf = Vec::with_capacity(256 * 1024);
+        buf.extend_from_slice(&header);
+        BlobWriter {
+            store: self.clone(),
+            path: ObjPath::from(path),
+            enc,
+            buf,
+            multipart: None,
+        }
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        match self.store.delete(&ObjPath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Streams the plaintext bytes `range` of a blob whose plaintext is `plain_len` long.
+    pub fn read(
+        &self,
+        path: &str,
+        key: Key,
+        plain_len: u64,
+        range: Range<u64>,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let store = self.store.clone();
+        let path = ObjPath::from(path);
+        let range = range.start.min(plain_len)..range.end.min(plain_len);
+        let first = range.start / CHUNK as u64;
+        let last = if range.is_empty() { first } else { (range.end - 1) / CHUNK as u64 };
+        struct St {
+            next: u64,
+            dec: Option<Decryptor>,
+        }
+        let init = St { next: first, dec: None };
+        futures_util::stream::try_unfold(init, move |mut st| {
+            let store = store.clone();
+            let path = path.clone();
+            let key = key.clone();
+            let range = range.clone();
+            async move {
+                if range.is_empty() || st.next > last {
+                    return Ok(None);
+                }
+                if st.dec.is_none() {
+                    let header = store
+                        .get_range(&path, 0..HEADER_LEN as u64)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    st.dec = Some(Decryptor::new(&key, &header, plain_len).map_err(io_err)?);
+                }
+                let upto = (st.next + READ_CHUNKS_PER_REQUEST - 1).min(last);
+                let span = crypto::chunk_span(plain_len, st.next, upto);
+                let ct = store.get_range(&path, span).await.map_err(std::io::Error::other)?;
+                let dec = st.dec.as_ref().ok_or_else(|| io_err("no decryptor"))?;
+                let plain = dec.open(st.next, &ct).map_err(io_err)?;
+                // Trim to the requested range.
+                let base = st.next * CHUNK as u64;
+                let from = range.start.saturating_sub(base) as usize;
+                let to = ((range.end - base) as usize).min(plain.len());
+                st.next = upto + 1;
+                Ok(Some((Bytes::from(plain).slice(from..to), st)))
+            }
+        })
+    }
+
+    /// Reads a whole blob into memory (for rendering, where the decoder wants all of it).
+    pub async fn read_all(&self, path: &str, key: Key, plain_len: u64) -> anyhow::Result<Vec<u8>> {
+        use futures_util::TryStreamExt;
+        let mut out = Vec::with_capacity(plain_len as usize);
+        let mut s = std::pin::pin!(self.read(path, key, plain_len, 0..plain_len));
+        while let Some(b) = s.try_next().await? {
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Writes one encrypted blob. Small blobs go out in one PUT at [`finish`](Self::finish); large
+/// ones stream through a multipart upload. Dropping it without `finish` leaves no visible blob
+/// (multipart uploads are aborted by [`abort`](Self::abort); a single PUT never started).
+pub struct BlobWriter {
+    store: BlobStore,
+    path: ObjPath,
+    enc: Encryptor,
+    buf: Vec<u8>,
+    multipart: Option<WriteMultipart>,
+}
+
+impl BlobWriter {
+    pub async fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        self.enc.update(data, &mut self.buf)?;
+        if self.multipart.is_none() && self.buf.len() > SINGLE_PUT_MAX {
+            let upload = self.store.store.put_multipart(&self.path).await?;
+            self.multipart = Some(WriteMultipart::new(upload));
+        }
+        if let Some(mp) = self.multipart.as_mut() {
+            if !self.buf.is_empty() {
+                mp.wait_for_capacity(4).await?;
+                mp.write(&self.buf);
+                self.buf.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the blob and makes it durable (fsync on the local backend).
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        self.enc.finish(&mut self.buf)?;
+        match self.multipart.take() {
+            Some(mut mp) => {
+                mp.write(&self.buf);
+                mp.finish().await?;
+            }
+            None => {
+                let payload = PutPayload::from(std::mem::take(&mut self.buf));
+                self.store.store.put(&self.path, payload).await?;
+            }
+        }
+        if let Some(root) = &self.store.local_root {
+            let file = root.join(self.path.as_ref());
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::File::open(&file)?.sync_all()?;
+                if let Some(dir) = file.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .context("fsync task")?
+            .context("fsync of blob")?;
+        }
+        Ok(())
+    }
+
+    pub async fn abort(mut self) {
+        if let Some(mp) = self.multipart.take() {
+            let _ = mp.abort().await;
+        }
+    }
+}
