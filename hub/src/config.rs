@@ -185,7 +185,7 @@ impl Config {
                 anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
                 fig = fig.merge(Toml::file_exact(path));
             }
-            None => fig = fig.merge(Toml::file_exact("ferry-hub.toml")),
+            None => fig = fig.merge(Toml::file("ferry-hub.toml")),
         }
         let fig = fig
             .merge(Env::prefixed("FERRY_").split("__"))

@@ -14,8 +14,8 @@ pub fn init(config: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new(config.filter.as_str()));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if config.format == "json" {
-        registry.with(fmt::layer().json().with_current_span(true)).try_init()
+        registry.with(fmt::layer().json().with_current_span(true).with_writer(std::io::stderr)).try_init()
     } else {
-        registry.with(fmt::layer().with_target(false)).try_init()
+        registry.with(fmt::layer().with_target(false).with_writer(std::io::stderr)).try_init()
     };
 }

@@ -1,1 +1,12 @@
-fn main(){}
+//! Ferry's end-to-end suite: the real hub (in-process or as its binary) against real clients and
+//! peers — Python dicomweb-client, Orthanc with its DICOMweb plugin, PostgreSQL when
+//! `TEST_DATABASE_URL` is set. `tests/run.sh` installs the peers and runs this suite.
+
+mod cli;
+mod helpers;
+mod hostile;
+mod peers;
+mod qido;
+mod storage;
+mod stow_wado;
+mod uploads;

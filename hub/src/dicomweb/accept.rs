@@ -105,3 +105,9 @@ mod tests {
         assert!(parse_accept(["image/*"].into_iter())[0].matches("image/png"));
     }
 }
+
+/// Parses a `Content-Type` value (quoted or unquoted parameters, spaces in quoted values).
+pub fn parse_content_type(value: &str) -> Option<MediaRange> {
+    let r = parse_accept(std::iter::once(value)).into_iter().next()?;
+    (r.essence != "*/*" && r.essence.contains('/')).then_some(r)
+}

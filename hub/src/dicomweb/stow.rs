@@ -44,25 +44,23 @@ pub fn multipart_boundary(headers: &HeaderMap) -> Result<String, AppError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| AppError::UnsupportedMediaType("missing Content-Type; send multipart/related; type=\"application/dicom\"".into()))?;
-    let mime: mime::Mime = ct
-        .parse()
-        .map_err(|_| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
-    if mime.essence_str() != "multipart/related" {
+    let mime = super::accept::parse_content_type(ct)
+        .ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
+    if mime.essence != "multipart/related" {
         return Err(AppError::UnsupportedMediaType(format!(
             "Content-Type {} is not supported; send multipart/related; type=\"application/dicom\"",
-            mime.essence_str()
+            mime.essence
         )));
     }
-    if let Some(t) = mime.get_param("type") {
-        if !t.as_str().eq_ignore_ascii_case("application/dicom") {
+    if let Some(t) = mime.param("type") {
+        if !t.eq_ignore_ascii_case("application/dicom") {
             return Err(AppError::UnsupportedMediaType(format!(
-                "parts of type {} are not supported; only application/dicom",
-                t.as_str()
+                "parts of type {t} are not supported; only application/dicom"
             )));
         }
     }
-    mime.get_param(mime::BOUNDARY)
-        .map(|b| b.as_str().to_string())
+    mime.param("boundary")
+        .map(str::to_string)
         .filter(|b| !b.is_empty())
         .ok_or_else(|| AppError::BadRequest("the multipart Content-Type has no boundary".into()))
 }

@@ -89,6 +89,13 @@ pub fn describe(walked: &Walked) -> Result<Described, Failure> {
     let sop_instance_uid = uid(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
     let study_uid = uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?;
     let series_uid = uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
+    if walked.pixel.is_none() && obj.get(tags::ROWS).is_some() && obj.get(tags::FLOAT_PIXEL_DATA).is_none()
+        && obj.get(tags::DOUBLE_FLOAT_PIXEL_DATA).is_none()
+    {
+        // A file cut on an element boundary still parses; image attributes without pixel data
+        // give it away.
+        return Err(Failure::new(reason::CANNOT_UNDERSTAND, "truncated file: image attributes but no pixel data"));
+    }
     let instance_number = text(obj, tags::INSTANCE_NUMBER).parse::<i64>().ok();
     let number_of_frames = match &walked.pixel {
         None => 0,

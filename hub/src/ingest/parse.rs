@@ -117,6 +117,12 @@ impl std::fmt::Display for HeadLimit {
 impl std::error::Error for HeadLimit {}
 
 impl<R: Read> Tee<R> {
+    /// Bytes the decoder has actually received (skips of a short source do not count).
+    fn consumed(&self) -> u64 {
+        let inner = self.0.borrow();
+        inner.total - (inner.pushback.len() - inner.pushback_pos) as u64
+    }
+
     fn at_eof(&self) -> std::io::Result<bool> {
         let mut inner = self.0.borrow_mut();
         if inner.pushback_pos < inner.pushback.len() {
@@ -157,7 +163,8 @@ pub fn walk<R: Read>(reader: R, max_head: u64) -> Result<Walked, ParseError> {
     if ts_uid == "1.2.840.10008.1.2.1.99" || !ts.can_decode_dataset() {
         return Err(ParseError::UnsupportedTransferSyntax(ts_uid));
     }
-    let meta_end = preamble as u64 + 4 + 12 + u64::from(meta.information_group_length);
+    // Where the data set starts: exactly what the meta parser consumed.
+    let meta_end = tee.consumed();
     let mut dec = StatefulDecoder::new_with_ts(tee.clone(), ts, meta_end)
         .map_err(|e| ParseError::UnsupportedTransferSyntax(format!("{ts_uid}: {e}")))?;
     let mut pixel = None;
@@ -168,13 +175,24 @@ pub fn walk<R: Read>(reader: R, max_head: u64) -> Result<Walked, ParseError> {
         WalkError::Io(io) => ParseError::Io(io),
         WalkError::Bad(m) => ParseError::Malformed(m),
     })?;
-    let inner = Rc::try_unwrap(tee.0).map(RefCell::into_inner).ok();
     drop(dec);
+    let inner = Rc::try_unwrap(tee.0).map(RefCell::into_inner).ok();
     let (head, total) = match inner {
         Some(i) => (i.head, i.total),
         None => return Err(ParseError::Malformed("internal reader still borrowed".into())),
     };
     Ok(Walked { preamble, head, transfer_syntax: ts_uid, pixel, total_len: total })
+}
+
+/// Skips `len` bytes and checks they were really there: a skip over a short source is silent in
+/// the decoder, so truncation is caught by comparing its position with what the source gave.
+fn skip<D: StatefulDecode, R: Read>(dec: &mut D, tee: &Tee<R>, len: u32) -> Result<(), WalkError> {
+    let at = dec.position();
+    dec.skip_bytes(len).map_err(dec_err(at))?;
+    if tee.consumed() != dec.position() {
+        return Err(WalkError::Bad(format!("truncated data set: an element at byte {at} ends past the end of the file")));
+    }
+    Ok(())
 }
 
 enum WalkError {
@@ -234,15 +252,14 @@ fn walk_elements<D: StatefulDecode, R: Read>(
                 inner.head.truncate(keep);
                 inner.recording = false;
             }
-            *pixel = Some(walk_pixel_data(dec, &header)?);
+            *pixel = Some(walk_pixel_data(dec, tee, &header)?);
             continue;
         }
         let len = header.length();
         if header.vr() == dicom_core::VR::SQ || len.is_undefined() {
             walk_sequence(dec, tee, depth + 1, len, pixel)?;
         } else {
-            let at = dec.position();
-            dec.skip_bytes(len.0).map_err(dec_err(at))?;
+            skip(dec, tee, len.0)?;
         }
     }
 }
@@ -258,17 +275,13 @@ fn walk_sequence<D: StatefulDecode, R: Read>(
         return Err(WalkError::Bad("sequences nested too deeply".into()));
     }
     if len.is_defined() {
-        let at = dec.position();
-        return dec.skip_bytes(len.0).map_err(dec_err(at));
+        return skip(dec, tee, len.0);
     }
     loop {
         let at = dec.position();
         let item = dec.decode_header().map_err(dec_err(at))?;
         match item.tag() {
-            ITEM if item.length().is_defined() => {
-                let at = dec.position();
-                dec.skip_bytes(item.length().0).map_err(dec_err(at))?;
-            }
+            ITEM if item.length().is_defined() => skip(dec, tee, item.length().0)?,
             ITEM => walk_elements(dec, tee, depth + 1, true, pixel)?,
             SEQUENCE_DELIMITER => return Ok(()),
             other => {
@@ -278,15 +291,16 @@ fn walk_sequence<D: StatefulDecode, R: Read>(
     }
 }
 
-fn walk_pixel_data<D: StatefulDecode>(
+fn walk_pixel_data<D: StatefulDecode, R: Read>(
     dec: &mut D,
+    tee: &Tee<R>,
     header: &dicom_core::DataElementHeader,
 ) -> Result<PixelLayout, WalkError> {
     let vr = header.vr().to_string().to_string();
     let len = header.length();
     if len.is_defined() {
         let offset = dec.position();
-        dec.skip_bytes(len.0).map_err(dec_err(offset))?;
+        skip(dec, tee, len.0)?;
         return Ok(PixelLayout { vr, native: Some((offset, u64::from(len.0))), ..Default::default() });
     }
     let mut layout = PixelLayout { vr, ..Default::default() };
@@ -305,7 +319,7 @@ fn walk_pixel_data<D: StatefulDecode>(
                     dec.read_u32_to_vec(n, &mut layout.offset_table).map_err(dec_err(at))?;
                 } else {
                     let offset = dec.position();
-                    dec.skip_bytes(n).map_err(dec_err(offset))?;
+                    skip(dec, tee, n)?;
                     layout.fragments.push((offset, u64::from(n)));
                 }
                 first = false;
@@ -321,5 +335,42 @@ fn walk_pixel_data<D: StatefulDecode>(
 impl Default for PixelLayout {
     fn default() -> Self {
         Self { vr: "OB".into(), native: None, fragments: Vec::new(), offset_table: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ct_small() -> Vec<u8> {
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import os, pydicom.data; print(os.path.join(os.path.dirname(pydicom.data.__file__), 'test_files', 'CT_small.dcm'))"])
+            .output()
+            .unwrap();
+        std::fs::read(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+    }
+
+    #[test]
+    fn walks_a_complete_file_and_finds_the_pixel_data() {
+        let f = ct_small();
+        let w = walk(&f[..], 1 << 20).unwrap();
+        assert_eq!(w.total_len, f.len() as u64);
+        let (off, len) = w.pixel.clone().unwrap().native.unwrap();
+        // CT_small has 138 bytes of trailing padding after its pixel data.
+        assert_eq!(off + len + 138, f.len() as u64);
+        assert_eq!(w.head.len() as u64, off - 12);
+        assert!(crate::ingest::describe::describe(&w).is_ok());
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let f = ct_small();
+        for cut in (132..f.len()).step_by(97) {
+            // A cut on an element boundary is structurally valid; describe() then notices the
+            // image attributes without pixel data.
+            let accepted = walk(&f[..cut], 1 << 20).ok().map(|w| crate::ingest::describe::describe(&w).is_ok());
+            assert!(accepted != Some(true), "cut at {cut} of {} was accepted", f.len());
+        }
     }
 }

@@ -119,10 +119,11 @@ async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| AppError::UnsupportedMediaType("missing Content-Type (application/zip, application/dicom or multipart/form-data)".into()))?;
-    let mime: mime::Mime = ct.parse().map_err(|_| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
+    let mime = crate::dicomweb::accept::parse_content_type(ct)
+        .ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut report = Report::default();
-    match mime.essence_str() {
+    match mime.essence.as_str() {
         "application/zip" | "application/x-zip-compressed" => {
             let mut stream = std::pin::pin!(stream);
             process_zip(&state, "upload.zip", &mut stream, &mut report).await?;
@@ -134,8 +135,8 @@ async fn upload(
         }
         "multipart/form-data" => {
             let boundary = mime
-                .get_param(mime::BOUNDARY)
-                .map(|b| b.as_str().to_string())
+                .param("boundary")
+                .map(str::to_string)
                 .ok_or_else(|| AppError::BadRequest("multipart/form-data without boundary".into()))?;
             let mut mp = multer::Multipart::new(stream, boundary);
             let mut n = 0usize;

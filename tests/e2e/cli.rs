@@ -1,0 +1,79 @@
+//! The `ferry-hub` binary as a newcomer runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn hub_binary() -> std::path::PathBuf {
+    // tests/run.sh builds the workspace binaries before the suite runs.
+    let exe = std::env::current_exe().expect("exe");
+    let target = exe.ancestors().nth(2).expect("target dir").to_path_buf();
+    let bin = target.join("ferry-hub");
+    assert!(bin.exists(), "{} missing: build the workspace first (tests/run.sh does)", bin.display());
+    bin
+}
+
+#[tokio::test]
+async fn serve_starts_with_no_config_prints_its_url_and_stops_on_sigterm() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut child = Command::new(hub_binary())
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hub");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        line
+    })
+    .await
+    .expect("line");
+    let url = line.trim().strip_prefix("Ferry hub listening on ").expect("prints its URL").to_string();
+    let health: serde_json::Value = reqwest::get(format!("{url}/healthz")).await.expect("healthz").json().await.expect("json");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(reqwest::get(format!("{url}/readyz")).await.expect("readyz").status(), 200);
+    assert!(dir.path().join("data/ferry.db").exists(), "SQLite under the data dir");
+    assert!(dir.path().join("data/keys/kek.hex").exists(), "key file created");
+    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(st.success());
+    let mut waited = 0;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(waited < 100, "hub did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    };
+    assert!(status.success(), "graceful shutdown exits 0");
+}
+
+#[tokio::test]
+async fn bad_configuration_is_explained() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(hub_binary())
+        .current_dir(dir.path())
+        .args(["--config", "missing.toml", "serve"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+    std::fs::write(dir.path().join("ferry-hub.toml"), "listen = \"not an address\"\n").expect("write");
+    let out = Command::new(hub_binary()).current_dir(dir.path()).arg("serve").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(dir.path().join("ferry-hub.toml")).expect("rm");
+    let out = Command::new(hub_binary())
+        .current_dir(dir.path())
+        .env("FERRY_DATABASE__URL", "mysql://nope")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"), "{}", String::from_utf8_lossy(&out.stderr));
+}

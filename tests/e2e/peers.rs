@@ -1,0 +1,163 @@
+//! Real DICOMweb peers against the hub: Python's dicomweb-client and Orthanc with its DICOMweb
+//! plugin (the hub configured as a remote DICOMweb server).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn python_dicomweb_client_stores_searches_and_retrieves_byte_identical() {
+    let app = spawn_app().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/dicomweb_client_check.py");
+    let base = format!("{}/dicomweb", app.base);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3").arg(script).arg(base).arg(TOKEN).output().expect("python3")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "dicomweb-client check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("all checks passed"));
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// An Orthanc started for one test; killed on drop.
+pub struct Orthanc {
+    pub http: u16,
+    /// DICOM port (for C-STORE tests of the connector).
+    #[allow(dead_code)]
+    pub dicom: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Orthanc {
+    pub async fn start(ferry_dicomweb: &str) -> Orthanc {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (http, dicom) = (free_port(), free_port());
+        let config = serde_json::json!({
+            "Name": "ferry-test",
+            "StorageDirectory": dir.path().join("storage"),
+            "IndexDirectory": dir.path().join("index"),
+            "HttpPort": http,
+            "DicomPort": dicom,
+            "DicomAet": "ORTHANC",
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "DicomCheckCalledAet": false,
+            "DicomAlwaysAllowStore": true,
+            "HttpTimeout": 60,
+            "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+            "DicomWeb": {
+                "Enable": true,
+                "Root": "/dicom-web/",
+                "Host": format!("127.0.0.1:{http}"),
+                "Servers": {
+                    "ferry": { "Url": format!("{ferry_dicomweb}/"), "HttpHeaders": { "Authorization": format!("Bearer {TOKEN}") } }
+                }
+            }
+        });
+        let cfg = dir.path().join("orthanc.json");
+        std::fs::write(&cfg, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
+        let bin = ["/usr/sbin/Orthanc", "/usr/bin/Orthanc"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("Orthanc is installed (tests/run.sh installs it)");
+        let child = Command::new(bin)
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start Orthanc");
+        let o = Orthanc { http, dicom, child, _dir: dir };
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if let Ok(r) = client.get(o.url("/system")).send().await {
+                if r.status().is_success() {
+                    return o;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("Orthanc did not start");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+}
+
+#[tokio::test]
+async fn orthanc_queries_and_retrieves_a_study_from_the_hub() {
+    let app = spawn_app().await;
+    let (study, series) = (uid(), uid());
+    let mut files = Vec::new();
+    for i in 0..3 {
+        let mut s = Synth::new(&study, &series, &uid());
+        s.patient_name = format!("Orthanc^Test{i}");
+        files.push(s.bytes());
+    }
+    let ct = pydicom_file("CT_small.dcm");
+    files.push(pydicom_file("SC_rgb_jpeg_dcmtk.dcm"));
+    let parts: Vec<&[u8]> = files.iter().map(|f| f.as_slice()).chain([ct.as_slice()]).collect();
+    assert_eq!(app.stow(&parts).await.0, 200);
+    let orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
+    let client = reqwest::Client::new();
+    // QIDO through Orthanc's DICOMweb client.
+    let found: Vec<serde_json::Value> = client
+        .post(orthanc.url("/dicom-web/servers/ferry/qido"))
+        .json(&serde_json::json!({"Uri": "/studies", "Arguments": {"StudyInstanceUID": study}}))
+        .send()
+        .await
+        .expect("qido")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(found.len(), 1, "{found:?}");
+    let all: Vec<serde_json::Value> = client
+        .post(orthanc.url("/dicom-web/servers/ferry/qido"))
+        .json(&serde_json::json!({"Uri": "/studies"}))
+        .send()
+        .await
+        .expect("qido")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(all.len(), 3);
+    // WADO-RS retrieve of the study into Orthanc, and of the JPEG and CT studies.
+    for uid in [study.clone()] {
+        let r = client
+            .post(orthanc.url("/dicom-web/servers/ferry/retrieve"))
+            .json(&serde_json::json!({"Resources": [{"Study": uid}], "Synchronous": true}))
+            .send()
+            .await
+            .expect("retrieve");
+        assert!(r.status().is_success(), "retrieve: {}", r.text().await.unwrap_or_default());
+    }
+    let ct_study = dicom_object::from_reader(&ct[128..]).expect("ct").element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID).expect("uid").to_str().expect("s").trim_end_matches('\0').to_string();
+    let r = client
+        .post(orthanc.url("/dicom-web/servers/ferry/retrieve"))
+        .json(&serde_json::json!({"Resources": [{"Study": ct_study}], "Synchronous": true}))
+        .send()
+        .await
+        .expect("retrieve");
+    assert!(r.status().is_success());
+    let ids: Vec<String> = client.get(orthanc.url("/instances")).send().await.expect("list").json().await.expect("json");
+    assert_eq!(ids.len(), 4, "Orthanc received every instance");
+    let mut received = Vec::new();
+    for id in ids {
+        let bytes = client.get(orthanc.url(&format!("/instances/{id}/file"))).send().await.expect("file").bytes().await.expect("bytes");
+        received.push(bytes.to_vec());
+    }
+    for f in files.iter().take(3).chain([&ct]) {
+        assert!(received.contains(f), "an instance arrived in Orthanc changed");
+    }
+}
