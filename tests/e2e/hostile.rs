@@ -34,7 +34,7 @@ async fn broken_parts_are_refused_and_nothing_of_them_is_stored() {
     let cases: Vec<(&str, Vec<u8>, u64)> = vec![
         ("non-DICOM part", b"hello, this is a text file".to_vec(), 0xC000),
         ("truncated in the pixel data", full[..full.len() - 100].to_vec(), 0xC000),
-        ("truncated in the header", full[..400].to_vec(), 0xC000),
+        ("truncated in the header", full[..mid_of(&full, s.sop.as_bytes())].to_vec(), 0xC000),
         ("missing SOP Instance UID", s.bytes_without(Some(tags::SOP_INSTANCE_UID)), 0xA900),
         ("missing Study Instance UID", s.bytes_without(Some(tags::STUDY_INSTANCE_UID)), 0xA900),
         ("empty part", Vec::new(), 0xC000),
@@ -78,6 +78,12 @@ async fn malformed_requests_get_problem_json() {
     let (status, _) = app.stow_to("/dicomweb/studies/abc", &[&file]).await;
     assert_eq!(status, 400);
     assert_eq!(app.instance_count().await, 1);
+}
+
+/// The offset of the middle of the last occurrence of `needle` (past the file meta group).
+fn mid_of(hay: &[u8], needle: &[u8]) -> usize {
+    let pos = hay.windows(needle.len()).rposition(|w| w == needle).expect("needle");
+    pos + needle.len() / 2
 }
 
 /// Every blob file of the local store.

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Ferry's whole test suite, from a fresh machine: installs the real peers it needs when they are
+# missing (quietly and idempotently), builds the workspace, runs the unit and end-to-end tests on
+# SQLite, then the end-to-end tests again on a private PostgreSQL cluster it starts on loopback.
+#
+#   tests/run.sh            everything
+#   tests/run.sh --sqlite   skip the PostgreSQL pass
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- real peers -----------------------------------------------------------------------------
+missing=()
+[ -x /usr/sbin/Orthanc ] || [ -x /usr/bin/Orthanc ] || missing+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
+command -v storescu >/dev/null && command -v dcmcjpeg >/dev/null || missing+=(dcmtk)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} (apt)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! python3 -c 'import pydicom, dicomweb_client' 2>/dev/null; then
+  say "installing pydicom and dicomweb-client (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check 'pydicom==3.0.2' 'dicomweb-client==0.61.2'
+fi
+
+# --- build and test on SQLite ------------------------------------------------------------------
+say "building"
+cargo build --workspace --all-targets --locked
+say "tests on SQLite"
+cargo test --workspace --locked
+
+[ "${1:-}" = "--sqlite" ] && exit 0
+
+# --- the same end-to-end tests on PostgreSQL ----------------------------------------------------
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+PGDIR=$(mktemp -d /tmp/ferry-pg.XXXXXX)
+PGPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
+}
+[ "$(id -u)" = 0 ] && chown postgres "$PGDIR"
+stop_pg() {
+  as_pg "$PGBIN/pg_ctl -D $PGDIR/data -m immediate stop" >/dev/null 2>&1 || true
+  rm -rf "$PGDIR"
+}
+trap stop_pg EXIT
+say "starting PostgreSQL on 127.0.0.1:$PGPORT"
+as_pg "$PGBIN/initdb -D $PGDIR/data -U ferry --auth=trust -E UTF8 >/dev/null"
+as_pg "$PGBIN/pg_ctl -D $PGDIR/data -o \"-h 127.0.0.1 -p $PGPORT -k $PGDIR -c fsync=off\" -l $PGDIR/log -w start" >/dev/null
+say "end-to-end tests on PostgreSQL"
+TEST_DATABASE_URL="postgres://ferry@127.0.0.1:$PGPORT/postgres" cargo test -p ferry-e2e --test e2e --locked
