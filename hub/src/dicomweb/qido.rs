@@ -108,7 +108,6 @@ struct Search {
     limit: i64,
     offset: i64,
     fuzzy: bool,
-    ignored: Vec<String>,
 }
 
 fn parse_params(params: Vec<(String, String)>) -> AppResult<Search> {
@@ -119,7 +118,6 @@ fn parse_params(params: Vec<(String, String)>) -> AppResult<Search> {
         limit: DEFAULT_LIMIT,
         offset: 0,
         fuzzy: false,
-        ignored: vec![],
     };
     for (k, v) in params {
         match k.as_str() {
@@ -346,7 +344,7 @@ async fn run_search(
     }
     let search = parse_params(params)?;
     let mut b = SqlBuilder { dialect: state.dialect, clauses: vec![], binds: vec![] };
-    let mut ignored = search.ignored.clone();
+    let mut ignored = Vec::new();
     for (tag, value) in &search.filters {
         match KEYS.iter().find(|(t, ..)| t == tag) {
             Some((_, column, kind, key_level)) if (*key_level as u8) <= (level as u8) => {
@@ -416,7 +414,7 @@ async fn run_search(
                 computed.insert("00201206".into(), json!({"vr": "IS", "Value": [nseries]}));
                 computed.insert("00201208".into(), json!({"vr": "IS", "Value": [ninst]}));
                 computed.insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{base}/studies/{uid}")]}));
-                select_fields(&attrs, computed, STUDY_FIELDS, &search, &[0x0008, 0x0010])
+                select_fields(&attrs, computed, STUDY_FIELDS, &search)
             }
             Level::Series => {
                 let st: String = row.try_get(0)?;
@@ -426,7 +424,7 @@ async fn run_search(
                 let mut computed = Map::new();
                 computed.insert("00201209".into(), json!({"vr": "IS", "Value": [ninst]}));
                 computed.insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{base}/studies/{st}/series/{se}")]}));
-                select_fields(&attrs, computed, SERIES_FIELDS, &search, &[])
+                select_fields(&attrs, computed, SERIES_FIELDS, &search)
             }
             Level::Instance => {
                 let st: String = row.try_get(0)?;
@@ -439,7 +437,7 @@ async fn run_search(
                 if frames > 0 {
                     computed.insert("00280008".into(), json!({"vr": "IS", "Value": [frames]}));
                 }
-                select_fields(&metadata, computed, INSTANCE_FIELDS, &search, &[])
+                select_fields(&metadata, computed, INSTANCE_FIELDS, &search)
             }
         };
         out.push(obj);
@@ -449,7 +447,7 @@ async fn run_search(
 
 /// Picks the default fields of the level, the requested `includefield`s (or all top-level
 /// attributes for `includefield=all`) and the matching keys, from a stored DICOM JSON document.
-fn select_fields(stored: &str, computed: Map<String, Value>, defaults: &[u32], search: &Search, _groups: &[u16]) -> Value {
+fn select_fields(stored: &str, computed: Map<String, Value>, defaults: &[u32], search: &Search) -> Value {
     let doc: Map<String, Value> = serde_json::from_str(stored).unwrap_or_default();
     let mut out = Map::new();
     if search.include_all {

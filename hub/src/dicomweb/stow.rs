@@ -78,7 +78,7 @@ async fn store_impl(
     let boundary = multipart_boundary(&headers)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut stored: Vec<Stored> = Vec::new();
+    let mut pipeline = ingest::Pipeline::<()>::new(&state);
     let mut failed: Vec<Failure> = Vec::new();
     let mut parts = 0usize;
     loop {
@@ -104,8 +104,8 @@ async fn store_impl(
             ));
             continue;
         }
-        match ingest::ingest_stream(&state, &mut field, study.as_deref()).await {
-            Ok(s) => stored.push(s),
+        match ingest::receive(&state, &mut field, study.as_deref()).await {
+            Ok(r) => pipeline.push((), r).await,
             Err(f) => {
                 let fatal = f.fatal;
                 failed.push(f);
@@ -113,6 +113,13 @@ async fn store_impl(
                     break;
                 }
             }
+        }
+    }
+    let mut stored: Vec<Stored> = Vec::new();
+    for (_, r) in pipeline.finish().await {
+        match r {
+            Ok(s) => stored.push(s),
+            Err(f) => failed.push(f),
         }
     }
     if parts == 0 {

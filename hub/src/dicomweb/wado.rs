@@ -102,13 +102,6 @@ fn negotiate_dicom(ranges: &[MediaRange], rows: &[InstanceRow], single_ok: bool)
     ))
 }
 
-/// A body fed by a task, so decrypting runs ahead of the socket by a few chunks.
-fn channel_body(capacity: usize) -> (tokio::sync::mpsc::Sender<std::io::Result<Bytes>>, Body) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(capacity);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    (tx, Body::from_stream(stream))
-}
-
 /// Streams instances as multipart/related with an exact Content-Length.
 async fn multipart_dicom(state: AppState, rows: Vec<InstanceRow>) -> AppResult<Response> {
     let b = boundary();
@@ -123,28 +116,41 @@ async fn multipart_dicom(state: AppState, rows: Vec<InstanceRow>) -> AppResult<R
         let key = blob_key(&state, &mut study_key, &row).await?;
         keyed.push((row, key));
     }
-    let (tx, body) = channel_body(8);
-    tokio::spawn(async move {
-        for (row, key) in keyed {
-            if tx.send(Ok(Bytes::from(part_header.clone()))).await.is_err() {
-                return;
-            }
-            let mut s = std::pin::pin!(state.blobs.read(&row.blob_path, key, row.size, 0..row.size));
-            while let Some(chunk) = s.next().await {
-                if let Err(e) = &chunk {
-                    tracing::error!(error = %e, sop_instance_uid = %row.sop_instance_uid, "blob read failed mid-stream");
-                }
-                let failed = chunk.is_err();
-                if tx.send(chunk).await.is_err() || failed {
-                    return;
-                }
-            }
-            if tx.send(Ok(Bytes::from_static(b"\r\n"))).await.is_err() {
-                return;
-            }
+    // Every part header, piece of ciphertext and separator becomes one job; jobs run a few
+    // ahead of the socket (fetch + decrypt in parallel) and come out in order.
+    enum Job {
+        Lit(Bytes),
+        Piece(std::sync::Arc<InstanceRow>, Key, crate::storage::Piece),
+    }
+    let mut jobs = Vec::new();
+    for (row, key) in keyed {
+        jobs.push(Job::Lit(Bytes::from(part_header.clone())));
+        let row = std::sync::Arc::new(row);
+        for piece in crate::storage::BlobStore::pieces(row.size, 0..row.size) {
+            jobs.push(Job::Piece(row.clone(), key.clone(), piece));
         }
-        let _ = tx.send(Ok(Bytes::from(closing))).await;
-    });
+        jobs.push(Job::Lit(Bytes::from_static(b"\r\n")));
+    }
+    jobs.push(Job::Lit(Bytes::from(closing)));
+    let blobs = state.blobs.clone();
+    let stream = futures_util::stream::iter(jobs)
+        .map(move |job| {
+            let blobs = blobs.clone();
+            async move {
+                match job {
+                    Job::Lit(b) => Ok(b),
+                    Job::Piece(row, key, piece) => {
+                        let r = blobs.read_piece(&row.blob_path, key, row.size, piece).await;
+                        if let Err(e) = &r {
+                            tracing::error!(error = %e, sop_instance_uid = %row.sop_instance_uid, "blob read failed mid-stream");
+                        }
+                        r
+                    }
+                }
+            }
+        })
+        .buffered(4);
+    let body = Body::from_stream(stream);
     let mut resp = Response::new(body);
     let ct = format!("multipart/related; type=\"application/dicom\"; boundary={b}");
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(&ct).map_err(|e| AppError::Internal(e.into()))?);

@@ -96,14 +96,24 @@ where
     true
 }
 
-/// Stores one DICOM file read from `body`. `expected_study` is the Study Instance UID of a
-/// `POST /studies/{uid}` request.
-#[tracing::instrument(skip_all, fields(study_uid, sop_instance_uid))]
-pub async fn ingest_stream<S, E>(
+/// A file whose bytes are all in the blob writer and whose structure and attributes checked
+/// out; [`commit`] makes it durable and visible.
+pub struct Received {
+    described: Described,
+    writer: crate::storage::BlobWriter,
+    blob_path: String,
+    blob_key: Key,
+    size: u64,
+    sha256: String,
+}
+
+/// Reads one file from `body` (which must be consumed in order) into an unfinished blob.
+#[tracing::instrument(skip_all)]
+pub async fn receive<S, E>(
     state: &AppState,
     body: &mut S,
     expected_study: Option<&str>,
-) -> Result<Stored, Failure>
+) -> Result<Received, Failure>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Display,
@@ -207,14 +217,20 @@ where
             return Err(f);
         }
     };
-    tracing::Span::current().record("study_uid", described.study_uid.as_str());
-    tracing::Span::current().record("sop_instance_uid", described.sop_instance_uid.as_str());
+    let sha256 = hex::encode(hasher.finalize());
+    Ok(Received { described, writer, blob_path, blob_key, size, sha256 })
+}
+
+/// Makes a received file durable (blob finished and synced) and visible (indexed in one
+/// transaction). Independent of the request body, so it can run while the next part arrives.
+#[tracing::instrument(skip_all, fields(study_uid = %r.described.study_uid, sop_instance_uid = %r.described.sop_instance_uid))]
+pub async fn commit(state: &AppState, r: Received) -> Result<Stored, Failure> {
+    let Received { described, writer, blob_path, blob_key, size, sha256 } = r;
     if let Err(e) = writer.finish().await {
         tracing::error!(error = %format!("{e:#}"), "blob finish failed");
         forget_blob(state, &blob_path).await;
         return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub's storage is unavailable").with_uids(&described));
     }
-    let sha256 = hex::encode(hasher.finalize());
     let blob = index::NewBlob { path: blob_path.clone(), key: blob_key, size, sha256 };
     match index::insert(state, &described, &blob).await {
         Ok(outcome) => {
@@ -307,5 +323,53 @@ impl std::io::Read for ChannelReader {
         buf[..n].copy_from_slice(&self.cur[..n]);
         let _ = self.cur.split_to(n);
         Ok(n)
+    }
+}
+
+/// Commits received files concurrently (a few at a time) while the caller keeps reading the
+/// request body, so fsyncs and index transactions overlap with receiving the next file.
+pub struct Pipeline<L> {
+    state: AppState,
+    inflight: std::collections::VecDeque<(L, tokio::task::JoinHandle<Result<Stored, Failure>>)>,
+    done: Vec<(L, Result<Stored, Failure>)>,
+}
+
+const PIPELINE_DEPTH: usize = 4;
+
+impl<L> Pipeline<L> {
+    pub fn new(state: &AppState) -> Self {
+        Self { state: state.clone(), inflight: Default::default(), done: Vec::new() }
+    }
+
+    async fn reap_one(&mut self) {
+        if let Some((label, handle)) = self.inflight.pop_front() {
+            let r = handle.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "commit task failed");
+                Err(Failure::new(reason::OUT_OF_RESOURCES, "internal error while storing"))
+            });
+            self.done.push((label, r));
+        }
+    }
+
+    /// Queues a received file for commit; waits when too many are in flight.
+    pub async fn push(&mut self, label: L, received: Received) {
+        let state = self.state.clone();
+        self.inflight.push_back((label, tokio::spawn(async move { commit(&state, received).await })));
+        while self.inflight.len() > PIPELINE_DEPTH {
+            self.reap_one().await;
+        }
+    }
+
+    /// Records a file that failed before commit.
+    pub fn push_result(&mut self, label: L, result: Result<Stored, Failure>) {
+        self.done.push((label, result));
+    }
+
+    /// Waits for every commit; results in completion order per file.
+    pub async fn finish(mut self) -> Vec<(L, Result<Stored, Failure>)> {
+        while !self.inflight.is_empty() {
+            self.reap_one().await;
+        }
+        self.done
     }
 }

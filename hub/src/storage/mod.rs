@@ -22,8 +22,16 @@ use crypto::{CHUNK, Decryptor, Encryptor, HEADER_LEN, Key};
 /// Up to this much ciphertext is buffered and written with a single PUT; larger blobs switch to a
 /// multipart upload (S3 wants parts of at least 5 MiB).
 const SINGLE_PUT_MAX: usize = 8 << 20;
-/// Ciphertext fetched per storage request when reading.
-const READ_CHUNKS_PER_REQUEST: u64 = 16;
+/// Chunks fetched and decrypted as one piece when reading (2 MiB).
+const CHUNKS_PER_PIECE: u64 = 32;
+
+/// A run of whole chunks of one blob, and the plaintext bytes to keep of it.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub first: u64,
+    pub last: u64,
+    pub trim: Range<u64>,
+}
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -92,7 +100,60 @@ impl BlobStore {
         }
     }
 
-    /// Streams the plaintext bytes `range` of a blob whose plaintext is `plain_len` long.
+    /// Splits the plaintext `range` of a blob into pieces of whole chunks, each read and
+    /// decrypted on its own (so pieces can be fetched ahead and decrypted in parallel).
+    pub fn pieces(plain_len: u64, range: Range<u64>) -> Vec<Piece> {
+        let range = range.start.min(plain_len)..range.end.min(plain_len);
+        if range.is_empty() {
+            return Vec::new();
+        }
+        let first = range.start / CHUNK as u64;
+        let last = (range.end - 1) / CHUNK as u64;
+        let mut out = Vec::new();
+        let mut c = first;
+        while c <= last {
+            let upto = (c + CHUNKS_PER_PIECE - 1).min(last);
+            let base = c * CHUNK as u64;
+            let from = range.start.max(base) - base;
+            let to = range.end.min((upto + 1) * CHUNK as u64) - base;
+            out.push(Piece { first: c, last: upto, trim: from..to });
+            c = upto + 1;
+        }
+        out
+    }
+
+    /// Fetches and decrypts one piece. The header comes with the ciphertext when the piece
+    /// starts at the first chunk, so a small blob costs one storage request.
+    pub async fn read_piece(&self, path: &str, key: Key, plain_len: u64, piece: Piece) -> std::io::Result<Bytes> {
+        let path = ObjPath::from(path);
+        let span = crypto::chunk_span(plain_len, piece.first, piece.last);
+        let (header, ct) = if piece.first == 0 {
+            let all = self.store.get_range(&path, 0..span.end).await.map_err(std::io::Error::other)?;
+            if all.len() < HEADER_LEN {
+                return Err(io_err("blob shorter than its header"));
+            }
+            (all.slice(..HEADER_LEN), all.slice(HEADER_LEN..))
+        } else {
+            let (h, c) = futures_util::try_join!(
+                self.store.get_range(&path, 0..HEADER_LEN as u64),
+                self.store.get_range(&path, span)
+            )
+            .map_err(std::io::Error::other)?;
+            (h, c)
+        };
+        tokio::task::spawn_blocking(move || {
+            let dec = Decryptor::new(&key, &header, plain_len).map_err(io_err)?;
+            let plain = dec.open(piece.first, &ct).map_err(io_err)?;
+            let to = (piece.trim.end as usize).min(plain.len());
+            let from = (piece.trim.start as usize).min(to);
+            Ok(Bytes::from(plain).slice(from..to))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Streams the plaintext bytes `range` of a blob whose plaintext is `plain_len` long,
+    /// one piece ahead.
     pub fn read(
         &self,
         path: &str,
@@ -100,45 +161,17 @@ impl BlobStore {
         plain_len: u64,
         range: Range<u64>,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        let store = self.store.clone();
-        let path = ObjPath::from(path);
-        let range = range.start.min(plain_len)..range.end.min(plain_len);
-        let first = range.start / CHUNK as u64;
-        let last = if range.is_empty() { first } else { (range.end - 1) / CHUNK as u64 };
-        struct St {
-            next: u64,
-            dec: Option<Decryptor>,
-        }
-        let init = St { next: first, dec: None };
-        futures_util::stream::try_unfold(init, move |mut st| {
-            let store = store.clone();
-            let path = path.clone();
-            let key = key.clone();
-            let range = range.clone();
-            async move {
-                if range.is_empty() || st.next > last {
-                    return Ok(None);
-                }
-                if st.dec.is_none() {
-                    let header = store
-                        .get_range(&path, 0..HEADER_LEN as u64)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    st.dec = Some(Decryptor::new(&key, &header, plain_len).map_err(io_err)?);
-                }
-                let upto = (st.next + READ_CHUNKS_PER_REQUEST - 1).min(last);
-                let span = crypto::chunk_span(plain_len, st.next, upto);
-                let ct = store.get_range(&path, span).await.map_err(std::io::Error::other)?;
-                let dec = st.dec.as_ref().ok_or_else(|| io_err("no decryptor"))?;
-                let plain = dec.open(st.next, &ct).map_err(io_err)?;
-                // Trim to the requested range.
-                let base = st.next * CHUNK as u64;
-                let from = range.start.saturating_sub(base) as usize;
-                let to = ((range.end - base) as usize).min(plain.len());
-                st.next = upto + 1;
-                Ok(Some((Bytes::from(plain).slice(from..to), st)))
-            }
-        })
+        use futures_util::StreamExt;
+        let this = self.clone();
+        let path = path.to_string();
+        futures_util::stream::iter(Self::pieces(plain_len, range))
+            .map(move |piece| {
+                let this = this.clone();
+                let path = path.clone();
+                let key = key.clone();
+                async move { this.read_piece(&path, key, plain_len, piece).await }
+            })
+            .buffered(2)
     }
 
     /// Reads a whole blob into memory (for rendering, where the decoder wants all of it).

@@ -123,15 +123,15 @@ async fn upload(
         .ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut report = Report::default();
+    let mut pipe = ingest::Pipeline::<String>::new(&state);
     match mime.essence.as_str() {
         "application/zip" | "application/x-zip-compressed" => {
             let mut stream = std::pin::pin!(stream);
-            process_zip(&state, "upload.zip", &mut stream, &mut report).await?;
+            process_zip(&state, "upload.zip", &mut stream, &mut report, &mut pipe).await?;
         }
         "application/dicom" => {
             let mut stream = std::pin::pin!(stream);
-            let r = ingest::ingest_stream(&state, &mut stream, None).await;
-            report.push_result("upload.dcm".into(), r);
+            receive_into(&state, &mut stream, "upload.dcm".into(), &mut pipe).await;
         }
         "multipart/form-data" => {
             let boundary = mime
@@ -164,14 +164,9 @@ async fn upload(
                 let is_zip = name.to_ascii_lowercase().ends_with(".zip")
                     || field.content_type().is_some_and(|m| m.essence_str() == "application/zip");
                 if is_zip {
-                    process_zip(&state, &name, &mut field, &mut report).await?;
-                } else {
-                    let r = ingest::ingest_stream(&state, &mut field, None).await;
-                    let fatal = r.as_ref().err().is_some_and(|f| f.fatal);
-                    report.push_result(name, r);
-                    if fatal {
-                        break;
-                    }
+                    process_zip(&state, &name, &mut field, &mut report, &mut pipe).await?;
+                } else if !receive_into(&state, &mut field, name, &mut pipe).await {
+                    break;
                 }
             }
             if n == 0 {
@@ -184,13 +179,41 @@ async fn upload(
             )));
         }
     }
+    for (label, r) in pipe.finish().await {
+        report.push_result(label, r);
+    }
     let (status, report) = report.finish();
     tracing::info!(principal = principal.log_id(), stored = report.stored, failed = report.failed, skipped = report.skipped, "upload handled");
     Ok((status, Json(report)).into_response())
 }
 
+/// Receives one file into the commit pipeline. Returns false when the request body broke.
+async fn receive_into<S, E>(state: &AppState, body: &mut S, label: String, pipe: &mut ingest::Pipeline<String>) -> bool
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    match ingest::receive(state, body, None).await {
+        Ok(r) => {
+            pipe.push(label, r).await;
+            true
+        }
+        Err(f) => {
+            let fatal = f.fatal;
+            pipe.push_result(label, Err(f));
+            !fatal
+        }
+    }
+}
+
 /// Spools a ZIP (encrypted), then feeds each entry to ingest.
-async fn process_zip<S, E>(state: &AppState, zip_name: &str, body: &mut S, report: &mut Report) -> AppResult<()>
+async fn process_zip<S, E>(
+    state: &AppState,
+    zip_name: &str,
+    body: &mut S,
+    report: &mut Report,
+    pipe: &mut ingest::Pipeline<String>,
+) -> AppResult<()>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -228,9 +251,8 @@ where
             ZipEntry::Fail(path, why) => report.failed(path, why),
             ZipEntry::File(path, rx) => {
                 let mut stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }));
-                let r = ingest::ingest_stream(state, &mut stream, None).await;
                 // The reader reports problems of the entry itself (bomb, CRC) through the stream.
-                report.push_result(path, r);
+                receive_into(state, &mut stream, path, pipe).await;
             }
         }
     }
