@@ -2,6 +2,8 @@
 //! `cargo bench -p ferry-hub --bench crypto`. Plain timing, no harness: prints MB/s for
 //! encrypting and decrypting 256 MiB.
 
+#![allow(clippy::expect_used)]
+
 use std::time::Instant;
 
 use ferry_hub::storage::crypto::{CHUNK, Decryptor, Encryptor, Key, chunk_count, chunk_span};

@@ -2,6 +2,8 @@
 //! peers — Python dicomweb-client, Orthanc with its DICOMweb plugin, PostgreSQL when
 //! `TEST_DATABASE_URL` is set. `tests/run.sh` installs the peers and runs this suite.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod cli;
 mod helpers;
 mod hostile;

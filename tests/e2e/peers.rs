@@ -80,11 +80,10 @@ impl Orthanc {
         let o = Orthanc { http, dicom, child, _dir: dir };
         let client = reqwest::Client::new();
         for _ in 0..100 {
-            if let Ok(r) = client.get(o.url("/system")).send().await {
-                if r.status().is_success() {
+            if let Ok(r) = client.get(o.url("/system")).send().await
+                && r.status().is_success() {
                     return o;
                 }
-            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("Orthanc did not start");

@@ -44,11 +44,10 @@ impl SeaweedFs {
         let w = SeaweedFs { s3, child, _dir: dir };
         let client = reqwest::Client::new();
         for _ in 0..300 {
-            if let Ok(r) = client.put(format!("http://127.0.0.1:{s3}/{bucket}")).send().await {
-                if r.status().is_success() {
+            if let Ok(r) = client.put(format!("http://127.0.0.1:{s3}/{bucket}")).send().await
+                && r.status().is_success() {
                     return w;
                 }
-            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("SeaweedFS did not start");

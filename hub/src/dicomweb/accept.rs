@@ -84,6 +84,12 @@ pub fn from_headers(headers: &axum::http::HeaderMap) -> Vec<MediaRange> {
     parse_accept(headers.get_all(axum::http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()))
 }
 
+/// Parses a `Content-Type` value (quoted or unquoted parameters, spaces in quoted values).
+pub fn parse_content_type(value: &str) -> Option<MediaRange> {
+    let r = parse_accept(std::iter::once(value)).into_iter().next()?;
+    (r.essence != "*/*" && r.essence.contains('/')).then_some(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,10 +110,4 @@ mod tests {
         assert_eq!(parse_accept(std::iter::empty())[0].essence, "*/*");
         assert!(parse_accept(["image/*"].into_iter())[0].matches("image/png"));
     }
-}
-
-/// Parses a `Content-Type` value (quoted or unquoted parameters, spaces in quoted values).
-pub fn parse_content_type(value: &str) -> Option<MediaRange> {
-    let r = parse_accept(std::iter::once(value)).into_iter().next()?;
-    (r.essence != "*/*" && r.essence.contains('/')).then_some(r)
 }

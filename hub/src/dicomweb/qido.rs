@@ -463,11 +463,10 @@ fn select_fields(stored: &str, computed: Map<String, Value>, defaults: &[u32], s
         .chain(search.include.iter().map(|t| tag_key(*t)))
         .chain(search.filters.iter().map(|(t, _)| tag_key(*t)));
     for key in wanted {
-        if let Some(v) = doc.get(&key) {
-            if v.get("BulkDataURI").is_none() {
+        if let Some(v) = doc.get(&key)
+            && v.get("BulkDataURI").is_none() {
                 out.insert(key, v.clone());
             }
-        }
     }
     out.insert("00080056".into(), json!({"vr": "CS", "Value": ["ONLINE"]}));
     for (k, v) in computed {

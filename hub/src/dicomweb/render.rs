@@ -92,11 +92,10 @@ fn render_frame(file: &[u8], frame: u32, p: &RenderParams, fmt: Format) -> AppRe
     let mut img = decoded
         .to_dynamic_image_with_options(0, &opts)
         .map_err(|e| AppError::NotAcceptable(format!("cannot render this image: {e}")))?;
-    if let Some((w, h)) = p.viewport {
-        if img.width() > w || img.height() > h {
+    if let Some((w, h)) = p.viewport
+        && (img.width() > w || img.height() > h) {
             img = img.thumbnail(w, h);
         }
-    }
     let mut out = Cursor::new(Vec::new());
     match fmt {
         Format::Jpeg => {

@@ -52,13 +52,12 @@ pub fn multipart_boundary(headers: &HeaderMap) -> Result<String, AppError> {
             mime.essence
         )));
     }
-    if let Some(t) = mime.param("type") {
-        if !t.eq_ignore_ascii_case("application/dicom") {
+    if let Some(t) = mime.param("type")
+        && !t.eq_ignore_ascii_case("application/dicom") {
             return Err(AppError::UnsupportedMediaType(format!(
                 "parts of type {t} are not supported; only application/dicom"
             )));
         }
-    }
     mime.param("boundary")
         .map(str::to_string)
         .filter(|b| !b.is_empty())

@@ -64,7 +64,7 @@ pub async fn blob_key(state: &AppState, study_key: &mut Option<(String, Key)>, r
             k
         }
     };
-    key.unwrap_key(&row.blob_key, b"ferry-blob-key").map_err(|e| AppError::Internal(e))
+    key.unwrap_key(&row.blob_key, b"ferry-blob-key").map_err(AppError::Internal)
 }
 
 /// What the client accepts for a DICOM retrieve.
@@ -290,6 +290,7 @@ pub fn frame_media_type(ts: &str) -> Option<&'static str> {
 }
 
 /// Byte ranges (in the original file) that hold frame `n` (1-based).
+#[allow(clippy::single_range_in_vec_init)] // a list of ranges, often of one
 pub fn frame_ranges(row: &InstanceRow, n: u64) -> AppResult<Vec<Range<u64>>> {
     let layout = row
         .pixel_layout

@@ -159,16 +159,15 @@ where
                 reason::OUT_OF_RESOURCES,
                 format!("the file exceeds the limit of {} bytes", limits.max_instance_bytes),
             ));
-            if !drain(body).await {
-                if let Some(f) = failure.as_mut() {
+            if !drain(body).await
+                && let Some(f) = failure.as_mut() {
                     f.fatal = true;
                 }
-            }
             break;
         }
         hasher.update(&chunk);
-        if let Some(sender) = &tx {
-            if sender.send(chunk.clone()).await.is_err() {
+        if let Some(sender) = &tx
+            && sender.send(chunk.clone()).await.is_err() {
                 // The walk stopped early: the file is not usable. Its error is reported below.
                 tx = None;
                 let ok = drain(body).await;
@@ -179,7 +178,6 @@ where
                 }
                 break;
             }
-        }
         if let Err(e) = writer.write(&chunk).await {
             tracing::error!(error = %format!("{e:#}"), "blob write failed");
             failure = Some(Failure::new(reason::OUT_OF_RESOURCES, "the hub's storage is unavailable"));

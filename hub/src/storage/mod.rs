@@ -208,13 +208,12 @@ impl BlobWriter {
             let upload = self.store.store.put_multipart(&self.path).await?;
             self.multipart = Some(WriteMultipart::new(upload));
         }
-        if let Some(mp) = self.multipart.as_mut() {
-            if !self.buf.is_empty() {
+        if let Some(mp) = self.multipart.as_mut()
+            && !self.buf.is_empty() {
                 mp.wait_for_capacity(4).await?;
                 mp.write(&self.buf);
                 self.buf.clear();
             }
-        }
         Ok(())
     }
 
