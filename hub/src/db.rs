@@ -30,6 +30,27 @@ impl Dialect {
     }
 }
 
+/// The hub's connection pools. SQLite allows one writer at a time, and a writer that finds the
+/// database locked sleeps in its busy handler (milliseconds at a time); so on SQLite all writes go
+/// through a pool of one connection, where they queue without sleeping. On PostgreSQL both are
+/// the same pool.
+#[derive(Clone, Debug)]
+pub struct Pools {
+    pub read: Db,
+    pub write: Db,
+    pub dialect: Dialect,
+}
+
+/// Connects, runs the embedded migrations and sets up the write pool.
+pub async fn connect_pools(url: &str, max_connections: Option<u32>) -> anyhow::Result<Pools> {
+    let (read, dialect) = connect(url, max_connections).await?;
+    let write = match dialect {
+        Dialect::Postgres => read.clone(),
+        Dialect::Sqlite => connect(url, Some(1)).await?.0,
+    };
+    Ok(Pools { read, write, dialect })
+}
+
 /// Connects and runs the embedded migrations.
 pub async fn connect(url: &str, max_connections: Option<u32>) -> anyhow::Result<(Db, Dialect)> {
     sqlx::any::install_default_drivers();

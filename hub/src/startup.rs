@@ -33,8 +33,8 @@ impl Application {
         let _ = rustls::crypto::ring::default_provider().install_default();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
-        let (db, dialect) =
-            crate::db::connect(&config.database_url(), config.database.max_connections).await?;
+        let pools =
+            crate::db::connect_pools(&config.database_url(), config.database.max_connections).await?;
         let blobs = BlobStore::from_config(&config)?;
         let (kek, created) = LocalKeyFile::load_or_create(&config.kek_file())?;
         if created {
@@ -51,8 +51,9 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let state = AppState {
             config: Arc::new(config),
-            db,
-            dialect,
+            db: pools.read,
+            db_write: pools.write,
+            dialect: pools.dialect,
             blobs,
             keys,
             admin_token,
@@ -158,7 +159,7 @@ async fn sweep_loop(state: AppState) {
     let every = Duration::from_secs(state.config.sweep.interval_secs.max(1));
     let age = (state.config.sweep.orphan_age_secs * 1000) as i64;
     loop {
-        if let Err(e) = crate::storage::sweep::sweep_orphans(&state.db, &state.blobs, age).await {
+        if let Err(e) = crate::storage::sweep::sweep_orphans(&state.db_write, &state.blobs, age).await {
             tracing::warn!(error = %format!("{e:#}"), "orphan sweep failed");
         }
         tokio::time::sleep(every).await;

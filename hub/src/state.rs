@@ -12,7 +12,10 @@ use crate::storage::keys::Keyring;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// Reads (and, on PostgreSQL, writes).
     pub db: Db,
+    /// Writes: one connection on SQLite so writers queue instead of spinning on the lock.
+    pub db_write: Db,
     pub dialect: Dialect,
     pub blobs: BlobStore,
     pub keys: Keyring,

@@ -52,7 +52,7 @@ async fn try_insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<O
     // The study key exists before the transaction (created race-free on its own).
     let study_key = state
         .keys
-        .study_key_or_create(&state.db, &d.study_uid)
+        .study_key_or_create(&state.db, &state.db_write, &d.study_uid)
         .await
         .map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), "study key unavailable");
@@ -65,7 +65,7 @@ async fn try_insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<O
         Dialect::Sqlite => "BEGIN IMMEDIATE",
         Dialect::Postgres => "BEGIN",
     };
-    let mut tx = state.db.begin_with(begin).await?;
+    let mut tx = state.db_write.begin_with(begin).await?;
     if let Some(row) = sqlx::query("SELECT sha256 FROM instances WHERE sop_instance_uid = $1")
         .bind(&d.sop_instance_uid)
         .fetch_optional(&mut *tx)

@@ -123,7 +123,7 @@ where
     if let Err(e) = sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)")
         .bind(&blob_path)
         .bind(now_ms())
-        .execute(&state.db)
+        .execute(&state.db_write)
         .await
     {
         tracing::error!(error = %e, "cannot register pending blob");
@@ -256,7 +256,7 @@ async fn forget_blob(state: &AppState, path: &str) {
     if state.blobs.delete(path).await.is_ok() {
         let _ = sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1")
             .bind(path)
-            .execute(&state.db)
+            .execute(&state.db_write)
             .await;
     }
 }

@@ -121,7 +121,7 @@ impl Keyring {
     }
 
     /// The study's data key, created (race-free across hub processes) when it has none yet.
-    pub async fn study_key_or_create(&self, db: &Db, study_uid: &str) -> anyhow::Result<Key> {
+    pub async fn study_key_or_create(&self, db: &Db, write: &Db, study_uid: &str) -> anyhow::Result<Key> {
         if let Some(k) = self.study_key(db, study_uid).await? {
             return Ok(k);
         }
@@ -135,10 +135,10 @@ impl Keyring {
         .bind(&wrapped)
         .bind(self.provider.kek_id())
         .bind(now_ms())
-        .execute(db)
+        .execute(write)
         .await?;
         // Another upload may have won the race: use whichever key is stored.
-        self.study_key(db, study_uid).await?.context("study key vanished after insert")
+        self.study_key(write, study_uid).await?.context("study key vanished after insert")
     }
 
     /// The study's data key, if it has one.
