@@ -88,6 +88,11 @@ fn mid_of(hay: &[u8], needle: &[u8]) -> usize {
 
 /// Every blob file of the local store.
 pub fn blob_files(app: &TestApp) -> Vec<std::path::PathBuf> {
+    blob_files_in(&app.dir.path().join("blobs"))
+}
+
+/// Every file below `dir` (blobs and staging files of unfinished uploads).
+pub fn blob_files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
@@ -101,6 +106,6 @@ pub fn blob_files(app: &TestApp) -> Vec<std::path::PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(&app.dir.path().join("blobs"), &mut out);
+    walk(dir, &mut out);
     out
 }

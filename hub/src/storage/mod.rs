@@ -36,7 +36,7 @@ pub struct Piece {
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
-    /// Set for the local backend: files are fsynced there before a blob counts as durable.
+    /// Set for the local backend, to clean up staging files of uploads a crash interrupted.
     local_root: Option<PathBuf>,
 }
 
@@ -48,8 +48,11 @@ impl BlobStore {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating blob folder {}", dir.display()))?;
                 let dir = dir.canonicalize()?;
+                // fsync of each file and its directory before a write returns: a blob counts as
+                // durable only then.
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?
-                    .with_automatic_cleanup(true);
+                    .with_automatic_cleanup(true)
+                    .with_fsync(true);
                 Ok(Self { store: Arc::new(store), local_root: Some(dir) })
             }
             StorageBackend::S3 => {
@@ -93,11 +96,30 @@ impl BlobStore {
         }
     }
 
+    /// Deletes a blob; deleting a missing one is fine. On the local backend this also removes
+    /// the staging files (`name#n`) of a multipart upload that a crash interrupted; on S3 a
+    /// bucket lifecycle rule (AbortIncompleteMultipartUpload) does that.
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         match self.store.delete(&ObjPath::from(path)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
+        if let Some(root) = &self.local_root {
+            let file = root.join(path);
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else { return Ok(()) };
+                let prefix = format!("{}#", name.to_string_lossy());
+                for entry in std::fs::read_dir(dir)?.flatten() {
+                    if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                        std::fs::remove_file(entry.path())?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .context("cleanup task")??;
+        }
+        Ok(())
     }
 
     /// Splits the plaintext `range` of a blob into pieces of whole chunks, each read and
@@ -229,19 +251,6 @@ impl BlobWriter {
                 let payload = PutPayload::from(std::mem::take(&mut self.buf));
                 self.store.store.put(&self.path, payload).await?;
             }
-        }
-        if let Some(root) = &self.store.local_root {
-            let file = root.join(self.path.as_ref());
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::File::open(&file)?.sync_all()?;
-                if let Some(dir) = file.parent() {
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
-                Ok(())
-            })
-            .await
-            .context("fsync task")?
-            .context("fsync of blob")?;
         }
         Ok(())
     }
