@@ -120,18 +120,23 @@ where
 {
     let limits = &state.config.limits;
     let blob_path = format!("instances/{}", uuid::Uuid::new_v4().simple());
-    if let Err(e) = sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)")
-        .bind(&blob_path)
-        .bind(now_ms())
-        .execute(&state.db_write)
-        .await
-    {
-        tracing::error!(error = %e, "cannot register pending blob");
-        drain(body).await;
-        return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub's database is unavailable"));
-    }
+    // The blob is registered as pending before any byte of it reaches the store (the writer
+    // waits for this), while receiving and encrypting already go on.
+    let register = {
+        let db = state.db_write.clone();
+        let path = blob_path.clone();
+        tokio::spawn(async move {
+            sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)")
+                .bind(path)
+                .bind(now_ms())
+                .execute(&db)
+                .await
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("cannot register pending blob: {e}"))
+        })
+    };
     let blob_key = Key::random();
-    let mut writer = state.blobs.writer(&blob_path, &blob_key);
+    let mut writer = state.blobs.writer(&blob_path, &blob_key).with_gate(register);
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let max_head = limits.max_header_bytes;
     let walker = tokio::task::spawn_blocking(move || {
@@ -180,7 +185,7 @@ where
             }
         if let Err(e) = writer.write(&chunk).await {
             tracing::error!(error = %format!("{e:#}"), "blob write failed");
-            failure = Some(Failure::new(reason::OUT_OF_RESOURCES, "the hub's storage is unavailable"));
+            failure = Some(Failure::new(reason::OUT_OF_RESOURCES, "the hub could not store the file (storage or database unavailable)"));
             drain(body).await;
             break;
         }
@@ -227,7 +232,7 @@ pub async fn commit(state: &AppState, r: Received) -> Result<Stored, Failure> {
     if let Err(e) = writer.finish().await {
         tracing::error!(error = %format!("{e:#}"), "blob finish failed");
         forget_blob(state, &blob_path).await;
-        return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub's storage is unavailable").with_uids(&described));
+        return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub could not store the file (storage or database unavailable)").with_uids(&described));
     }
     let blob = index::NewBlob { path: blob_path.clone(), key: blob_key, size, sha256 };
     match index::insert(state, &described, &blob).await {

@@ -93,6 +93,7 @@ impl BlobStore {
             enc,
             buf,
             multipart: None,
+            gate: None,
         }
     }
 
@@ -221,12 +222,28 @@ pub struct BlobWriter {
     enc: Encryptor,
     buf: Vec<u8>,
     multipart: Option<WriteMultipart>,
+    gate: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl BlobWriter {
+    /// Makes the writer wait for `gate` (e.g. the blob's registration in `pending_blobs`)
+    /// before anything reaches the store, without holding up the encryption meanwhile.
+    pub fn with_gate(mut self, gate: tokio::task::JoinHandle<anyhow::Result<()>>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    async fn pass_gate(&mut self) -> anyhow::Result<()> {
+        if let Some(gate) = self.gate.take() {
+            gate.await.context("gate task")??;
+        }
+        Ok(())
+    }
+
     pub async fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
         self.enc.update(data, &mut self.buf)?;
         if self.multipart.is_none() && self.buf.len() > SINGLE_PUT_MAX {
+            self.pass_gate().await?;
             let upload = self.store.store.put_multipart(&self.path).await?;
             self.multipart = Some(WriteMultipart::new(upload));
         }
@@ -241,6 +258,7 @@ impl BlobWriter {
 
     /// Completes the blob and makes it durable (fsync on the local backend).
     pub async fn finish(mut self) -> anyhow::Result<()> {
+        self.pass_gate().await?;
         self.enc.finish(&mut self.buf)?;
         match self.multipart.take() {
             Some(mut mp) => {
@@ -255,7 +273,9 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Gives up the blob. Waits for the gate first, so a cleanup that follows comes after it.
     pub async fn abort(mut self) {
+        let _ = self.pass_gate().await;
         if let Some(mp) = self.multipart.take() {
             let _ = mp.abort().await;
         }
