@@ -1,39 +1,20 @@
 //! The `ferry-hub` binary as a newcomer runs it.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn hub_binary() -> std::path::PathBuf {
-    // tests/run.sh builds the workspace binaries before the suite runs.
-    let exe = std::env::current_exe().expect("exe");
-    let target = exe.ancestors().nth(2).expect("target dir").to_path_buf();
-    let bin = target.join("ferry-hub");
-    assert!(bin.exists(), "{} missing: build the workspace first (tests/run.sh does)", bin.display());
-    bin
-}
+use crate::helpers::{hub_binary, spawn_hub_process};
 
 #[tokio::test]
 async fn serve_starts_with_no_config_prints_its_url_and_stops_on_sigterm() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tmp");
-    let mut child = Command::new(hub_binary())
-        .current_dir(dir.path())
+    let mut cmd = Command::new(hub_binary());
+    cmd.current_dir(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
         .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn hub");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        line
-    })
-    .await
-    .expect("line");
-    let url = line.trim().strip_prefix("Ferry hub listening on ").expect("prints its URL").to_string();
+        .stderr(Stdio::null());
+    let (mut child, url) = spawn_hub_process(cmd).await;
     let health: serde_json::Value = reqwest::get(format!("{url}/healthz")).await.expect("healthz").json().await.expect("json");
     assert_eq!(health["status"], "ok");
     assert_eq!(reqwest::get(format!("{url}/readyz")).await.expect("readyz").status(), 200);

@@ -1,7 +1,6 @@
 //! Crash safety: a hub killed with SIGKILL in the middle of an upload keeps every instance it had
 //! indexed, shows nothing of the interrupted one, and sweeps its blob after the restart.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -10,18 +9,12 @@ use tokio::io::AsyncWriteExt;
 use crate::helpers::*;
 use crate::hostile::blob_files_in;
 
-fn hub_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    exe.ancestors().nth(2).expect("target").join("ferry-hub")
-}
-
 async fn start_hub(dir: &std::path::Path, sweep_now: bool) -> (Child, String) {
     let mut cmd = Command::new(hub_binary());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("FERRY_AUTH__ADMIN_TOKEN", TOKEN)
         .env("FERRY_LOG__FILTER", "warn")
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
         // Both runs of the hub share one fresh database.
@@ -45,17 +38,7 @@ async fn start_hub(dir: &std::path::Path, sweep_now: bool) -> (Child, String) {
     } else {
         cmd.env("FERRY_SWEEP__INTERVAL_SECS", "3600");
     }
-    let mut child = cmd.spawn().expect("spawn hub");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        line
-    })
-    .await
-    .expect("line");
-    let url = line.trim().strip_prefix("Ferry hub listening on ").expect("url line").to_string();
-    (child, url)
+    spawn_hub_process(cmd).await
 }
 
 async fn instance_count(client: &reqwest::Client, url: &str) -> usize {

@@ -313,3 +313,27 @@ pub fn uid() -> String {
     let u = uuid::Uuid::new_v4().as_u128();
     format!("2.25.{u}")
 }
+
+/// The `ferry-hub` binary next to the test executable (tests/run.sh builds it first).
+pub fn hub_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    let bin = exe.ancestors().nth(2).expect("target dir").join("ferry-hub");
+    assert!(bin.exists(), "{} missing: build the workspace first (tests/run.sh does)", bin.display());
+    bin
+}
+
+/// Starts the hub binary with `cmd`'s arguments and waits for the line announcing its URL.
+pub async fn spawn_hub_process(mut cmd: std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("spawn hub");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("read");
+        line
+    })
+    .await
+    .expect("line");
+    let url = line.trim().strip_prefix("Ferry hub listening on ").expect("prints its URL").to_string();
+    (child, url)
+}

@@ -126,7 +126,7 @@ pub fn describe(walked: &Walked) -> Result<Described, Failure> {
         "{BULK_BASE}/studies/{study_uid}/series/{series_uid}/instances/{sop_instance_uid}/bulk"
     );
     if let Value::Object(map) = &mut json {
-        strip_bulk(map, &base);
+        strip_bulk(map, Some(&base));
         map.insert(
             "00020010".into(),
             json!({"vr": "UI", "Value": [walked.transfer_syntax]}),
@@ -155,9 +155,10 @@ pub fn describe(walked: &Walked) -> Result<Described, Failure> {
     })
 }
 
-/// Replaces large top-level inline binaries by BulkDataURIs; nested ones are dropped from the
-/// metadata (their values stay in the stored file and come with a full retrieve).
-fn strip_bulk(map: &mut Map<String, Value>, base: &str) {
+/// Replaces large top-level inline binaries by BulkDataURIs (`base` given); nested ones are
+/// dropped from the metadata (`base` None; their values stay in the stored file and come with a
+/// full retrieve).
+fn strip_bulk(map: &mut Map<String, Value>, base: Option<&str>) {
     for (tag, el) in map.iter_mut() {
         let Value::Object(el) = el else { continue };
         let large = el
@@ -166,32 +167,14 @@ fn strip_bulk(map: &mut Map<String, Value>, base: &str) {
             .is_some_and(|s| s.len() > INLINE_BINARY_MAX);
         if large {
             el.remove("InlineBinary");
-            el.insert("BulkDataURI".into(), Value::String(format!("{base}/{tag}")));
-        }
-        if let Some(Value::Array(items)) = el.get_mut("Value") {
-            for item in items {
-                if let Value::Object(item) = item {
-                    strip_nested(item);
-                }
+            if let Some(base) = base {
+                el.insert("BulkDataURI".into(), Value::String(format!("{base}/{tag}")));
             }
         }
-    }
-}
-
-fn strip_nested(map: &mut Map<String, Value>) {
-    for (_, el) in map.iter_mut() {
-        let Value::Object(el) = el else { continue };
-        let large = el
-            .get("InlineBinary")
-            .and_then(Value::as_str)
-            .is_some_and(|s| s.len() > INLINE_BINARY_MAX);
-        if large {
-            el.remove("InlineBinary");
-        }
         if let Some(Value::Array(items)) = el.get_mut("Value") {
             for item in items {
                 if let Value::Object(item) = item {
-                    strip_nested(item);
+                    strip_bulk(item, None);
                 }
             }
         }
