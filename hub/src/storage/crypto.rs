@@ -172,27 +172,34 @@ impl Decryptor {
         Ok(Self { cipher: key.cipher(), prefix, chunks: chunk_count(plain_len) })
     }
 
-    /// Decrypts consecutive chunks starting at chunk `first`, given their ciphertext
-    /// (as returned for [`chunk_span`]). Returns the plaintext.
-    pub fn open(&self, first: u64, mut ciphertext: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(ciphertext.len());
+    /// Decrypts consecutive chunks starting at chunk `first` in place: the plaintext is moved
+    /// together over the tags, so no second buffer is allocated.
+    pub fn open_in_place(&self, first: u64, mut buf: bytes::BytesMut) -> anyhow::Result<bytes::Bytes> {
+        let mut write = 0usize;
+        let mut at = 0usize;
         let mut index = first;
-        while !ciphertext.is_empty() {
-            let take = (CHUNK + TAG_LEN).min(ciphertext.len());
+        while at < buf.len() {
+            let take = (CHUNK + TAG_LEN).min(buf.len() - at);
             anyhow::ensure!(take >= TAG_LEN, "truncated chunk");
-            let (body, tag) = ciphertext[..take].split_at(take - TAG_LEN);
-            let last = index + 1 == self.chunks;
-            let nonce = chunk_nonce(&self.prefix, index, last)?;
-            let start = out.len();
-            out.extend_from_slice(body);
-            let tag = Tag::try_from(tag).map_err(|_| anyhow::anyhow!("bad tag"))?;
+            let body_len = take - TAG_LEN;
+            let tag = Tag::try_from(&buf[at + body_len..at + take]).map_err(|_| anyhow::anyhow!("bad tag"))?;
+            let nonce = chunk_nonce(&self.prefix, index, index + 1 == self.chunks)?;
             self.cipher
-                .decrypt_inout_detached(&nonce, b"", (&mut out[start..]).into(), &tag)
+                .decrypt_inout_detached(&nonce, b"", (&mut buf[at..at + body_len]).into(), &tag)
                 .map_err(|_| anyhow::anyhow!("blob chunk {index} failed authentication"))?;
-            ciphertext = &ciphertext[take..];
+            buf.copy_within(at..at + body_len, write);
+            write += body_len;
+            at += take;
             index += 1;
         }
-        Ok(out)
+        buf.truncate(write);
+        Ok(buf.freeze())
+    }
+
+    /// Decrypts consecutive chunks starting at chunk `first`, given their ciphertext
+    /// (as returned for [`chunk_span`]). Returns the plaintext.
+    pub fn open(&self, first: u64, ciphertext: &[u8]) -> anyhow::Result<Vec<u8>> {
+        Ok(self.open_in_place(first, bytes::BytesMut::from(ciphertext))?.to_vec())
     }
 }
 
@@ -223,6 +230,8 @@ mod tests {
             let span = chunk_span(len as u64, 0, n - 1);
             let plain = dec.open(0, &blob[span.start as usize..span.end as usize]).unwrap();
             assert_eq!(plain, data);
+            let parts = dec.open_in_place(0, bytes::BytesMut::from(&blob[span.start as usize..span.end as usize])).unwrap();
+            assert_eq!(parts.as_ref(), data.as_slice());
             if n > 1 {
                 let span = chunk_span(len as u64, 1, 1);
                 let part = dec.open(1, &blob[span.start as usize..span.end as usize]).unwrap();
