@@ -194,6 +194,7 @@ def measure(server, bodies, ct_study, ct_series, ct_sops):
 def main():
     corpus = sys.argv[1]
     out_md = sys.argv[2] if len(sys.argv) > 2 else None
+    repeats = int(os.environ.get("BENCH_REPEATS", "3"))
     import pydicom
     ct_files = files_under(os.path.join(corpus, "ct"))
     first = pydicom.dcmread(ct_files[0], stop_before_pixels=True)
@@ -203,12 +204,20 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         paths = files_under(os.path.join(corpus, "ct")) + files_under(os.path.join(corpus, "mr")) + files_under(os.path.join(corpus, "cr"))
         bodies = make_batches(paths, os.path.join(tmp, "bodies"))
-        for start in (start_ferry, start_orthanc):
-            server = start(tmp)
-            try:
-                results[server.name] = measure(server, bodies, ct_study, ct_series, ct_sops)
-            finally:
-                server.stop()
+        runs = {"Ferry": [], "Orthanc": []}
+        for rep in range(repeats):
+            # Alternate the order, each run on a fresh server and an empty store.
+            order = (start_ferry, start_orthanc) if rep % 2 == 0 else (start_orthanc, start_ferry)
+            for start in order:
+                run_dir = os.path.join(tmp, f"run{rep}")
+                os.makedirs(run_dir, exist_ok=True)
+                server = start(run_dir)
+                try:
+                    runs[server.name].append(measure(server, bodies, ct_study, ct_series, ct_sops))
+                finally:
+                    server.stop()
+        for name, rs in runs.items():
+            results[name] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
     f, o = results["Ferry"], results["Orthanc"]
     rows = [
         ("STOW-RS throughput (MB/s)", "stow_mbps", "higher", 1.5),
@@ -228,6 +237,7 @@ def main():
             want = f"≥ {target}×" if better == "higher" else ("≤ ¼ of Orthanc" if key == "peak_rss_mb" else "≤ Orthanc")
             tgt = f"{want}: {'met' if ok else 'NOT met'}"
         lines.append(f"| {label} | {f[key]:.1f} | {o[key]:.1f} | {ratio:.2f}× better | {tgt} |")
+    lines.append(f"\nMedians of {repeats} runs per server (fresh server and store each run, order alternating).")
     table = "\n".join(lines)
     print(table)
     if out_md:
