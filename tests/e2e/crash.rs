@@ -82,8 +82,15 @@ async fn a_hub_killed_mid_upload_keeps_what_was_stored_and_sweeps_the_rest() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(visible, 1, "the complete instance is stored before the crash");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = blob_files_in(&data.join("blobs")).len();
+    // Wait until the interrupted instance's blob upload has begun (its staging file exists).
+    let mut before = 0;
+    for _ in 0..100 {
+        before = blob_files_in(&data.join("blobs")).len();
+        if before >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(before >= 2, "the interrupted upload left a partial blob ({before} files)");
     hub.kill().expect("SIGKILL");
     hub.wait().expect("wait");
