@@ -138,6 +138,27 @@ pub async fn add_request_id(req: Request, next: Next) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
+/// `Json` whose rejections are problem+json like every other error.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(match rejection.status() {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType("send application/json".into()),
+                _ => AppError::BadRequest(rejection.body_text()),
+            }),
+        }
+    }
+}
+
 /// Fallback for unknown routes.
 pub async fn not_found() -> AppError {
     AppError::NotFound("no such resource".into())

@@ -5,6 +5,7 @@
 //! the top-level files, every feature in its own folder with its handlers, SQL and types.
 
 pub mod access;
+pub mod communities;
 pub mod config;
 pub mod db;
 pub mod dicomweb;

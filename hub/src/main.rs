@@ -29,14 +29,47 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Administration on the hub's database (run beside or instead of `serve`).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        /// Folder for the embedded defaults (database, blobs, keys).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a community (an institution that can receive studies). Prints its public code.
+    CreateCommunity {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        city: String,
+        /// The public code (3–12 letters or digits); generated when omitted.
+        #[arg(long)]
+        code: Option<String>,
+        #[arg(long, default_value = "")]
+        address: String,
+        /// A department (repeat for several).
+        #[arg(long = "department")]
+        departments: Vec<String>,
+        #[arg(long, default_value = "")]
+        contact: String,
+        /// The community does not accept inbound studies.
+        #[arg(long)]
+        no_inbound: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (listen, data_dir) = match cli.command {
-        Some(Command::Serve { listen, data_dir }) => (listen, data_dir),
-        None => (None, None),
+    let (listen, data_dir, admin) = match cli.command {
+        Some(Command::Serve { listen, data_dir }) => (listen, data_dir, None),
+        Some(Command::Admin { command, data_dir }) => (None, data_dir, Some(command)),
+        None => (None, None, None),
     };
     let config = match Config::load(cli.config.as_deref(), CliOverrides { listen, data_dir }) {
         Ok(c) => c,
@@ -46,7 +79,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     ferry_hub::telemetry::init(&config.log);
-    match serve(config).await {
+    let result = match admin {
+        Some(command) => run_admin(config, command).await,
+        None => serve(config).await,
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferry-hub: {e:#}");
@@ -62,4 +99,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("Ferry hub listening on http://{addr}");
     tracing::info!(%addr, "ready");
     app.run_until_stopped().await
+}
+
+async fn run_admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let pools = ferry_hub::db::connect_pools(&config.database_url(), Some(2)).await?;
+    match command {
+        AdminCommand::CreateCommunity { name, city, code, address, departments, contact, no_inbound } => {
+            let new = ferry_schemas::NewCommunity {
+                name,
+                code,
+                city,
+                address,
+                departments,
+                contact,
+                accepts_inbound: Some(!no_inbound),
+            };
+            let c = ferry_hub::communities::create(&pools.write, &new)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}\t{}", c.code, c.name);
+        }
+    }
+    Ok(())
 }

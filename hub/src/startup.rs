@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::health::router())
         .nest("/dicomweb", crate::dicomweb::router())
         .merge(crate::uploads::router())
+        .merge(crate::communities::router())
         .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
         .fallback(crate::error::not_found)
         .with_state(state)

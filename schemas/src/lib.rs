@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 
 /// The SQL migrations, in order: `(version, description, sql)`. The same SQL runs on SQLite and
 /// PostgreSQL. Never edit an applied migration; add a new one.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "core", include_str!("../migrations/0001_core.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "core", include_str!("../migrations/0001_core.sql")),
+    (2, "communities", include_str!("../migrations/0002_communities.sql")),
+];
 
 /// The OpenAPI document of the hub's own (non-DICOMweb) API.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
@@ -57,4 +59,43 @@ pub struct UploadReport {
 pub struct Health {
     pub status: String,
     pub version: String,
+}
+
+/// A community (institution) as the directory shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Community {
+    pub code: String,
+    pub name: String,
+    #[serde(default)]
+    pub city: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub departments: Vec<String>,
+    #[serde(default)]
+    pub contact: String,
+    #[serde(default = "yes")]
+    pub accepts_inbound: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /api/v1/communities`: a new community; the code is generated when not given.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NewCommunity {
+    pub name: String,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub city: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub departments: Vec<String>,
+    #[serde(default)]
+    pub contact: String,
+    #[serde(default)]
+    pub accepts_inbound: Option<bool>,
 }

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
     pub state: ferry_hub::state::AppState,
+    /// The database the hub uses (for running the CLI against the same one).
+    pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -77,6 +79,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(dir.path());
     config.database.url = fresh_database().await;
     tweak(&mut config);
+    let database_url = config.database_url();
     let app = ferry_hub::Application::build(config).await.expect("build hub");
     let port = app.port();
     let state = app.state().clone();
@@ -90,6 +93,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         dir,
         client: reqwest::Client::new(),
         state,
+        database_url,
         stop: Some(tx),
         task: Some(task),
     }

@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod cli;
+mod communities;
 mod crash;
 mod helpers;
 mod hostile;

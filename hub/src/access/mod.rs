@@ -39,6 +39,10 @@ impl Principal {
         }
     }
 
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::Admin)
+    }
+
     pub fn can_store(&self) -> bool {
         matches!(self, Principal::Admin)
     }

@@ -1,0 +1,164 @@
+//! Communities: the institutions studies are sent to, each with a short public code (`bM1X`),
+//! and the directory referrers search. Hub admins create them (API and `ferry-hub admin
+//! create-community`).
+
+pub mod search;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ferry_schemas::{Community, NewCommunity};
+use rand::Rng;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::access::Principal;
+use crate::db::{Db, is_unique_violation, now_ms};
+use crate::dicomweb::qido::Params;
+use crate::error::{ApiJson, AppError, AppResult};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/communities", get(search_directory).post(create_community))
+        .route("/api/v1/communities/{code}", get(get_community))
+}
+
+/// Unambiguous characters for generated codes (no 0/O/o, 1/l/I).
+const CODE_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+const MAX_RESULTS: usize = 200;
+
+fn valid_code(code: &str) -> bool {
+    (3..=12).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn generate_code() -> String {
+    let mut rng = rand::rng();
+    (0..4).map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char).collect()
+}
+
+fn search_text(c: &NewCommunity, code: &str) -> String {
+    search::fold(&format!("{} {} {} {}", c.name, c.city, c.departments.join(" "), code))
+}
+
+const COLUMNS: &str = "code, name, city, address, departments, contact, accepts_inbound";
+
+fn from_row(r: &AnyRow) -> Result<Community, sqlx::Error> {
+    let departments: String = r.try_get(4)?;
+    Ok(Community {
+        code: r.try_get(0)?,
+        name: r.try_get(1)?,
+        city: r.try_get(2)?,
+        address: r.try_get(3)?,
+        departments: serde_json::from_str(&departments).unwrap_or_default(),
+        contact: r.try_get(5)?,
+        accepts_inbound: r.try_get::<i64, _>(6)? != 0,
+    })
+}
+
+/// Creates a community; a code is generated (and retried on collision) unless one is given.
+pub async fn create(db: &Db, new: &NewCommunity) -> AppResult<Community> {
+    let name = new.name.trim();
+    if name.is_empty() {
+        return Err(AppError::BadRequest("a community needs a name".into()));
+    }
+    if let Some(code) = &new.code {
+        if !valid_code(code) {
+            return Err(AppError::BadRequest("a community code has 3 to 12 letters or digits".into()));
+        }
+    }
+    for _ in 0..20 {
+        let code = new.code.clone().unwrap_or_else(generate_code);
+        let result = sqlx::query(
+            "INSERT INTO communities (id, code, name, city, address, departments, contact, \
+             accepts_inbound, search_text, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&code)
+        .bind(name)
+        .bind(new.city.trim())
+        .bind(new.address.trim())
+        .bind(serde_json::to_string(&new.departments).unwrap_or_else(|_| "[]".into()))
+        .bind(new.contact.trim())
+        .bind(i64::from(new.accepts_inbound.unwrap_or(true)))
+        .bind(search_text(new, &code))
+        .bind(now_ms())
+        .execute(db)
+        .await;
+        match result {
+            Ok(_) => return find(db, &code).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("community vanished"))),
+            Err(e) if is_unique_violation(&e) && new.code.is_some() => {
+                return Err(AppError::Conflict(format!("the community code {code} is taken")));
+            }
+            Err(e) if is_unique_violation(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AppError::Unavailable("could not find a free community code".into()))
+}
+
+pub async fn find(db: &Db, code: &str) -> AppResult<Option<Community>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM communities WHERE code = $1")))
+        .bind(code)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// Searches the directory: every query word must match (prefix, umlaut-folded, small typos);
+/// best matches first. An exact code match comes first of all.
+pub async fn search(db: &Db, q: &str, limit: usize) -> AppResult<Vec<Community>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS}, search_text FROM communities")))
+        .fetch_all(db)
+        .await?;
+    let query = search::Query::new(q);
+    let mut scored: Vec<(u32, Community)> = Vec::new();
+    for r in &rows {
+        let c = from_row(r)?;
+        let score = if c.code == q.trim() {
+            Some(u32::MAX)
+        } else if query.is_empty() {
+            Some(0)
+        } else {
+            let text: String = r.try_get(7)?;
+            query.score(&text)
+        };
+        if let Some(s) = score {
+            scored.push((s, c));
+        }
+    }
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    Ok(scored.into_iter().take(limit).map(|(_, c)| c).collect())
+}
+
+async fn search_directory(State(state): State<AppState>, _who: Principal, Params(p): Params) -> AppResult<Json<Vec<Community>>> {
+    let mut q = String::new();
+    let mut limit = 50usize;
+    for (k, v) in p {
+        match k.as_str() {
+            "q" => q = v,
+            "limit" => {
+                limit = v.parse().ok().filter(|l| (1..=MAX_RESULTS).contains(l)).ok_or_else(|| {
+                    AppError::BadRequest(format!("limit must be 1 to {MAX_RESULTS}"))
+                })?;
+            }
+            other => return Err(AppError::BadRequest(format!("unknown query parameter {other}"))),
+        }
+    }
+    Ok(Json(search(&state.db, &q, limit).await?))
+}
+
+async fn get_community(State(state): State<AppState>, _who: Principal, Path(code): Path<String>) -> AppResult<Json<Community>> {
+    find(&state.db, &code).await?.map(Json).ok_or_else(|| AppError::NotFound("no such community".into()))
+}
+
+async fn create_community(State(state): State<AppState>, who: Principal, ApiJson(new): ApiJson<NewCommunity>) -> AppResult<Response> {
+    if !who.is_admin() {
+        return Err(AppError::Forbidden);
+    }
+    let c = create(&state.db_write, &new).await?;
+    tracing::info!(code = %c.code, "community created");
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
