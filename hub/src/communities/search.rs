@@ -1,6 +1,7 @@
 //! Directory search the way people type: case-insensitive, umlauts and ß folded
 //! (`saarbruecken` finds "Saarbrücken"), word prefixes in any order (`radiolo saar`), and small
-//! typos (one edit in short words, two in long ones, transpositions count as one).
+//! typos (one edit from four letters on, two from nine; transpositions count as one; the first
+//! letter must be right).
 
 /// Lower-cases, spells out German umlauts and ß, strips other diacritics, and turns
 /// punctuation into spaces.
@@ -66,10 +67,12 @@ fn token_score(token: &[char], word: &[char]) -> u32 {
     if word.starts_with(token) {
         return if word.len() == token.len() { 4 } else { 3 };
     }
-    if token.len() < 4 {
+    // Typos are forgiven in longer words only, and not in the first letter: "kardiologie" must
+    // not find "radiologie".
+    if token.len() < 4 || token.first() != word.first() {
         return 0;
     }
-    let max = if token.len() <= 7 { 1 } else { 2 };
+    let max = if token.len() <= 8 { 1 } else { 2 };
     // Compare with the word's prefixes around the token's length (the rest may be unfinished).
     let lo = token.len().saturating_sub(max).max(1);
     let hi = (token.len() + max).min(word.len());
