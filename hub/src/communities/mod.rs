@@ -110,27 +110,41 @@ pub async fn find(db: &Db, code: &str) -> AppResult<Option<Community>> {
 /// Searches the directory: every query word must match (prefix, umlaut-folded, small typos);
 /// best matches first. An exact code match comes first of all.
 pub async fn search(db: &Db, q: &str, limit: usize) -> AppResult<Vec<Community>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS}, search_text FROM communities")))
-        .fetch_all(db)
-        .await?;
+    // Score over the folded texts only; load the full rows of the winners afterwards.
+    let rows = sqlx::query("SELECT code, name, search_text FROM communities").fetch_all(db).await?;
     let query = search::Query::new(q);
-    let mut scored: Vec<(u32, Community)> = Vec::new();
+    let mut scored: Vec<(u32, String, String)> = Vec::new();
     for r in &rows {
-        let c = from_row(r)?;
-        let score = if c.code == q.trim() {
+        let code: String = r.try_get(0)?;
+        let score = if code == q.trim() {
             Some(u32::MAX)
         } else if query.is_empty() {
             Some(0)
         } else {
-            let text: String = r.try_get(7)?;
-            query.score(&text)
+            query.score(&r.try_get::<String, _>(2)?)
         };
         if let Some(s) = score {
-            scored.push((s, c));
+            scored.push((s, r.try_get(1)?, code));
         }
     }
-    scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
-    Ok(scored.into_iter().take(limit).map(|(_, c)| c).collect())
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    scored.truncate(limit);
+    if scored.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=scored.len()).map(|i| format!("${i}")).collect();
+    let sql = format!("SELECT {COLUMNS} FROM communities WHERE code IN ({})", placeholders.join(", "));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (_, _, code) in &scored {
+        query = query.bind(code.clone());
+    }
+    let mut found: std::collections::HashMap<String, Community> = query
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(|r| from_row(r).map(|c| (c.code.clone(), c)))
+        .collect::<Result<_, _>>()?;
+    Ok(scored.into_iter().filter_map(|(_, _, code)| found.remove(&code)).collect())
 }
 
 async fn search_directory(State(state): State<AppState>, _who: Principal, Params(p): Params) -> AppResult<Json<Vec<Community>>> {

@@ -63,15 +63,17 @@ fn distance(a: &[char], b: &[char], max: usize) -> Option<usize> {
 
 /// How well one folded query token matches one folded word: 4 the whole word, 3 a prefix,
 /// 1 a prefix within the typo allowance, 0 no match.
-fn token_score(token: &[char], word: &[char]) -> u32 {
+fn token_score(token: &str, token_chars: &[char], word: &str) -> u32 {
     if word.starts_with(token) {
         return if word.len() == token.len() { 4 } else { 3 };
     }
+    let token = token_chars;
     // Typos are forgiven in longer words only, and not in the first letter: "kardiologie" must
     // not find "radiologie".
-    if token.len() < 4 || token.first() != word.first() {
+    if token.len() < 4 || token.first() != word.chars().next().as_ref() {
         return 0;
     }
+    let word: Vec<char> = word.chars().collect();
     let max = if token.len() <= 8 { 1 } else { 2 };
     // Compare with the word's prefixes around the token's length (the rest may be unfinished).
     let lo = token.len().saturating_sub(max).max(1);
@@ -86,12 +88,13 @@ fn token_score(token: &[char], word: &[char]) -> u32 {
 
 /// A prepared query.
 pub struct Query {
-    tokens: Vec<Vec<char>>,
+    tokens: Vec<(String, Vec<char>)>,
 }
 
 impl Query {
     pub fn new(q: &str) -> Self {
-        Self { tokens: fold(q).split(' ').filter(|t| !t.is_empty()).map(|t| t.chars().collect()).collect() }
+        let tokens = fold(q).split(' ').filter(|t| !t.is_empty()).map(|t| (t.to_string(), t.chars().collect())).collect();
+        Self { tokens }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,10 +104,9 @@ impl Query {
     /// Scores a folded document (name, city, departments, code); `None` unless every token
     /// matches some word.
     pub fn score(&self, folded: &str) -> Option<u32> {
-        let words: Vec<Vec<char>> = folded.split(' ').map(|w| w.chars().collect()).collect();
         let mut total = 0;
-        for t in &self.tokens {
-            let best = words.iter().map(|w| token_score(t, w)).max().unwrap_or(0);
+        for (t, chars) in &self.tokens {
+            let best = folded.split(' ').map(|w| token_score(t, chars, w)).max().unwrap_or(0);
             if best == 0 {
                 return None;
             }
