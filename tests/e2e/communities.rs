@@ -89,3 +89,14 @@ async fn bad_community_requests_are_explained() {
     let r = app.client.get(app.url("/api/v1/communities?limit=0")).bearer_auth(TOKEN).send().await.expect("get");
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_lists_the_api() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/api/v1/openapi.yaml")).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("text");
+    for path in ["/api/v1/uploads:", "/api/v1/communities:", "/api/v1/communities/{code}:", "/dicomweb/studies:"] {
+        assert!(text.contains(path), "{path} missing from the OpenAPI document");
+    }
+}
