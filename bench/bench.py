@@ -54,6 +54,7 @@ def peak_rss_mb(pid):
 class Server:
     def __init__(self, name, proc, dicomweb, headers):
         self.name, self.proc, self.dicomweb, self.headers = name, proc, dicomweb, headers
+        self.base = dicomweb.rsplit("/", 1)[0]
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

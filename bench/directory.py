@@ -5,9 +5,7 @@ type (umlaut-folded words, prefixes in any order, a typo, a code); prints p50/p9
 """
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -15,7 +13,7 @@ import time
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import ROOT, TOKEN, free_port, pct, wait_http  # noqa: E402
+from bench import TOKEN, pct, start_ferry  # noqa: E402
 
 CITIES = ["Saarbrücken", "Homburg", "Saarlouis", "Neunkirchen", "Völklingen", "München", "Köln", "Düsseldorf", "Würzburg", "Lübeck", "Göttingen", "Straßburg"]
 KINDS = ["Radiologie", "Nuklearmedizin", "Kardiologie", "Praxis für Orthopädie", "Gemeinschaftspraxis Radiologie", "Klinikum", "Universitätsklinikum", "MVZ Bildgebung", "Strahlentherapie"]
@@ -25,13 +23,9 @@ QUERIES = ["saarbruecken", "radiolo saar", "saar radiolo", "muenchen klinikum", 
 def main(n=10_000):
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        env = dict(os.environ, FERRY_AUTH__ADMIN_TOKEN=TOKEN, FERRY_LOG__FILTER="warn")
-        proc = subprocess.Popen([os.path.join(ROOT, "target", "release", "ferry-hub"), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", tmp],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        hub = start_ferry(tmp)
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_http(f"{base}/readyz")
+            base = hub.base
             s = requests.Session()
             s.headers["Authorization"] = f"Bearer {TOKEN}"
             codes = []
@@ -51,8 +45,7 @@ def main(n=10_000):
                 r.raise_for_status()
             print(f"{n} communities created in {created:.1f} s; search p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, mean {statistics.mean(lat):.1f} ms")
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            hub.stop()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ a time: 512x512 16-bit synthetic CT slices of ~0.5 MB each, synthetic patient.
 """
 import io
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import ROOT, TOKEN, free_port, peak_rss_mb, wait_http  # noqa: E402
+from bench import TOKEN, peak_rss_mb, start_ferry  # noqa: E402
 
 
 def instance(study, series, i, pixels):
@@ -53,21 +51,16 @@ def body(n, seed):
 
 def run(n, seed):
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        env = dict(os.environ, FERRY_AUTH__ADMIN_TOKEN=TOKEN, FERRY_LOG__FILTER="warn")
-        proc = subprocess.Popen([os.path.join(ROOT, "target", "release", "ferry-hub"), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", tmp],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        hub = start_ferry(tmp)
         try:
-            wait_http(f"http://127.0.0.1:{port}/readyz")
             t0 = time.perf_counter()
-            r = requests.post(f"http://127.0.0.1:{port}/dicomweb/studies", data=body(n, seed), headers={
+            r = requests.post(f"{hub.dicomweb}/studies", data=body(n, seed), headers={
                 "Authorization": f"Bearer {TOKEN}", "Content-Type": 'multipart/related; type="application/dicom"; boundary=membench'})
             secs = time.perf_counter() - t0
             assert r.status_code == 200, (r.status_code, r.text[:300])
-            return n * 524_288 / 1e6, secs, peak_rss_mb(proc.pid)
+            return n * 524_288 / 1e6, secs, peak_rss_mb(hub.proc.pid)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            hub.stop()
 
 
 if __name__ == "__main__":

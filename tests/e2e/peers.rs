@@ -111,26 +111,13 @@ async fn orthanc_queries_and_retrieves_a_study_from_the_hub() {
     let orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
     let client = reqwest::Client::new();
     // QIDO through Orthanc's DICOMweb client.
-    let found: Vec<serde_json::Value> = client
-        .post(orthanc.url("/dicom-web/servers/ferry/qido"))
-        .json(&serde_json::json!({"Uri": "/studies", "Arguments": {"StudyInstanceUID": study}}))
-        .send()
-        .await
-        .expect("qido")
-        .json()
-        .await
-        .expect("json");
+    let qido = |request: serde_json::Value| {
+        let req = client.post(orthanc.url("/dicom-web/servers/ferry/qido")).json(&request);
+        async move { req.send().await.expect("qido").json::<Vec<serde_json::Value>>().await.expect("json") }
+    };
+    let found = qido(serde_json::json!({"Uri": "/studies", "Arguments": {"StudyInstanceUID": study}})).await;
     assert_eq!(found.len(), 1, "{found:?}");
-    let all: Vec<serde_json::Value> = client
-        .post(orthanc.url("/dicom-web/servers/ferry/qido"))
-        .json(&serde_json::json!({"Uri": "/studies"}))
-        .send()
-        .await
-        .expect("qido")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(all.len(), 3);
+    assert_eq!(qido(serde_json::json!({"Uri": "/studies"})).await.len(), 3);
     // WADO-RS retrieve of the study into Orthanc, and of the JPEG and CT studies.
     for uid in [study.clone()] {
         let r = client
