@@ -58,3 +58,18 @@ async fn bad_configuration_is_explained() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn connector_check_reports_a_healthy_hub_and_explains_an_unreachable_one() {
+    let app = crate::helpers::spawn_app().await;
+    let bin = hub_binary().with_file_name("ferry-connector");
+    let base = app.base.clone();
+    let out = tokio::task::spawn_blocking(move || Command::new(&bin).args(["check", "--hub", &base]).output().expect("run")).await.expect("join");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hub OK"));
+    let closed = crate::peers::free_port();
+    let bin = hub_binary().with_file_name("ferry-connector");
+    let out = Command::new(&bin).args(["check", "--hub", &format!("http://127.0.0.1:{closed}")]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the hub"), "{}", String::from_utf8_lossy(&out.stderr));
+}
