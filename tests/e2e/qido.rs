@@ -61,6 +61,9 @@ async fn study_search_matches_like_dicom_says() {
     assert_eq!(pids(&app.qido("/dicomweb/studies?StudyDate=20241231").await), ["P4"]);
     assert_eq!(app.qido("/dicomweb/studies?StudyTime=1000-1100").await.len(), 4);
     assert!(app.qido("/dicomweb/studies?StudyTime=1100-").await.is_empty());
+    assert_eq!(app.qido("/dicomweb/studies?StudyTime=-1015").await.len(), 4, "an end time covers its whole minute");
+    assert!(app.qido("/dicomweb/studies?StudyTime=-1014").await.is_empty());
+    assert_eq!(app.qido("/dicomweb/studies?StudyTime=101500").await.len(), 4);
     // UID lists, modalities in study.
     let list = format!("{},{}", f.studies[0].0, f.studies[3].0);
     assert_eq!(pids(&app.qido(&format!("/dicomweb/studies?StudyInstanceUID={list}")).await), ["P1", "P4"]);

@@ -237,8 +237,15 @@ impl SqlBuilder {
                     if !valid(to) {
                         return Err(AppError::BadRequest(format!("invalid {what}: {to}")));
                     }
-                    // An end time of 1200 includes 1200xx.
-                    let upper = if date { norm(to) } else { format!("{}~", norm(to)) };
+                    // An end time of 1200 includes 1200xx.xxx: pad with nines (digits and the
+                    // dot only, so every collation orders it the same way).
+                    let upper = if date {
+                        norm(to)
+                    } else {
+                        let t = norm(to);
+                        let (hms, frac) = t.split_once('.').unwrap_or((&t, ""));
+                        format!("{hms:9<6}.{frac:9<6}")
+                    };
                     let p = self.bind(BindValue::Text(upper));
                     self.clauses.push(format!("({column} <> '' AND {column} <= {p})"));
                 }
