@@ -57,6 +57,7 @@ impl Application {
             blobs,
             keys,
             admin_token,
+            directory: Default::default(),
             render_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             )),

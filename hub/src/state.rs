@@ -22,4 +22,6 @@ pub struct AppState {
     pub admin_token: SecretString,
     /// Limits concurrent CPU-heavy renderings so they cannot starve the I/O paths.
     pub render_slots: Arc<tokio::sync::Semaphore>,
+    /// The folded directory texts, kept in memory between searches.
+    pub directory: crate::communities::DirectoryCache,
 }

@@ -34,7 +34,8 @@ async fn communities_are_created_and_found_the_way_people_type() {
         let code = c["code"].as_str().expect("code");
         assert_eq!(code.len(), 4, "a short generated code");
     }
-    // The CLI writes to the same directory.
+    assert!(search(&app, "strahlentherapie").await.is_empty());
+    // The CLI writes to the same directory (and a running hub sees it at once).
     let out = Command::new(hub_binary())
         .args(["admin", "create-community", "--name", "Strahlentherapie Süd", "--city", "Saarbrücken", "--code", "sT9z", "--data-dir"])
         .arg(app.dir.path())
@@ -43,6 +44,7 @@ async fn communities_are_created_and_found_the_way_people_type() {
         .expect("cli");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("sT9z\t"));
+    assert_eq!(search(&app, "strahlentherapie").await, ["Strahlentherapie Süd"]);
     let out = Command::new(hub_binary())
         .args(["admin", "create-community", "--name", "Doppelt", "--code", "sT9z", "--data-dir"])
         .arg(app.dir.path())

@@ -107,24 +107,56 @@ pub async fn find(db: &Db, code: &str) -> AppResult<Option<Community>> {
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
+/// The folded texts of every community, for scoring in memory. Reloaded when the table's
+/// stamp (row count, newest creation) differs, so several hubs on one database stay current.
+#[derive(Clone, Default)]
+pub struct DirectoryCache {
+    inner: std::sync::Arc<tokio::sync::RwLock<Option<((i64, i64), std::sync::Arc<Vec<Entry>>)>>>,
+}
+
+pub struct Entry {
+    code: String,
+    name: String,
+    folded: String,
+}
+
+impl DirectoryCache {
+    async fn entries(&self, db: &Db) -> AppResult<std::sync::Arc<Vec<Entry>>> {
+        let row = sqlx::query("SELECT COUNT(*), COALESCE(MAX(created_at), 0) FROM communities").fetch_one(db).await?;
+        let stamp: (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some((s, entries)) = self.inner.read().await.as_ref() {
+            if *s == stamp {
+                return Ok(entries.clone());
+            }
+        }
+        let rows = sqlx::query("SELECT code, name, search_text FROM communities").fetch_all(db).await?;
+        let entries = rows
+            .iter()
+            .map(|r| Ok(Entry { code: r.try_get(0)?, name: r.try_get(1)?, folded: r.try_get(2)? }))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let entries = std::sync::Arc::new(entries);
+        *self.inner.write().await = Some((stamp, entries.clone()));
+        Ok(entries)
+    }
+}
+
 /// Searches the directory: every query word must match (prefix, umlaut-folded, small typos);
 /// best matches first. An exact code match comes first of all.
-pub async fn search(db: &Db, q: &str, limit: usize) -> AppResult<Vec<Community>> {
+pub async fn search(db: &Db, cache: &DirectoryCache, q: &str, limit: usize) -> AppResult<Vec<Community>> {
     // Score over the folded texts only; load the full rows of the winners afterwards.
-    let rows = sqlx::query("SELECT code, name, search_text FROM communities").fetch_all(db).await?;
+    let entries = cache.entries(db).await?;
     let query = search::Query::new(q);
     let mut scored: Vec<(u32, String, String)> = Vec::new();
-    for r in &rows {
-        let code: String = r.try_get(0)?;
-        let score = if code == q.trim() {
+    for e in entries.iter() {
+        let score = if e.code == q.trim() {
             Some(u32::MAX)
         } else if query.is_empty() {
             Some(0)
         } else {
-            query.score(&r.try_get::<String, _>(2)?)
+            query.score(&e.folded)
         };
         if let Some(s) = score {
-            scored.push((s, r.try_get(1)?, code));
+            scored.push((s, e.name.clone(), e.code.clone()));
         }
     }
     scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
@@ -161,7 +193,7 @@ async fn search_directory(State(state): State<AppState>, _who: Principal, Params
             other => return Err(AppError::BadRequest(format!("unknown query parameter {other}"))),
         }
     }
-    Ok(Json(search(&state.db, &q, limit).await?))
+    Ok(Json(search(&state.db, &state.directory, &q, limit).await?))
 }
 
 async fn get_community(State(state): State<AppState>, _who: Principal, Path(code): Path<String>) -> AppResult<Json<Community>> {
