@@ -64,10 +64,8 @@ pub async fn create(db: &Db, new: &NewCommunity) -> AppResult<Community> {
     if name.is_empty() {
         return Err(AppError::BadRequest("a community needs a name".into()));
     }
-    if let Some(code) = &new.code {
-        if !valid_code(code) {
-            return Err(AppError::BadRequest("a community code has 3 to 12 letters or digits".into()));
-        }
+    if new.code.as_deref().is_some_and(|c| !valid_code(c)) {
+        return Err(AppError::BadRequest("a community code has 3 to 12 letters or digits".into()));
     }
     for _ in 0..20 {
         let code = new.code.clone().unwrap_or_else(generate_code);
@@ -111,7 +109,13 @@ pub async fn find(db: &Db, code: &str) -> AppResult<Option<Community>> {
 /// stamp (row count, newest creation) differs, so several hubs on one database stay current.
 #[derive(Clone, Default)]
 pub struct DirectoryCache {
-    inner: std::sync::Arc<tokio::sync::RwLock<Option<((i64, i64), std::sync::Arc<Vec<Entry>>)>>>,
+    inner: std::sync::Arc<tokio::sync::RwLock<Option<Snapshot>>>,
+}
+
+/// The directory as of one table stamp (row count, newest creation time).
+struct Snapshot {
+    stamp: (i64, i64),
+    entries: std::sync::Arc<Vec<Entry>>,
 }
 
 pub struct Entry {
@@ -124,10 +128,8 @@ impl DirectoryCache {
     async fn entries(&self, db: &Db) -> AppResult<std::sync::Arc<Vec<Entry>>> {
         let row = sqlx::query("SELECT COUNT(*), COALESCE(MAX(created_at), 0) FROM communities").fetch_one(db).await?;
         let stamp: (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-        if let Some((s, entries)) = self.inner.read().await.as_ref() {
-            if *s == stamp {
-                return Ok(entries.clone());
-            }
+        if let Some(snap) = self.inner.read().await.as_ref().filter(|s| s.stamp == stamp) {
+            return Ok(snap.entries.clone());
         }
         let rows = sqlx::query("SELECT code, name, search_text FROM communities").fetch_all(db).await?;
         let entries = rows
@@ -135,7 +137,7 @@ impl DirectoryCache {
             .map(|r| Ok(Entry { code: r.try_get(0)?, name: r.try_get(1)?, folded: r.try_get(2)? }))
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let entries = std::sync::Arc::new(entries);
-        *self.inner.write().await = Some((stamp, entries.clone()));
+        *self.inner.write().await = Some(Snapshot { stamp, entries: entries.clone() });
         Ok(entries)
     }
 }
