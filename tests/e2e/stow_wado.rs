@@ -181,6 +181,11 @@ async fn stow_reports_partial_success_and_duplicates_by_policy() {
     let (status, body) = app.stow(&[&other.bytes()]).await;
     assert_eq!(status, 409);
     assert_eq!(body["00081198"]["Value"][0]["00081197"]["Value"][0], 0x0111);
+    assert_eq!(
+        json_str(&body["00081198"]["Value"][0], "00000902").as_deref(),
+        Some("SOP Instance UID already stored with different content"),
+        "a readable reason (ErrorComment, at most 64 characters)"
+    );
     assert_eq!(json_str(&body["00081198"]["Value"][0], "00081155").as_deref(), Some(b_sop.as_str()));
     let back = app.retrieve(&format!("/dicomweb/studies/{study}/series/{series}/instances/{b_sop}")).await;
     assert_eq!(back[0], b);

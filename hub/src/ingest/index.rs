@@ -78,7 +78,7 @@ async fn try_insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<O
         } else {
             Err(InsertError::Failure(Failure::new(
                 reason::DUPLICATE_DIFFERENT,
-                "an instance with this SOP Instance UID but different content is already stored",
+                "SOP Instance UID already stored with different content",
             )))
         };
     }

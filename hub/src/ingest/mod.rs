@@ -206,7 +206,7 @@ where
         (None, Ok(Ok((_, d)))) => match expected_study {
             Some(s) if s != d.study_uid => Err(Failure::new(
                 reason::PROCESSING_FAILURE,
-                "the instance's Study Instance UID differs from the study in the request URL",
+                "Study Instance UID differs from the study in the URL",
             )
             .with_uids(&d)),
             _ => Ok(d),
