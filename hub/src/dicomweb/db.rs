@@ -40,6 +40,32 @@ fn from_row(r: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
     })
 }
 
+/// Rows of `instances` in a study, series or single instance (`None` levels are not
+/// constrained), in retrieve order; `columns` is the SELECT list.
+async fn scoped(
+    db: &Db,
+    columns: &str,
+    study: &str,
+    series: Option<&str>,
+    instance: Option<&str>,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let mut sql = format!("SELECT {columns} FROM instances WHERE study_uid = $1");
+    let mut binds = vec![study];
+    for (column, value) in [("series_uid", series), ("sop_instance_uid", instance)] {
+        if let Some(v) = value {
+            binds.push(v);
+            sql.push_str(&format!(" AND {column} = ${}", binds.len()));
+        }
+    }
+    sql.push(' ');
+    sql.push_str(ORDER);
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        q = q.bind(b);
+    }
+    q.fetch_all(db).await
+}
+
 /// Instances of a study, series or single instance (`None` levels are not constrained).
 pub async fn instances(
     db: &Db,
@@ -47,37 +73,7 @@ pub async fn instances(
     series: Option<&str>,
     instance: Option<&str>,
 ) -> Result<Vec<InstanceRow>, sqlx::Error> {
-    let rows = match (series, instance) {
-        (None, _) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM instances WHERE study_uid = $1 {ORDER}"
-            )))
-            .bind(study)
-            .fetch_all(db)
-            .await?
-        }
-        (Some(se), None) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM instances WHERE study_uid = $1 AND series_uid = $2 {ORDER}"
-            )))
-            .bind(study)
-            .bind(se)
-            .fetch_all(db)
-            .await?
-        }
-        (Some(se), Some(i)) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM instances WHERE study_uid = $1 AND series_uid = $2 \
-                 AND sop_instance_uid = $3"
-            )))
-            .bind(study)
-            .bind(se)
-            .bind(i)
-            .fetch_all(db)
-            .await?
-        }
-    };
-    rows.iter().map(from_row).collect()
+    scoped(db, COLUMNS, study, series, instance).await?.iter().map(from_row).collect()
 }
 
 /// Stored metadata JSON documents of a study/series/instance, in retrieve order.
@@ -87,22 +83,5 @@ pub async fn metadata(
     series: Option<&str>,
     instance: Option<&str>,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let mut sql = String::from("SELECT metadata FROM instances WHERE study_uid = $1");
-    if series.is_some() {
-        sql.push_str(" AND series_uid = $2");
-    }
-    if instance.is_some() {
-        sql.push_str(" AND sop_instance_uid = $3");
-    }
-    sql.push(' ');
-    sql.push_str(ORDER);
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(study);
-    if let Some(se) = series {
-        q = q.bind(se);
-    }
-    if let Some(i) = instance {
-        q = q.bind(i);
-    }
-    let rows = q.fetch_all(db).await?;
-    rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+    scoped(db, "metadata", study, series, instance).await?.iter().map(|r| r.try_get::<String, _>(0)).collect()
 }

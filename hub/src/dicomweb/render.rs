@@ -139,7 +139,7 @@ async fn render(
 }
 
 async fn one_instance(state: &AppState, principal: &Principal, study: &str, series: &str, instance: &str) -> AppResult<InstanceRow> {
-    check_access(principal, &[study, series, instance])?;
+    check_access(principal, study, Some(series), Some(instance))?;
     db::instances(&state.db, study, Some(series), Some(instance))
         .await?
         .into_iter()
@@ -150,9 +150,7 @@ async fn one_instance(state: &AppState, principal: &Principal, study: &str, seri
 /// The representative image of a study or series: the middle instance with pixel data of the
 /// first series that has one.
 async fn representative(state: &AppState, principal: &Principal, study: &str, series: Option<&str>) -> AppResult<InstanceRow> {
-    let mut uids = vec![study];
-    uids.extend(series);
-    check_access(principal, &uids)?;
+    check_access(principal, study, series, None)?;
     let rows = db::instances(&state.db, study, series, None).await?;
     let first_series = rows.iter().find(|r| r.pixel_layout.is_some()).map(|r| r.series_uid.clone());
     let with_pixels: Vec<&InstanceRow> = rows

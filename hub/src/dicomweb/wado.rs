@@ -22,11 +22,11 @@ use crate::storage::crypto::Key;
 
 /// Checks the UIDs of a path and that the principal may see the study; unknown and forbidden
 /// look the same (404), so existence is not revealed.
-pub fn check_access(principal: &Principal, uids: &[&str]) -> AppResult<()> {
-    if uids.iter().any(|u| !valid_uid(u)) {
+pub fn check_access(principal: &Principal, study: &str, series: Option<&str>, instance: Option<&str>) -> AppResult<()> {
+    if [Some(study), series, instance].into_iter().flatten().any(|u| !valid_uid(u)) {
         return Err(AppError::BadRequest("a UID in the path is not valid".into()));
     }
-    if !principal.can_read_study(uids[0]) {
+    if !principal.can_read_study(study) {
         return Err(AppError::NotFound("no such study".into()));
     }
     Ok(())
@@ -39,10 +39,7 @@ async fn load(
     series: Option<&str>,
     instance: Option<&str>,
 ) -> AppResult<Vec<InstanceRow>> {
-    let mut uids = vec![study];
-    uids.extend(series);
-    uids.extend(instance);
-    check_access(principal, &uids)?;
+    check_access(principal, study, series, instance)?;
     let rows = db::instances(&state.db, study, series, instance).await?;
     if rows.is_empty() {
         return Err(AppError::NotFound("no such study, series or instance".into()));
@@ -222,10 +219,7 @@ async fn metadata(
     series: Option<String>,
     instance: Option<String>,
 ) -> AppResult<Response> {
-    let mut uids = vec![study.as_str()];
-    uids.extend(series.as_deref());
-    uids.extend(instance.as_deref());
-    check_access(&principal, &uids)?;
+    check_access(&principal, &study, series.as_deref(), instance.as_deref())?;
     let ranges = accept::from_headers(&headers);
     if !ranges.iter().any(|r| r.matches(DICOM_JSON) || r.essence == "application/json") {
         return Err(AppError::NotAcceptable("metadata is available as application/dicom+json".into()));
