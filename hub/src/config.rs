@@ -29,6 +29,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub sweep: SweepConfig,
+    pub mail: MailConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -77,13 +78,65 @@ pub struct KeysConfig {
     pub kek_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuthConfig {
-    /// Bearer token that grants the admin principal (full DICOMweb access). When unset, one is
-    /// generated on first start, stored in `<data_dir>/admin-token` and printed.
+    /// Bearer token that grants the operator principal (full DICOMweb access). When unset, one
+    /// is generated on first start and stored in `<data_dir>/admin-token`.
     #[serde(skip_serializing)]
     pub admin_token: Option<SecretString>,
+    /// Consecutive failed sign-ins that lock an account, and for how long.
+    pub max_failed_logins: u32,
+    pub lockout_secs: u64,
+    /// How long a browser session lasts.
+    pub session_days: u32,
+    /// Rate limit of the sign-in, registration and reset endpoints per client address: a burst
+    /// of `rate_burst` requests, then one per `rate_period_ms`.
+    pub rate_burst: u32,
+    pub rate_period_ms: u64,
+    /// OpenID Connect identity providers (`[[auth.oidc]]` tables).
+    pub oidc: Vec<OidcProvider>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            max_failed_logins: 5,
+            lockout_secs: 900,
+            session_days: 14,
+            rate_burst: 10,
+            rate_period_ms: 6000,
+            oidc: vec![],
+        }
+    }
+}
+
+/// One OpenID Connect provider. Its redirect URI is `<public_url>/auth/oidc/<id>/callback`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct OidcProvider {
+    /// Short name used in URLs, e.g. `klinikum`.
+    pub id: String,
+    /// What the sign-in button says, e.g. "Klinikum-Login".
+    pub label: String,
+    /// The issuer URL (discovery at `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(skip_serializing)]
+    pub client_secret: Option<SecretString>,
+    /// Accept this provider's access tokens as API bearer tokens (checked at its userinfo
+    /// endpoint) for accounts linked to it.
+    pub accept_access_tokens: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct MailConfig {
+    /// Sender address of the hub's mails.
+    pub from: Option<String>,
+    /// Folder where mails are kept when no SMTP server is configured. Default `<data_dir>/outbox`.
+    pub outbox: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +185,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             sweep: SweepConfig::default(),
+            mail: MailConfig::default(),
         }
     }
 }

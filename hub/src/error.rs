@@ -19,6 +19,13 @@ pub enum AppError {
     #[error("not allowed")]
     Forbidden,
     #[error("{0}")]
+    ForbiddenBecause(String),
+    /// A failed sign-in: 401 with the (deliberately uninformative) reason.
+    #[error("{0}")]
+    SignInFailed(String),
+    #[error("too many requests; retry in {0} seconds")]
+    TooManyRequests(u64),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -54,7 +61,9 @@ impl AppError {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden => StatusCode::FORBIDDEN,
+            AppError::Forbidden | AppError::ForbiddenBecause(_) => StatusCode::FORBIDDEN,
+            AppError::SignInFailed(_) => StatusCode::UNAUTHORIZED,
+            AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,6 +112,10 @@ impl IntoResponse for AppError {
                 HeaderValue::from_static(r#"Bearer realm="ferry""#),
             );
         }
+        if let AppError::TooManyRequests(wait) = &self
+            && let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

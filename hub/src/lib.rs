@@ -5,6 +5,7 @@
 //! the top-level files, every feature in its own folder with its handlers, SQL and types.
 
 pub mod access;
+pub mod accounts;
 pub mod communities;
 pub mod config;
 pub mod db;
@@ -16,6 +17,7 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod transfers;
 pub mod uploads;
 
 pub use config::Config;

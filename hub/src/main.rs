@@ -61,6 +61,30 @@ enum AdminCommand {
         #[arg(long)]
         no_inbound: bool,
     },
+    /// Create an account with a verified email. The password is read from standard input with
+    /// --password-stdin; otherwise a random one is generated and printed once.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// Make the account a hub admin.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Make an account a member (or admin) of a community.
+    AddMember {
+        /// The community's public code.
+        #[arg(long)]
+        community: String,
+        #[arg(long)]
+        email: String,
+        /// admin or member
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
 }
 
 #[tokio::main]
@@ -119,6 +143,27 @@ async fn run_admin(config: Config, command: AdminCommand) -> anyhow::Result<()> 
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}\t{}", c.code, c.name);
+        }
+        AdminCommand::CreateUser { email, name, admin, password_stdin } => {
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                (line.trim_end_matches(['\r', '\n']).to_string(), false)
+            } else {
+                (ferry_hub::accounts::tokens::new_secret("")[..20].to_string(), true)
+            };
+            let id = ferry_hub::accounts::create_user_cli(&pools.write, &email, &name, password.clone(), admin)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("created account {id}{}", if admin { " (hub admin)" } else { "" });
+            if generated {
+                println!("password (shown once): {password}");
+            }
+        }
+        AdminCommand::AddMember { community, email, role } => {
+            let state_less = ferry_hub::communities::staff::add_member_cli(&pools, &community, &email, &role).await;
+            state_less.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{email} is now {role} of {community}");
         }
     }
     Ok(())

@@ -49,7 +49,19 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
+        let base_url = match &config.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}"),
+        };
+        let mailer = crate::accounts::mail::Mailer::new(
+            config.mail.outbox.clone().unwrap_or_else(|| config.data_dir.join("outbox")),
+            config.mail.from.clone().unwrap_or_else(|| "Ferry <ferry@localhost>".into()),
+        );
         let state = AppState {
+            base_url,
+            mailer,
+            oidc: Default::default(),
             config: Arc::new(config),
             db: pools.read,
             db_write: pools.write,
@@ -88,9 +100,10 @@ impl Application {
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
+        crate::accounts::announce_setup(&state).await?;
         let app = router(state.clone());
         let sweeper = tokio::spawn(sweep_loop(state));
-        let served = axum::serve(self.listener, app.into_make_service())
+        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(stop)
             .await;
         sweeper.abort();
@@ -122,7 +135,7 @@ fn admin_token(config: &Config) -> anyhow::Result<SecretString> {
 pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE, X_REQUEST_ID.clone()])
         .expose_headers([header::CONTENT_TYPE, header::CONTENT_LENGTH, header::WARNING, X_REQUEST_ID.clone()])
         .max_age(Duration::from_secs(3600));
@@ -143,9 +156,13 @@ pub fn router(state: AppState) -> Router {
         .nest("/dicomweb", crate::dicomweb::router())
         .merge(crate::uploads::router())
         .merge(crate::communities::router())
+        .merge(crate::accounts::router(&state))
+        .merge(crate::accounts::oidc::router())
+        .merge(crate::transfers::router())
         .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
         .fallback(crate::error::not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::access::guard::cross_origin_guard))
         .layer(axum::middleware::from_fn(crate::error::add_request_id))
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))

@@ -24,4 +24,9 @@ pub struct AppState {
     pub render_slots: Arc<tokio::sync::Semaphore>,
     /// The folded directory texts, kept in memory between searches.
     pub directory: crate::communities::DirectoryCache,
+    /// The hub's own URL (`public_url`, else the bound address): links in mails and redirect URIs
+    /// are built from it, never from a request's Host header.
+    pub base_url: String,
+    pub mailer: crate::accounts::mail::Mailer,
+    pub oidc: crate::accounts::oidc::OidcCache,
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "core", include_str!("../migrations/0001_core.sql")),
     (2, "communities", include_str!("../migrations/0002_communities.sql")),
+    (3, "accounts and transfers", include_str!("../migrations/0003_accounts_transfers.sql")),
 ];
 
 /// The OpenAPI document of the hub's own (non-DICOMweb) API.
@@ -76,6 +77,16 @@ pub struct Community {
     pub contact: String,
     #[serde(default = "yes")]
     pub accepts_inbound: bool,
+    /// Only referrers the community's admins approved may send to it.
+    #[serde(default)]
+    pub requires_approval: bool,
+    /// Default lifetime of the access codes the community issues, in days.
+    #[serde(default = "ninety")]
+    pub default_share_days: u32,
+}
+
+fn ninety() -> u32 {
+    90
 }
 
 fn yes() -> bool {
@@ -98,4 +109,205 @@ pub struct NewCommunity {
     pub contact: String,
     #[serde(default)]
     pub accepts_inbound: Option<bool>,
+}
+
+/// `POST /api/v1/auth/register`: a referrer's account with what a clinic needs to trust them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Registration {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+    #[serde(default)]
+    pub practice: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub phone: String,
+}
+
+/// `POST /api/v1/auth/login`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+/// A community role of the signed-in user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Membership {
+    pub community: String,
+    pub community_name: String,
+    /// `admin` or `member`.
+    pub role: String,
+}
+
+/// `GET /api/v1/me`: the signed-in account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Account {
+    pub id: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: String,
+    #[serde(default)]
+    pub practice: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub phone: String,
+    pub hub_admin: bool,
+    #[serde(default)]
+    pub memberships: Vec<Membership>,
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewToken {
+    pub name: String,
+    /// Days until the token expires (1 to 365, default 90).
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+/// A personal access token as listed; `token` is only present in the answer that created it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `POST /api/v1/transfers`: opens a transfer (state `draft`) to a community.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NewTransfer {
+    /// The community's public code, e.g. `bM1X`.
+    pub community: String,
+    #[serde(default)]
+    pub reason: String,
+    /// The patient's appointment, free text or a date (`2026-12-01`).
+    #[serde(default)]
+    pub appointment: String,
+    /// `routine` (default) or `urgent`.
+    #[serde(default)]
+    pub urgency: Option<String>,
+}
+
+/// One series of a study in a transfer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransferSeries {
+    pub series_uid: String,
+    pub modality: String,
+    pub description: String,
+    pub instances: u64,
+}
+
+/// One study of a transfer, with the patient it belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransferStudy {
+    pub study_uid: String,
+    pub patient_name: String,
+    pub patient_id: String,
+    pub patient_birth_date: String,
+    pub study_date: String,
+    pub description: String,
+    pub modalities: Vec<String>,
+    pub instances: u64,
+    pub bytes: u64,
+    #[serde(default)]
+    pub series: Vec<TransferSeries>,
+}
+
+/// A state change of a transfer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransferEvent {
+    pub at: i64,
+    pub state: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A transfer as its sender and the receiving community see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Transfer {
+    pub id: String,
+    /// `draft`, `sent`, `received`, `stored`, `failed`, `done` or `rejected`.
+    pub state: String,
+    #[serde(default)]
+    pub state_message: String,
+    pub community: String,
+    pub community_name: String,
+    pub sender_name: String,
+    #[serde(default)]
+    pub sender_practice: String,
+    pub reason: String,
+    pub appointment: String,
+    pub urgency: String,
+    pub instances: u64,
+    pub bytes: u64,
+    pub created_at: i64,
+    #[serde(default)]
+    pub sent_at: Option<i64>,
+    pub updated_at: i64,
+    #[serde(default)]
+    pub studies: Vec<TransferStudy>,
+    #[serde(default)]
+    pub events: Vec<TransferEvent>,
+}
+
+/// `POST /api/v1/transfers/{id}/done` and `/reject`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Decision {
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A member of a community as its admins see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Member {
+    pub user_id: String,
+    pub email: Option<String>,
+    pub name: String,
+    /// `admin` or `member`.
+    pub role: String,
+}
+
+/// `PUT /api/v1/communities/{code}/members`: adds a registered account or changes its role.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewMember {
+    pub email: String,
+    pub role: String,
+}
+
+/// A referrer asking to send to a community that approves its senders.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReferrerApproval {
+    pub user_id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub practice: String,
+    pub address: String,
+    pub phone: String,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+}
+
+/// `PATCH /api/v1/communities/{code}`: what a community admin may change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CommunitySettings {
+    #[serde(default)]
+    pub requires_approval: Option<bool>,
+    #[serde(default)]
+    pub default_share_days: Option<u32>,
+    #[serde(default)]
+    pub accepts_inbound: Option<bool>,
+    #[serde(default)]
+    pub contact: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub departments: Option<Vec<String>>,
 }

@@ -4,14 +4,17 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod accounts;
 mod cli;
 mod communities;
 mod crash;
 mod helpers;
 mod hostile;
+mod people;
 mod peers;
 mod qido;
 mod s3;
 mod storage;
+mod transfers;
 mod stow_wado;
 mod uploads;

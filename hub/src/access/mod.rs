@@ -1,56 +1,136 @@
-//! Who is asking, and what they may see. Every DICOMweb search and retrieve goes through
-//! [`Principal::study_scope`] / [`Principal::can_read_study`], so per-user scoping (referrers,
-//! community members, share holders) plugs in here without touching the handlers.
+//! Who is asking, and what they may see. Every request is authenticated here (operator token,
+//! personal access token, or browser session), and every DICOMweb search and retrieve restricts
+//! its SQL through [`StudyScope::condition`] — the single access check of the hub.
+//!
+//! What a signed-in user sees: the instances of the transfers they sent, and the instances of
+//! the transfers (no longer drafts) sent to a community they are a member of. Hub admins manage
+//! accounts and communities but see patient data only through their own memberships.
+
+pub mod guard;
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
+use axum_extra::extract::CookieJar;
 use secrecy::ExposeSecret;
+use sqlx::Row;
 
+use crate::accounts::tokens;
+use crate::db::now_ms;
 use crate::error::AppError;
 use crate::state::AppState;
+
+pub const SESSION_COOKIE: &str = "ferry_session";
+
+/// How a user proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Session,
+    Token,
+}
+
+/// A signed-in account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub hub_admin: bool,
+    pub via: Via,
+}
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// Holder of the configured admin token: sees and stores everything.
+    /// Holder of the operator token from the configuration: sees and stores everything. Meant
+    /// for operations and automation, not for people.
     Admin,
+    User(User),
 }
 
-/// The set of studies a principal may see, as a filter the queries apply.
+/// Which column of `transfer_instances` a scoped column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Study,
+    Series,
+    Instance,
+}
+
+impl Level {
+    fn column(self) -> &'static str {
+        match self {
+            Level::Study => "study_uid",
+            Level::Series => "series_uid",
+            Level::Instance => "sop_instance_uid",
+        }
+    }
+}
+
+/// The set of instances a principal may see, as a filter the queries apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StudyScope {
     All,
-    /// Only these Study Instance UIDs.
-    Only(Vec<String>),
+    /// What the transfers of this user (sent, or received by their communities) carry.
+    Transfers { user_id: String },
+}
+
+impl StudyScope {
+    /// An SQL condition restricting `column` (a UID of the given level) to what this scope may
+    /// see, or `None` when unrestricted. `bind` adds a text parameter and returns its placeholder.
+    pub fn condition(&self, column: &str, level: Level, bind: &mut dyn FnMut(String) -> String) -> Option<String> {
+        match self {
+            StudyScope::All => None,
+            StudyScope::Transfers { user_id } => {
+                let sender = bind(user_id.clone());
+                let member = bind(user_id.clone());
+                Some(format!(
+                    "{column} IN (SELECT ti.{field} FROM transfer_instances ti \
+                     JOIN transfers t ON t.id = ti.transfer_id \
+                     WHERE t.sender_id = {sender} OR (t.state <> 'draft' AND t.community_id IN \
+                     (SELECT m.community_id FROM memberships m WHERE m.user_id = {member})))",
+                    field = level.column()
+                ))
+            }
+        }
+    }
 }
 
 impl Principal {
     pub fn study_scope(&self) -> StudyScope {
         match self {
             Principal::Admin => StudyScope::All,
+            Principal::User(u) => StudyScope::Transfers { user_id: u.id.clone() },
         }
     }
 
-    pub fn can_read_study(&self, study_uid: &str) -> bool {
-        match self.study_scope() {
-            StudyScope::All => true,
-            StudyScope::Only(uids) => uids.iter().any(|u| u == study_uid),
-        }
-    }
-
+    /// Manages accounts and communities (operator token or a hub admin account).
     pub fn is_admin(&self) -> bool {
-        matches!(self, Principal::Admin)
+        match self {
+            Principal::Admin => true,
+            Principal::User(u) => u.hub_admin,
+        }
     }
 
+    /// May store through STOW-RS directly (people send through transfers instead).
     pub fn can_store(&self) -> bool {
         matches!(self, Principal::Admin)
     }
 
-    /// A stable identifier for logs and audit (never personal data).
-    pub fn log_id(&self) -> &'static str {
+    pub fn user(&self) -> Option<&User> {
         match self {
-            Principal::Admin => "admin",
+            Principal::User(u) => Some(u),
+            Principal::Admin => None,
+        }
+    }
+
+    /// The signed-in account, or 403 for the operator token (which has no account).
+    pub fn require_user(&self) -> Result<&User, AppError> {
+        self.user().ok_or(AppError::Forbidden)
+    }
+
+    /// A stable identifier for logs and audit (never personal data).
+    pub fn log_id(&self) -> String {
+        match self {
+            Principal::Admin => "admin".into(),
+            Principal::User(u) => format!("user:{}", u.id),
         }
     }
 }
@@ -63,24 +143,99 @@ fn token_matches(given: &str, expected: &str) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let auth = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(AppError::Unauthorized)?;
+/// Authenticates a request: `Ok(None)` for an anonymous one (no credentials, or a stale session
+/// cookie), an error for a bearer token that is wrong.
+pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principal>, AppError> {
+    if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+        let auth = auth.to_str().map_err(|_| AppError::Unauthorized)?;
         let token = auth
             .strip_prefix("Bearer ")
             .or_else(|| auth.strip_prefix("bearer "))
             .ok_or(AppError::Unauthorized)?
             .trim();
         if token_matches(token, state.admin_token.expose_secret()) {
-            tracing::Span::current().record("principal", "admin");
-            return Ok(Principal::Admin);
+            record("admin");
+            return Ok(Some(Principal::Admin));
         }
-        Err(AppError::Unauthorized)
+        if token.starts_with(tokens::PAT_PREFIX)
+            && let Some(user) = user_by_token(state, token).await? {
+                record(&format!("user:{}", user.id));
+                return Ok(Some(Principal::User(user)));
+            }
+        if let Some(user) = crate::accounts::oidc::user_by_access_token(state, token).await? {
+            record(&format!("user:{}", user.id));
+            return Ok(Some(Principal::User(user)));
+        }
+        return Err(AppError::Unauthorized);
+    }
+    let jar = CookieJar::from_headers(&parts.headers);
+    if let Some(cookie) = jar.get(SESSION_COOKIE)
+        && let Some(user) = user_by_session(state, cookie.value()).await? {
+            record(&format!("user:{}", user.id));
+            return Ok(Some(Principal::User(user)));
+        }
+    Ok(None)
+}
+
+fn record(id: &str) {
+    tracing::Span::current().record("principal", id);
+}
+
+async fn user_by_token(state: &AppState, token: &str) -> Result<Option<User>, AppError> {
+    let now = now_ms();
+    let row = sqlx::query(
+        "SELECT u.id, u.is_hub_admin, t.id, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > $2 AND u.disabled = 0",
+    )
+    .bind(tokens::hash(token))
+    .bind(now)
+    .fetch_optional(&state.db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let token_id: String = row.try_get(2)?;
+    let last_used: Option<i64> = row.try_get(3)?;
+    // Recorded at most once a minute, so API traffic does not turn every read into a write.
+    if last_used.is_none_or(|t| now - t > 60_000) {
+        let _ = sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&token_id)
+            .execute(&state.db_write)
+            .await;
+    }
+    Ok(Some(User { id: row.try_get(0)?, hub_admin: row.try_get::<i64, _>(1)? != 0, via: Via::Token }))
+}
+
+async fn user_by_session(state: &AppState, token: &str) -> Result<Option<User>, AppError> {
+    let row = sqlx::query(
+        "SELECT u.id, u.is_hub_admin FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled = 0",
+    )
+    .bind(tokens::hash(token))
+    .bind(now_ms())
+    .fetch_optional(&state.db)
+    .await?;
+    Ok(match row {
+        Some(r) => Some(User { id: r.try_get(0)?, hub_admin: r.try_get::<i64, _>(1)? != 0, via: Via::Session }),
+        None => None,
+    })
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        authenticate(parts, state).await?.ok_or(AppError::Unauthorized)
+    }
+}
+
+/// The caller if signed in; pages use it to show the anonymous variant instead of an error.
+pub struct MaybePrincipal(pub Option<Principal>);
+
+impl FromRequestParts<AppState> for MaybePrincipal {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        // A wrong bearer token on a page is treated as anonymous (pages use cookies).
+        Ok(MaybePrincipal(authenticate(parts, state).await.ok().flatten()))
     }
 }

@@ -3,6 +3,7 @@
 //! create-community`).
 
 pub mod search;
+pub mod staff;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -23,7 +24,8 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/communities", get(search_directory).post(create_community))
-        .route("/api/v1/communities/{code}", get(get_community))
+        .route("/api/v1/communities/{code}", get(get_community).patch(staff::api_configure))
+        .merge(staff::router())
 }
 
 /// Unambiguous characters for generated codes (no 0/O/o, 1/l/I).
@@ -40,10 +42,14 @@ fn generate_code() -> String {
 }
 
 fn search_text(c: &NewCommunity, code: &str) -> String {
-    search::fold(&format!("{} {} {} {}", c.name, c.city, c.departments.join(" "), code))
+    search_text_of(&c.name, &c.city, &c.departments, code)
 }
 
-const COLUMNS: &str = "code, name, city, address, departments, contact, accepts_inbound";
+pub fn search_text_of(name: &str, city: &str, departments: &[String], code: &str) -> String {
+    search::fold(&format!("{name} {city} {} {code}", departments.join(" ")))
+}
+
+const COLUMNS: &str = "code, name, city, address, departments, contact, accepts_inbound, requires_approval, default_share_days";
 
 fn from_row(r: &AnyRow) -> Result<Community, sqlx::Error> {
     let departments: String = r.try_get(4)?;
@@ -55,6 +61,8 @@ fn from_row(r: &AnyRow) -> Result<Community, sqlx::Error> {
         departments: serde_json::from_str(&departments).unwrap_or_default(),
         contact: r.try_get(5)?,
         accepts_inbound: r.try_get::<i64, _>(6)? != 0,
+        requires_approval: r.try_get::<i64, _>(7)? != 0,
+        default_share_days: r.try_get::<i64, _>(8)? as u32,
     })
 }
 
@@ -114,7 +122,7 @@ pub struct DirectoryCache {
 
 /// The directory as of one table stamp (row count, newest creation time).
 struct Snapshot {
-    stamp: (i64, i64),
+    stamp: (i64, i64, i64),
     entries: std::sync::Arc<Vec<Entry>>,
 }
 
@@ -126,8 +134,10 @@ pub struct Entry {
 
 impl DirectoryCache {
     async fn entries(&self, db: &Db) -> AppResult<std::sync::Arc<Vec<Entry>>> {
-        let row = sqlx::query("SELECT COUNT(*), COALESCE(MAX(created_at), 0) FROM communities").fetch_one(db).await?;
-        let stamp: (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let row = sqlx::query("SELECT COUNT(*), COALESCE(MAX(created_at), 0), COALESCE(MAX(updated_at), 0) FROM communities")
+            .fetch_one(db)
+            .await?;
+        let stamp: (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         if let Some(snap) = self.inner.read().await.as_ref().filter(|s| s.stamp == stamp) {
             return Ok(snap.entries.clone());
         }

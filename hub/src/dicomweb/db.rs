@@ -3,6 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::access::{Level, StudyScope};
 use crate::db::Db;
 use crate::ingest::parse::PixelLayout;
 
@@ -44,18 +45,27 @@ fn from_row(r: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
 /// constrained), in retrieve order; `columns` is the SELECT list.
 async fn scoped(
     db: &Db,
+    scope: &StudyScope,
     columns: &str,
     study: &str,
     series: Option<&str>,
     instance: Option<&str>,
 ) -> Result<Vec<AnyRow>, sqlx::Error> {
     let mut sql = format!("SELECT {columns} FROM instances WHERE study_uid = $1");
-    let mut binds = vec![study];
+    let mut binds: Vec<String> = vec![study.to_string()];
     for (column, value) in [("series_uid", series), ("sop_instance_uid", instance)] {
         if let Some(v) = value {
-            binds.push(v);
+            binds.push(v.to_string());
             sql.push_str(&format!(" AND {column} = ${}", binds.len()));
         }
+    }
+    let mut bind = |v: String| {
+        binds.push(v);
+        format!("${}", binds.len())
+    };
+    if let Some(cond) = scope.condition("sop_instance_uid", Level::Instance, &mut bind) {
+        sql.push_str(" AND ");
+        sql.push_str(&cond);
     }
     sql.push(' ');
     sql.push_str(ORDER);
@@ -66,22 +76,25 @@ async fn scoped(
     q.fetch_all(db).await
 }
 
-/// Instances of a study, series or single instance (`None` levels are not constrained).
+/// Instances of a study, series or single instance (`None` levels are not constrained) that
+/// `scope` may see.
 pub async fn instances(
     db: &Db,
+    scope: &StudyScope,
     study: &str,
     series: Option<&str>,
     instance: Option<&str>,
 ) -> Result<Vec<InstanceRow>, sqlx::Error> {
-    scoped(db, COLUMNS, study, series, instance).await?.iter().map(from_row).collect()
+    scoped(db, scope, COLUMNS, study, series, instance).await?.iter().map(from_row).collect()
 }
 
 /// Stored metadata JSON documents of a study/series/instance, in retrieve order.
 pub async fn metadata(
     db: &Db,
+    scope: &StudyScope,
     study: &str,
     series: Option<&str>,
     instance: Option<&str>,
 ) -> Result<Vec<String>, sqlx::Error> {
-    scoped(db, "metadata", study, series, instance).await?.iter().map(|r| r.try_get::<String, _>(0)).collect()
+    scoped(db, scope, "metadata", study, series, instance).await?.iter().map(|r| r.try_get::<String, _>(0)).collect()
 }

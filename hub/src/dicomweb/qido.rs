@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use super::{DICOM_JSON, base_url};
-use crate::access::{Principal, StudyScope};
+use crate::access::Principal;
 use crate::db::Dialect;
 use crate::error::{AppError, AppResult};
 use crate::ingest::describe::valid_uid;
@@ -361,30 +361,38 @@ async fn run_search(
             _ => ignored.push(tag_key(*tag)),
         }
     }
-    match principal.study_scope() {
-        StudyScope::All => {}
-        StudyScope::Only(uids) if uids.is_empty() => {
-            return Ok(json_response(Vec::new(), &ignored, false));
-        }
-        StudyScope::Only(uids) => {
-            let ps: Vec<String> = uids.into_iter().map(|u| b.bind(BindValue::Text(u))).collect();
-            b.clauses.push(format!("s.study_uid IN ({})", ps.join(", ")));
-        }
+    let scope = principal.study_scope();
+    let (scope_column, scope_level) = match level {
+        Level::Study => ("s.study_uid", crate::access::Level::Study),
+        Level::Series => ("se.series_uid", crate::access::Level::Series),
+        Level::Instance => ("i.sop_instance_uid", crate::access::Level::Instance),
+    };
+    if let Some(cond) = scope.condition(scope_column, scope_level, &mut |v| b.bind(BindValue::Text(v))) {
+        b.clauses.push(cond);
     }
+    // Counts of related series/instances: only what the caller may see.
+    let count_filter = |b: &mut SqlBuilder, column: &str| {
+        scope
+            .condition(column, crate::access::Level::Instance, &mut |v| b.bind(BindValue::Text(v)))
+            .map(|c| format!(" AND {c}"))
+            .unwrap_or_default()
+    };
+    let series_count = count_filter(&mut b, "x.sop_instance_uid");
+    let study_count = count_filter(&mut b, "y.sop_instance_uid");
     let where_ = if b.clauses.is_empty() { String::new() } else { format!("WHERE {}", b.clauses.join(" AND ")) };
     let limit_p = b.bind(BindValue::Int(search.limit + 1));
     let offset_p = b.bind(BindValue::Int(search.offset));
     let sql = match level {
         Level::Study => format!(
             "SELECT s.study_uid, s.attrs, s.modalities, \
-             (SELECT COUNT(*) FROM series x WHERE x.study_uid = s.study_uid), \
-             (SELECT COUNT(*) FROM instances y WHERE y.study_uid = s.study_uid) \
+             (SELECT COUNT(DISTINCT x.series_uid) FROM instances x WHERE x.study_uid = s.study_uid{series_count}), \
+             (SELECT COUNT(*) FROM instances y WHERE y.study_uid = s.study_uid{study_count}) \
              FROM studies s {where_} ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid \
              LIMIT {limit_p} OFFSET {offset_p}"
         ),
         Level::Series => format!(
             "SELECT se.study_uid, se.series_uid, se.attrs, \
-             (SELECT COUNT(*) FROM instances y WHERE y.series_uid = se.series_uid) \
+             (SELECT COUNT(*) FROM instances y WHERE y.series_uid = se.series_uid{study_count}) \
              FROM series se JOIN studies s ON s.study_uid = se.study_uid {where_} \
              ORDER BY se.study_uid, se.created_at, se.series_uid LIMIT {limit_p} OFFSET {offset_p}"
         ),

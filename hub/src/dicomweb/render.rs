@@ -140,7 +140,7 @@ async fn render(
 
 async fn one_instance(state: &AppState, principal: &Principal, study: &str, series: &str, instance: &str) -> AppResult<InstanceRow> {
     check_access(principal, study, Some(series), Some(instance))?;
-    db::instances(&state.db, study, Some(series), Some(instance))
+    db::instances(&state.db, &principal.study_scope(), study, Some(series), Some(instance))
         .await?
         .into_iter()
         .next()
@@ -151,7 +151,7 @@ async fn one_instance(state: &AppState, principal: &Principal, study: &str, seri
 /// first series that has one.
 async fn representative(state: &AppState, principal: &Principal, study: &str, series: Option<&str>) -> AppResult<InstanceRow> {
     check_access(principal, study, series, None)?;
-    let rows = db::instances(&state.db, study, series, None).await?;
+    let rows = db::instances(&state.db, &principal.study_scope(), study, series, None).await?;
     let first_series = rows.iter().find(|r| r.pixel_layout.is_some()).map(|r| r.series_uid.clone());
     let with_pixels: Vec<&InstanceRow> = rows
         .iter()

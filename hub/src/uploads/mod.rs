@@ -33,10 +33,15 @@ pub fn router() -> Router<AppState> {
 #[derive(Default)]
 struct Report {
     files: Vec<UploadedFile>,
+    /// (SOP Instance UID, Series UID, Study UID) of every instance now in the hub.
+    instances: Vec<(String, String, String)>,
 }
 
 impl Report {
     fn push_result(&mut self, path: String, r: Result<ingest::Stored, ingest::Failure>) {
+        if let Ok(s) = &r {
+            self.instances.push((s.sop_instance_uid.clone(), s.series_uid.clone(), s.study_uid.clone()));
+        }
         self.files.push(match r {
             Ok(s) => UploadedFile {
                 path,
@@ -66,7 +71,7 @@ impl Report {
         });
     }
 
-    fn finish(self) -> (StatusCode, UploadReport) {
+    fn finish(self) -> Ingested {
         let count = |o: &str| self.files.iter().filter(|f| f.outcome == o).count() as u64;
         let mut studies: Vec<String> =
             self.files.iter().filter_map(|f| f.study_instance_uid.clone()).collect();
@@ -80,6 +85,7 @@ impl Report {
             studies,
             files: self.files,
         };
+        let instances = self.instances;
         let ok = report.stored + report.duplicates;
         let status = if report.failed == 0 && ok > 0 {
             StatusCode::OK
@@ -88,7 +94,7 @@ impl Report {
         } else {
             StatusCode::UNPROCESSABLE_ENTITY
         };
-        (status, report)
+        Ingested { status, report, instances }
     }
 }
 
@@ -106,6 +112,14 @@ fn is_dicomdir(name: &str) -> bool {
     name.rsplit(['/', '\\']).next().is_some_and(|b| b.eq_ignore_ascii_case("DICOMDIR"))
 }
 
+/// What an upload brought in: the answer for the client and the instances now stored.
+pub struct Ingested {
+    pub status: StatusCode,
+    pub report: UploadReport,
+    /// (SOP Instance UID, Series UID, Study UID), stored or already there with the same bytes.
+    pub instances: Vec<(String, String, String)>,
+}
+
 async fn upload(
     State(state): State<AppState>,
     principal: Principal,
@@ -115,6 +129,14 @@ async fn upload(
     if !principal.can_store() {
         return Err(AppError::Forbidden);
     }
+    let Ingested { status, report, .. } = ingest_body(&state, &headers, body).await?;
+    tracing::info!(principal = %principal.log_id(), stored = report.stored, failed = report.failed, skipped = report.skipped, "upload handled");
+    Ok((status, Json(report)).into_response())
+}
+
+/// Takes in a ZIP, a single DICOM file or a multipart/form-data folder upload.
+pub async fn ingest_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResult<Ingested> {
+    let state = state.clone();
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -182,9 +204,7 @@ async fn upload(
     for (label, r) in pipe.finish().await {
         report.push_result(label, r);
     }
-    let (status, report) = report.finish();
-    tracing::info!(principal = principal.log_id(), stored = report.stored, failed = report.failed, skipped = report.skipped, "upload handled");
-    Ok((status, Json(report)).into_response())
+    Ok(report.finish())
 }
 
 /// Receives one file into the commit pipeline. Returns false when the request body broke.

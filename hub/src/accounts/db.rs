@@ -1,0 +1,190 @@
+//! SQL of the accounts feature.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::db::{Db, now_ms};
+
+pub struct LoginRow {
+    pub id: String,
+    pub password_hash: Option<String>,
+    pub email_verified: bool,
+    pub failed_logins: i64,
+    pub locked_until: i64,
+    pub disabled: bool,
+}
+
+pub async fn login_row(db: &Db, email: &str) -> Result<Option<LoginRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, password_hash, email_verified, failed_logins, locked_until, disabled FROM users WHERE email = $1",
+    )
+    .bind(email)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| {
+        Ok(LoginRow {
+            id: r.try_get(0)?,
+            password_hash: r.try_get(1)?,
+            email_verified: r.try_get::<i64, _>(2)? != 0,
+            failed_logins: r.try_get(3)?,
+            locked_until: r.try_get(4)?,
+            disabled: r.try_get::<i64, _>(5)? != 0,
+        })
+    })
+    .transpose()
+}
+
+pub async fn user_id_by_email(db: &Db, email: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT id FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(db)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()
+}
+
+pub struct NewUser<'a> {
+    pub email: Option<&'a str>,
+    pub email_verified: bool,
+    pub password_hash: Option<&'a str>,
+    pub name: &'a str,
+    pub practice: &'a str,
+    pub address: &'a str,
+    pub phone: &'a str,
+    pub hub_admin: bool,
+}
+
+pub async fn insert_user(db: &Db, u: &NewUser<'_>) -> Result<String, sqlx::Error> {
+    let id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO users (id, email, email_verified, password_hash, name, practice, address, phone, \
+         is_hub_admin, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&id)
+    .bind(u.email)
+    .bind(u.email_verified as i64)
+    .bind(u.password_hash)
+    .bind(u.name)
+    .bind(u.practice)
+    .bind(u.address)
+    .bind(u.phone)
+    .bind(u.hub_admin as i64)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(id)
+}
+
+pub async fn record_failure(db: &Db, id: &str, failed: i64, locked_until: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET failed_logins = $1, locked_until = $2 WHERE id = $3")
+        .bind(failed)
+        .bind(locked_until)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_session(db: &Db, token_hash: &str, user_id: &str, expires_at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_session(db: &Db, token_hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(db).await?;
+    Ok(())
+}
+
+/// Stores a one-time link token (`verify`, `reset` or `setup`).
+pub async fn insert_email_token(db: &Db, token_hash: &str, user_id: Option<&str>, purpose: &str, expires_at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO email_tokens (token_hash, user_id, purpose, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(purpose)
+        .bind(expires_at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Uses up a one-time token: returns its user (None for setup tokens) when it was valid. The
+/// UPDATE's row count makes a token usable exactly once even when two requests race.
+pub async fn consume_email_token(db: &Db, token_hash: &str, purpose: &str) -> Result<Option<Option<String>>, sqlx::Error> {
+    let now = now_ms();
+    let row = sqlx::query("SELECT user_id FROM email_tokens WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3")
+        .bind(token_hash)
+        .bind(purpose)
+        .bind(now)
+        .fetch_optional(db)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let done = sqlx::query("UPDATE email_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+        .bind(now)
+        .bind(token_hash)
+        .execute(db)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Ok(None);
+    }
+    Ok(Some(row.try_get(0)?))
+}
+
+pub async fn email_token_valid(db: &Db, token_hash: &str, purpose: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT 1 FROM email_tokens WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3")
+        .bind(token_hash)
+        .bind(purpose)
+        .bind(now_ms())
+        .fetch_optional(db)
+        .await?
+        .is_some())
+}
+
+pub async fn has_hub_admin(db: &Db) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT 1 FROM users WHERE is_hub_admin = 1 LIMIT 1").fetch_optional(db).await?.is_some())
+}
+
+pub const ACCOUNT_COLUMNS: &str = "id, email, email_verified, name, practice, address, phone, is_hub_admin";
+
+pub fn account_from_row(r: &AnyRow) -> Result<ferry_schemas::Account, sqlx::Error> {
+    Ok(ferry_schemas::Account {
+        id: r.try_get(0)?,
+        email: r.try_get(1)?,
+        email_verified: r.try_get::<i64, _>(2)? != 0,
+        name: r.try_get(3)?,
+        practice: r.try_get(4)?,
+        address: r.try_get(5)?,
+        phone: r.try_get(6)?,
+        hub_admin: r.try_get::<i64, _>(7)? != 0,
+        memberships: vec![],
+    })
+}
+
+pub async fn account(db: &Db, user_id: &str) -> Result<Option<ferry_schemas::Account>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE id = $1")))
+        .bind(user_id)
+        .fetch_optional(db)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut account = account_from_row(&row)?;
+    account.memberships = memberships(db, user_id).await?;
+    Ok(Some(account))
+}
+
+pub async fn memberships(db: &Db, user_id: &str) -> Result<Vec<ferry_schemas::Membership>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.code, c.name, m.role FROM memberships m JOIN communities c ON c.id = m.community_id \
+         WHERE m.user_id = $1 ORDER BY c.name",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| Ok(ferry_schemas::Membership { community: r.try_get(0)?, community_name: r.try_get(1)?, role: r.try_get(2)? }))
+        .collect()
+}
