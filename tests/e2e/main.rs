@@ -10,6 +10,7 @@ mod communities;
 mod crash;
 mod helpers;
 mod hostile;
+mod oidc;
 mod people;
 mod peers;
 mod qido;

@@ -140,3 +140,59 @@ async fn orthanc_queries_and_retrieves_a_study_from_the_hub() {
         assert!(received.contains(f), "an instance arrived in Orthanc changed");
     }
 }
+
+/// The real OpenID provider (npm `oidc-provider`, tests/node/idp.mjs) on a free loopback port.
+pub struct Idp {
+    pub issuer: String,
+    child: std::process::Child,
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn node_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node")
+}
+
+impl Idp {
+    pub async fn start(redirect_uris: &[String]) -> Idp {
+        use std::io::BufRead;
+        let port = free_port();
+        let mut child = std::process::Command::new("node")
+            .arg(node_dir().join("idp.mjs"))
+            .env("IDP_PORT", port.to_string())
+            .env("IDP_CLIENT_ID", "ferry")
+            .env("IDP_CLIENT_SECRET", "idp-test-secret")
+            .env("IDP_REDIRECT_URIS", redirect_uris.join(","))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("node tests/node/idp.mjs (tests/run.sh installs it: npm ci in tests/node)");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout).read_line(&mut line).expect("read idp");
+            line
+        })
+        .await
+        .expect("idp line");
+        let issuer = line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("idp did not start: {line:?}")).to_string();
+        Idp { issuer, child }
+    }
+
+    /// The hub's configuration entry for this provider.
+    pub fn provider(&self, id: &str) -> ferry_hub::config::OidcProvider {
+        ferry_hub::config::OidcProvider {
+            id: id.into(),
+            label: "Test-IdP".into(),
+            issuer: self.issuer.clone(),
+            client_id: "ferry".into(),
+            client_secret: Some(secrecy::SecretString::from("idp-test-secret".to_string())),
+            accept_access_tokens: true,
+        }
+    }
+}
