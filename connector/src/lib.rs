@@ -1,6 +1,9 @@
 //! Ferry site connector: the service a clinic runs beside its PACS to move studies between the
-//! PACS and a Ferry hub. This first slice only checks that a hub is reachable and healthy; pulling
-//! transfers into the PACS and the DICOM node for outbound studies come next.
+//! PACS and a Ferry hub. So far it checks that a hub is reachable and healthy, and sends studies
+//! from the command line ([`send`]); pulling transfers into the PACS and the DICOM node for
+//! outbound studies come next.
+
+pub mod send;
 
 use ferry_schemas::Health;
 

@@ -17,6 +17,32 @@ enum Command {
         #[arg(long, env = "FERRY_HUB_URL")]
         hub: String,
     },
+    /// Send studies (DICOM files, folders, ZIPs, a CD's content) to a community.
+    Send {
+        /// The hub's URL.
+        #[arg(long, env = "FERRY_HUB_URL")]
+        hub: String,
+        /// A personal access token (create one on the hub's account page).
+        #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The community's public code, e.g. bM1X.
+        #[arg(long)]
+        community: String,
+        /// Reason / clinical question for the clinic.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// The patient's appointment (e.g. 2026-12-01).
+        #[arg(long, default_value = "")]
+        appointment: String,
+        #[arg(long)]
+        urgent: bool,
+        /// Send what arrived even when some files could not be taken.
+        #[arg(long)]
+        send_partial: bool,
+        /// Files and folders to send.
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -33,5 +59,23 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Send { hub, token, community, note, appointment, urgent, send_partial, paths } => {
+            let o = ferry_connector::send::SendOptions { hub, token, community, note, appointment, urgent, paths, send_partial };
+            let result = ferry_connector::send::send(&o, |p| {
+                let pct = if p.bytes_total == 0 { 100 } else { p.bytes_done * 100 / p.bytes_total };
+                eprintln!("{pct:3}%  {}/{} files  {:.1}/{:.1} MB", p.files_done, p.files_total, p.bytes_done as f64 / 1e6, p.bytes_total as f64 / 1e6);
+            })
+            .await;
+            match result {
+                Ok(t) => {
+                    println!("sent transfer {} to {} ({} images): {}", t.id, t.community_name, t.instances, t.state);
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ferry-connector: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod transfers;
+pub mod ui;
 pub mod uploads;
 
 pub use config::Config;

@@ -73,3 +73,49 @@ async fn connector_check_reports_a_healthy_hub_and_explains_an_unreachable_one()
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the hub"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn connector_send_uploads_a_folder_with_progress_and_explains_mistakes() {
+    let app = crate::helpers::spawn_app().await;
+    app.community("CLI Clinic", "cLi9", "Homburg").await;
+    let p = app.person("cli@example.test", "Dr. CLI").await;
+    let folder = tempfile::tempdir().unwrap();
+    let cd = folder.path().join("CD");
+    std::fs::create_dir_all(cd.join("DICOM")).unwrap();
+    let (st, se) = (crate::helpers::uid(), crate::helpers::uid());
+    for i in 0..3 {
+        std::fs::write(cd.join("DICOM").join(format!("I{i}")), crate::helpers::Synth::new(&st, &se, &crate::helpers::uid()).bytes()).unwrap();
+    }
+    std::fs::write(cd.join("README.TXT"), "hello").unwrap();
+    std::fs::write(cd.join(".DS_Store"), "junk").unwrap();
+    let bin = hub_binary().with_file_name("ferry-connector");
+    let (base, token, cdp) = (app.base.clone(), p.token.clone(), cd.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&bin)
+            .args(["send", "--hub", &base, "--community", "cLi9", "--note", "Bitte Befund", "--urgent"])
+            .arg(&cdp)
+            .env("FERRY_TOKEN", &token)
+            .output()
+            .expect("run")
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("sent transfer") && stdout.contains("(3 images)"), "{stdout}");
+    assert!(stderr.contains("100%"), "progress: {stderr}");
+    let list: Vec<serde_json::Value> = p.get(&app, "/api/v1/transfers").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list[0]["state"], "sent");
+    assert_eq!(list[0]["urgency"], "urgent");
+    assert_eq!(list[0]["reason"], "Bitte Befund");
+
+    let bin = hub_binary().with_file_name("ferry-connector");
+    let (base, token) = (app.base.clone(), p.token.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&bin).args(["send", "--hub", &base, "--community", "nope", "--token", &token]).arg(&cd).output().expect("run")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no community with the code nope"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,68 @@
+//! The whole journey in real Chromium (Debian's chromium + npm playwright-core): a referrer
+//! registers, confirms the email, signs in locally, finds the clinic by "saarbruecken", drops a
+//! study folder (the page shows what it found), sends it with a progress bar, links the account
+//! to the real OpenID provider; a clinic member on a phone sees it in the worklist, opens the
+//! viewer, marks it done; the referrer signs in through the provider and sees the new state.
+//! Screenshots of the key pages go to `target/test-artifacts/browser/`.
+
+use crate::helpers::{Synth, spawn_app_with, uid};
+use crate::peers::{Idp, free_port, node_dir};
+use crate::people::PASSWORD;
+
+#[tokio::test]
+async fn referrer_to_clinic_and_back_in_chromium() {
+    let port = free_port();
+    let hub = format!("http://127.0.0.1:{port}");
+    let idp = Idp::start(&[format!("{hub}/auth/oidc/test/callback")]).await;
+    let provider = idp.provider("test");
+    let app = spawn_app_with(move |c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.auth.oidc = vec![provider];
+    })
+    .await;
+    app.community("Radiologie Klinikum Saarbrücken", "bM1X", "Saarbrücken").await;
+    app.person("mta@klinikum.example", "MTA Klinikum").await;
+    app.add_member("bM1X", "mta@klinikum.example", "member").await;
+
+    // A CD-like folder: two images of one series, the DICOMDIR and a README beside them.
+    let folder = tempfile::tempdir().unwrap();
+    let images = folder.path().join("CD").join("DICOM");
+    std::fs::create_dir_all(&images).unwrap();
+    let (st, se) = (uid(), uid());
+    for i in 0..2 {
+        let mut s = Synth::new(&st, &se, &uid());
+        s.patient_name = "Jäger^Jörg".into();
+        s.rows = 64;
+        s.cols = 64;
+        std::fs::write(images.join(format!("IM{i:04}")), s.bytes()).unwrap();
+    }
+    std::fs::write(folder.path().join("CD").join("README.TXT"), "Viewer inside").unwrap();
+
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/browser");
+    let out = tokio::process::Command::new("node")
+        .arg(node_dir().join("browser_flow.mjs"))
+        .env("HUB", &hub)
+        .env("IDP_LABEL", "Test-IdP")
+        .env("OUTBOX", app.dir.path().join("outbox"))
+        .env("STUDY_DIR", folder.path().join("CD"))
+        .env("MEMBER_EMAIL", "mta@klinikum.example")
+        .env("PASSWORD", PASSWORD)
+        .env("PATIENT", "Jäger, Jörg")
+        .env("ARTIFACTS", &artifacts)
+        .output()
+        .await
+        .expect("node tests/node/browser_flow.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser journey failed (screenshots in {}):\n{stdout}\n{stderr}", artifacts.display());
+    assert!(stdout.contains("browser journey ok"));
+    // What the browser did is what the hub recorded.
+    let row: (String, String) = sqlx::query_as("SELECT state, state_message FROM transfers").fetch_one(&app.state.db).await.unwrap();
+    assert_eq!(row, ("done".to_string(), "Im PACS, Termin steht".to_string()));
+    let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM transfer_instances").fetch_one(&app.state.db).await.unwrap();
+    assert_eq!(n.0, 2, "the README was not sent, both images were");
+    for shot in ["03-send-summary", "05-worklist-phone", "06-viewer-phone", "08-referrer-sees-done"] {
+        assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
+    }
+    drop(idp);
+}
