@@ -100,7 +100,6 @@ impl Application {
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
-        crate::accounts::announce_setup(&state).await?;
         let app = router(state.clone());
         let sweeper = tokio::spawn(sweep_loop(state));
         let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())

@@ -277,22 +277,15 @@ pub async fn reset_password(state: &AppState, token: &str, new_password: String)
     Ok(())
 }
 
-/// Prints a one-time setup link while the hub has no admin account.
-pub async fn announce_setup(state: &AppState) -> anyhow::Result<()> {
+/// A new one-time link to create the first hub admin, while the hub has none.
+pub async fn setup_link(state: &AppState) -> anyhow::Result<Option<String>> {
     if db::has_hub_admin(&state.db).await? {
-        return Ok(());
+        return Ok(None);
     }
     let token = tokens::new_secret("");
     db::insert_email_token(&state.db_write, &tokens::hash(&token), None, "setup", now_ms() + SETUP_LINK_MS).await?;
-    let link = format!("{}/setup?token={token}", state.base_url);
-    // Printed on stdout too: this is what the person who just started the hub needs to see.
-    {
-        use std::io::Write;
-        // Ignored when nobody reads stdout (a daemon): the link is in the log below as well.
-        let _ = writeln!(std::io::stdout(), "No admin account yet. Create the first one (link valid for 24 hours): {link}");
-    }
-    tracing::warn!(%link, "no hub admin account yet: open the one-time setup link");
-    Ok(())
+    tracing::warn!("no hub admin account yet: a one-time setup link was printed");
+    Ok(Some(format!("{}/setup?token={token}", state.base_url)))
 }
 
 /// Creates the first hub admin from a setup link.

@@ -93,7 +93,7 @@ pub async fn add_event(db: &Db, id: &str, state: &str, message: &str, actor: Opt
 pub async fn studies(db: &Db, id: &str) -> Result<Vec<TransferStudy>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
-         se.series_uid, se.modality, se.series_description, COUNT(*), SUM(i.size) \
+         se.series_uid, se.modality, se.series_description, COUNT(*), CAST(SUM(i.size) AS BIGINT) \
          FROM transfer_instances ti \
          JOIN instances i ON i.sop_instance_uid = ti.sop_instance_uid \
          JOIN series se ON se.series_uid = i.series_uid \
