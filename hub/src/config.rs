@@ -135,6 +135,10 @@ pub struct OidcProvider {
 pub struct MailConfig {
     /// Sender address of the hub's mails.
     pub from: Option<String>,
+    /// SMTP server: `smtp://host:25`, `smtp://user:pass@host:587?tls=required` (STARTTLS) or
+    /// `smtps://user:pass@host:465`. Unset: mails go to the console and the outbox folder.
+    #[serde(skip_serializing)]
+    pub smtp_url: Option<SecretString>,
     /// Folder where mails are kept when no SMTP server is configured. Default `<data_dir>/outbox`.
     pub outbox: Option<PathBuf>,
 }

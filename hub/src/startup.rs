@@ -57,7 +57,8 @@ impl Application {
         let mailer = crate::accounts::mail::Mailer::new(
             config.mail.outbox.clone().unwrap_or_else(|| config.data_dir.join("outbox")),
             config.mail.from.clone().unwrap_or_else(|| "Ferry <ferry@localhost>".into()),
-        );
+            config.mail.smtp_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
+        )?;
         let state = AppState {
             base_url,
             mailer,

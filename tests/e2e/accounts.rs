@@ -229,3 +229,31 @@ async fn the_first_admin_comes_from_the_printed_setup_link_or_the_cli() {
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("exists"), "{}", String::from_utf8_lossy(&dup.stderr));
 }
+
+#[tokio::test]
+async fn with_smtp_configured_the_links_go_out_by_mail() {
+    let smtp = crate::peers::Smtp::start().await;
+    let url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let app = spawn_app_with(move |c| {
+        c.mail.smtp_url = Some(secrecy::SecretString::from(url));
+        c.mail.from = Some("Ferry Test <noreply@ferry.test>".into());
+    })
+    .await;
+    let r = app.register_raw("smtp.user@example.test", "SMTP User", PASSWORD).await;
+    assert_eq!(r.status(), 202);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = smtp.received();
+        if text.contains("/verify?token=") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(text.contains("To: smtp.user@example.test"), "{text}");
+    assert!(text.contains("noreply@ferry.test"), "{text}");
+    let prefix = format!("{}/verify?token=", app.base);
+    let token = text.lines().find_map(|l| l.trim().strip_prefix(&prefix)).expect("link in the mail").trim().to_string();
+    let r = app.client.post(app.url("/api/v1/auth/verify")).json(&json!({"token": token})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(app.mails_to("smtp.user@example.test").is_empty(), "nothing in the development outbox");
+}

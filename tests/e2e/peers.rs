@@ -196,3 +196,60 @@ impl Idp {
         }
     }
 }
+
+/// A real SMTP server (Python aiosmtpd) on a free loopback port, storing what it receives in a
+/// Maildir.
+pub struct Smtp {
+    pub port: u16,
+    pub mbox: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Smtp {
+    pub async fn start() -> Smtp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mbox = dir.path().join("mbox");
+        let port = free_port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&mbox)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m aiosmtpd (tests/run.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Smtp { port, mbox, _dir: dir, child }
+    }
+
+    /// Every message received so far, decoded by Python's `email` package (headers, then the
+    /// text body with its transfer encoding undone).
+    pub fn received(&self) -> String {
+        let script = [
+            "import email, glob, sys",
+            "for p in sorted(glob.glob(sys.argv[1] + '/new/*')):",
+            "    m = email.message_from_binary_file(open(p, 'rb'))",
+            "    print('To: ' + m['To']); print('From: ' + m['From']); print('Subject: ' + str(m['Subject']))",
+            "    print(m.get_payload(decode=True).decode(m.get_content_charset() or 'utf-8'))",
+        ]
+        .join("\n");
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .arg(&self.mbox)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    }
+}

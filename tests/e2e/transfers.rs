@@ -266,11 +266,19 @@ async fn authorization_matrix() {
         ("GET", format!("/dicomweb/studies/{st}/series/{se}/instances/{sop}"), None, [401, 200, 404, 200, 404, 200, 404]),
         ("POST", "/dicomweb/studies".into(), None, [401, 403, 403, 403, 403, 403, 403]),
         ("POST", "/api/v1/uploads".into(), None, [401, 403, 403, 403, 403, 403, 403]),
+        // The web pages: anonymous callers are sent to the sign-in page.
+        ("GET", format!("/transfers/{id}"), None, [303, 200, 404, 200, 404, 200, 404]),
+        ("GET", format!("/viewer/{id}/{st}"), None, [303, 200, 404, 200, 404, 200, 404]),
+        ("GET", "/inbound".into(), None, [303, 200, 200, 200, 200, 200, 200]),
+        ("GET", "/communities/cOne/manage".into(), None, [303, 403, 403, 403, 403, 200, 200]),
+        ("GET", "/admin".into(), None, [303, 403, 403, 403, 403, 403, 200]),
+        ("POST", format!("/transfers/{id}/reject"), Some(json!({})), [303, 403, 404, 400, 404, 400, 404]),
     ];
     let mut failures = Vec::new();
+    let no_redirects = crate::people::browser();
     for (method, path, body, expected) in &rows {
         for ((name, person), want) in who.iter().zip(expected) {
-            let mut req = app.client.request(method.parse().unwrap(), app.url(path));
+            let mut req = no_redirects.request(method.parse().unwrap(), app.url(path));
             if let Some(p) = person {
                 req = req.bearer_auth(&p.token);
             }
@@ -280,7 +288,7 @@ async fn authorization_matrix() {
                 req = req.header("accept", "multipart/related; type=\"application/dicom\"");
             }
             if let Some(b) = body {
-                req = req.json(b);
+                req = if path.starts_with("/api/") { req.json(b) } else { req.form(&[("message", "")]) };
             }
             let got = req.send().await.unwrap().status().as_u16();
             if got != *want {

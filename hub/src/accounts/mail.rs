@@ -1,17 +1,21 @@
-//! Outgoing mail (verification and reset links). Without SMTP configured — the development
-//! default — each message is printed to the hub's console and kept as a `.eml` file in the
-//! outbox folder (`<data_dir>/outbox`), where a developer or a test can pick up the link.
+//! Outgoing mail (verification and reset links). With `mail.smtp_url` set, mails go out over
+//! SMTP (lettre; STARTTLS or TLS as the URL says). Without it — the development default — each
+//! message is printed to the hub's console and kept as a `.eml` file in the outbox folder
+//! (`<data_dir>/outbox`), where a developer or a test can pick up the link.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use lettre::message::header::ContentType;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::db::now_ms;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Mailer {
     outbox: PathBuf,
     from: String,
+    smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
 }
 
 #[derive(Debug, Clone)]
@@ -22,16 +26,42 @@ pub struct Mail {
 }
 
 impl Mailer {
-    pub fn new(outbox: PathBuf, from: String) -> Self {
-        Self { outbox, from }
+    pub fn new(outbox: PathBuf, from: String, smtp_url: Option<&str>) -> anyhow::Result<Self> {
+        let smtp = match smtp_url {
+            Some(url) => Some(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| anyhow::anyhow!("mail.smtp_url is not a valid SMTP URL: {e}"))?
+                    .timeout(Some(std::time::Duration::from_secs(20)))
+                    .build(),
+            ),
+            None => None,
+        };
+        from.parse::<lettre::message::Mailbox>().map_err(|e| anyhow::anyhow!("mail.from is not a valid address ({from}): {e}"))?;
+        Ok(Self { outbox, from, smtp })
     }
 
     /// Delivers a message. Failures are logged, not returned: whether an address exists must
     /// not show in the answer of the request that triggered the mail.
     pub async fn send(&self, mail: Mail) {
-        if let Err(e) = self.write_outbox(&mail).await {
+        let result = match &self.smtp {
+            Some(smtp) => self.send_smtp(smtp, &mail).await,
+            None => self.write_outbox(&mail).await,
+        };
+        if let Err(e) = result {
             tracing::error!(error = %format!("{e:#}"), "could not deliver a mail");
         }
+    }
+
+    async fn send_smtp(&self, smtp: &AsyncSmtpTransport<Tokio1Executor>, mail: &Mail) -> anyhow::Result<()> {
+        let message = Message::builder()
+            .from(self.from.parse()?)
+            .to(mail.to.parse().context("recipient address")?)
+            .subject(mail.subject.clone())
+            .header(ContentType::TEXT_PLAIN)
+            .body(mail.body.clone())?;
+        smtp.send(message).await.context("SMTP delivery")?;
+        tracing::info!(subject = %mail.subject, "mail sent over SMTP");
+        Ok(())
     }
 
     async fn write_outbox(&self, mail: &Mail) -> anyhow::Result<()> {
