@@ -60,6 +60,9 @@ enum AdminCommand {
         /// The community does not accept inbound studies.
         #[arg(long)]
         no_inbound: bool,
+        /// A logo (PNG or JPEG, at most 256 KiB).
+        #[arg(long)]
+        logo: Option<PathBuf>,
     },
     /// Create an account with a verified email. The password is read from standard input with
     /// --password-stdin; otherwise a random one is generated and printed once.
@@ -134,7 +137,16 @@ async fn run_admin(config: Config, command: AdminCommand) -> anyhow::Result<()> 
     std::fs::create_dir_all(&config.data_dir)?;
     let pools = ferry_hub::db::connect_pools(&config.database_url(), Some(2)).await?;
     match command {
-        AdminCommand::CreateCommunity { name, city, code, address, departments, contact, no_inbound } => {
+        AdminCommand::CreateCommunity { name, city, code, address, departments, contact, no_inbound, logo } => {
+            // Checked before anything is created, so a bad logo leaves no half-made community.
+            let logo = match logo {
+                Some(path) => {
+                    let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read the logo {}: {e}", path.display()))?;
+                    ferry_hub::communities::logo::check(&bytes).map_err(|e| anyhow::anyhow!("logo {}: {e}", path.display()))?;
+                    Some(bytes)
+                }
+                None => None,
+            };
             let new = ferry_schemas::NewCommunity {
                 name,
                 code,
@@ -147,6 +159,10 @@ async fn run_admin(config: Config, command: AdminCommand) -> anyhow::Result<()> 
             let c = ferry_hub::communities::create(&pools.write, &new)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(bytes) = logo {
+                let id = ferry_hub::communities::staff::community_id_in(&pools.read, &c.code).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                ferry_hub::communities::logo::store(&pools.write, &id, &bytes).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
             println!("{}\t{}", c.code, c.name);
         }
         AdminCommand::CreateUser { email, name, admin, password_stdin } => {

@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "core", include_str!("../migrations/0001_core.sql")),
     (2, "communities", include_str!("../migrations/0002_communities.sql")),
     (3, "accounts and transfers", include_str!("../migrations/0003_accounts_transfers.sql")),
+    (4, "community logos", include_str!("../migrations/0004_community_logos.sql")),
 ];
 
 /// The OpenAPI document of the hub's own (non-DICOMweb) API.
@@ -83,6 +84,9 @@ pub struct Community {
     /// Default lifetime of the access codes the community issues, in days.
     #[serde(default = "ninety")]
     pub default_share_days: u32,
+    /// Whether `GET /api/v1/communities/{code}/logo` has an image.
+    #[serde(default)]
+    pub has_logo: bool,
 }
 
 fn ninety() -> u32 {

@@ -102,3 +102,28 @@ async fn the_openapi_document_is_served_and_lists_the_api() {
         assert!(text.contains(path), "{path} missing from the OpenAPI document");
     }
 }
+
+#[tokio::test]
+async fn community_admins_set_a_checked_logo_shown_in_the_directory() {
+    use base64::Engine;
+    let app = crate::helpers::spawn_app().await;
+    app.community("Logo Klinik", "lOgo", "Trier").await;
+    let admin = app.person("logo.admin@example.test", "Logo Admin").await;
+    let other = app.person("logo.other@example.test", "Other").await;
+    app.add_member("lOgo", "logo.admin@example.test", "admin").await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+        .unwrap();
+    let put = |token: &str, body: Vec<u8>| app.client.put(app.url("/api/v1/communities/lOgo/logo")).bearer_auth(token.to_string()).body(body).send();
+    assert_eq!(put(&other.token, png.clone()).await.unwrap().status(), 403);
+    assert_eq!(put(&admin.token, b"<svg onload=alert(1)>".to_vec()).await.unwrap().status(), 415);
+    assert_eq!(put(&admin.token, vec![0x89; 300 * 1024]).await.unwrap().status(), 413);
+    assert_eq!(put(&admin.token, png.clone()).await.unwrap().status(), 204);
+    let r = other.get(&app, "/api/v1/communities/lOgo/logo").send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.bytes().await.unwrap().to_vec(), png);
+    let found: Vec<serde_json::Value> = other.get(&app, "/api/v1/communities?q=logo").send().await.unwrap().json().await.unwrap();
+    assert_eq!(found[0]["has_logo"], true);
+    let page = other.get(&app, "/send?q=logo").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("/api/v1/communities/lOgo/logo"), "the directory page shows it");
+}

@@ -3,6 +3,7 @@
 //! create-community`).
 
 pub mod search;
+pub mod logo;
 pub mod staff;
 
 use axum::extract::{Path, State};
@@ -26,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/communities", get(search_directory).post(create_community))
         .route("/api/v1/communities/{code}", get(get_community).patch(staff::api_configure))
         .merge(staff::router())
+        .merge(logo::router())
 }
 
 /// Unambiguous characters for generated codes (no 0/O/o, 1/l/I).
@@ -49,7 +51,8 @@ pub fn search_text_of(name: &str, city: &str, departments: &[String], code: &str
     search::fold(&format!("{name} {city} {} {code}", departments.join(" ")))
 }
 
-const COLUMNS: &str = "code, name, city, address, departments, contact, accepts_inbound, requires_approval, default_share_days";
+const COLUMNS: &str = "code, name, city, address, departments, contact, accepts_inbound, requires_approval, default_share_days, \
+     (SELECT COUNT(*) FROM community_logos l WHERE l.community_id = communities.id)";
 
 fn from_row(r: &AnyRow) -> Result<Community, sqlx::Error> {
     let departments: String = r.try_get(4)?;
@@ -63,6 +66,7 @@ fn from_row(r: &AnyRow) -> Result<Community, sqlx::Error> {
         accepts_inbound: r.try_get::<i64, _>(6)? != 0,
         requires_approval: r.try_get::<i64, _>(7)? != 0,
         default_share_days: r.try_get::<i64, _>(8)? as u32,
+        has_logo: r.try_get::<i64, _>(9)? != 0,
     })
 }
 

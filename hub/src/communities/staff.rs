@@ -41,9 +41,13 @@ pub async fn administered(state: &AppState, who: &Principal, code: &str) -> AppR
 }
 
 pub async fn community_id(state: &AppState, code: &str) -> AppResult<String> {
+    community_id_in(&state.db, code).await
+}
+
+pub async fn community_id_in(db: &crate::db::Db, code: &str) -> AppResult<String> {
     sqlx::query("SELECT id FROM communities WHERE code = $1")
         .bind(code)
-        .fetch_optional(&state.db)
+        .fetch_optional(db)
         .await?
         .map(|r| r.try_get(0))
         .transpose()?

@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/viewer/{id}/{study}", get(viewer))
         .route("/communities/{code}/manage", get(manage).post(manage_settings))
         .route("/communities/{code}/members", post(manage_add_member))
+        .route("/communities/{code}/logo", post(manage_logo))
         .route("/communities/{code}/members/{user}/remove", post(manage_remove_member))
         .route("/communities/{code}/referrers/{user}", post(manage_decide))
         .route("/admin", get(admin).post(admin_create))
@@ -134,6 +135,7 @@ async fn directory(State(state): State<AppState>, ctx: Ctx, Query(q): Query<Sear
         ul.results {
             @for c in &found {
                 li.card data-code=(c.code) {
+                    @if c.has_logo { img.logo src={"/api/v1/communities/" (c.code) "/logo"} alt="" height="40"; " " }
                     strong { (c.name) } " "
                     span.muted { (c.city) " · " code { (c.code) } }
                     @if !c.departments.is_empty() { br; small { (c.departments.join(", ")) } }
@@ -395,6 +397,12 @@ async fn manage(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String
             } } }
         } }
         h2 { (ctx.t("manage.settings")) }
+        form.card method="post" action={"/communities/" (c.code) "/logo"} enctype="multipart/form-data" {
+            @if c.has_logo { img.logo src={"/api/v1/communities/" (c.code) "/logo"} alt="Logo" height="48"; }
+            label for="logo" { "Logo (PNG/JPEG, ≤ 256 KB)" }
+            input id="logo" type="file" name="logo" accept="image/png,image/jpeg" required;
+            button type="submit" { (ctx.t("save")) }
+        }
         form.card method="post" action={"/communities/" (c.code) "/manage"} {
             label.check { input type="checkbox" name="requires_approval" value="on" checked[c.requires_approval]; " " (ctx.t("manage.requires_approval")) }
             label.check { input type="checkbox" name="accepts_inbound" value="on" checked[c.accepts_inbound]; " " (ctx.t("manage.accepts_inbound")) }
@@ -560,4 +568,24 @@ async fn revoke_token(State(state): State<AppState>, ctx: Ctx, Path(id): Path<St
     let (_, a) = signed_in!(ctx);
     page!(ctx, crate::accounts::revoke_token(&state, &a.id, &id).await);
     Redirect::to("/account").into_response()
+}
+
+async fn manage_logo(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String>, headers: axum::http::HeaderMap, body: axum::body::Body) -> Response {
+    let (who, _) = signed_in!(ctx);
+    let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
+    let boundary = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok());
+    let Some(boundary) = boundary else {
+        return error_page(&ctx, AppError::BadRequest("send the logo as a form upload".into()));
+    };
+    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(crate::communities::logo::MAX_BYTES as u64 + 16 * 1024));
+    let mut mp = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let bytes = match mp.next_field().await {
+        Ok(Some(field)) => page!(ctx, field.bytes().await.map_err(|e| AppError::PayloadTooLarge(format!("the logo is too large or the upload broke: {e}")))),
+        _ => return error_page(&ctx, AppError::BadRequest("no logo in the form".into())),
+    };
+    page!(ctx, crate::communities::logo::store(&state.db_write, &id, &bytes).await);
+    Redirect::to(&format!("/communities/{code}/manage")).into_response()
 }
