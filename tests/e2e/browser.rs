@@ -5,21 +5,14 @@
 //! viewer, marks it done; the referrer signs in through the provider and sees the new state.
 //! Screenshots of the key pages go to `target/test-artifacts/browser/`.
 
-use crate::helpers::{Synth, spawn_app_with, uid};
-use crate::peers::{Idp, free_port, node_dir};
+use crate::helpers::{Synth, uid};
+use crate::peers::{hub_with_idp, node_dir};
 use crate::people::PASSWORD;
 
 #[tokio::test]
 async fn referrer_to_clinic_and_back_in_chromium() {
-    let port = free_port();
-    let hub = format!("http://127.0.0.1:{port}");
-    let idp = Idp::start(&[format!("{hub}/auth/oidc/test/callback")]).await;
-    let provider = idp.provider("test");
-    let app = spawn_app_with(move |c| {
-        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
-        c.auth.oidc = vec![provider];
-    })
-    .await;
+    let (app, idp) = hub_with_idp().await;
+    let hub = app.base.clone();
     app.community("Radiologie Klinikum Saarbrücken", "bM1X", "Saarbrücken").await;
     app.person("mta@klinikum.example", "MTA Klinikum").await;
     app.add_member("bM1X", "mta@klinikum.example", "member").await;

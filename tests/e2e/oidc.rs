@@ -4,9 +4,8 @@
 
 use serde_json::Value;
 
-use crate::helpers::spawn_app_with;
 use crate::people::{PASSWORD, browser};
-use crate::peers::{Idp, free_port};
+use crate::peers::hub_with_idp;
 
 fn location(r: &reqwest::Response, base: &str) -> String {
     let l = r.headers().get("location").unwrap_or_else(|| panic!("no redirect from {} ({})", r.url(), r.status())).to_str().unwrap().to_string();
@@ -41,16 +40,8 @@ async fn sign_in(b: &reqwest::Client, hub: &str, idp: &str, login: &str) -> (Str
 
 #[tokio::test]
 async fn sign_in_through_a_real_openid_provider_links_the_account_by_issuer_and_subject() {
-    let port = free_port();
-    let hub = format!("http://127.0.0.1:{port}");
-    let idp = Idp::start(&[format!("{hub}/auth/oidc/test/callback")]).await;
-    let provider = idp.provider("test");
-    let app = spawn_app_with(move |c| {
-        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
-        c.auth.oidc = vec![provider];
-    })
-    .await;
-    assert_eq!(app.base, hub);
+    let (app, idp) = hub_with_idp().await;
+    let hub = app.base.clone();
 
     let b = browser();
     let (callback, r) = sign_in(&b, &hub, &idp.issuer, "alice").await;
@@ -101,16 +92,9 @@ async fn sign_in_through_a_real_openid_provider_links_the_account_by_issuer_and_
 
 #[tokio::test]
 async fn the_providers_access_tokens_work_as_api_bearer_tokens_for_linked_accounts() {
-    let port = free_port();
-    let hub = format!("http://127.0.0.1:{port}");
+    let (app, idp) = hub_with_idp().await;
+    let hub = app.base.clone();
     let redirect = format!("{hub}/auth/oidc/test/callback");
-    let idp = Idp::start(std::slice::from_ref(&redirect)).await;
-    let provider = idp.provider("test");
-    let _app = spawn_app_with(move |c| {
-        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
-        c.auth.oidc = vec![provider];
-    })
-    .await;
     // Sign in once through the hub so the account exists and is linked.
     let (_, r) = sign_in(&browser(), &hub, &idp.issuer, "carol").await;
     assert_eq!(r.status(), 303);

@@ -253,3 +253,19 @@ impl Smtp {
             .unwrap_or_default()
     }
 }
+
+/// A hub on a known free port with the real OpenID provider configured as `test` (the provider
+/// must know the hub's redirect URI before the hub starts).
+pub async fn hub_with_idp() -> (crate::helpers::TestApp, Idp) {
+    let port = free_port();
+    let hub = format!("http://127.0.0.1:{port}");
+    let idp = Idp::start(&[format!("{hub}/auth/oidc/test/callback")]).await;
+    let provider = idp.provider("test");
+    let app = crate::helpers::spawn_app_with(move |c| {
+        c.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+        c.auth.oidc = vec![provider];
+    })
+    .await;
+    assert_eq!(app.base, hub);
+    (app, idp)
+}

@@ -23,9 +23,13 @@ pub struct InstanceRow {
 
 const COLUMNS: &str = "study_uid, series_uid, sop_instance_uid, sop_class_uid, transfer_syntax, \
      size, blob_path, blob_key, pixel_layout, number_of_frames";
+/// The same columns of `instances i` in a join, for [`from_row`].
+pub const COLUMNS_I: &str = "i.study_uid, i.series_uid, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, \
+     i.size, i.blob_path, i.blob_key, i.pixel_layout, i.number_of_frames";
 const ORDER: &str = "ORDER BY series_uid, instance_number, sop_instance_uid";
 
-fn from_row(r: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
+/// An instance row from the first ten columns ([`COLUMNS_I`] order).
+pub fn from_row(r: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
     let layout: Option<String> = r.try_get(8)?;
     Ok(InstanceRow {
         study_uid: r.try_get(0)?,

@@ -50,13 +50,13 @@ impl Write for ChannelWriter {
 
 /// The instances of a transfer in a stable order, with the folder each goes to.
 async fn entries(state: &AppState, id: &str) -> AppResult<Vec<(String, InstanceRow)>> {
-    let rows = sqlx::query(
-        "SELECT i.study_uid, i.series_uid, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.size, \
-         i.blob_path, i.blob_key, s.study_date, se.modality \
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {}, s.study_date, se.modality \
          FROM transfer_instances ti JOIN instances i ON i.sop_instance_uid = ti.sop_instance_uid \
          JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid \
          WHERE ti.transfer_id = $1 ORDER BY s.study_date, i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid",
-    )
+        crate::dicomweb::db::COLUMNS_I
+    )))
     .bind(id)
     .fetch_all(&state.db)
     .await?;
@@ -64,20 +64,9 @@ async fn entries(state: &AppState, id: &str) -> AppResult<Vec<(String, InstanceR
     let (mut study_no, mut series_no, mut image_no) = (0, 0, 0);
     let (mut last_study, mut last_series) = (String::new(), String::new());
     for r in &rows {
-        let row = InstanceRow {
-            study_uid: r.try_get(0)?,
-            series_uid: r.try_get(1)?,
-            sop_instance_uid: r.try_get(2)?,
-            sop_class_uid: r.try_get(3)?,
-            transfer_syntax: r.try_get(4)?,
-            size: r.try_get::<i64, _>(5)? as u64,
-            blob_path: r.try_get(6)?,
-            blob_key: r.try_get(7)?,
-            pixel_layout: None,
-            number_of_frames: 0,
-        };
-        let date: String = r.try_get(8)?;
-        let modality: String = r.try_get(9)?;
+        let row = crate::dicomweb::db::from_row(r)?;
+        let date: String = r.try_get(10)?;
+        let modality: String = r.try_get(11)?;
         if row.study_uid != last_study {
             study_no += 1;
             series_no = 0;

@@ -100,9 +100,7 @@ async fn login_submit(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, F
     match crate::accounts::login(&state, &f.email, f.password).await {
         Ok((_, token)) => (jar.add(crate::accounts::session_cookie(&state, token)), Redirect::to(&back)).into_response(),
         Err(e) => {
-            let mut r = login_form(&ctx, &state, Some(&e.to_string()), &f.email, &back).into_response();
-            *r.status_mut() = e.status();
-            r
+            with_status(login_form(&ctx, &state, Some(&e.to_string()), &f.email, &back), &e)
         }
     }
 }
@@ -139,9 +137,7 @@ async fn register_submit(State(state): State<AppState>, ctx: Ctx, Form(r): Form<
     match crate::accounts::register(&state, r).await {
         Ok(()) => notice(&ctx, ctx.t("register.title"), ctx.t("register.done"), None),
         Err(e) => {
-            let mut resp = register_form(&ctx, Some(&e.to_string()), &keep).into_response();
-            *resp.status_mut() = e.status();
-            resp
+            with_status(register_form(&ctx, Some(&e.to_string()), &keep), &e)
         }
     }
 }
@@ -208,9 +204,7 @@ async fn reset_submit(State(state): State<AppState>, ctx: Ctx, Form(f): Form<Res
     match crate::accounts::reset_password(&state, &f.token, f.password).await {
         Ok(()) => notice(&ctx, ctx.t("forgot.title"), ctx.t("reset.done"), Some(("/login", ctx.t("login.submit")))),
         Err(e) => {
-            let mut r = reset_form(&ctx, &f.token, Some(&e.to_string())).into_response();
-            *r.status_mut() = e.status();
-            r
+            with_status(reset_form(&ctx, &f.token, Some(&e.to_string())), &e)
         }
     }
 }
@@ -249,9 +243,7 @@ async fn setup_submit(State(state): State<AppState>, ctx: Ctx, Form(f): Form<Set
     match crate::accounts::setup_admin(&state, &f.token, r).await {
         Ok(_) => notice(&ctx, ctx.t("setup.title"), ctx.t("verify.done"), Some(("/login", ctx.t("login.submit")))),
         Err(e) => {
-            let mut resp = setup_form(&ctx, &f.token, Some(&e.to_string())).into_response();
-            *resp.status_mut() = e.status();
-            resp
+            with_status(setup_form(&ctx, &f.token, Some(&e.to_string())), &e)
         }
     }
 }
@@ -271,4 +263,11 @@ async fn switch_lang(jar: CookieJar, Path(lang): Path<String>, Query(q): Query<R
         _ => "/".into(),
     };
     (jar.add(cookie), Redirect::to(&back)).into_response()
+}
+
+/// A form shown again with its error, answered with the error's status.
+fn with_status(page: Markup, e: &crate::error::AppError) -> Response {
+    let mut r = page.into_response();
+    *r.status_mut() = e.status();
+    r
 }
