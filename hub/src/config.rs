@@ -30,6 +30,23 @@ pub struct Config {
     pub log: LogConfig,
     pub sweep: SweepConfig,
     pub mail: MailConfig,
+    pub connectors: ConnectorsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectorsConfig {
+    /// Lifetime of a connector's access token from the token endpoint.
+    pub token_secs: u64,
+    /// How long a claimed transfer stays with one connector without news from it; then another
+    /// connector instance may claim it.
+    pub lease_secs: u64,
+}
+
+impl Default for ConnectorsConfig {
+    fn default() -> Self {
+        Self { token_secs: 600, lease_secs: 300 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -190,6 +207,7 @@ impl Default for Config {
             log: LogConfig::default(),
             sweep: SweepConfig::default(),
             mail: MailConfig::default(),
+            connectors: ConnectorsConfig::default(),
         }
     }
 }

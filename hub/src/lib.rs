@@ -8,6 +8,7 @@ pub mod access;
 pub mod accounts;
 pub mod communities;
 pub mod config;
+pub mod connectors;
 pub mod db;
 pub mod dicomweb;
 pub mod error;

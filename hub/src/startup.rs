@@ -159,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::accounts::router(&state))
         .merge(crate::accounts::oidc::router())
         .merge(crate::transfers::router())
+        .merge(crate::connectors::router(&state))
         .merge(crate::ui::router(&state))
         .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
         .fallback(crate::error::not_found)

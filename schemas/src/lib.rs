@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "communities", include_str!("../migrations/0002_communities.sql")),
     (3, "accounts and transfers", include_str!("../migrations/0003_accounts_transfers.sql")),
     (4, "community logos", include_str!("../migrations/0004_community_logos.sql")),
+    (5, "connectors", include_str!("../migrations/0005_connectors.sql")),
 ];
 
 /// The OpenAPI document of the hub's own (non-DICOMweb) API.
@@ -314,4 +315,83 @@ pub struct CommunitySettings {
     pub address: Option<String>,
     #[serde(default)]
     pub departments: Option<Vec<String>>,
+}
+
+/// `POST /api/v1/communities/{code}/connectors`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewConnector {
+    pub name: String,
+}
+
+/// A registered connector as its community's admins see it; `client_secret` only in the answer
+/// that created or rotated it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Connector {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    pub created_at: i64,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub last_seen_at: Option<i64>,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub queue_depth: i64,
+    #[serde(default)]
+    pub last_error: String,
+}
+
+/// `POST /api/v1/connector/heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Heartbeat {
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub queue_depth: i64,
+    #[serde(default)]
+    pub last_error: String,
+}
+
+/// One instance of a claimed transfer: what to download and how to verify it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClaimedInstance {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_instance_uid: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Already confirmed by the PACS in an earlier attempt.
+    #[serde(default)]
+    pub acked: bool,
+}
+
+/// The answer of `POST /api/v1/connector/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claim {
+    pub transfer: Transfer,
+    /// Unix milliseconds until which this connector holds the transfer.
+    pub lease_until: i64,
+    pub instances: Vec<ClaimedInstance>,
+}
+
+/// `POST /api/v1/connector/transfers/{id}/acks`: instances the PACS confirmed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ack {
+    pub sop_instance_uid: String,
+    /// The PACS's DIMSE status (0x0000 success; warnings 0xB000, 0xB006, 0xB007 are recorded).
+    #[serde(default)]
+    pub status: u16,
+}
+
+/// `POST /api/v1/connector/transfers/{id}/state`: `stored` (every instance acknowledged) or
+/// `failed` with the reason the sender sees.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectorReport {
+    pub state: String,
+    #[serde(default)]
+    pub message: String,
 }

@@ -8,6 +8,7 @@ mod accounts;
 mod browser;
 mod cli;
 mod communities;
+mod connectors;
 mod crash;
 mod helpers;
 mod hostile;

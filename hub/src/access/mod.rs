@@ -37,6 +37,13 @@ pub struct User {
     pub via: Via,
 }
 
+/// A clinic's site connector, acting for its community.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorAgent {
+    pub id: String,
+    pub community_id: String,
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -44,6 +51,7 @@ pub enum Principal {
     /// for operations and automation, not for people.
     Admin,
     User(User),
+    Connector(ConnectorAgent),
 }
 
 /// Which column of `transfer_instances` a scoped column holds.
@@ -70,6 +78,8 @@ pub enum StudyScope {
     All,
     /// What the transfers of this user (sent, or received by their communities) carry.
     Transfers { user_id: String },
+    /// What the (sent) transfers to one community carry: its connector's view.
+    Community { community_id: String },
 }
 
 impl StudyScope {
@@ -89,6 +99,14 @@ impl StudyScope {
                     field = level.column()
                 ))
             }
+            StudyScope::Community { community_id } => {
+                let c = bind(community_id.clone());
+                Some(format!(
+                    "{column} IN (SELECT ti.{field} FROM transfer_instances ti \
+                     JOIN transfers t ON t.id = ti.transfer_id WHERE t.state <> 'draft' AND t.community_id = {c})",
+                    field = level.column()
+                ))
+            }
         }
     }
 }
@@ -98,6 +116,7 @@ impl Principal {
         match self {
             Principal::Admin => StudyScope::All,
             Principal::User(u) => StudyScope::Transfers { user_id: u.id.clone() },
+            Principal::Connector(c) => StudyScope::Community { community_id: c.community_id.clone() },
         }
     }
 
@@ -106,6 +125,7 @@ impl Principal {
         match self {
             Principal::Admin => true,
             Principal::User(u) => u.hub_admin,
+            Principal::Connector(_) => false,
         }
     }
 
@@ -117,7 +137,7 @@ impl Principal {
     pub fn user(&self) -> Option<&User> {
         match self {
             Principal::User(u) => Some(u),
-            Principal::Admin => None,
+            Principal::Admin | Principal::Connector(_) => None,
         }
     }
 
@@ -131,6 +151,7 @@ impl Principal {
         match self {
             Principal::Admin => "admin".into(),
             Principal::User(u) => format!("user:{}", u.id),
+            Principal::Connector(c) => format!("connector:{}", c.id),
         }
     }
 }
@@ -162,6 +183,13 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Prin
                 record(&format!("user:{}", user.id));
                 return Ok(Some(Principal::User(user)));
             }
+        if token.starts_with(crate::connectors::TOKEN_PREFIX) {
+            if let Some(agent) = crate::connectors::agent_by_token(state, token).await? {
+                record(&format!("connector:{}", agent.id));
+                return Ok(Some(Principal::Connector(agent)));
+            }
+            return Err(AppError::Unauthorized);
+        }
         if let Some(user) = crate::accounts::oidc::user_by_access_token(state, token).await? {
             record(&format!("user:{}", user.id));
             return Ok(Some(Principal::User(user)));

@@ -49,6 +49,8 @@ pub enum Relation {
     CommunityAdmin,
     /// The operator token.
     Operator,
+    /// The receiving community's connector.
+    Connector,
 }
 
 /// Finds a transfer the principal may see, with how it relates to it; 404 otherwise.
@@ -60,6 +62,10 @@ pub async fn visible(state: &AppState, who: &Principal, id: &str) -> AppResult<(
     let t = db::find_ref(&state.db, id).await?.ok_or_else(not_found)?;
     let user = match who {
         Principal::Admin => return Ok((t, Relation::Operator)),
+        Principal::Connector(c) if c.community_id == t.community_id && t.state != "draft" => {
+            return Ok((t, Relation::Connector));
+        }
+        Principal::Connector(_) => return Err(not_found()),
         Principal::User(u) => u,
     };
     if t.sender_id == user.id {

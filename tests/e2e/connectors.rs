@@ -1,0 +1,148 @@
+//! The hub's side of site connectors, through the real API: registration by a community admin,
+//! OAuth2 client credentials, claims with a lease (one holder at a time, expired leases return),
+//! acknowledgements, and the states the sender sees (received → stored, or failed with reason).
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Synth, spawn_app_with, uid};
+
+async fn token(app: &crate::helpers::TestApp, id: &str, secret: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn access(app: &crate::helpers::TestApp, id: &str, secret: &str) -> String {
+    let r = token(app, id, secret).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["token_type"], "Bearer");
+    t["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_sees() {
+    let app = spawn_app_with(|c| c.connectors.lease_secs = 1).await;
+    app.community("PACS Klinik", "pAcs", "Saarbrücken").await;
+    app.community("Other Klinik", "oThr", "Trier").await;
+    let admin = app.person("pacs.admin@example.test", "PACS Admin").await;
+    let referrer = app.person("pacs.ref@example.test", "Dr. Ref").await;
+    app.add_member("pAcs", "pacs.admin@example.test", "admin").await;
+
+    // Registration: only the community's admins; the secret is shown once.
+    let r = referrer.post(&app, "/api/v1/communities/pAcs/connectors").json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let c: Value = admin.post(&app, "/api/v1/communities/pAcs/connectors").json(&json!({"name": "Keller-Server"})).send().await.unwrap().json().await.unwrap();
+    let (cid, secret) = (c["client_id"].as_str().unwrap().to_string(), c["client_secret"].as_str().unwrap().to_string());
+    let c2: Value = admin.post(&app, "/api/v1/communities/pAcs/connectors").json(&json!({"name": "Zweitsystem"})).send().await.unwrap().json().await.unwrap();
+    let (cid2, secret2) = (c2["client_id"].as_str().unwrap().to_string(), c2["client_secret"].as_str().unwrap().to_string());
+    let listed: Vec<Value> = admin.get(&app, "/api/v1/communities/pAcs/connectors").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|c| c.get("client_secret").is_none()));
+    let bad = token(&app, &cid, "fcs_wrong").await;
+    assert_eq!(bad.status(), 401);
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"], "invalid_client");
+    let one = access(&app, &cid, &secret).await;
+    let two = access(&app, &cid2, &secret2).await;
+    let post = |t: &str, path: &str| app.client.post(app.url(path)).bearer_auth(t.to_string());
+
+    // Nothing to do yet; a referrer's token is not a connector's.
+    assert_eq!(post(&one, "/api/v1/connector/claim").send().await.unwrap().status(), 204);
+    assert_eq!(post(&referrer.token, "/api/v1/connector/claim").send().await.unwrap().status(), 403);
+
+    let (st, se) = (uid(), uid());
+    let files: Vec<(String, Vec<u8>)> = (0..2).map(|i| (format!("I{i}"), Synth::new(&st, &se, &uid()).bytes())).collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let t = app.send_transfer(&referrer, "pAcs", &refs).await;
+    let id = t["id"].as_str().unwrap().to_string();
+
+    // One connector claims it; the other finds nothing while the lease holds.
+    let claim: Value = post(&one, "/api/v1/connector/claim").send().await.unwrap().json().await.unwrap();
+    assert_eq!(claim["transfer"]["id"], id.as_str());
+    assert_eq!(claim["instances"].as_array().unwrap().len(), 2);
+    // Size and SHA-256 let the connector verify every download.
+    use sha2::Digest;
+    let mut want: Vec<(u64, String)> = files.iter().map(|(_, b)| (b.len() as u64, hex::encode(sha2::Sha256::digest(b)))).collect();
+    let mut got: Vec<(u64, String)> = claim["instances"].as_array().unwrap().iter().map(|i| (i["size"].as_u64().unwrap(), i["sha256"].as_str().unwrap().to_string())).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(post(&two, "/api/v1/connector/claim").send().await.unwrap().status(), 204);
+    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["state"], "received");
+    // The connector reads the instances through WADO-RS (its community's transfers only).
+    let sop0 = claim["instances"][0]["sop_instance_uid"].as_str().unwrap().to_string();
+    let r = app.client.get(app.url(&format!("/dicomweb/studies/{st}/series/{se}/instances/{sop0}"))).bearer_auth(&one).header("accept", "application/dicom").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // It acknowledges one instance and goes silent: the lease runs out, the other claims it and
+    // learns which instance is already in the PACS.
+    let acks = json!([{"sop_instance_uid": sop0, "status": 0}]);
+    assert_eq!(post(&one, &format!("/api/v1/connector/transfers/{id}/acks")).json(&acks).send().await.unwrap().status(), 204);
+    let early = post(&one, &format!("/api/v1/connector/transfers/{id}/state")).json(&json!({"state": "stored"})).send().await.unwrap();
+    assert_eq!(early.status(), 409, "stored only when every instance is acknowledged");
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let again: Value = post(&two, "/api/v1/connector/claim").send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["transfer"]["id"], id.as_str());
+    let acked: Vec<bool> = again["instances"].as_array().unwrap().iter().map(|i| i["acked"].as_bool().unwrap()).collect();
+    assert_eq!(acked.iter().filter(|a| **a).count(), 1);
+    // The first connector no longer holds it.
+    let stale = post(&one, &format!("/api/v1/connector/transfers/{id}/state")).json(&json!({"state": "failed", "message": "x"})).send().await.unwrap();
+    assert_eq!(stale.status(), 409);
+    let rest: Vec<Value> = again["instances"].as_array().unwrap().iter().filter(|i| !i["acked"].as_bool().unwrap()).map(|i| json!({"sop_instance_uid": i["sop_instance_uid"], "status": 0xB000})).collect();
+    assert_eq!(post(&two, &format!("/api/v1/connector/transfers/{id}/acks")).json(&rest).send().await.unwrap().status(), 204);
+    let done: Value = post(&two, &format!("/api/v1/connector/transfers/{id}/state")).json(&json!({"state": "stored"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(done["state"], "stored");
+    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
+    let states: Vec<&str> = seen["events"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["draft", "sent", "received", "stored"]);
+
+    // A second transfer fails in the PACS: the sender sees why.
+    let (st2, se2) = (uid(), uid());
+    let f2 = Synth::new(&st2, &se2, &uid()).bytes();
+    let t2 = app.send_transfer(&referrer, "pAcs", &[("J", f2)]).await;
+    let id2 = t2["id"].as_str().unwrap().to_string();
+    let claim: Value = post(&two, "/api/v1/connector/claim").send().await.unwrap().json().await.unwrap();
+    assert_eq!(claim["transfer"]["id"], id2.as_str());
+    let r = post(&two, &format!("/api/v1/connector/transfers/{id2}/state")).json(&json!({"state": "failed", "message": "PACS refused: C-STORE status 0xA700 (out of resources)"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id2}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["state"], "failed");
+    assert!(seen["state_message"].as_str().unwrap().contains("0xA700"));
+
+    // Heartbeat reaches the admins' list; a revoked connector is refused at once, a rotated
+    // secret replaces the old one.
+    let r = post(&two, "/api/v1/connector/heartbeat").json(&json!({"version": "0.1.0", "queue_depth": 3, "last_error": ""})).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let listed: Vec<Value> = admin.get(&app, "/api/v1/communities/pAcs/connectors").send().await.unwrap().json().await.unwrap();
+    let c2_row = listed.iter().find(|c| c["client_id"] == cid2.as_str()).unwrap();
+    assert_eq!((c2_row["version"].as_str(), c2_row["queue_depth"].as_i64()), (Some("0.1.0"), Some(3)));
+    assert!(c2_row["last_seen_at"].as_i64().is_some());
+    let c2_id = c2["id"].as_str().unwrap();
+    let r = app.client.delete(app.url(&format!("/api/v1/communities/pAcs/connectors/{c2_id}"))).bearer_auth(&admin.token).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(post(&two, "/api/v1/connector/claim").send().await.unwrap().status(), 401);
+    assert_eq!(token(&app, &cid2, &secret2).await.status(), 401);
+    let c1_id = c["id"].as_str().unwrap();
+    let rotated: Value = admin.post(&app, &format!("/api/v1/communities/pAcs/connectors/{c1_id}/rotate")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(post(&one, "/api/v1/connector/claim").send().await.unwrap().status(), 401, "old tokens end with the rotation");
+    assert_eq!(token(&app, &cid, &secret).await.status(), 401);
+    let fresh = access(&app, &cid, rotated["client_secret"].as_str().unwrap()).await;
+    // A connector sees its own community's transfers, and nothing of another community.
+    let own = app.client.get(app.url(&format!("/api/v1/transfers/{id}"))).bearer_auth(&fresh).send().await.unwrap();
+    assert_eq!(own.status(), 200);
+    let studies: Vec<Value> = app.client.get(app.url("/dicomweb/studies")).bearer_auth(&fresh).send().await.unwrap().json().await.unwrap();
+    assert_eq!(studies.len(), 2);
+    let c3: Value = app.client.post(app.url("/api/v1/communities/oThr/connectors")).bearer_auth(crate::helpers::TOKEN).json(&json!({"name": "Trier"})).send().await.unwrap().json().await.unwrap();
+    let stranger = access(&app, c3["client_id"].as_str().unwrap(), c3["client_secret"].as_str().unwrap()).await;
+    assert_eq!(app.client.get(app.url(&format!("/api/v1/transfers/{id}"))).bearer_auth(&stranger).send().await.unwrap().status(), 404);
+    let none: Vec<Value> = app.client.get(app.url("/dicomweb/studies")).bearer_auth(&stranger).send().await.unwrap().json().await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!(post(&stranger, "/api/v1/connector/claim").send().await.unwrap().status(), 204);
+    let r = app.client.get(app.url(&format!("/dicomweb/studies/{st}/series/{se}/instances/{sop0}"))).bearer_auth(&stranger).header("accept", "application/dicom").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
