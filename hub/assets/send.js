@@ -183,5 +183,7 @@ async function finish(id) {
   await api('POST', `/api/v1/transfers/${id}/send`);
   progress.value = 100;
   status.textContent = L.done;
+  // A moment to see the full bar and "Sent." before the transfer's page opens.
+  await sleep(600);
   location.href = `/transfers/${id}`;
 }

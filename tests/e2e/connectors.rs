@@ -145,4 +145,13 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     assert_eq!(post(&stranger, "/api/v1/connector/claim").send().await.unwrap().status(), 204);
     let r = app.client.get(app.url(&format!("/dicomweb/studies/{st}/series/{se}/instances/{sop0}"))).bearer_auth(&stranger).header("accept", "application/dicom").send().await.unwrap();
     assert_eq!(r.status(), 404);
+
+    // The community's admin page shows the connectors with their heartbeat and registers new ones.
+    let page = admin.get(&app, "/communities/pAcs/manage").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Keller-Server") && page.contains("Zweitsystem") && page.contains("revoked"), "{page}");
+    let page = app.client.post(app.url("/communities/pAcs/connectors")).bearer_auth(&admin.token).form(&[("name", "Web-Registrierung")]).send().await.unwrap().text().await.unwrap();
+    let secret = page.split("fcs_").nth(1).map(|s| s.chars().take(64).collect::<String>()).expect("the secret is shown once");
+    let listed: Vec<Value> = admin.get(&app, "/api/v1/communities/pAcs/connectors").send().await.unwrap().json().await.unwrap();
+    let web = listed.iter().find(|c| c["name"] == "Web-Registrierung").expect("registered");
+    access(&app, web["client_id"].as_str().unwrap(), &format!("fcs_{secret}")).await;
 }

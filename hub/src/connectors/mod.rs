@@ -78,17 +78,27 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Connector, sqlx::Error> {
 
 const COLUMNS: &str = "id, name, client_id, created_at, revoked_at, last_seen_at, version, queue_depth, last_error";
 
-async fn api_list(State(state): State<AppState>, who: Principal, Path(code): Path<String>) -> AppResult<Json<Vec<Connector>>> {
-    let community = crate::communities::staff::administered(&state, &who, &code).await?;
+/// The community's connectors (with their heartbeat), oldest first.
+pub async fn list(state: &AppState, community: &str) -> AppResult<Vec<Connector>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connectors WHERE community_id = $1 ORDER BY created_at")))
-        .bind(&community)
+        .bind(community)
         .fetch_all(&state.db)
         .await?;
-    Ok(Json(rows.iter().map(from_row).collect::<Result<_, _>>()?))
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+async fn api_list(State(state): State<AppState>, who: Principal, Path(code): Path<String>) -> AppResult<Json<Vec<Connector>>> {
+    let community = crate::communities::staff::administered(&state, &who, &code).await?;
+    Ok(Json(list(&state, &community).await?))
 }
 
 async fn api_register(State(state): State<AppState>, who: Principal, Path(code): Path<String>, ApiJson(n): ApiJson<NewConnector>) -> AppResult<Response> {
     let community = crate::communities::staff::administered(&state, &who, &code).await?;
+    Ok((StatusCode::CREATED, Json(register(&state, &community, &n).await?)).into_response())
+}
+
+/// Registers a connector; the answer carries the client secret, the only time it is shown.
+pub async fn register(state: &AppState, community: &str, n: &NewConnector) -> AppResult<Connector> {
     let name = n.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AppError::BadRequest("give the connector a name of 1 to 100 characters".into()));
@@ -98,7 +108,7 @@ async fn api_register(State(state): State<AppState>, who: Principal, Path(code):
     let secret = tokens::new_secret("fcs_");
     sqlx::query("INSERT INTO connectors (id, community_id, name, client_id, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&id)
-        .bind(&community)
+        .bind(community)
         .bind(name)
         .bind(&client_id)
         .bind(tokens::hash(&secret))
@@ -106,9 +116,9 @@ async fn api_register(State(state): State<AppState>, who: Principal, Path(code):
         .execute(&state.db_write)
         .await?;
     tracing::info!(connector = %id, community = %community, "connector registered");
-    let mut c = load(&state, &community, &id).await?;
+    let mut c = load(state, community, &id).await?;
     c.client_secret = Some(secret);
-    Ok((StatusCode::CREATED, Json(c)).into_response())
+    Ok(c)
 }
 
 async fn load(state: &AppState, community: &str, id: &str) -> AppResult<Connector> {
@@ -136,13 +146,19 @@ async fn api_rotate(State(state): State<AppState>, who: Principal, Path((code, i
 
 async fn api_revoke(State(state): State<AppState>, who: Principal, Path((code, id)): Path<(String, String)>) -> AppResult<StatusCode> {
     let community = crate::communities::staff::administered(&state, &who, &code).await?;
-    load(&state, &community, &id).await?;
-    sqlx::query("UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL").bind(now_ms()).bind(&id).execute(&state.db_write).await?;
-    sqlx::query("DELETE FROM connector_tokens WHERE connector_id = $1").bind(&id).execute(&state.db_write).await?;
-    // Whatever it held goes back to the queue.
-    sqlx::query("UPDATE transfers SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1").bind(&id).execute(&state.db_write).await?;
-    tracing::info!(connector = %id, "connector revoked");
+    revoke(&state, &community, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a connector: its tokens end at once and what it held returns to the queue.
+pub async fn revoke(state: &AppState, community: &str, id: &str) -> AppResult<()> {
+    load(state, community, id).await?;
+    sqlx::query("UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL").bind(now_ms()).bind(id).execute(&state.db_write).await?;
+    sqlx::query("DELETE FROM connector_tokens WHERE connector_id = $1").bind(id).execute(&state.db_write).await?;
+    // Whatever it held goes back to the queue.
+    sqlx::query("UPDATE transfers SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1").bind(id).execute(&state.db_write).await?;
+    tracing::info!(connector = %id, "connector revoked");
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -29,6 +29,8 @@ pub fn router() -> Router<AppState> {
         .route("/communities/{code}/manage", get(manage).post(manage_settings))
         .route("/communities/{code}/members", post(manage_add_member))
         .route("/communities/{code}/logo", post(manage_logo))
+        .route("/communities/{code}/connectors", post(manage_register_connector))
+        .route("/communities/{code}/connectors/{id}/revoke", post(manage_revoke_connector))
         .route("/communities/{code}/members/{user}/remove", post(manage_remove_member))
         .route("/communities/{code}/referrers/{user}", post(manage_decide))
         .route("/admin", get(admin).post(admin_create))
@@ -358,12 +360,18 @@ async fn viewer(State(state): State<AppState>, ctx: Ctx, Path((id, study)): Path
 }
 
 async fn manage(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String>) -> Response {
+    manage_page(&state, &ctx, &code, None).await
+}
+
+async fn manage_page(state: &AppState, ctx: &Ctx, code: &str, fresh: Option<ferry_schemas::Connector>) -> Response {
+    let (state, code) = (state.clone(), code.to_string());
     let (who, _) = signed_in!(ctx);
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
     let c = page!(ctx, crate::communities::find(&state.db, &code).await.and_then(|c| c.ok_or_else(|| AppError::NotFound("no such community".into()))));
     let members = page!(ctx, crate::communities::staff::members(&state, &id).await);
     let referrers = page!(ctx, crate::communities::staff::referrers(&state, &id).await);
-    layout(&ctx, ctx.t("nav.manage"), html! {
+    let connectors = page!(ctx, crate::connectors::list(&state, &id).await);
+    layout(ctx, ctx.t("nav.manage"), html! {
         h1 { (c.name) " " span.muted { code { (c.code) } } }
         h2 { (ctx.t("manage.members")) }
         div.table-wrap { table {
@@ -396,6 +404,34 @@ async fn manage(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String
                 }
             } } }
         } }
+        h2 { "Connectors" }
+        @if let Some(f) = &fresh {
+            p.notice role="status" id="connector-secret" {
+                (ctx.t("account.token.once")) br;
+                "client_id: " code { (f.client_id) } br;
+                "client_secret: " code { (f.client_secret.clone().unwrap_or_default()) }
+            }
+        }
+        div.table-wrap { table {
+            thead { tr { th { (ctx.t("name")) } th { "client_id" } th { "Version" } th { (ctx.t("transfer.state")) } th { "" } } }
+            tbody { @for k in &connectors { tr data-connector=(k.id) {
+                td { (k.name) } td { code { (k.client_id) } } td { (k.version) }
+                td {
+                    @if k.revoked { "revoked" } @else {
+                        @if let Some(t) = k.last_seen_at { (time_ms(ctx.lang, t)) } @else { "–" }
+                        " · queue " (k.queue_depth)
+                        @if !k.last_error.is_empty() { br; span.error { (k.last_error) } }
+                    }
+                }
+                td { @if !k.revoked { form.inline method="post" action={"/communities/" (c.code) "/connectors/" (k.id) "/revoke"} { button.link type="submit" { (ctx.t("manage.remove")) } } } }
+            } } }
+        } }
+        form.card method="post" action={"/communities/" (c.code) "/connectors"} {
+            div.row {
+                div { label for="k-name" { (ctx.t("name")) } input id="k-name" name="name" required maxlength="100"; }
+                button type="submit" { "Register connector" }
+            }
+        }
         h2 { (ctx.t("manage.settings")) }
         form.card method="post" action={"/communities/" (c.code) "/logo"} enctype="multipart/form-data" {
             @if c.has_logo { img.logo src={"/api/v1/communities/" (c.code) "/logo"} alt="Logo" height="48"; }
@@ -587,5 +623,19 @@ async fn manage_logo(State(state): State<AppState>, ctx: Ctx, Path(code): Path<S
         _ => return error_page(&ctx, AppError::BadRequest("no logo in the form".into())),
     };
     page!(ctx, crate::communities::logo::store(&state.db_write, &id, &bytes).await);
+    Redirect::to(&format!("/communities/{code}/manage")).into_response()
+}
+
+async fn manage_register_connector(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String>, Form(n): Form<ferry_schemas::NewConnector>) -> Response {
+    let (who, _) = signed_in!(ctx);
+    let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
+    let c = page!(ctx, crate::connectors::register(&state, &id, &n).await);
+    manage_page(&state, &ctx, &code, Some(c)).await
+}
+
+async fn manage_revoke_connector(State(state): State<AppState>, ctx: Ctx, Path((code, connector)): Path<(String, String)>) -> Response {
+    let (who, _) = signed_in!(ctx);
+    let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
+    page!(ctx, crate::connectors::revoke(&state, &id, &connector).await);
     Redirect::to(&format!("/communities/{code}/manage")).into_response()
 }
