@@ -58,9 +58,7 @@ async fn fresh_database() -> Option<String> {
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.data_dir = dir.to_path_buf();
+    let mut config = Config { listen: "127.0.0.1:0".parse().expect("addr"), data_dir: dir.to_path_buf(), ..Default::default() };
     config.auth.admin_token = Some(SecretString::from(TOKEN.to_string()));
     // Tests sign many people in from one address; the limit itself is tested on its own.
     config.auth.rate_burst = 10_000;
@@ -124,8 +122,7 @@ pub fn split_multipart(content_type: &str, body: &[u8]) -> Vec<Vec<u8>> {
     let delim = format!("--{boundary}");
     let mut parts = Vec::new();
     let mut rest = body;
-    loop {
-        let Some(start) = find(rest, delim.as_bytes()) else { break };
+    while let Some(start) = find(rest, delim.as_bytes()) {
         rest = &rest[start + delim.len()..];
         if rest.starts_with(b"--") {
             break;
