@@ -1,6 +1,7 @@
 //! The whole journey in real Chromium (Debian's chromium + npm playwright-core): a referrer
 //! registers, confirms the email, signs in locally, finds the clinic by "saarbruecken", drops a
-//! study folder (the page shows what it found), sends it with a progress bar, links the account
+//! study folder (the page shows what it found), sends it with a progress bar (through a broken
+//! request, retried, and a file the hub refuses, named and left out), links the account
 //! to the real OpenID provider; a clinic member on a phone sees it in the worklist, opens the
 //! viewer, marks it done; the referrer signs in through the provider and sees the new state.
 //! Screenshots of the key pages go to `target/test-artifacts/browser/`.
@@ -30,6 +31,11 @@ async fn referrer_to_clinic_and_back_in_chromium() {
         std::fs::write(images.join(format!("IM{i:04}")), s.bytes()).unwrap();
     }
     std::fs::write(folder.path().join("CD").join("README.TXT"), "Viewer inside").unwrap();
+    // Looks fine to the browser's scanner, but has no pixel data: the hub refuses it.
+    let mut broken = Synth::new(&st, &se, &uid());
+    broken.patient_name = "Jäger^Jörg".into();
+    let broken = broken.bytes_without(Some(dicom_dictionary_std::tags::PIXEL_DATA));
+    std::fs::write(images.join("IM9999"), broken).unwrap();
 
     let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/browser");
     let out = tokio::process::Command::new("node")
@@ -53,7 +59,7 @@ async fn referrer_to_clinic_and_back_in_chromium() {
     let row: (String, String) = sqlx::query_as("SELECT state, state_message FROM transfers").fetch_one(&app.state.db).await.unwrap();
     assert_eq!(row, ("done".to_string(), "Im PACS, Termin steht".to_string()));
     let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM transfer_instances").fetch_one(&app.state.db).await.unwrap();
-    assert_eq!(n.0, 2, "the README was not sent, both images were");
+    assert_eq!(n.0, 2, "the README and the refused file were not sent, both images were");
     for shot in ["03-send-summary", "05-worklist-phone", "06-viewer-phone", "08-referrer-sees-done"] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
