@@ -2,7 +2,7 @@
 // anything is sent; send with a progress bar. Files go up in batches; a batch that breaks is
 // retried, and a file the hub could not take is retried on its own — never the whole sending.
 
-import { scanFiles } from './scan.js';
+import { REASONS, scanFiles } from './scan.js';
 
 const form = document.getElementById('send');
 const texts = JSON.parse(document.getElementById('texts').textContent);
@@ -10,6 +10,19 @@ const de = document.documentElement.lang === 'de';
 const L = de
   ? { scanning: 'Dateien werden geprüft …', none: 'Keine DICOM-Bilder gefunden.', skipped: 'übersprungen', creating: 'Sendung wird angelegt …', uploading: 'Wird hochgeladen', retry: 'Erneuter Versuch', failed: 'Diese Dateien konnten nicht übernommen werden:', sendRest: 'Ohne sie senden', sending: 'Wird abgeschickt …', done: 'Gesendet.', error: 'Fehler' }
   : { scanning: 'Checking files …', none: 'No DICOM images found.', skipped: 'skipped', creating: 'Opening the sending …', uploading: 'Uploading', retry: 'Retrying', failed: 'The hub could not take these files:', sendRest: 'Send without them', sending: 'Sending …', done: 'Sent.', error: 'Error' };
+
+// Why the scanner left a file out, in German where the page is German.
+const REASONS_DE = {
+  hidden: 'versteckte Datei', empty: 'leere Datei', dicomdir: 'DICOMDIR (Inhaltsverzeichnis der CD)', notDicom: 'keine DICOM-Datei',
+  damaged: 'beschädigter DICOM-Kopf', truncated: 'abgeschnittene DICOM-Datei', tooLarge: 'DICOM-Kopf zu groß zum Prüfen',
+  nestedZip: 'ZIP in einer ZIP (nicht geprüft)', damagedZip: 'beschädigte ZIP-Datei', encrypted: 'verschlüsselter ZIP-Eintrag',
+  zipMethod: 'nicht unterstützte ZIP-Kompression', unsafePath: 'unsicherer Pfad in der ZIP', unreadable: 'nicht lesbar',
+};
+const reason = (r) => {
+  if (!de) return r;
+  const key = Object.keys(REASONS).find((k) => REASONS[k] === r);
+  return key && REASONS_DE[key] ? REASONS_DE[key] : r;
+};
 
 const summary = document.getElementById('summary');
 const progress = document.getElementById('progress');
@@ -54,7 +67,7 @@ function render() {
   const table = el('table', { id: 'found' }, el('thead', {}, head), el('tbody', {}, ...rows));
   const parts = [el('h2', {}, texts['send.found']), el('div', { class: 'table-wrap' }, table),
     el('p', { id: 'found-total' }, `${scan.instances} ${texts['transfer.images']} · ${size(scan.bytes)}`)];
-  if (scan.skipped.length) parts.push(el('p', { class: 'muted' }, `${scan.skipped.length} ${L.skipped}: ${scan.skipped.slice(0, 5).map((s) => `${s.name} (${s.reason})`).join(', ')}${scan.skipped.length > 5 ? ' …' : ''}`));
+  if (scan.skipped.length) parts.push(el('p', { class: 'muted' }, `${scan.skipped.length} ${L.skipped}: ${scan.skipped.slice(0, 5).map((s) => `${s.name} (${reason(s.reason)})`).join(', ')}${scan.skipped.length > 5 ? ' …' : ''}`));
   summary.replaceChildren(...parts);
 }
 

@@ -92,6 +92,8 @@ try {
   const found = await page.locator('#found').innerText();
   expect(found.includes(PATIENT), `the summary names the patient (${found})`);
   expect(found.includes('01.01.1970'), 'the summary shows the birth date');
+  const skippedText = await page.locator('#summary').innerText();
+  expect(skippedText.includes('CD/README.TXT (keine DICOM-Datei)'), `skipped files are named, in German (${skippedText})`);
   await shot(page, '03-send-summary');
 
   step = 'send';
