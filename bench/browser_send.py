@@ -11,25 +11,17 @@ import subprocess
 import sys
 import tempfile
 
-import requests
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import ROOT, peak_rss_mb, start_ferry  # noqa: E402
-from send import make_folder  # noqa: E402
+from bench import ROOT, peak_rss_mb  # noqa: E402
+from send import make_folder, prepare_hub  # noqa: E402
 
 
 def main(n):
     with tempfile.TemporaryDirectory() as tmp:
         cd = os.path.join(tmp, "CD")
         size = make_folder(cd, n)
-        hub = start_ferry(tmp)
+        hub, base = prepare_hub(tmp)
         try:
-            base = hub.base.rsplit("/dicomweb", 1)[0]
-            r = requests.post(f"{base}/api/v1/communities", headers=hub.headers, json={"name": "Bench Klinik", "code": "bNch", "city": "Saarbrücken"})
-            assert r.status_code == 201, r.text
-            subprocess.run([os.path.join(ROOT, "target", "release", "ferry-hub"), "admin", "create-user", "--email", "bench@example.test",
-                            "--name", "Bench", "--password-stdin", "--data-dir", os.path.join(tmp, "ferry")],
-                           input=b"bench-password-123\n", check=True, stdout=subprocess.DEVNULL)
             env = dict(os.environ, HUB=base, EMAIL="bench@example.test", PASSWORD="bench-password-123", FOLDER=cd, CODE="bNch")
             out = subprocess.run(["node", os.path.join(ROOT, "bench", "browser_send.mjs")], env=env, capture_output=True, text=True)
             assert out.returncode == 0, out.stderr[-2000:]

@@ -35,18 +35,24 @@ def make_folder(path, n):
     return total
 
 
+def prepare_hub(tmp):
+    """A fresh release hub with the community `bNch` and the account bench@example.test."""
+    hub = start_ferry(tmp)
+    base = hub.base.rsplit("/dicomweb", 1)[0]
+    r = requests.post(f"{base}/api/v1/communities", headers=hub.headers, json={"name": "Bench Klinik", "code": "bNch", "city": "Saarbrücken"})
+    assert r.status_code == 201, r.text
+    subprocess.run([os.path.join(ROOT, "target", "release", "ferry-hub"), "admin", "create-user", "--email", "bench@example.test",
+                    "--name", "Bench", "--password-stdin", "--data-dir", os.path.join(tmp, "ferry")],
+                   input=b"bench-password-123\n", check=True, stdout=subprocess.DEVNULL)
+    return hub, base
+
+
 def main(n):
     with tempfile.TemporaryDirectory() as tmp:
         cd = os.path.join(tmp, "CD")
         size = make_folder(cd, n)
-        hub = start_ferry(tmp)
+        hub, base = prepare_hub(tmp)
         try:
-            base = hub.base.rsplit("/dicomweb", 1)[0]
-            r = requests.post(f"{base}/api/v1/communities", headers=hub.headers, json={"name": "Bench Klinik", "code": "bNch", "city": "Saarbrücken"})
-            assert r.status_code == 201, r.text
-            subprocess.run([os.path.join(ROOT, "target", "release", "ferry-hub"), "admin", "create-user", "--email", "bench@example.test",
-                            "--name", "Bench", "--password-stdin", "--data-dir", os.path.join(tmp, "ferry")],
-                           input=b"bench-password-123\n", check=True, stdout=subprocess.DEVNULL)
             s = requests.Session()
             assert s.post(f"{base}/api/v1/auth/login", json={"email": "bench@example.test", "password": "bench-password-123"}).status_code == 200
             token = s.post(f"{base}/api/v1/tokens", json={"name": "bench"}).json()["token"]
