@@ -1,8 +1,9 @@
 //! Ferry site connector: the service a clinic runs beside its PACS to move studies between the
-//! PACS and a Ferry hub. So far it checks that a hub is reachable and healthy, and sends studies
-//! from the command line ([`send`]); pulling transfers into the PACS and the DICOM node for
-//! outbound studies come next.
+//! PACS and a Ferry hub. So far it checks that a hub is reachable and healthy, sends studies from
+//! the command line ([`send`]), and pulls its community's transfers into a PACS by STOW-RS
+//! ([`pull`]); DIMSE C-STORE, durable state, reconciliation and the outbound DICOM node come next.
 
+pub mod pull;
 pub mod send;
 
 use ferry_schemas::Health;

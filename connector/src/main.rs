@@ -17,6 +17,24 @@ enum Command {
         #[arg(long, env = "FERRY_HUB_URL")]
         hub: String,
     },
+    /// Pull the transfers sent to this connector's community into a PACS (DICOMweb STOW-RS).
+    Pull {
+        #[arg(long, env = "FERRY_HUB_URL")]
+        hub: String,
+        /// The connector's client id (from the community's admin page).
+        #[arg(long, env = "FERRY_CLIENT_ID")]
+        client_id: String,
+        #[arg(long, env = "FERRY_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: String,
+        /// The PACS's DICOMweb root, e.g. http://pacs:8042/dicom-web
+        #[arg(long)]
+        stow_url: String,
+        /// Handle what is waiting, then exit (otherwise poll every --interval seconds).
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+    },
     /// Send studies (DICOM files, folders, ZIPs, a CD's content) to a community.
     Send {
         /// The hub's URL.
@@ -59,6 +77,25 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Pull { hub, client_id, client_secret, stow_url, once, interval } => {
+            let o = ferry_connector::pull::PullOptions { hub, client_id, client_secret, stow_url, attempts: 3 };
+            loop {
+                match ferry_connector::pull::run_once(&o).await {
+                    Ok((stored, failed)) if stored + failed > 0 => println!("{stored} transfer(s) stored, {failed} failed"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("ferry-connector: {e:#}");
+                        if once {
+                            return std::process::ExitCode::FAILURE;
+                        }
+                    }
+                }
+                if once {
+                    return std::process::ExitCode::SUCCESS;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))).await;
+            }
+        }
         Command::Send { hub, token, community, note, appointment, urgent, send_partial, paths } => {
             let o = ferry_connector::send::SendOptions { hub, token, community, note, appointment, urgent, paths, send_partial };
             let result = ferry_connector::send::send(&o, |p| {

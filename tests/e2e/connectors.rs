@@ -155,3 +155,71 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     let web = listed.iter().find(|c| c["name"] == "Web-Registrierung").expect("registered");
     access(&app, web["client_id"].as_str().unwrap(), &format!("fcs_{secret}")).await;
 }
+
+/// `ferry-connector pull --once` against the real hub and a real Orthanc (DICOMweb STOW-RS): the
+/// sent study arrives byte-identical in the PACS, the sender sees "stored"; a PACS that refuses
+/// makes the transfer "failed" with its answer.
+#[tokio::test]
+async fn the_connector_pulls_a_transfer_into_orthanc_by_stow_rs() {
+    use crate::helpers::hub_binary;
+    let app = spawn_app_with(|_| {}).await;
+    app.community("Orthanc Klinik", "oRth", "Homburg").await;
+    let referrer = app.person("orth.ref@example.test", "Dr. Orthanc").await;
+    let c: Value = app
+        .client
+        .post(app.url("/api/v1/communities/oRth/connectors"))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&json!({"name": "Keller"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let orthanc = crate::peers::Orthanc::start(&format!("{}/dicomweb", app.base)).await;
+    let (st, se) = (uid(), uid());
+    let files: Vec<Vec<u8>> = (0..3).map(|_| Synth::new(&st, &se, &uid()).bytes()).collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().enumerate().map(|(i, b)| (["a", "b", "c"][i], b.clone())).collect();
+    let t = app.send_transfer(&referrer, "oRth", &refs).await;
+    let id = t["id"].as_str().unwrap().to_string();
+
+    let run = |stow: String| {
+        let bin = hub_binary().with_file_name("ferry-connector");
+        let (base, cid, secret) = (app.base.clone(), c["client_id"].as_str().unwrap().to_string(), c["client_secret"].as_str().unwrap().to_string());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .args(["pull", "--once", "--hub", &base, "--stow-url", &stow])
+                .env("FERRY_CLIENT_ID", cid)
+                .env("FERRY_CLIENT_SECRET", secret)
+                .output()
+                .expect("run connector")
+        })
+    };
+    let out = run(orthanc.url("/dicom-web")).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 transfer(s) stored"), "{}", String::from_utf8_lossy(&out.stdout));
+    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["state"], "stored");
+    // Byte-identical in the PACS.
+    use sha2::Digest;
+    let instances: Vec<Value> = reqwest::get(orthanc.url("/instances?expand")).await.unwrap().json().await.unwrap();
+    assert_eq!(instances.len(), 3);
+    let mut got = Vec::new();
+    for i in &instances {
+        let bytes = reqwest::get(orthanc.url(&format!("/instances/{}/file", i["ID"].as_str().unwrap()))).await.unwrap().bytes().await.unwrap();
+        got.push(hex::encode(sha2::Sha256::digest(&bytes)));
+    }
+    let mut want: Vec<String> = files.iter().map(|b| hex::encode(sha2::Sha256::digest(b))).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+
+    // A PACS that answers but does not store: the sender sees "failed" with the reason.
+    let t2 = app.send_transfer(&referrer, "oRth", &[("d", Synth::new(&uid(), &uid(), &uid()).bytes())]).await;
+    let id2 = t2["id"].as_str().unwrap().to_string();
+    let out = run(orthanc.url("/no-such-dicomweb")).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id2}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["state"], "failed");
+    assert!(seen["state_message"].as_str().unwrap().contains("did not store"), "{}", seen["state_message"]);
+}
