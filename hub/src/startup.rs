@@ -63,6 +63,7 @@ impl Application {
             base_url,
             mailer,
             oidc: Default::default(),
+            auth_limit: crate::accounts::AuthLimit::new(&config.auth),
             config: Arc::new(config),
             db: pools.read,
             db_write: pools.write,

@@ -29,4 +29,5 @@ pub struct AppState {
     pub base_url: String,
     pub mailer: crate::accounts::mail::Mailer,
     pub oidc: crate::accounts::oidc::OidcCache,
+    pub auth_limit: crate::accounts::AuthLimit,
 }

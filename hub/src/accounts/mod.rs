@@ -57,34 +57,61 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/v1/tokens/{id}", delete(api_revoke_token))
 }
 
-/// Wraps routes in the per-address rate limit of the sign-in endpoints (tower-governor): a burst
-/// of `auth.rate_burst` requests, then one every `auth.rate_period_ms`.
-pub fn rate_limited(state: &AppState, routes: Router<AppState>) -> Router<AppState> {
-    let auth = &state.config.auth;
-    let Some(config) = GovernorConfigBuilder::default()
-        .key_extractor(PeerIpKeyExtractor)
-        .period(Duration::from_millis(auth.rate_period_ms.max(1)))
-        .burst_size(auth.rate_burst.max(1))
-        .finish()
-    else {
-        return routes;
-    };
-    let config = Arc::new(config);
-    let limiter = config.limiter().clone();
-    // The limiter's memory is bounded by pruning idle addresses now and then.
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            limiter.retain_recent();
-        }
-    });
-    routes.layer(GovernorLayer::new(config).error_handler(|e| {
-        let wait = match &e {
-            tower_governor::GovernorError::TooManyRequests { wait_time, .. } => *wait_time,
-            _ => 1,
+/// The per-address rate limit of the sign-in, registration, reset and token endpoints
+/// (tower-governor): a burst of `auth.rate_burst` requests, then one every `auth.rate_period_ms`.
+/// One limiter serves every route it wraps, so the JSON API, the web forms and the token
+/// endpoint draw on the same budget of an address.
+#[derive(Clone)]
+pub struct AuthLimit(Option<Arc<WrapRoutes>>);
+
+/// Puts a layer around routes.
+type WrapRoutes = dyn Fn(Router<AppState>) -> Router<AppState> + Send + Sync;
+
+impl AuthLimit {
+    pub fn new(auth: &crate::config::AuthConfig) -> Self {
+        let Some(config) = GovernorConfigBuilder::default()
+            .key_extractor(PeerIpKeyExtractor)
+            .period(Duration::from_millis(auth.rate_period_ms.max(1)))
+            .burst_size(auth.rate_burst.max(1))
+            .finish()
+        else {
+            return Self(None);
         };
-        AppError::TooManyRequests(wait.max(1)).into_response()
-    }))
+        let config = Arc::new(config);
+        let limiter = config.limiter().clone();
+        // The limiter's memory is bounded by pruning idle addresses now and then.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                limiter.retain_recent();
+            }
+        });
+        let layer = GovernorLayer::new(config).error_handler(|e| {
+            let wait = match &e {
+                tower_governor::GovernorError::TooManyRequests { wait_time, .. } => *wait_time,
+                _ => 1,
+            };
+            AppError::TooManyRequests(wait.max(1)).into_response()
+        });
+        Self(Some(Arc::new(move |routes: Router<AppState>| routes.layer(layer.clone()))))
+    }
+}
+
+/// Wraps routes in the hub's one sign-in rate limit ([`AuthLimit`]).
+pub fn rate_limited(state: &AppState, routes: Router<AppState>) -> Router<AppState> {
+    match &state.auth_limit.0 {
+        Some(apply) => apply(routes),
+        None => routes,
+    }
+}
+
+/// Only local paths (no scheme, no `//host`, no backslash tricks), else `default`: an open
+/// redirect after sign-in or a language switch would help phishing.
+pub fn local_path(path: Option<&str>, default: &str) -> String {
+    match path {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        _ => default.into(),
+    }
 }
 
 /// Lower-cased, trimmed; checked for the shape of an address (the verification link proves it).

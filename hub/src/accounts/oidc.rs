@@ -122,16 +122,15 @@ async fn metadata(state: &AppState, p: &OidcProvider, http: &Http) -> AppResult<
     Ok(m)
 }
 
-fn redirect_url(state: &AppState, p: &OidcProvider) -> AppResult<RedirectUrl> {
-    RedirectUrl::new(format!("{}/auth/oidc/{}/callback", state.base_url, p.id)).map_err(|e| AppError::Internal(e.into()))
-}
-
-/// Only local paths: an open redirect after sign-in would help phishing.
-fn safe_return(path: Option<&str>) -> String {
-    match path {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
-        _ => "/app".into(),
-    }
+/// The client for the code flow: the provider's endpoints, our credentials and redirect URI.
+fn sign_in_client(
+    state: &AppState,
+    p: &OidcProvider,
+    meta: CoreProviderMetadata,
+) -> AppResult<CoreClient<openidconnect::EndpointSet, openidconnect::EndpointNotSet, openidconnect::EndpointNotSet, openidconnect::EndpointNotSet, openidconnect::EndpointMaybeSet, openidconnect::EndpointMaybeSet>> {
+    let secret = p.client_secret.as_ref().map(|s| ClientSecret::new(secrecy::ExposeSecret::expose_secret(s).to_string()));
+    let redirect = RedirectUrl::new(format!("{}/auth/oidc/{}/callback", state.base_url, p.id)).map_err(|e| AppError::Internal(e.into()))?;
+    Ok(CoreClient::from_provider_metadata(meta, ClientId::new(p.client_id.clone()), secret).set_redirect_uri(redirect))
 }
 
 #[derive(Deserialize)]
@@ -150,8 +149,7 @@ async fn start(
     let p = provider(&state, &id)?.clone();
     let http = http()?;
     let meta = metadata(&state, &p, &http).await?;
-    let client = CoreClient::from_provider_metadata(meta, ClientId::new(p.client_id.clone()), p.client_secret.clone().map(|s| ClientSecret::new(secrecy::ExposeSecret::expose_secret(&s).to_string())))
-        .set_redirect_uri(redirect_url(&state, &p)?);
+    let client = sign_in_client(&state, &p, meta)?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
     for s in ["email", "profile"] {
@@ -172,7 +170,7 @@ async fn start(
     .bind(&p.id)
     .bind(nonce.secret())
     .bind(verifier.secret())
-    .bind(safe_return(q.return_to.as_deref()))
+    .bind(crate::accounts::local_path(q.return_to.as_deref(), "/app"))
     .bind(link_user)
     .bind(now_ms() + LOGIN_TTL_MS)
     .execute(&state.db_write)
@@ -235,8 +233,7 @@ async fn callback(
 
     let http = http()?;
     let meta = metadata(&state, &p, &http).await?;
-    let client = CoreClient::from_provider_metadata(meta, ClientId::new(p.client_id.clone()), p.client_secret.clone().map(|s| ClientSecret::new(secrecy::ExposeSecret::expose_secret(&s).to_string())))
-        .set_redirect_uri(redirect_url(&state, &p)?);
+    let client = sign_in_client(&state, &p, meta)?;
     let tokens = client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| AppError::Internal(e.into()))?

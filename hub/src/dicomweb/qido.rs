@@ -377,7 +377,12 @@ async fn run_search(
             .map(|c| format!(" AND {c}"))
             .unwrap_or_default()
     };
-    let series_count = count_filter(&mut b, "x.sop_instance_uid");
+    // Unrestricted callers count series from the series table; scoped ones count the distinct
+    // series of the instances they may see.
+    let series_count = match count_filter(&mut b, "x.sop_instance_uid") {
+        f if f.is_empty() => "SELECT COUNT(*) FROM series x WHERE x.study_uid = s.study_uid".to_string(),
+        f => format!("SELECT COUNT(DISTINCT x.series_uid) FROM instances x WHERE x.study_uid = s.study_uid{f}"),
+    };
     let study_count = count_filter(&mut b, "y.sop_instance_uid");
     let where_ = if b.clauses.is_empty() { String::new() } else { format!("WHERE {}", b.clauses.join(" AND ")) };
     let limit_p = b.bind(BindValue::Int(search.limit + 1));
@@ -385,7 +390,7 @@ async fn run_search(
     let sql = match level {
         Level::Study => format!(
             "SELECT s.study_uid, s.attrs, s.modalities, \
-             (SELECT COUNT(DISTINCT x.series_uid) FROM instances x WHERE x.study_uid = s.study_uid{series_count}), \
+             ({series_count}), \
              (SELECT COUNT(*) FROM instances y WHERE y.study_uid = s.study_uid{study_count}) \
              FROM studies s {where_} ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid \
              LIMIT {limit_p} OFFSET {offset_p}"

@@ -184,10 +184,11 @@ pub async fn send(state: &AppState, who: &Principal, id: &str) -> AppResult<Tran
     if studies.is_empty() {
         return Err(AppError::Conflict("the transfer holds no images yet; upload files first".into()));
     }
-    let sender = sqlx::query("SELECT name, practice FROM users WHERE id = $1").bind(&t.sender_id).fetch_one(&state.db).await?;
-    let (sender_name, practice): (String, String) = (sender.try_get(0)?, sender.try_get(1)?);
-    let reason: String = sqlx::query("SELECT reason FROM transfers WHERE id = $1").bind(id).fetch_one(&state.db).await?.try_get(0)?;
-    let mut words = vec![sender_name, practice, reason];
+    let row = sqlx::query("SELECT u.name, u.practice, t.reason FROM transfers t JOIN users u ON u.id = t.sender_id WHERE t.id = $1")
+        .bind(id)
+        .fetch_one(&state.db)
+        .await?;
+    let mut words: Vec<String> = vec![row.try_get(0)?, row.try_get(1)?, row.try_get(2)?];
     for s in &studies {
         words.extend([s.patient_name.replace('^', " "), s.patient_id.clone(), s.patient_birth_date.clone(), s.description.clone()]);
     }

@@ -39,13 +39,6 @@ pub struct ReturnTo {
     return_to: Option<String>,
 }
 
-fn safe_return(p: Option<&str>) -> String {
-    match p {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
-        _ => "/app".into(),
-    }
-}
-
 async fn home(ctx: Ctx) -> Response {
     if ctx.account.is_some() {
         return Redirect::to("/app").into_response();
@@ -85,7 +78,7 @@ fn login_form(ctx: &Ctx, state: &AppState, error: Option<&str>, email: &str, ret
 }
 
 async fn login_page(State(state): State<AppState>, ctx: Ctx, Query(q): Query<ReturnTo>) -> Markup {
-    login_form(&ctx, &state, None, "", &safe_return(q.return_to.as_deref()))
+    login_form(&ctx, &state, None, "", &crate::accounts::local_path(q.return_to.as_deref(), "/app"))
 }
 
 #[derive(Deserialize)]
@@ -96,7 +89,7 @@ struct LoginForm {
 }
 
 async fn login_submit(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, Form(f): Form<LoginForm>) -> Response {
-    let back = safe_return(f.return_to.as_deref());
+    let back = crate::accounts::local_path(f.return_to.as_deref(), "/app");
     match crate::accounts::login(&state, &f.email, f.password).await {
         Ok((_, token)) => (jar.add(crate::accounts::session_cookie(&state, token)), Redirect::to(&back)).into_response(),
         Err(e) => {
@@ -258,10 +251,7 @@ async fn logout(State(state): State<AppState>, jar: CookieJar) -> Response {
 async fn switch_lang(jar: CookieJar, Path(lang): Path<String>, Query(q): Query<ReturnTo>) -> Response {
     let lang = if lang == "en" { "en" } else { "de" };
     let cookie = Cookie::build(("lang", lang.to_string())).path("/").same_site(SameSite::Lax).max_age(time::Duration::days(365)).build();
-    let back = match q.return_to.as_deref() {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") => p.to_string(),
-        _ => "/".into(),
-    };
+    let back = crate::accounts::local_path(q.return_to.as_deref(), "/");
     (jar.add(cookie), Redirect::to(&back)).into_response()
 }
 
