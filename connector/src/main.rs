@@ -11,29 +11,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check that the hub is reachable and ready.
-    Check {
-        /// The hub's URL, e.g. https://ferry.example.org
-        #[arg(long, env = "FERRY_HUB_URL")]
-        hub: String,
-    },
-    /// Pull the transfers sent to this connector's community into a PACS (DICOMweb STOW-RS).
-    Pull {
-        #[arg(long, env = "FERRY_HUB_URL")]
-        hub: String,
-        /// The connector's client id (from the community's admin page).
-        #[arg(long, env = "FERRY_CLIENT_ID")]
-        client_id: String,
-        #[arg(long, env = "FERRY_CLIENT_SECRET", hide_env_values = true)]
-        client_secret: String,
-        /// The PACS's DICOMweb root, e.g. http://pacs:8042/dicom-web
-        #[arg(long)]
-        stow_url: String,
-        /// Handle what is waiting, then exit (otherwise poll every --interval seconds).
+    /// Run the connector: pull the community's transfers into the PACS (and, with [scp], take
+    /// studies the PACS sends to the hub) until stopped.
+    Run {
+        /// The configuration file (default: ./ferry-connector.toml).
+        #[arg(long, short, env = "FERRY_CONNECTOR_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        /// Handle what is waiting, then exit.
         #[arg(long)]
         once: bool,
-        #[arg(long, default_value_t = 5)]
-        interval: u64,
+    },
+    /// Test the hub connection, the credentials and every PACS target (C-ECHO / DICOMweb).
+    Check {
+        #[arg(long, short, env = "FERRY_CONNECTOR_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        /// Only check that the hub at this URL is reachable and ready (no configuration needed).
+        #[arg(long)]
+        hub: Option<String>,
+    },
+    /// Show what the connector is working on, what it finished, and recent errors.
+    Status {
+        #[arg(long, short, env = "FERRY_CONNECTOR_CONFIG")]
+        config: Option<std::path::PathBuf>,
     },
     /// Send studies (DICOM files, folders, ZIPs, a CD's content) to a community.
     Send {
@@ -63,39 +62,49 @@ enum Command {
     },
 }
 
+fn fail(e: anyhow::Error) -> std::process::ExitCode {
+    eprintln!("ferry-connector: {e:#}");
+    std::process::ExitCode::FAILURE
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let load = |config: Option<std::path::PathBuf>| ferry_connector::config::Config::load(config.as_deref());
     match cli.command {
-        Command::Check { hub } => match ferry_connector::check_hub(&hub).await {
+        Command::Check { hub: Some(hub), .. } => match ferry_connector::check_hub(&hub).await {
             Ok(version) => {
                 println!("hub OK (Ferry {version})");
                 std::process::ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("ferry-connector: {e:#}");
-                std::process::ExitCode::FAILURE
-            }
+            Err(e) => fail(e),
         },
-        Command::Pull { hub, client_id, client_secret, stow_url, once, interval } => {
-            let o = ferry_connector::pull::PullOptions { hub, client_id, client_secret, stow_url, attempts: 3 };
-            loop {
-                match ferry_connector::pull::run_once(&o).await {
-                    Ok((stored, failed)) if stored + failed > 0 => println!("{stored} transfer(s) stored, {failed} failed"),
-                    Ok(_) => {}
-                    Err(e) => {
-                        eprintln!("ferry-connector: {e:#}");
-                        if once {
-                            return std::process::ExitCode::FAILURE;
-                        }
-                    }
-                }
-                if once {
-                    return std::process::ExitCode::SUCCESS;
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))).await;
-            }
-        }
+        Command::Check { config, hub: None } => match load(config) {
+            Ok(cfg) => match ferry_connector::service::check(&cfg).await {
+                Ok(true) => std::process::ExitCode::SUCCESS,
+                Ok(false) => std::process::ExitCode::FAILURE,
+                Err(e) => fail(e),
+            },
+            Err(e) => fail(e),
+        },
+        Command::Run { config, once } => match load(config) {
+            Ok(cfg) => match ferry_connector::service::run(&cfg, once).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            },
+            Err(e) => fail(e),
+        },
+        Command::Status { config } => match load(config) {
+            Ok(cfg) => match ferry_connector::service::status(&cfg).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            },
+            Err(e) => fail(e),
+        },
         Command::Send { hub, token, community, note, appointment, urgent, send_partial, paths } => {
             let o = ferry_connector::send::SendOptions { hub, token, community, note, appointment, urgent, paths, send_partial };
             let result = ferry_connector::send::send(&o, |p| {

@@ -14,6 +14,10 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// The OpenAPI document of the hub's own (non-DICOMweb) API.
+/// Header by which a connector process names itself (a random id kept in its state directory), so
+/// a restarted process resumes the transfers it held while another process never shares them.
+pub const CONNECTOR_INSTANCE_HEADER: &str = "ferry-connector-instance";
+
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 /// An RFC 9457 problem document, as every non-DICOMweb error of the hub is rendered.

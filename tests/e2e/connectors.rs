@@ -156,7 +156,7 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     access(&app, web["client_id"].as_str().unwrap(), &format!("fcs_{secret}")).await;
 }
 
-/// `ferry-connector pull --once` against the real hub and a real Orthanc (DICOMweb STOW-RS): the
+/// `ferry-connector run --once` (configured by environment variables) against the real hub and a real Orthanc (DICOMweb STOW-RS): the
 /// sent study arrives byte-identical in the PACS, the sender sees "stored"; a PACS that refuses
 /// makes the transfer "failed" with its answer.
 #[tokio::test]
@@ -183,21 +183,22 @@ async fn the_connector_pulls_a_transfer_into_orthanc_by_stow_rs() {
     let t = app.send_transfer(&referrer, "oRth", &refs).await;
     let id = t["id"].as_str().unwrap().to_string();
 
+    let state = tempfile::tempdir().unwrap();
     let run = |stow: String| {
         let bin = hub_binary().with_file_name("ferry-connector");
-        let (base, cid, secret) = (app.base.clone(), c["client_id"].as_str().unwrap().to_string(), c["client_secret"].as_str().unwrap().to_string());
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(bin)
-                .args(["pull", "--once", "--hub", &base, "--stow-url", &stow])
-                .env("FERRY_CLIENT_ID", cid)
-                .env("FERRY_CLIENT_SECRET", secret)
-                .output()
-                .expect("run connector")
-        })
+        // Configured by the environment alone (no file): hub, credentials, one STOW-RS target.
+        let envs = [
+            ("FERRY_CONNECTOR_HUB__URL", app.base.clone()),
+            ("FERRY_CONNECTOR_HUB__CLIENT_ID", c["client_id"].as_str().unwrap().to_string()),
+            ("FERRY_CONNECTOR_HUB__CLIENT_SECRET", c["client_secret"].as_str().unwrap().to_string()),
+            ("FERRY_CONNECTOR_STATE_DIR", state.path().to_str().unwrap().to_string()),
+            ("FERRY_CONNECTOR_PACS", format!("[{{name=\"orthanc\",kind=\"dicomweb\",url=\"{stow}\"}}]")),
+            ("FERRY_CONNECTOR_INBOUND__MAX_ATTEMPTS", "1".into()),
+        ];
+        tokio::task::spawn_blocking(move || std::process::Command::new(bin).args(["run", "--once"]).envs(envs).current_dir(std::env::temp_dir()).output().expect("run connector"))
     };
     let out = run(orthanc.url("/dicom-web")).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 transfer(s) stored"), "{}", String::from_utf8_lossy(&out.stdout));
     let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(seen["state"], "stored");
     // Byte-identical in the PACS.

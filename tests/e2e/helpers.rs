@@ -29,6 +29,7 @@ pub struct TestApp {
     pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    config: Config,
 }
 
 impl Drop for TestApp {
@@ -80,7 +81,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     config.database.url = fresh_database().await;
     tweak(&mut config);
     let database_url = config.database_url();
-    let app = ferry_hub::Application::build(config).await.expect("build hub");
+    let app = ferry_hub::Application::build(config.clone()).await.expect("build hub");
     let port = app.port();
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -96,6 +97,38 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         database_url,
         stop: Some(tx),
         task: Some(task),
+        config,
+    }
+}
+
+impl TestApp {
+    /// Kills the hub at once (every open connection drops, like a crash) and starts it again on
+    /// the same port, database and storage.
+    pub async fn crash_and_restart(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        self.stop = None;
+        let mut config = self.config.clone();
+        config.listen = format!("127.0.0.1:{}", self.port).parse().expect("addr");
+        let mut app = None;
+        for _ in 0..50 {
+            match ferry_hub::Application::build(config.clone()).await {
+                Ok(a) => {
+                    app = Some(a);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        let app = app.expect("hub restarts on its port");
+        self.state = app.state().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        })));
+        self.stop = Some(tx);
     }
 }
 

@@ -8,6 +8,7 @@ mod accounts;
 mod browser;
 mod cli;
 mod communities;
+mod connector_run;
 mod connectors;
 mod crash;
 mod helpers;

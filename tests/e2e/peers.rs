@@ -25,6 +25,92 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// A dcmtk command-line server (storescp, wlmscpfs) for one test; killed on drop.
+pub struct Dcmtk {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Drop for Dcmtk {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dcmtk {
+    async fn start(program: &str, args: &[&str], dir: tempfile::TempDir, port: u16) -> Dcmtk {
+        let child = Command::new(program)
+            .args(args)
+            .arg(port.to_string())
+            .env("TCP_NODELAY", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program} (dcmtk; tests/run.sh installs it): {e}"));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Dcmtk { port, dir, child };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{program} did not start");
+    }
+
+    /// `storescp` writing what it receives into its directory (AE title STORESCP).
+    pub async fn storescp() -> Dcmtk {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = dir.path().to_str().expect("utf-8").to_string();
+        Self::start("storescp", &["-aet", "STORESCP", "-od", &out, "--fork"], dir, free_port()).await
+    }
+
+    /// `wlmscpfs` answering Modality Worklist queries from `.wl` files (AE title WORKLIST).
+    /// `entries`: (patient name, birth date, patient ID, issuer, accession number).
+    pub async fn worklist(entries: &[(&str, &str, &str, &str, &str)]) -> Dcmtk {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ae = dir.path().join("WORKLIST");
+        std::fs::create_dir_all(&ae).expect("mkdir");
+        std::fs::write(ae.join("lockfile"), b"").expect("lockfile");
+        let script = r#"
+import sys, json
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+for i, (name, birth, pid, issuer, acc) in enumerate(json.loads(sys.argv[2])):
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName, ds.PatientBirthDate, ds.PatientID, ds.IssuerOfPatientID = name, birth, pid, issuer
+    ds.PatientSex, ds.PatientWeight = "F", "70"
+    ds.AccessionNumber, ds.StudyInstanceUID = acc, generate_uid()
+    ds.RequestedProcedureID, ds.RequestedProcedureDescription, ds.RequestedProcedurePriority = "RP%d" % i, "CT Thorax", "ROUTINE"
+    ds.RequestingPhysician, ds.ReferringPhysicianName, ds.AdmissionID, ds.CurrentPatientLocation = "Dr^Ref", "Dr^Ref", "ADM%d" % i, "Station 1"
+    ds.PatientTransportArrangements, ds.ConfidentialityConstraintOnPatientDataDescription = "", ""
+    ds.ReferencedStudySequence, ds.ReferencedPatientSequence = [], []
+    sps = Dataset()
+    sps.ScheduledStationAETitle, sps.ScheduledProcedureStepStartDate, sps.ScheduledProcedureStepStartTime = "CT1", "20261201", "0800"
+    sps.Modality, sps.ScheduledPerformingPhysicianName, sps.ScheduledProcedureStepDescription = "CT", "Dr^Perf", "CT Thorax"
+    sps.ScheduledStationName, sps.ScheduledProcedureStepLocation, sps.PreMedication = "CT1", "Raum 1", ""
+    sps.ScheduledProcedureStepID, sps.RequestedContrastAgent = "SPS%d" % i, ""
+    ds.ScheduledProcedureStepSequence = [sps]
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as("%s/entry%d.wl" % (sys.argv[1], i), enforce_file_format=False, implicit_vr=False, little_endian=True)
+"#;
+        let list = serde_json::to_string(&entries).expect("json");
+        let out = Command::new("python3").args(["-c", script, ae.to_str().expect("utf-8"), &list]).output().expect("python3");
+        assert!(out.status.success(), "writing worklist files: {}", String::from_utf8_lossy(&out.stderr));
+        let base = dir.path().to_str().expect("utf-8").to_string();
+        Self::start("wlmscpfs", &["-dfp", &base], dir, free_port()).await
+    }
+
+    /// Files storescp received, by SOP Instance UID (read with dcmdump-free parsing).
+    pub fn received(&self) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(self.dir.path()).expect("dir").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        v.sort();
+        v
+    }
+}
+
 /// An Orthanc started for one test; killed on drop.
 pub struct Orthanc {
     pub http: u16,
@@ -70,23 +156,59 @@ impl Orthanc {
         });
         let cfg = dir.path().join("orthanc.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
-        let bin = ["/usr/sbin/Orthanc", "/usr/bin/Orthanc"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("Orthanc is installed (tests/run.sh installs it)");
-        let child = Command::new(bin)
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start Orthanc");
+        let child = Self::spawn(&cfg);
         let o = Orthanc { http, dicom, child, _dir: dir };
+        o.wait_up().await;
+        o
+    }
+
+    fn spawn(cfg: &std::path::Path) -> Child {
+        let bin = ["/usr/sbin/Orthanc", "/usr/bin/Orthanc"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("Orthanc is installed (tests/run.sh installs it)");
+        Command::new(bin).arg(cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start Orthanc")
+    }
+
+    async fn wait_up(&self) {
         let client = reqwest::Client::new();
-        for _ in 0..100 {
-            if let Ok(r) = client.get(o.url("/system")).send().await
-                && r.status().is_success() {
-                    return o;
-                }
+        for _ in 0..150 {
+            if let Ok(r) = client.get(self.url("/system")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("Orthanc did not start");
+    }
+
+    /// Stops the PACS (its storage stays).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports and storage.
+    pub async fn start_again(&mut self) {
+        self.child = Self::spawn(&self._dir.path().join("orthanc.json"));
+        self.wait_up().await;
+    }
+
+    /// SOP Instance UID → SHA-256 of the stored data set (what follows the file meta group, which
+    /// a PACS writes itself for what it receives by C-STORE), for every instance in the PACS.
+    pub async fn stored(&self) -> std::collections::BTreeMap<String, String> {
+        use sha2::Digest;
+        let client = reqwest::Client::new();
+        let ids: Vec<String> = client.get(self.url("/instances")).send().await.expect("list").json().await.expect("json");
+        let mut out = std::collections::BTreeMap::new();
+        for id in ids {
+            let tags: serde_json::Value = client.get(self.url(&format!("/instances/{id}/simplified-tags"))).send().await.expect("tags").json().await.expect("json");
+            let bytes = client.get(self.url(&format!("/instances/{id}/file"))).send().await.expect("file").bytes().await.expect("bytes");
+            let sop = tags["SOPInstanceUID"].as_str().expect("sop").to_string();
+            assert_eq!(&bytes[128..132], b"DICM");
+            let group_len = u32::from_le_bytes(bytes[140..144].try_into().expect("4 bytes")) as usize;
+            let dataset = &bytes[144 + group_len..];
+            assert!(out.insert(sop, hex::encode(sha2::Sha256::digest(dataset))).is_none(), "an instance is in the PACS twice");
+        }
+        out
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -156,7 +156,11 @@ pub async fn revoke(state: &AppState, community: &str, id: &str) -> AppResult<()
     sqlx::query("UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL").bind(now_ms()).bind(id).execute(&state.db_write).await?;
     sqlx::query("DELETE FROM connector_tokens WHERE connector_id = $1").bind(id).execute(&state.db_write).await?;
     // Whatever it held goes back to the queue.
-    sqlx::query("UPDATE transfers SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1").bind(id).execute(&state.db_write).await?;
+    sqlx::query("UPDATE transfers SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1 OR lease_owner LIKE $2")
+        .bind(id)
+        .bind(format!("{id}:%"))
+        .execute(&state.db_write)
+        .await?;
     tracing::info!(connector = %id, "connector revoked");
     Ok(())
 }
@@ -251,18 +255,37 @@ async fn api_heartbeat(State(state): State<AppState>, who: Principal, ApiJson(h)
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Claims the oldest transfer of the community that is waiting (sent), or whose lease ran out.
-async fn api_claim(State(state): State<AppState>, who: Principal) -> AppResult<Response> {
+/// Who holds a lease: the connector, and the running instance of it when the connector names one
+/// (header `Ferry-Connector-Instance`), so that two processes with the same credentials never hold
+/// the same transfer while a restarted process picks up its own work at once.
+fn lease_owner(a: &ConnectorAgent, headers: &HeaderMap) -> AppResult<String> {
+    match headers.get(ferry_schemas::CONNECTOR_INSTANCE_HEADER) {
+        None => Ok(a.id.clone()),
+        Some(v) => {
+            let v = v.to_str().unwrap_or_default();
+            if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(AppError::BadRequest("the connector instance header takes up to 64 letters, digits and dashes".into()));
+            }
+            Ok(format!("{}:{v}", a.id))
+        }
+    }
+}
+
+/// Claims the oldest transfer of the community that is waiting (sent), whose lease ran out, or
+/// that this very connector instance already holds (it resumes after a restart; the lease renews).
+async fn api_claim(State(state): State<AppState>, who: Principal, headers: HeaderMap) -> AppResult<Response> {
     let a = agent(&who)?;
+    let owner = lease_owner(a, &headers)?;
     let now = now_ms();
     let lease_until = now + state.config.connectors.lease_secs as i64 * 1000;
     for _ in 0..5 {
         let candidate: Option<(String, String)> = sqlx::query(
             "SELECT id, state FROM transfers WHERE community_id = $1 \
-             AND (state = 'sent' OR (state = 'received' AND lease_until < $2)) ORDER BY sent_at, id LIMIT 1",
+             AND (state = 'sent' OR (state = 'received' AND (lease_until < $2 OR lease_owner = $3))) ORDER BY sent_at, id LIMIT 1",
         )
         .bind(&a.community_id)
         .bind(now)
+        .bind(&owner)
         .fetch_optional(&state.db_write)
         .await?
         .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
@@ -273,9 +296,9 @@ async fn api_claim(State(state): State<AppState>, who: Principal) -> AppResult<R
         // The conditional UPDATE is the lock: of two connectors, only one changes the row.
         let taken = sqlx::query(
             "UPDATE transfers SET state = 'received', lease_owner = $1, lease_until = $2, updated_at = $3 \
-             WHERE id = $4 AND (state = 'sent' OR (state = 'received' AND lease_until < $3))",
+             WHERE id = $4 AND (state = 'sent' OR (state = 'received' AND (lease_until < $3 OR lease_owner = $1)))",
         )
-        .bind(&a.id)
+        .bind(&owner)
         .bind(lease_until)
         .bind(now)
         .bind(&id)
@@ -287,7 +310,7 @@ async fn api_claim(State(state): State<AppState>, who: Principal) -> AppResult<R
         if was == "sent" {
             transfers::db::add_event(&state.db_write, &id, "received", "", None).await?;
         }
-        tracing::info!(transfer = %id, connector = %a.id, "transfer claimed");
+        tracing::info!(transfer = %id, connector = %owner, "transfer claimed");
         let transfer = transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("transfer vanished")))?;
         let rows = sqlx::query(
             "SELECT i.study_uid, i.series_uid, i.sop_instance_uid, i.size, i.sha256, \
@@ -317,22 +340,23 @@ async fn api_claim(State(state): State<AppState>, who: Principal) -> AppResult<R
 }
 
 /// The transfer, if this connector holds its lease (404 for other communities' transfers).
-async fn held(state: &AppState, who: &Principal, id: &str) -> AppResult<ConnectorAgent> {
+async fn held(state: &AppState, who: &Principal, headers: &HeaderMap, id: &str) -> AppResult<ConnectorAgent> {
     let a = agent(who)?.clone();
+    let me = lease_owner(&a, headers)?;
     let (_, rel) = transfers::visible(state, who, id).await?;
     if rel != Relation::Connector {
         return Err(AppError::NotFound("no such transfer".into()));
     }
     let row = sqlx::query("SELECT state, lease_owner FROM transfers WHERE id = $1").bind(id).fetch_one(&state.db_write).await?;
     let (st, owner): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
-    if st != "received" || owner.as_deref() != Some(a.id.as_str()) {
+    if st != "received" || owner.as_deref() != Some(me.as_str()) {
         return Err(AppError::Conflict("this connector does not hold the transfer (claim it first; the lease may have run out)".into()));
     }
     Ok(a)
 }
 
-async fn api_acks(State(state): State<AppState>, who: Principal, Path(id): Path<String>, ApiJson(acks): ApiJson<Vec<Ack>>) -> AppResult<StatusCode> {
-    held(&state, &who, &id).await?;
+async fn api_acks(State(state): State<AppState>, who: Principal, headers: HeaderMap, Path(id): Path<String>, ApiJson(acks): ApiJson<Vec<Ack>>) -> AppResult<StatusCode> {
+    held(&state, &who, &headers, &id).await?;
     let now = now_ms();
     let mut tx = state.db_write.begin().await?;
     for a in &acks {
@@ -365,8 +389,8 @@ async fn api_acks(State(state): State<AppState>, who: Principal, Path(id): Path<
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn api_report(State(state): State<AppState>, who: Principal, Path(id): Path<String>, ApiJson(r): ApiJson<ConnectorReport>) -> AppResult<Response> {
-    held(&state, &who, &id).await?;
+async fn api_report(State(state): State<AppState>, who: Principal, headers: HeaderMap, Path(id): Path<String>, ApiJson(r): ApiJson<ConnectorReport>) -> AppResult<Response> {
+    held(&state, &who, &headers, &id).await?;
     let message = r.message.trim().chars().take(2000).collect::<String>();
     match r.state.as_str() {
         "stored" => {

@@ -1,0 +1,319 @@
+//! The connector's configuration: defaults → `ferry-connector.toml` (or `--config FILE`) →
+//! `FERRY_CONNECTOR_` environment variables (`__` separates sections, e.g.
+//! `FERRY_CONNECTOR_HUB__CLIENT_SECRET`). See `deploy/ferry-connector.example.toml`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub hub: HubConfig,
+    /// Where the connector keeps its state database and spool of downloaded instances.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How often the hub is asked for new transfers, in seconds.
+    #[serde(default = "default_poll_secs")]
+    pub poll_secs: u64,
+    /// The PACS targets (and other DICOM peers, e.g. a worklist) this connector talks to.
+    #[serde(default)]
+    pub pacs: Vec<Target>,
+    #[serde(default)]
+    pub inbound: Inbound,
+    /// The DICOM node the PACS sends studies to (outbound to the hub); off when absent.
+    #[serde(default)]
+    pub scp: Option<Scp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct HubConfig {
+    pub url: String,
+    #[serde(default)]
+    pub client_id: String,
+    /// Better given as `FERRY_CONNECTOR_HUB__CLIENT_SECRET` or in a file only root can read.
+    #[serde(default)]
+    pub client_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    /// A short name used in rules and messages, e.g. `main`.
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: TargetKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetKind {
+    /// DICOM DIMSE (C-STORE, C-ECHO, C-FIND).
+    Dimse {
+        host: String,
+        port: u16,
+        /// The PACS's AE title.
+        called_ae: String,
+        /// The connector's AE title towards this PACS.
+        #[serde(default = "default_calling_ae")]
+        calling_ae: String,
+        /// Associations used in parallel when storing.
+        #[serde(default = "default_associations")]
+        associations: usize,
+    },
+    /// DICOMweb (STOW-RS); `url` is the DICOMweb root, e.g. `http://pacs:8042/dicom-web`.
+    Dicomweb { url: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inbound {
+    /// Names of the targets every inbound instance is stored into (all `pacs` targets when empty).
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Times the PACS may refuse an instance before the transfer is reported failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// How long an unreachable PACS is waited for before the transfer is reported failed (seconds).
+    #[serde(default = "default_give_up_secs")]
+    pub give_up_after_secs: u64,
+    /// Longest pause between retries (the pause doubles from 2 s up to this), in seconds.
+    #[serde(default = "default_retry_max_secs")]
+    pub retry_max_secs: u64,
+    #[serde(default)]
+    pub reconcile: Reconcile,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Self {
+            targets: vec![],
+            max_attempts: default_max_attempts(),
+            give_up_after_secs: default_give_up_secs(),
+            retry_max_secs: default_retry_max_secs(),
+            reconcile: Reconcile::default(),
+        }
+    }
+}
+
+/// Import reconciliation (IHE IRWF.b): what happens to the sender's patient identifiers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reconcile {
+    /// `keep`, `prefix`, `mapping` (a CSV table) or `worklist` (a Modality Worklist C-FIND).
+    #[serde(default)]
+    pub patient_id: PatientIdRule,
+    /// For `prefix`, and for `unmatched = "prefix"`.
+    #[serde(default)]
+    pub prefix: String,
+    /// For `mapping`: CSV lines `sender_patient_id,local_patient_id` (a header line is allowed).
+    #[serde(default)]
+    pub mapping_file: Option<PathBuf>,
+    /// For `worklist`: the name of a `dimse` target that answers Modality Worklist C-FIND.
+    #[serde(default)]
+    pub worklist: Option<String>,
+    /// When `mapping` or `worklist` finds no single match: `prefix`, `keep` or `fail`.
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// IssuerOfPatientID written with a changed Patient ID (the clinic's own issuer).
+    #[serde(default)]
+    pub issuer: String,
+    /// Keep the sender's Patient ID (and issuer) in OtherPatientIDsSequence when it changes.
+    #[serde(default = "yes")]
+    pub keep_original: bool,
+    /// AccessionNumber: `keep`, `clear`, or `worklist` (from the matched worklist entry).
+    #[serde(default)]
+    pub accession: AccessionRule,
+}
+
+impl Default for Reconcile {
+    fn default() -> Self {
+        Self {
+            patient_id: PatientIdRule::Keep,
+            prefix: String::new(),
+            mapping_file: None,
+            worklist: None,
+            unmatched: Unmatched::Prefix,
+            issuer: String::new(),
+            keep_original: true,
+            accession: AccessionRule::Keep,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PatientIdRule {
+    #[default]
+    Keep,
+    Prefix,
+    Mapping,
+    Worklist,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    #[default]
+    Prefix,
+    Keep,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessionRule {
+    #[default]
+    Keep,
+    Clear,
+    Worklist,
+}
+
+/// The connector's own DICOM node (Storage SCP) that the PACS sends outbound studies to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scp {
+    #[serde(default = "default_calling_ae")]
+    pub ae_title: String,
+    /// e.g. `0.0.0.0:11112`
+    pub listen: String,
+    /// Seconds without a new instance after which a received study is considered complete.
+    #[serde(default = "default_settle_secs")]
+    pub settle_secs: u64,
+    /// Routing rules, first match wins. A study no rule matches is kept and reported by `status`.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Route {
+    /// Matches the calling AE title of the sending PACS.
+    #[serde(default)]
+    pub calling_ae: Option<String>,
+    /// Matches a tag value, e.g. `tag = "00081030"` (StudyDescription) with `equals = "FERRY"`.
+    #[serde(default)]
+    pub tag: Option<String>,
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// Send the study as a transfer to this community (its public code).
+    pub community: String,
+    /// The note the clinic sees.
+    #[serde(default)]
+    pub note: String,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("ferry-connector-data")
+}
+fn default_poll_secs() -> u64 {
+    5
+}
+fn default_calling_ae() -> String {
+    "FERRY".into()
+}
+fn default_associations() -> usize {
+    1
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_give_up_secs() -> u64 {
+    24 * 3600
+}
+fn default_retry_max_secs() -> u64 {
+    60
+}
+fn default_settle_secs() -> u64 {
+    10
+}
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Loads `path` (or `ferry-connector.toml` when present) and the environment, and checks it.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::default("state_dir", default_state_dir()));
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    bail!("the configuration file {} does not exist", p.display());
+                }
+                fig = fig.merge(Toml::file_exact(p));
+            }
+            None => fig = fig.merge(Toml::file("ferry-connector.toml")),
+        }
+        let c: Config = fig
+            .merge(Env::prefixed("FERRY_CONNECTOR_").split("__"))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("the configuration is not valid: {e}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.hub.url.starts_with("http://") && !self.hub.url.starts_with("https://") {
+            bail!("hub.url must be the hub's http(s) URL, e.g. https://ferry.example.org");
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.pacs {
+            if !names.insert(t.name.as_str()) {
+                bail!("two PACS targets are called {:?}; names must differ", t.name);
+            }
+            if let TargetKind::Dimse { called_ae, calling_ae, associations, .. } = &t.kind {
+                for ae in [called_ae, calling_ae] {
+                    if ae.is_empty() || ae.len() > 16 || !ae.is_ascii() || ae.contains('\\') {
+                        bail!("PACS target {:?}: AE title {ae:?} must be 1–16 ASCII characters", t.name);
+                    }
+                }
+                if *associations == 0 || *associations > 16 {
+                    bail!("PACS target {:?}: associations must be 1–16", t.name);
+                }
+            }
+        }
+        for n in &self.inbound.targets {
+            if self.target(n).is_none() {
+                bail!("inbound.targets names {n:?}, but no [[pacs]] target has that name");
+            }
+        }
+        let r = &self.inbound.reconcile;
+        match r.patient_id {
+            PatientIdRule::Prefix if r.prefix.is_empty() => bail!("reconcile.patient_id = \"prefix\" needs reconcile.prefix"),
+            PatientIdRule::Mapping if r.mapping_file.is_none() => bail!("reconcile.patient_id = \"mapping\" needs reconcile.mapping_file"),
+            PatientIdRule::Worklist => match r.worklist.as_deref().and_then(|w| self.target(w)) {
+                Some(Target { kind: TargetKind::Dimse { .. }, .. }) => {}
+                _ => bail!("reconcile.patient_id = \"worklist\" needs reconcile.worklist naming a dimse [[pacs]] target"),
+            },
+            _ => {}
+        }
+        if r.unmatched == Unmatched::Prefix && matches!(r.patient_id, PatientIdRule::Mapping | PatientIdRule::Worklist) && r.prefix.is_empty() {
+            bail!("reconcile.unmatched = \"prefix\" needs reconcile.prefix (or set unmatched to keep or fail)");
+        }
+        if r.accession == AccessionRule::Worklist && r.patient_id != PatientIdRule::Worklist {
+            bail!("reconcile.accession = \"worklist\" works only with patient_id = \"worklist\"");
+        }
+        if let Some(scp) = &self.scp {
+            scp.listen.parse::<std::net::SocketAddr>().with_context(|| format!("scp.listen {:?} is not an address like 0.0.0.0:11112", scp.listen))?;
+            for route in &scp.routes {
+                if route.calling_ae.is_none() && route.tag.is_none() {
+                    bail!("an scp route needs calling_ae or tag (to send everything, use tag = \"00080016\" without equals)");
+                }
+                if let Some(tag) = &route.tag {
+                    crate::dimse::parse_tag(tag)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.pacs.iter().find(|t| t.name == name)
+    }
+
+    /// The targets inbound instances go to.
+    pub fn inbound_targets(&self) -> Vec<&Target> {
+        if self.inbound.targets.is_empty() {
+            self.pacs.iter().filter(|t| Some(t.name.as_str()) != self.inbound.reconcile.worklist.as_deref()).collect()
+        } else {
+            self.inbound.targets.iter().filter_map(|n| self.target(n)).collect()
+        }
+    }
+}

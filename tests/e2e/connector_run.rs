@@ -1,0 +1,345 @@
+//! `ferry-connector run` as a clinic runs it, against the real hub and real PACS peers: Orthanc
+//! by DIMSE C-STORE and by STOW-RS, dcmtk `storescp` as a second PACS, dcmtk `wlmscpfs` as the
+//! worklist for import reconciliation; and the faults a site sees (hub restart mid-download,
+//! `kill -9` of the connector mid-store, a PACS that is down for a while).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dicom_dictionary_std::tags;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::helpers::*;
+use crate::peers::{Dcmtk, Orthanc, free_port};
+
+fn connector_binary() -> PathBuf {
+    hub_binary().with_file_name("ferry-connector")
+}
+
+/// Registers a connector for `code`; returns (client id, secret).
+async fn register(app: &TestApp, code: &str) -> (String, String) {
+    let c: Value = app
+        .client
+        .post(app.url(&format!("/api/v1/communities/{code}/connectors")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "Keller"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (c["client_id"].as_str().unwrap().into(), c["client_secret"].as_str().unwrap().into())
+}
+
+/// A connector installation: its configuration file and state directory.
+struct Site {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Site {
+    fn new(app: &TestApp, creds: &(String, String), rest: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("ferry-connector.toml");
+        let text = format!(
+            "state_dir = {:?}\npoll_secs = 1\n\n[hub]\nurl = {:?}\nclient_id = {:?}\nclient_secret = {:?}\n\n{rest}",
+            dir.path().join("state").to_str().unwrap(),
+            app.base,
+            creds.0,
+            creds.1
+        );
+        std::fs::write(&config, text).unwrap();
+        Site { dir, config }
+    }
+
+    async fn cmd(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(connector_binary());
+        c.args(args).arg("--config").arg(&self.config).env("FERRY_LOG", "warn");
+        tokio::task::spawn_blocking(move || c.output().expect("run ferry-connector")).await.unwrap()
+    }
+
+    fn spawn(&self) -> Child {
+        Command::new(connector_binary())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("FERRY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ferry-connector")
+    }
+
+    fn spooled(&self) -> usize {
+        let spool = self.dir.path().join("state/spool");
+        std::fs::read_dir(&spool)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| std::fs::read_dir(e.path()).map(|f| f.filter_map(|x| x.ok()).filter(|x| x.path().extension().is_some_and(|e| e == "dcm")).count()).unwrap_or(0)).sum())
+            .unwrap_or(0)
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// The data set of a Part-10 file (what follows the file meta group).
+fn dataset(file: &[u8]) -> &[u8] {
+    assert_eq!(&file[128..132], b"DICM");
+    let group_len = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
+    &file[144 + group_len..]
+}
+
+fn dimse(name: &str, port: u16, called: &str, extra: &str) -> String {
+    format!("[[pacs]]\nname = {name:?}\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {port}\ncalled_ae = {called:?}\ncalling_ae = \"FERRYTEST\"\n{extra}\n")
+}
+
+async fn transfer_state(app: &TestApp, who: &crate::people::Person, id: &str) -> Value {
+    who.get(app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap()
+}
+
+/// C-STORE into Orthanc (two associations) and dcmtk storescp at once: every instance arrives
+/// with the bytes sent, the hub hears "stored"; `check` and `status` speak plainly; a transfer
+/// storescp cannot take (JPEG, which it does not accept by default) fails with the PACS's answer.
+#[tokio::test]
+async fn the_connector_stores_by_c_store_into_orthanc_and_storescp() {
+    let app = spawn_app().await;
+    app.community("Radiologie Keller", "kLr1", "Homburg").await;
+    let referrer = app.person("cstore.ref@example.test", "Dr. Store").await;
+    let creds = register(&app, "kLr1").await;
+    let orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
+    let storescp = Dcmtk::storescp().await;
+    let site = Site::new(
+        &app,
+        &creds,
+        &format!(
+            "{}{}[inbound]\nmax_attempts = 1\nretry_max_secs = 1\n",
+            dimse("orthanc", orthanc.dicom, "ORTHANC", "associations = 2"),
+            dimse("storescp", storescp.port, "STORESCP", "")
+        ),
+    );
+
+    let out = site.cmd(&["check"]).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for want in ["OK   hub", "OK   hub accepts the connector's credentials", "OK   PACS \"orthanc\": C-ECHO", "OK   PACS \"storescp\": C-ECHO"] {
+        assert!(text.contains(want), "{want:?} missing in:\n{text}");
+    }
+
+    let (st, se) = (uid(), uid());
+    let files: Vec<Vec<u8>> = (0..6).map(|_| Synth::new(&st, &se, &uid()).bytes()).collect();
+    let named: Vec<(String, Vec<u8>)> = files.iter().enumerate().map(|(i, b)| (format!("f{i}.dcm"), b.clone())).collect();
+    let refs: Vec<(&str, Vec<u8>)> = named.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let t = app.send_transfer(&referrer, "kLr1", &refs).await;
+    let id = t["id"].as_str().unwrap().to_string();
+
+    let out = site.cmd(&["run", "--once"]).await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(transfer_state(&app, &referrer, &id).await["state"], "stored");
+    let mut want_ds: Vec<String> = files.iter().map(|b| sha(dataset(b))).collect();
+    want_ds.sort();
+    let mut got: Vec<String> = orthanc.stored().await.into_values().collect();
+    got.sort();
+    assert_eq!(got, want_ds, "Orthanc holds exactly the data sets sent");
+    let mut got_ds: Vec<String> = storescp.received().iter().map(|p| sha(dataset(&std::fs::read(p).unwrap()))).collect();
+    got_ds.sort();
+    assert_eq!(got_ds, want_ds, "storescp received the data sets unchanged");
+
+    // A JPEG image: Orthanc takes it as it is; storescp accepts no JPEG, so the transfer fails
+    // with what the PACS said, and the sender sees it.
+    let jpeg = pydicom_file("SC_rgb_jpeg_dcmtk.dcm");
+    let t2 = app.send_transfer(&referrer, "kLr1", &[("jpeg.dcm", jpeg.clone())]).await;
+    let id2 = t2["id"].as_str().unwrap().to_string();
+    let out = site.cmd(&["run", "--once"]).await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let seen = transfer_state(&app, &referrer, &id2).await;
+    assert_eq!(seen["state"], "failed", "{seen}");
+    let msg = seen["state_message"].as_str().unwrap();
+    assert!(msg.contains("storescp") && msg.contains("accepts none of the SOP classes") && msg.contains("0 of 1"), "{msg}");
+    assert!(orthanc.stored().await.values().any(|h| *h == sha(dataset(&jpeg))), "Orthanc got the JPEG byte-identical");
+
+    let out = site.cmd(&["status"]).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("transfers stored: 1") && text.contains("transfers failed: 1"), "{text}");
+
+    // check names what is wrong: a PACS port where nothing listens, and a wrong secret.
+    let broken = Site::new(&app, &(creds.0.clone(), "fcs_wrong".into()), &dimse("gone", free_port(), "NOBODY", ""));
+    let out = broken.cmd(&["check"]).await;
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("FAIL credentials: the hub refused the connector's credentials"), "{text}");
+    assert!(text.contains("FAIL PACS \"gone\": cannot open a DICOM association with NOBODY@127.0.0.1") && text.contains("nothing answers there"), "{text}");
+    // A configuration that cannot work is refused with the reason.
+    std::fs::write(&broken.config, "[hub]\nurl = \"ftp://x\"\n").unwrap();
+    let out = broken.cmd(&["run", "--once"]).await;
+    assert!(!out.status.success() && stdout(&out).contains("hub.url must be the hub's http(s) URL"), "{}", stdout(&out));
+}
+
+/// Import reconciliation against a real worklist (dcmtk wlmscpfs): the patient found in the
+/// worklist gets the clinic's Patient ID, issuer and accession number, the sender's ID is kept in
+/// OtherPatientIDsSequence; a patient not in the worklist gets the prefix. UIDs, pixel data and
+/// every other attribute arrive unchanged. Stored through Orthanc's STOW-RS.
+#[tokio::test]
+async fn the_connector_reconciles_patient_ids_from_the_worklist() {
+    let app = spawn_app().await;
+    app.community("Klinikum Rec", "rEc1", "Saarbrücken").await;
+    let referrer = app.person("rec.ref@example.test", "Dr. Rec").await;
+    let creds = register(&app, "rEc1").await;
+    let orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
+    let worklist = Dcmtk::worklist(&[("Mustermann^Erika", "19700101", "KL-4711", "KLINIKUM", "A2026-99")]).await;
+    let site = Site::new(
+        &app,
+        &creds,
+        &format!(
+            "[[pacs]]\nname = \"orthanc\"\nkind = \"dicomweb\"\nurl = {:?}\n\n{}[inbound]\ntargets = [\"orthanc\"]\n\n[inbound.reconcile]\npatient_id = \"worklist\"\nworklist = \"mwl\"\nunmatched = \"prefix\"\nprefix = \"EXT-\"\nissuer = \"KLINIKUM\"\naccession = \"worklist\"\n",
+            orthanc.url("/dicom-web"),
+            dimse("mwl", worklist.port, "WORKLIST", "")
+        ),
+    );
+    let (st1, se1, st2, se2) = (uid(), uid(), uid(), uid());
+    let known: Vec<Vec<u8>> = (0..2).map(|_| Synth::new(&st1, &se1, &uid()).bytes()).collect();
+    let mut s = Synth::new(&st2, &se2, &uid());
+    s.patient_name = "Musterfrau^Anna".into();
+    s.patient_id = "PID-0002".into();
+    let unknown = s.bytes();
+    let t = app.send_transfer(&referrer, "rEc1", &[("a.dcm", known[0].clone()), ("b.dcm", known[1].clone()), ("c.dcm", unknown.clone())]).await;
+    let id = t["id"].as_str().unwrap().to_string();
+    let out = site.cmd(&["run", "--once"]).await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(transfer_state(&app, &referrer, &id).await["state"], "stored");
+
+    let client = reqwest::Client::new();
+    let ids: Vec<String> = client.get(orthanc.url("/instances")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ids.len(), 3);
+    let reconciled = [tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID, tags::OTHER_PATIENT_I_DS_SEQUENCE, tags::ACCESSION_NUMBER];
+    for oid in ids {
+        let bytes = client.get(orthanc.url(&format!("/instances/{oid}/file"))).send().await.unwrap().bytes().await.unwrap();
+        let got = dicom_object::from_reader(&bytes[128..]).unwrap();
+        let sop = got.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap().trim_end_matches('\0').to_string();
+        let original = [&known[0], &known[1], &unknown].into_iter().find(|b| b.windows(sop.len()).any(|w| w == sop.as_bytes())).expect("sent");
+        let sent = dicom_object::from_reader(&original[128..]).unwrap();
+        let text = |tag| got.element(tag).map(|e| e.to_str().unwrap().trim().to_string()).unwrap_or_default();
+        let other = got.element(tags::OTHER_PATIENT_I_DS_SEQUENCE).unwrap().items().unwrap()[0].element(tags::PATIENT_ID).unwrap().to_str().unwrap().trim().to_string();
+        if text(tags::PATIENT_NAME) == "Mustermann^Erika" {
+            assert_eq!(text(tags::PATIENT_ID), "KL-4711");
+            assert_eq!(text(tags::ISSUER_OF_PATIENT_ID), "KLINIKUM");
+            assert_eq!(text(tags::ACCESSION_NUMBER), "A2026-99");
+            assert_eq!(other, "PID-0001");
+        } else {
+            assert_eq!(text(tags::PATIENT_ID), "EXT-PID-0002");
+            assert_eq!(text(tags::ISSUER_OF_PATIENT_ID), "KLINIKUM");
+            assert_eq!(text(tags::ACCESSION_NUMBER), "ACC1", "no worklist match: the accession number stays");
+            assert_eq!(other, "PID-0002");
+        }
+        // Everything else is as sent: UIDs, pixel data, every other attribute.
+        let rest = |o: &dicom_object::DefaultDicomObject| -> Vec<_> { o.iter().filter(|e| !reconciled.contains(&e.header().tag)).cloned().collect() };
+        assert_eq!(rest(&got), rest(&sent), "only the reconciled attributes changed");
+    }
+}
+
+/// The faults of a site: the hub is killed and restarted while the connector downloads, the
+/// connector is killed with SIGKILL while it stores, and the PACS is down for a while when it
+/// comes back. In the end every instance is in the PACS exactly once and byte-identical, and the
+/// sender sees "stored".
+#[tokio::test]
+async fn every_instance_arrives_once_through_hub_restart_connector_kill_and_pacs_outage() {
+    let mut app = spawn_app().await;
+    app.community("Klinik Fault", "fLt1", "Homburg").await;
+    let referrer = app.person("fault.ref@example.test", "Dr. Fault").await;
+    let creds = register(&app, "fLt1").await;
+    let mut orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
+    let site = Site::new(&app, &creds, &format!("{}[inbound]\nretry_max_secs = 1\n", dimse("orthanc", orthanc.dicom, "ORTHANC", "associations = 2")));
+
+    const N: usize = 300;
+    let (st, se) = (uid(), uid());
+    let files: Vec<Vec<u8>> = (0..N)
+        .map(|_| {
+            let mut s = Synth::new(&st, &se, &uid());
+            s.rows = 256;
+            s.cols = 256;
+            s.bytes()
+        })
+        .collect();
+    let id = {
+        let t = app.open_transfer(&referrer, "fLt1", "Verlaufskontrolle").await;
+        let id = t["id"].as_str().unwrap().to_string();
+        for chunk in files.chunks(50) {
+            let named: Vec<(String, Vec<u8>)> = chunk.iter().enumerate().map(|(i, b)| (format!("{i}.dcm"), b.clone())).collect();
+            let refs: Vec<(&str, Vec<u8>)> = named.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+            assert!(app.upload_files(&referrer, &id, &refs).await.status().is_success());
+        }
+        let r = referrer.post(&app, &format!("/api/v1/transfers/{id}/send")).json(&json!({})).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        id
+    };
+
+    // 1. The hub dies while the connector downloads, and comes back.
+    let mut child = site.spawn();
+    let t0 = Instant::now();
+    while site.spooled() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the connector never started downloading");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let at_crash = site.spooled();
+    app.crash_and_restart().await;
+    assert!(at_crash < N, "the download finished before the hub could be restarted");
+
+    // 2. The connector is killed (SIGKILL) while it stores into the PACS.
+    let count = |o: &Orthanc| {
+        let url = o.url("/statistics");
+        async move { reqwest::get(url).await.ok()?.json::<Value>().await.ok()?["CountInstances"].as_u64() }
+    };
+    let t0 = Instant::now();
+    loop {
+        let n = count(&orthanc).await.unwrap_or(0) as usize;
+        if n >= 10 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "nothing reached the PACS");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = count(&orthanc).await.unwrap() as usize;
+    assert!(at_kill < N, "the connector finished before it could be killed");
+
+    // 3. The PACS is down when the connector comes back; it waits, then finishes.
+    orthanc.stop();
+    let mut child = site.spawn();
+    let t0 = Instant::now();
+    loop {
+        let out = site.cmd(&["status"]).await;
+        if stdout(&out).contains("nothing answers there") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the connector never noticed the PACS was down:\n{}", stdout(&out));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(transfer_state(&app, &referrer, &id).await["state"], "received", "not failed while the PACS is down");
+    orthanc.start_again().await;
+    let t0 = Instant::now();
+    loop {
+        let s = transfer_state(&app, &referrer, &id).await;
+        if s["state"] == "stored" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(180), "not stored in time: {s}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let stored = orthanc.stored().await;
+    assert_eq!(stored.len(), N, "every instance exactly once");
+    let mut want: Vec<String> = files.iter().map(|b| sha(dataset(b))).collect();
+    want.sort();
+    let mut got: Vec<String> = stored.into_values().collect();
+    got.sort();
+    assert_eq!(got, want, "byte-identical data sets");
+}
