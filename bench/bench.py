@@ -80,7 +80,7 @@ def start_orthanc(tmp):
     http, dicom = free_port(), free_port()
     cfg = {
         "Name": "bench", "StorageDirectory": os.path.join(tmp, "orthanc", "s"), "IndexDirectory": os.path.join(tmp, "orthanc", "i"),
-        "HttpPort": http, "DicomPort": dicom, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
         "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{http}"},
     }
@@ -91,7 +91,9 @@ def start_orthanc(tmp):
     binary = "/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else "Orthanc"
     proc = subprocess.Popen([binary, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{http}/system")
-    return Server("Orthanc", proc, f"http://127.0.0.1:{http}/dicom-web", {})
+    server = Server("Orthanc", proc, f"http://127.0.0.1:{http}/dicom-web", {})
+    server.dicom = dicom
+    return server
 
 
 def files_under(d):

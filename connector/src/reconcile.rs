@@ -174,3 +174,93 @@ pub fn apply(d: &Decision, src: &Path, dst: &Path) -> anyhow::Result<()> {
     std::fs::rename(&part, dst)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_object::FileMetaTableBuilder;
+
+    fn file(dir: &Path, pid: &str) -> std::path::PathBuf {
+        let obj = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7")),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.1")),
+            DataElement::new(tags::ACCESSION_NUMBER, VR::SH, PrimitiveValue::from("ACC1")),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Test^Anna")),
+            DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(pid)),
+            DataElement::new(tags::ISSUER_OF_PATIENT_ID, VR::LO, PrimitiveValue::from("PRAXIS")),
+            DataElement::new(tags::PATIENT_BIRTH_DATE, VR::DA, PrimitiveValue::from("19800202")),
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.2")),
+        ]);
+        let f = obj
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .transfer_syntax("1.2.840.10008.1.2.1")
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+                    .media_storage_sop_instance_uid("2.25.1"),
+            )
+            .unwrap();
+        let path = dir.join(format!("{pid}.dcm"));
+        f.write_to_file(&path).unwrap();
+        path
+    }
+
+    fn read(path: &Path) -> dicom_object::DefaultDicomObject {
+        dicom_object::OpenFileOptions::new().open_file(path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn mapping_replaces_the_id_keeps_the_original_and_falls_back_to_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("ids.csv");
+        std::fs::write(&table, "sender_patient_id,local_patient_id\nP-1,4711\n").unwrap();
+        let rule = Reconcile {
+            patient_id: PatientIdRule::Mapping,
+            mapping_file: Some(table),
+            prefix: "EXT-".into(),
+            issuer: "KLINIKUM".into(),
+            accession: AccessionRule::Clear,
+            ..Reconcile::default()
+        };
+        let mut r = Reconciler::new(&rule, None).unwrap();
+        let known = file(dir.path(), "P-1");
+        let d = r.decide("study-a", &known).await.unwrap();
+        assert_eq!(d.patient_id.as_deref(), Some("4711"));
+        let out = dir.path().join("out.dcm");
+        apply(&d, &known, &out).unwrap();
+        let o = read(&out);
+        assert_eq!(text(&o, tags::PATIENT_ID), "4711");
+        assert_eq!(text(&o, tags::ISSUER_OF_PATIENT_ID), "KLINIKUM");
+        assert_eq!(text(&o, tags::ACCESSION_NUMBER), "");
+        let other = &o.element(tags::OTHER_PATIENT_I_DS_SEQUENCE).unwrap().items().unwrap()[0];
+        assert_eq!(text(other, tags::PATIENT_ID), "P-1");
+        assert_eq!(text(other, tags::ISSUER_OF_PATIENT_ID), "PRAXIS");
+        assert_eq!(text(&o, tags::SOP_INSTANCE_UID), "2.25.1", "UIDs stay");
+
+        let unknown = file(dir.path(), "P-2");
+        let d = r.decide("study-b", &unknown).await.unwrap();
+        assert_eq!(d.patient_id.as_deref(), Some("EXT-P-2"), "not in the table: the prefix");
+
+        let fail = Reconcile { unmatched: Unmatched::Fail, ..rule.clone() };
+        let err = Reconciler::new(&fail, None).unwrap().decide("study-c", &unknown).await.unwrap_err();
+        assert!(format!("{err}").contains("found neither"), "{err}");
+        assert!(!format!("{err}").contains("Test^Anna") && !format!("{err}").contains("P-2"), "no patient data in errors");
+    }
+
+    #[tokio::test]
+    async fn keep_changes_nothing_and_without_an_issuer_the_senders_issuer_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(dir.path(), "P-9");
+        let mut keep = Reconciler::new(&Reconcile::default(), None).unwrap();
+        assert!(keep.is_passthrough());
+        assert!(keep.decide("s", &f).await.unwrap().changes_nothing());
+        let rule = Reconcile { patient_id: PatientIdRule::Prefix, prefix: "X".into(), keep_original: false, ..Reconcile::default() };
+        let d = Reconciler::new(&rule, None).unwrap().decide("s", &f).await.unwrap();
+        let out = dir.path().join("o.dcm");
+        apply(&d, &f, &out).unwrap();
+        let o = read(&out);
+        assert_eq!(text(&o, tags::PATIENT_ID), "XP-9");
+        assert!(o.element(tags::ISSUER_OF_PATIENT_ID).is_err());
+        assert!(o.element(tags::OTHER_PATIENT_I_DS_SEQUENCE).is_err());
+        assert_eq!(text(&o, tags::ACCESSION_NUMBER), "ACC1");
+    }
+}

@@ -41,7 +41,7 @@ impl Drop for Dcmtk {
 
 impl Dcmtk {
     async fn start(program: &str, args: &[&str], dir: tempfile::TempDir, port: u16) -> Dcmtk {
-        let child = Command::new(program)
+        let mut child = Command::new(program)
             .args(args)
             .arg(port.to_string())
             .env("TCP_NODELAY", "1")
@@ -55,6 +55,8 @@ impl Dcmtk {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("{program} did not start");
     }
 
