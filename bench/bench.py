@@ -89,7 +89,8 @@ def start_orthanc(tmp):
     with open(path, "w") as f:
         json.dump(cfg, f)
     binary = "/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else "Orthanc"
-    proc = subprocess.Popen([binary, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Orthanc's DICOM side is dcmtk, which turns Nagle off only when TCP_NODELAY is set.
+    proc = subprocess.Popen([binary, path], env=dict(os.environ, TCP_NODELAY="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{http}/system")
     server = Server("Orthanc", proc, f"http://127.0.0.1:{http}/dicom-web", {})
     server.dicom = dicom
