@@ -20,7 +20,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import ROOT, TOKEN, start_orthanc  # noqa: E402
-from send import make_folder, prepare_hub  # noqa: E402
+from send import bench_token, make_folder, prepare_hub  # noqa: E402
 
 RELEASE = os.path.join(ROOT, "target", "release")
 
@@ -48,9 +48,7 @@ def main(n, associations):
         hub, base = prepare_hub(tmp)
         pacs = start_orthanc(os.path.join(tmp, "b"))
         try:
-            s = requests.Session()
-            assert s.post(f"{base}/api/v1/auth/login", json={"email": "bench@example.test", "password": "bench-password-123"}).status_code == 200
-            token = s.post(f"{base}/api/v1/tokens", json={"name": "bench"}).json()["token"]
+            token = bench_token(base)
             subprocess.run([os.path.join(RELEASE, "ferry-connector"), "send", "--hub", base, "--community", "bNch", "--note", "bench", cd],
                            env=dict(os.environ, FERRY_TOKEN=token), check=True, capture_output=True)
             c = requests.post(f"{base}/api/v1/communities/bNch/connectors", headers={"Authorization": f"Bearer {TOKEN}"}, json={"name": "bench"}).json()

@@ -47,15 +47,20 @@ def prepare_hub(tmp):
     return hub, base
 
 
+def bench_token(base):
+    """A personal access token of bench@example.test (made by `prepare_hub`)."""
+    s = requests.Session()
+    assert s.post(f"{base}/api/v1/auth/login", json={"email": "bench@example.test", "password": "bench-password-123"}).status_code == 200
+    return s.post(f"{base}/api/v1/tokens", json={"name": "bench"}).json()["token"]
+
+
 def main(n):
     with tempfile.TemporaryDirectory() as tmp:
         cd = os.path.join(tmp, "CD")
         size = make_folder(cd, n)
         hub, base = prepare_hub(tmp)
         try:
-            s = requests.Session()
-            assert s.post(f"{base}/api/v1/auth/login", json={"email": "bench@example.test", "password": "bench-password-123"}).status_code == 200
-            token = s.post(f"{base}/api/v1/tokens", json={"name": "bench"}).json()["token"]
+            token = bench_token(base)
             t0 = time.perf_counter()
             out = subprocess.run(["/usr/bin/time", "-f", "%M", os.path.join(ROOT, "target", "release", "ferry-connector"), "send",
                                   "--hub", base, "--community", "bNch", "--note", "bench", cd],

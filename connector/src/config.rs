@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -23,9 +23,6 @@ pub struct Config {
     pub pacs: Vec<Target>,
     #[serde(default)]
     pub inbound: Inbound,
-    /// The DICOM node the PACS sends studies to (outbound to the hub); off when absent.
-    #[serde(default)]
-    pub scp: Option<Scp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -168,38 +165,6 @@ pub enum AccessionRule {
     Worklist,
 }
 
-/// The connector's own DICOM node (Storage SCP) that the PACS sends outbound studies to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Scp {
-    #[serde(default = "default_calling_ae")]
-    pub ae_title: String,
-    /// e.g. `0.0.0.0:11112`
-    pub listen: String,
-    /// Seconds without a new instance after which a received study is considered complete.
-    #[serde(default = "default_settle_secs")]
-    pub settle_secs: u64,
-    /// Routing rules, first match wins. A study no rule matches is kept and reported by `status`.
-    #[serde(default)]
-    pub routes: Vec<Route>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Route {
-    /// Matches the calling AE title of the sending PACS.
-    #[serde(default)]
-    pub calling_ae: Option<String>,
-    /// Matches a tag value, e.g. `tag = "00081030"` (StudyDescription) with `equals = "FERRY"`.
-    #[serde(default)]
-    pub tag: Option<String>,
-    #[serde(default)]
-    pub equals: Option<String>,
-    /// Send the study as a transfer to this community (its public code).
-    pub community: String,
-    /// The note the clinic sees.
-    #[serde(default)]
-    pub note: String,
-}
-
 fn default_state_dir() -> PathBuf {
     PathBuf::from("ferry-connector-data")
 }
@@ -220,9 +185,6 @@ fn default_give_up_secs() -> u64 {
 }
 fn default_retry_max_secs() -> u64 {
     60
-}
-fn default_settle_secs() -> u64 {
-    10
 }
 fn yes() -> bool {
     true
@@ -289,17 +251,6 @@ impl Config {
         }
         if r.accession == AccessionRule::Worklist && r.patient_id != PatientIdRule::Worklist {
             bail!("reconcile.accession = \"worklist\" works only with patient_id = \"worklist\"");
-        }
-        if let Some(scp) = &self.scp {
-            scp.listen.parse::<std::net::SocketAddr>().with_context(|| format!("scp.listen {:?} is not an address like 0.0.0.0:11112", scp.listen))?;
-            for route in &scp.routes {
-                if route.calling_ae.is_none() && route.tag.is_none() {
-                    bail!("an scp route needs calling_ae or tag (to send everything, use tag = \"00080016\" without equals)");
-                }
-                if let Some(tag) = &route.tag {
-                    crate::dimse::parse_tag(tag)?;
-                }
-            }
         }
         Ok(())
     }

@@ -1,6 +1,5 @@
 //! DICOM DIMSE on dicom-ul: C-ECHO, C-STORE (streamed from files, several associations in
-//! parallel) and Modality Worklist C-FIND as a user; the message framing the Storage SCP
-//! ([`crate::scp`]) shares. dicom-ul negotiates associations and frames PDUs; the DIMSE command
+//! parallel) and Modality Worklist C-FIND as a user. dicom-ul negotiates associations and frames PDUs; the DIMSE command
 //! sets are built here (PS3.7 §9.3 and §E).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -94,16 +93,6 @@ fn plain_ul_error(peer: &Peer, e: &dicom_ul::association::Error) -> anyhow::Erro
         _ if format!("{e}").contains("onnect") => anyhow::anyhow!("{head}: nothing answers there (is the PACS running, host and port right, a firewall in between?)"),
         _ => anyhow::anyhow!("{head}: {e}"),
     }
-}
-
-pub fn parse_tag(s: &str) -> anyhow::Result<Tag> {
-    let hex: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    if hex.len() != 8 || s.chars().any(|c| !(c.is_ascii_hexdigit() || matches!(c, ',' | '(' | ')' | ' '))) {
-        bail!("{s:?} is not a DICOM tag like 00081030 or (0008,1030)");
-    }
-    let g = u16::from_str_radix(&hex[..4], 16)?;
-    let e = u16::from_str_radix(&hex[4..], 16)?;
-    Ok(Tag(g, e))
 }
 
 fn us(tag: Tag, v: u16) -> InMemElement {

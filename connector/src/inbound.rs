@@ -54,6 +54,9 @@ pub fn peer(t: &Target) -> Option<Peer> {
 
 impl Inbound {
     pub async fn new(cfg: &Config, state: &State) -> anyhow::Result<Inbound> {
+        if cfg.inbound_targets().is_empty() {
+            bail!("no PACS target is configured for inbound studies ([[pacs]] in the configuration)");
+        }
         let instance = state.instance_id().await?;
         let hub = Hub::new(&cfg.hub.url, &cfg.hub.client_id, &cfg.hub.client_secret, &instance)?;
         let worklist = cfg.inbound.reconcile.worklist.as_deref().and_then(|w| cfg.target(w)).and_then(peer);
@@ -69,9 +72,6 @@ impl Inbound {
 
     /// Claims and works on one transfer, if any is waiting.
     pub async fn round(&mut self) -> anyhow::Result<Round> {
-        if self.cfg.inbound_targets().is_empty() {
-            bail!("no PACS target is configured for inbound studies ([[pacs]] in the configuration)");
-        }
         let Some(claim) = self.hub.claim().await? else {
             self.queue_depth = 0;
             return Ok(Round::Idle);
@@ -225,48 +225,44 @@ impl Inbound {
         Ok(())
     }
 
+    /// Downloads in rounds of 64 (four at a time). Between rounds the token is refreshed when due
+    /// and, every 30 s, an empty acknowledgement renews the lease of a long download.
     async fn download(&mut self, id: &str, missing: &[&ClaimedInstance], spool: &std::path::Path) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let token = self.hub.token().await?;
-        let hub = &self.hub;
-        let mut results = futures_util::stream::iter(missing.iter().map(|i| {
-            let to: PathBuf = spool.join(format!("{}.dcm", i.sop_instance_uid));
-            let token = token.clone();
-            async move {
-                let mut last = None;
-                for attempt in 0..3u32 {
-                    if attempt > 0 {
-                        tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+        let mut renewed = Instant::now();
+        for chunk in missing.chunks(64) {
+            if renewed.elapsed() > Duration::from_secs(30) {
+                self.hub.ack(id, &[]).await?;
+                renewed = Instant::now();
+            }
+            let token = self.hub.token().await?;
+            let hub = &self.hub;
+            let mut results = futures_util::stream::iter(chunk.iter().map(|i| {
+                let to: PathBuf = spool.join(format!("{}.dcm", i.sop_instance_uid));
+                let token = token.as_str();
+                async move {
+                    let mut last = None;
+                    for attempt in 0..3u32 {
+                        if attempt > 0 {
+                            tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                        }
+                        match hub.download(token, i, &to).await {
+                            Ok(()) => return Ok(()),
+                            Err(e) => last = Some(e),
+                        }
                     }
-                    match hub.download(&token, i, &to).await {
-                        Ok(()) => return Ok(()),
-                        Err(e) => last = Some(e),
-                    }
+                    Err(last.unwrap_or_else(|| anyhow::anyhow!("download failed")))
                 }
-                Err(last.unwrap_or_else(|| anyhow::anyhow!("download failed")))
+            }))
+            .buffer_unordered(4);
+            let mut first_error = None;
+            while let Some(r) = results.next().await {
+                if let Err(e) = r {
+                    first_error.get_or_insert(e);
+                }
             }
-        }))
-        .buffer_unordered(4);
-        let mut first_error = None;
-        let mut renew = false;
-        while let Some(r) = results.next().await {
-            if let Err(e) = r {
-                first_error.get_or_insert(e);
+            if let Some(e) = first_error {
+                return Err(e.context("downloading from the hub"));
             }
-            if started.elapsed() > Duration::from_secs(30) {
-                renew = true;
-                break;
-            }
-        }
-        if renew {
-            // A long download keeps its lease (an empty acknowledgement renews it), then goes on.
-            drop(results);
-            self.hub.ack(id, &[]).await?;
-            let rest: Vec<&ClaimedInstance> = missing.iter().copied().filter(|i| !spool.join(format!("{}.dcm", i.sop_instance_uid)).exists()).collect();
-            return Box::pin(self.download(id, &rest, spool)).await;
-        }
-        if let Some(e) = first_error {
-            return Err(e.context("downloading from the hub"));
         }
         Ok(())
     }

@@ -1,7 +1,6 @@
 //! Ferry site connector: the service a clinic runs beside its PACS to move studies between the
 //! PACS and a Ferry hub. `run` pulls the community's transfers into the PACS ([`inbound`]: DIMSE
-//! C-STORE or STOW-RS, import reconciliation, durable state) and, with `[scp]`, takes studies
-//! the PACS sends to its DICOM node to the hub ([`scp`]); `check` tests every connection;
+//! C-STORE or STOW-RS, import reconciliation, durable state); `check` tests every connection;
 //! `status` shows the local state; `send` sends files from the command line ([`send`]).
 
 pub mod config;

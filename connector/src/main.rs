@@ -11,8 +11,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the connector: pull the community's transfers into the PACS (and, with [scp], take
-    /// studies the PACS sends to the hub) until stopped.
+    /// Run the connector: pull the community's transfers into the PACS until stopped.
     Run {
         /// The configuration file (default: ./ferry-connector.toml).
         #[arg(long, short, env = "FERRY_CONNECTOR_CONFIG")]

@@ -176,6 +176,7 @@ pub fn apply(d: &Decision, src: &Path, dst: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use dicom_object::FileMetaTableBuilder;

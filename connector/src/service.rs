@@ -154,24 +154,13 @@ pub async fn status(cfg: &Config) -> anyhow::Result<()> {
             if err.is_empty() { String::new() } else { format!(" — last error: {err}") }
         );
     }
-    let outbound = sqlx::query("SELECT study_uid, calling_ae, files, state, message FROM outbound ORDER BY last_file_at DESC LIMIT 20").fetch_all(&state.db).await?;
-    for r in &outbound {
-        println!(
-            "outbound study {} from {}: {} file(s), {} {}",
-            r.try_get::<String, _>(0)?,
-            r.try_get::<String, _>(1)?,
-            r.try_get::<i64, _>(2)?,
-            r.try_get::<String, _>(3)?,
-            r.try_get::<String, _>(4)?
-        );
-    }
     let events = sqlx::query("SELECT at, kind, message FROM events ORDER BY at DESC LIMIT 10").fetch_all(&state.db).await?;
     for r in &events {
         let at: i64 = r.try_get(0)?;
         let t = time::OffsetDateTime::from_unix_timestamp(at / 1000).map(|t| format!("{} {:02}:{:02}:{:02}Z", t.date(), t.hour(), t.minute(), t.second())).unwrap_or_default();
         println!("{t} {} {}", r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
     }
-    if counts.is_empty() && outbound.is_empty() {
+    if counts.is_empty() {
         println!("nothing handled yet");
     }
     Ok(())

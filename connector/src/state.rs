@@ -36,15 +36,6 @@ const SCHEMA: &[&str] = &[
         acked_at INTEGER NOT NULL,
         PRIMARY KEY (transfer_id, sop_instance_uid)
     )",
-    "CREATE TABLE IF NOT EXISTS outbound (
-        study_uid TEXT PRIMARY KEY,
-        calling_ae TEXT NOT NULL,
-        files INTEGER NOT NULL DEFAULT 0,
-        last_file_at INTEGER NOT NULL,
-        state TEXT NOT NULL,               -- receiving, sent, unrouted, failed
-        transfer_id TEXT,
-        message TEXT NOT NULL DEFAULT ''
-    )",
     "CREATE TABLE IF NOT EXISTS events (
         at INTEGER NOT NULL,
         kind TEXT NOT NULL,

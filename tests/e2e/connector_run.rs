@@ -18,22 +18,6 @@ fn connector_binary() -> PathBuf {
     hub_binary().with_file_name("ferry-connector")
 }
 
-/// Registers a connector for `code`; returns (client id, secret).
-async fn register(app: &TestApp, code: &str) -> (String, String) {
-    let c: Value = app
-        .client
-        .post(app.url(&format!("/api/v1/communities/{code}/connectors")))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "Keller"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (c["client_id"].as_str().unwrap().into(), c["client_secret"].as_str().unwrap().into())
-}
-
 /// A connector installation: its configuration file and state directory.
 struct Site {
     dir: tempfile::TempDir,
@@ -88,13 +72,6 @@ fn sha(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-/// The data set of a Part-10 file (what follows the file meta group).
-fn dataset(file: &[u8]) -> &[u8] {
-    assert_eq!(&file[128..132], b"DICM");
-    let group_len = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
-    &file[144 + group_len..]
-}
-
 fn dimse(name: &str, port: u16, called: &str, extra: &str) -> String {
     format!("[[pacs]]\nname = {name:?}\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {port}\ncalled_ae = {called:?}\ncalling_ae = \"FERRYTEST\"\n{extra}\n")
 }
@@ -111,7 +88,7 @@ async fn the_connector_stores_by_c_store_into_orthanc_and_storescp() {
     let app = spawn_app().await;
     app.community("Radiologie Keller", "kLr1", "Homburg").await;
     let referrer = app.person("cstore.ref@example.test", "Dr. Store").await;
-    let creds = register(&app, "kLr1").await;
+    let creds = app.connector("kLr1").await;
     let orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
     let storescp = Dcmtk::storescp().await;
     let site = Site::new(
@@ -190,7 +167,7 @@ async fn the_connector_reconciles_patient_ids_from_the_worklist() {
     let app = spawn_app().await;
     app.community("Klinikum Rec", "rEc1", "Saarbrücken").await;
     let referrer = app.person("rec.ref@example.test", "Dr. Rec").await;
-    let creds = register(&app, "rEc1").await;
+    let creds = app.connector("rEc1").await;
     let orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
     let worklist = Dcmtk::worklist(&[("Mustermann^Erika", "19700101", "KL-4711", "KLINIKUM", "A2026-99")]).await;
     let site = Site::new(
@@ -252,7 +229,7 @@ async fn every_instance_arrives_once_through_hub_restart_connector_kill_and_pacs
     let mut app = spawn_app().await;
     app.community("Klinik Fault", "fLt1", "Homburg").await;
     let referrer = app.person("fault.ref@example.test", "Dr. Fault").await;
-    let creds = register(&app, "fLt1").await;
+    let creds = app.connector("fLt1").await;
     let mut orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
     let site = Site::new(&app, &creds, &format!("{}[inbound]\nretry_max_secs = 1\n", dimse("orthanc", orthanc.dicom, "ORTHANC", "associations = 2")));
 

@@ -165,17 +165,7 @@ async fn the_connector_pulls_a_transfer_into_orthanc_by_stow_rs() {
     let app = spawn_app_with(|_| {}).await;
     app.community("Orthanc Klinik", "oRth", "Homburg").await;
     let referrer = app.person("orth.ref@example.test", "Dr. Orthanc").await;
-    let c: Value = app
-        .client
-        .post(app.url("/api/v1/communities/oRth/connectors"))
-        .bearer_auth(crate::helpers::TOKEN)
-        .json(&json!({"name": "Keller"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (client_id, client_secret) = app.connector("oRth").await;
     let orthanc = crate::peers::Orthanc::start(&format!("{}/dicomweb", app.base)).await;
     let (st, se) = (uid(), uid());
     let files: Vec<Vec<u8>> = (0..3).map(|_| Synth::new(&st, &se, &uid()).bytes()).collect();
@@ -189,8 +179,8 @@ async fn the_connector_pulls_a_transfer_into_orthanc_by_stow_rs() {
         // Configured by the environment alone (no file): hub, credentials, one STOW-RS target.
         let envs = [
             ("FERRY_CONNECTOR_HUB__URL", app.base.clone()),
-            ("FERRY_CONNECTOR_HUB__CLIENT_ID", c["client_id"].as_str().unwrap().to_string()),
-            ("FERRY_CONNECTOR_HUB__CLIENT_SECRET", c["client_secret"].as_str().unwrap().to_string()),
+            ("FERRY_CONNECTOR_HUB__CLIENT_ID", client_id.clone()),
+            ("FERRY_CONNECTOR_HUB__CLIENT_SECRET", client_secret.clone()),
             ("FERRY_CONNECTOR_STATE_DIR", state.path().to_str().unwrap().to_string()),
             ("FERRY_CONNECTOR_PACS", format!("[{{name=\"orthanc\",kind=\"dicomweb\",url=\"{stow}\"}}]")),
             ("FERRY_CONNECTOR_INBOUND__MAX_ATTEMPTS", "1".into()),

@@ -344,6 +344,14 @@ impl Synth {
     }
 }
 
+/// The data set of a Part-10 file: what follows the file meta group (over DIMSE only the data set
+/// travels; the receiver writes its own meta group).
+pub fn dataset(file: &[u8]) -> &[u8] {
+    assert_eq!(&file[128..132], b"DICM");
+    let group_len = u32::from_le_bytes(file[140..144].try_into().expect("4 bytes")) as usize;
+    &file[144 + group_len..]
+}
+
 /// A unique UID for a test object.
 pub fn uid() -> String {
     let u = uuid::Uuid::new_v4().as_u128();

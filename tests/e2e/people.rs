@@ -146,6 +146,22 @@ impl TestApp {
     }
 
     /// Opens a transfer, uploads `files` (name, bytes) as a folder upload, and sends it.
+    /// Registers a connector for the community `code`; returns (client id, secret).
+    pub async fn connector(&self, code: &str) -> (String, String) {
+        let c: Value = self
+            .client
+            .post(self.url(&format!("/api/v1/communities/{code}/connectors")))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": "Keller"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (c["client_id"].as_str().unwrap().into(), c["client_secret"].as_str().unwrap().into())
+    }
+
     pub async fn send_transfer(&self, p: &Person, code: &str, files: &[(&str, Vec<u8>)]) -> Value {
         let t = self.open_transfer(p, code, "Befund erbeten").await;
         let id = t["id"].as_str().expect("id").to_string();
