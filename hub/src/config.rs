@@ -31,6 +31,64 @@ pub struct Config {
     pub sweep: SweepConfig,
     pub mail: MailConfig,
     pub connectors: ConnectorsConfig,
+    pub shares: SharesConfig,
+    pub retention: RetentionConfig,
+}
+
+/// Access codes: lifetimes, the brute-force guard and the sessions after a right answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SharesConfig {
+    /// The longest a share may live (days), also after extensions.
+    pub max_days: u32,
+    /// Wrong answers to a code before it is locked for `lockout_secs`; every further wrong answer
+    /// doubles the lock (at most a day).
+    pub max_failed: u32,
+    pub lockout_secs: u64,
+    /// After this many wrong answers the code stays locked until the clinic unlocks it.
+    pub hard_lock_after: u32,
+    /// Browser session after a right answer: closed after `session_idle_secs` without a request,
+    /// and after `session_max_secs` in any case.
+    pub session_idle_secs: u64,
+    pub session_max_secs: u64,
+    /// Lifetime of a DLX bearer token (JWT).
+    pub dlx_token_secs: u64,
+    /// Rate limit of code redemption per client address: a burst, then one per period.
+    pub rate_burst: u32,
+    pub rate_period_ms: u64,
+}
+
+impl Default for SharesConfig {
+    fn default() -> Self {
+        Self {
+            max_days: 730,
+            max_failed: 5,
+            lockout_secs: 300,
+            hard_lock_after: 20,
+            session_idle_secs: 1800,
+            session_max_secs: 12 * 3600,
+            dlx_token_secs: 3600,
+            rate_burst: 10,
+            rate_period_ms: 6000,
+        }
+    }
+}
+
+/// The deletion of expired shares and of the data nothing else holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// How often the retention job runs.
+    pub interval_secs: u64,
+    /// How long an expired or revoked share (and its data) is kept before deletion, so the
+    /// clinic can still extend it. Shares the patient deleted go at once.
+    pub grace_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { interval_secs: 600, grace_secs: 7 * 86400 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +151,10 @@ pub struct KeysConfig {
     /// The local key-encryption key (32 random bytes, hex). Created on first start when missing.
     /// Default `<data_dir>/keys/kek.hex`. Keep it apart from the database and blob backups.
     pub kek_file: Option<PathBuf>,
+    /// The hub secret (32 random bytes, hex): keys the hashes of access codes and signs DLX
+    /// tokens. Created on first start when missing. Default `<data_dir>/keys/hub-secret.hex`.
+    /// Several hubs of one system share it.
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,6 +270,8 @@ impl Default for Config {
             sweep: SweepConfig::default(),
             mail: MailConfig::default(),
             connectors: ConnectorsConfig::default(),
+            shares: SharesConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -280,6 +344,10 @@ impl Config {
 
     pub fn blob_dir(&self) -> PathBuf {
         self.storage.path.clone().unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
+
+    pub fn secret_file(&self) -> PathBuf {
+        self.keys.secret_file.clone().unwrap_or_else(|| self.data_dir.join("keys").join("hub-secret.hex"))
     }
 
     pub fn kek_file(&self) -> PathBuf {

@@ -6,14 +6,19 @@
 
 pub mod access;
 pub mod accounts;
+pub mod archive;
+pub mod audit;
 pub mod communities;
 pub mod config;
 pub mod connectors;
 pub mod db;
 pub mod dicomweb;
+pub mod dlx;
 pub mod error;
 pub mod health;
 pub mod ingest;
+pub mod retention;
+pub mod shares;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -45,6 +45,14 @@ impl Application {
             );
         }
         let keys = Keyring::new(Arc::new(kek));
+        let (secret, secret_created) = crate::storage::keys::HubSecret::load_or_create(&config.secret_file())?;
+        if secret_created {
+            tracing::warn!(
+                path = %config.secret_file().display(),
+                "generated a new hub secret (it keys the access-code hashes and signs DLX tokens); \
+                 back it up with the key-encryption key — without it no issued code works"
+            );
+        }
         let admin_token = admin_token(&config)?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -64,6 +72,8 @@ impl Application {
             mailer,
             oidc: Default::default(),
             auth_limit: crate::accounts::AuthLimit::new(&config.auth),
+            redeem_limit: crate::accounts::AuthLimit::with(config.shares.rate_burst, config.shares.rate_period_ms),
+            secret,
             config: Arc::new(config),
             db: pools.read,
             db_write: pools.write,
@@ -103,11 +113,13 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let app = router(state.clone());
-        let sweeper = tokio::spawn(sweep_loop(state));
+        let sweeper = tokio::spawn(sweep_loop(state.clone()));
+        let retention = tokio::spawn(retention_loop(state));
         let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(stop)
             .await;
         sweeper.abort();
+        retention.abort();
         served.context("HTTP server failed")
     }
 }
@@ -137,7 +149,13 @@ pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE, X_REQUEST_ID.clone()])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::ACCEPT,
+            header::CONTENT_TYPE,
+            X_REQUEST_ID.clone(),
+            HeaderName::from_static(ferry_schemas::dlx::HEADER),
+        ])
         .expose_headers([header::CONTENT_TYPE, header::CONTENT_LENGTH, header::WARNING, X_REQUEST_ID.clone()])
         .max_age(Duration::from_secs(3600));
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -161,6 +179,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::accounts::oidc::router())
         .merge(crate::transfers::router())
         .merge(crate::connectors::router(&state))
+        .merge(crate::shares::router(&state))
+        .merge(crate::dlx::router(&state))
         .merge(crate::ui::router(&state))
         .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
         .fallback(crate::error::not_found)
@@ -183,6 +203,16 @@ async fn sweep_loop(state: AppState) {
     loop {
         if let Err(e) = crate::storage::sweep::sweep_orphans(&state.db_write, &state.blobs, age).await {
             tracing::warn!(error = %format!("{e:#}"), "orphan sweep failed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn retention_loop(state: AppState) {
+    let every = Duration::from_secs(state.config.retention.interval_secs.max(1));
+    loop {
+        if let Err(e) = crate::retention::run_once(&state).await {
+            tracing::warn!(error = %format!("{e:#}"), "retention run failed");
         }
         tokio::time::sleep(every).await;
     }

@@ -30,4 +30,7 @@ pub struct AppState {
     pub mailer: crate::accounts::mail::Mailer,
     pub oidc: crate::accounts::oidc::OidcCache,
     pub auth_limit: crate::accounts::AuthLimit,
+    /// The rate limit of code redemption per client address.
+    pub redeem_limit: crate::accounts::AuthLimit,
+    pub secret: crate::storage::keys::HubSecret,
 }

@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "accounts and transfers", include_str!("../migrations/0003_accounts_transfers.sql")),
     (4, "community logos", include_str!("../migrations/0004_community_logos.sql")),
     (5, "connectors", include_str!("../migrations/0005_connectors.sql")),
+    (6, "shares and audit", include_str!("../migrations/0006_shares.sql")),
 ];
 
 /// The OpenAPI document of the hub's own (non-DICOMweb) API.
@@ -398,4 +399,259 @@ pub struct ConnectorReport {
     pub state: String,
     #[serde(default)]
     pub message: String,
+}
+
+/// `POST /api/v1/shares`: an access code for studies a community holds. With `studies` or
+/// `patient_id` the code is issued at once; with neither the share starts as a draft that takes
+/// files (`POST /api/v1/shares/{id}/files`) and is issued by `POST /api/v1/shares/{id}/issue`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NewShare {
+    /// The community's public code.
+    pub community: String,
+    /// Study Instance UIDs the community holds.
+    #[serde(default)]
+    pub studies: Vec<String>,
+    /// Instead of `studies`: every study of this patient ID at the community.
+    #[serde(default)]
+    pub patient_id: Option<String>,
+    #[serde(flatten)]
+    pub options: ShareOptions,
+}
+
+/// How a share is protected and how long it lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ShareOptions {
+    /// `birth_date` (default), `password` (a one-time password printed on a separate slip),
+    /// `study_date` or `custom` (with `question` and `answer`).
+    #[serde(default)]
+    pub second_factor: Option<String>,
+    /// The birth date to ask for (YYYYMMDD) when the images' PatientBirthDate is empty or wrong.
+    #[serde(default)]
+    pub birth_date: Option<String>,
+    #[serde(default)]
+    pub question: Option<String>,
+    #[serde(default)]
+    pub answer: Option<String>,
+    /// Lifetime in days (default: the community's default, 90); or `expires_at` (Unix ms).
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// A note for the clinic's staff (never shown to the patient).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// A report PDF of a share.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShareReport {
+    pub id: String,
+    pub study_uid: String,
+    pub name: String,
+    pub size: u64,
+    /// From then on the patient sees it (Unix ms).
+    pub release_at: i64,
+    pub released: bool,
+}
+
+/// A share as the clinic's staff see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Share {
+    pub id: String,
+    /// `draft`, `active`, `revoked` or `deleted`; `expired` when active but past `expires_at`.
+    pub state: String,
+    pub community: String,
+    pub community_name: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    /// `PAT_BIRTH_DATE`, `PASSWORD`, `STUDY_DATE` or `CUSTOM`.
+    pub question_type: String,
+    pub created_by: String,
+    pub created_at: i64,
+    #[serde(default)]
+    pub issued_at: Option<i64>,
+    pub expires_at: i64,
+    #[serde(default)]
+    pub last_access_at: Option<i64>,
+    pub failed_attempts: u64,
+    /// Locked after too many wrong answers; staff can unlock.
+    pub locked: bool,
+    #[serde(default)]
+    pub locked_until: Option<i64>,
+    /// Set for a code a patient forwarded.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    #[serde(default)]
+    pub note: String,
+    #[serde(default)]
+    pub studies: Vec<TransferStudy>,
+    #[serde(default)]
+    pub reports: Vec<ShareReport>,
+}
+
+/// The answer to issuing a share: the code and password are shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IssuedShare {
+    pub share: Share,
+    /// `XXXX-XXXX-XXXX` (Crockford base32, the last character a check character).
+    pub code: String,
+    /// The one-time password, when that is the second factor.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// What the QR code on the sheet encodes.
+    pub redeem_url: String,
+}
+
+/// `POST /api/v1/shares/{id}/extend`: by `days` from the current expiry, or to `until` (Unix ms).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ExtendShare {
+    #[serde(default)]
+    pub days: Option<u32>,
+    #[serde(default)]
+    pub until: Option<i64>,
+}
+
+/// `POST /api/v1/shares/{id}/sheet`: the printable sheet needs the code (only its hash is kept).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct SheetRequest {
+    pub code: String,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub actor: String,
+    pub client_addr: String,
+    pub action: String,
+    pub object_kind: String,
+    pub object_id: String,
+    pub result: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// The DICOM Link Exchange interface (DIN/TS 19455), v1: what a program gets when it redeems an
+/// access code.
+pub mod dlx {
+    use serde::{Deserialize, Serialize};
+
+    /// The header that marks a request as a DLX client's.
+    pub const HEADER: &str = "x-dicom-link-exchange";
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ApiInfo {
+        pub dlx_version: String,
+        pub vendor_information: String,
+        pub api_base_path: String,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct Text {
+        pub text: String,
+        pub language: String,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Question {
+        pub question_id: String,
+        /// `PAT_BIRTH_DATE`, `STUDY_DATE`, `PASSWORD` or `CUSTOM`.
+        pub question_type: String,
+        /// `DATE` (YYYYMMDD) or `STRING`.
+        pub answer_format: String,
+        pub question: Vec<Text>,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TokenInfo {
+        pub api_info: Vec<ApiInfo>,
+        pub tfa_question: Vec<Question>,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Answer {
+        pub question_id: String,
+        pub answer: String,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TfaAnswers {
+        pub tfa_answer: Vec<Answer>,
+    }
+
+    /// One item a code unlocks: a study (as a ZIP in IHE PDI layout) or a report (a PDF).
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct DataItem {
+        pub id: String,
+        /// `application/zip` for a study, `application/pdf` for a report.
+        pub mime_type: String,
+        pub description: String,
+        #[serde(rename = "studyInstanceUID", default, skip_serializing_if = "Option::is_none")]
+        pub study_instance_uid: Option<String>,
+        /// YYYYMMDD (the study date).
+        #[serde(default)]
+        pub date: String,
+        /// Modalities in the study, DICOM style (`CT\\SR`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub modalities: Option<String>,
+        #[serde(default)]
+        pub patients_name: String,
+        #[serde(default)]
+        pub patients_birthdate: String,
+        #[serde(default)]
+        pub patients_sex: String,
+        /// Files in the ZIP of a study.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub file_count: Option<u64>,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct DataList {
+        pub data_item: Vec<DataItem>,
+    }
+
+    /// 503 from a download when the server is busy.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Busy {
+        pub time_out_in_seconds: u64,
+    }
+}
+
+/// What the holder of a redeemed code sees (`GET /api/v1/share`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SharedView {
+    pub community_name: String,
+    pub expires_at: i64,
+    pub studies: Vec<TransferStudy>,
+    /// Reports, released or not yet (`released: false`, nothing to download yet).
+    pub reports: Vec<ShareReport>,
+    /// Whether this code may be forwarded (a forwarded code can't be forwarded again).
+    pub can_forward: bool,
+}
+
+/// `POST /api/v1/redeem`: a code and the answer to its question.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Redeem {
+    pub code: String,
+    pub answer: String,
+}
+
+/// `POST /api/v1/share/forward`: a derived code for another doctor, for the same or fewer studies.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ForwardShare {
+    /// Study Instance UIDs of the share (default: all).
+    #[serde(default)]
+    pub studies: Vec<String>,
+    #[serde(flatten)]
+    pub options: ShareOptions,
 }

@@ -18,6 +18,7 @@ mod people;
 mod peers;
 mod qido;
 mod s3;
+mod shares;
 mod storage;
 mod transfers;
 mod stow_wado;

@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::SESSION_COOKIE;
+use crate::shares::redeem::SHARE_COOKIE;
 
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -20,12 +21,17 @@ fn carries_session(req: &Request) -> bool {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(';').any(|c| c.trim_start().starts_with(&format!("{SESSION_COOKIE}="))))
+        .any(|v| {
+            v.split(';').any(|c| {
+                let c = c.trim_start();
+                c.starts_with(&format!("{SESSION_COOKIE}=")) || c.starts_with(&format!("{SHARE_COOKIE}="))
+            })
+        })
 }
 
 /// Sign-in, registration and reset forms: protected even without a session (login CSRF).
 fn is_auth_form(path: &str) -> bool {
-    ["/login", "/register", "/forgot", "/reset", "/setup", "/logout", "/api/v1/auth/"]
+    ["/login", "/register", "/forgot", "/reset", "/setup", "/logout", "/api/v1/auth/", "/redeem", "/api/v1/redeem"]
         .iter()
         .any(|p| path.starts_with(p))
 }

@@ -44,6 +44,13 @@ pub struct ConnectorAgent {
     pub community_id: String,
 }
 
+/// The holder of a redeemed access code (browser session or DLX bearer token): reads the
+/// studies of that one share, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareAccess {
+    pub share_id: String,
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -52,6 +59,7 @@ pub enum Principal {
     Admin,
     User(User),
     Connector(ConnectorAgent),
+    Share(ShareAccess),
 }
 
 /// Which column of `transfer_instances` a scoped column holds.
@@ -80,6 +88,8 @@ pub enum StudyScope {
     Transfers { user_id: String },
     /// What the (sent) transfers to one community carry: its connector's view.
     Community { community_id: String },
+    /// What one share holds: its holder's view.
+    Share { share_id: String },
 }
 
 impl StudyScope {
@@ -91,11 +101,15 @@ impl StudyScope {
             StudyScope::Transfers { user_id } => {
                 let sender = bind(user_id.clone());
                 let member = bind(user_id.clone());
+                let staff = bind(user_id.clone());
                 Some(format!(
-                    "{column} IN (SELECT ti.{field} FROM transfer_instances ti \
+                    "({column} IN (SELECT ti.{field} FROM transfer_instances ti \
                      JOIN transfers t ON t.id = ti.transfer_id \
                      WHERE t.sender_id = {sender} OR (t.state <> 'draft' AND t.community_id IN \
-                     (SELECT m.community_id FROM memberships m WHERE m.user_id = {member})))",
+                     (SELECT m.community_id FROM memberships m WHERE m.user_id = {member}))) \
+                     OR {column} IN (SELECT si.{field} FROM share_instances si JOIN shares s ON s.id = si.share_id \
+                     WHERE s.purged_at IS NULL AND s.community_id IN \
+                     (SELECT m.community_id FROM memberships m WHERE m.user_id = {staff})))",
                     field = level.column()
                 ))
             }
@@ -104,6 +118,13 @@ impl StudyScope {
                 Some(format!(
                     "{column} IN (SELECT ti.{field} FROM transfer_instances ti \
                      JOIN transfers t ON t.id = ti.transfer_id WHERE t.state <> 'draft' AND t.community_id = {c})",
+                    field = level.column()
+                ))
+            }
+            StudyScope::Share { share_id } => {
+                let sh = bind(share_id.clone());
+                Some(format!(
+                    "{column} IN (SELECT si.{field} FROM share_instances si WHERE si.share_id = {sh})",
                     field = level.column()
                 ))
             }
@@ -117,6 +138,7 @@ impl Principal {
             Principal::Admin => StudyScope::All,
             Principal::User(u) => StudyScope::Transfers { user_id: u.id.clone() },
             Principal::Connector(c) => StudyScope::Community { community_id: c.community_id.clone() },
+            Principal::Share(h) => StudyScope::Share { share_id: h.share_id.clone() },
         }
     }
 
@@ -125,7 +147,7 @@ impl Principal {
         match self {
             Principal::Admin => true,
             Principal::User(u) => u.hub_admin,
-            Principal::Connector(_) => false,
+            Principal::Connector(_) | Principal::Share(_) => false,
         }
     }
 
@@ -137,7 +159,7 @@ impl Principal {
     pub fn user(&self) -> Option<&User> {
         match self {
             Principal::User(u) => Some(u),
-            Principal::Admin | Principal::Connector(_) => None,
+            Principal::Admin | Principal::Connector(_) | Principal::Share(_) => None,
         }
     }
 
@@ -152,6 +174,7 @@ impl Principal {
             Principal::Admin => "admin".into(),
             Principal::User(u) => format!("user:{}", u.id),
             Principal::Connector(c) => format!("connector:{}", c.id),
+            Principal::Share(h) => format!("share:{}", h.share_id),
         }
     }
 }
@@ -190,6 +213,12 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Prin
             }
             return Err(AppError::Unauthorized);
         }
+        // A DLX bearer token (a JWT the hub signed) reads its share's studies.
+        if token.matches('.').count() == 2
+            && let Some(h) = crate::shares::holder::by_jwt(state, token).await? {
+                record(&format!("share:{}", h.share.id));
+                return Ok(Some(Principal::Share(ShareAccess { share_id: h.share.id })));
+            }
         if let Some(user) = crate::accounts::oidc::user_by_access_token(state, token).await? {
             record(&format!("user:{}", user.id));
             return Ok(Some(Principal::User(user)));
@@ -202,6 +231,10 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Prin
             record(&format!("user:{}", user.id));
             return Ok(Some(Principal::User(user)));
         }
+    if let Some(h) = crate::shares::holder::by_cookie(state, &jar).await? {
+        record(&format!("share:{}", h.share.id));
+        return Ok(Some(Principal::Share(ShareAccess { share_id: h.share.id })));
+    }
     Ok(None)
 }
 

@@ -69,10 +69,15 @@ type WrapRoutes = dyn Fn(Router<AppState>) -> Router<AppState> + Send + Sync;
 
 impl AuthLimit {
     pub fn new(auth: &crate::config::AuthConfig) -> Self {
+        Self::with(auth.rate_burst, auth.rate_period_ms)
+    }
+
+    /// A burst of `burst` requests per client address, then one per `period_ms`.
+    pub fn with(burst: u32, period_ms: u64) -> Self {
         let Some(config) = GovernorConfigBuilder::default()
             .key_extractor(PeerIpKeyExtractor)
-            .period(Duration::from_millis(auth.rate_period_ms.max(1)))
-            .burst_size(auth.rate_burst.max(1))
+            .period(Duration::from_millis(period_ms.max(1)))
+            .burst_size(burst.max(1))
             .finish()
         else {
             return Self(None);
@@ -99,7 +104,12 @@ impl AuthLimit {
 
 /// Wraps routes in the hub's one sign-in rate limit ([`AuthLimit`]).
 pub fn rate_limited(state: &AppState, routes: Router<AppState>) -> Router<AppState> {
-    match &state.auth_limit.0 {
+    rate_limited_by(&state.auth_limit, routes)
+}
+
+/// Wraps routes in a rate limit.
+pub fn rate_limited_by(limit: &AuthLimit, routes: Router<AppState>) -> Router<AppState> {
+    match &limit.0 {
         Some(apply) => apply(routes),
         None => routes,
     }

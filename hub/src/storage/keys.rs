@@ -36,32 +36,76 @@ pub struct LocalKeyFile {
 impl LocalKeyFile {
     /// Loads the key file, creating it when it does not exist. Returns whether it was created.
     pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
-        let created = if path.exists() {
-            false
-        } else {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            let key = Key::random();
-            write_private(path, hex::encode(key.0).as_bytes())
-                .with_context(|| format!("writing key file {}", path.display()))?;
-            true
-        };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading key file {}", path.display()))?;
-        let raw = hex::decode(text.trim())
-            .ok()
-            .filter(|b| b.len() == 32)
-            .with_context(|| format!("key file {} must hold 64 hex characters", path.display()))?;
-        let mut k = [0u8; 32];
-        k.copy_from_slice(&raw);
+        let (key, created) = load_or_create_key(path)?;
         let id = {
             use sha2::Digest;
-            format!("local:{}", &hex::encode(sha2::Sha256::digest(k))[..16])
+            format!("local:{}", &hex::encode(sha2::Sha256::digest(key.0))[..16])
         };
-        Ok((Self { id, key: Key(k) }, created))
+        Ok((Self { id, key }, created))
     }
+}
+
+/// Reads a 32-byte key kept as 64 hex characters, creating the file (mode 0600) when missing.
+fn load_or_create_key(path: &Path) -> anyhow::Result<(Key, bool)> {
+    let created = if path.exists() {
+        false
+    } else {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let key = Key::random();
+        write_private(path, hex::encode(key.0).as_bytes())
+            .with_context(|| format!("writing key file {}", path.display()))?;
+        true
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let raw = hex::decode(text.trim())
+        .ok()
+        .filter(|b| b.len() == 32)
+        .with_context(|| format!("key file {} must hold 64 hex characters", path.display()))?;
+    let mut k = [0u8; 32];
+    k.copy_from_slice(&raw);
+    Ok((Key(k), created))
+}
+
+/// The hub secret: keys derived from it hash access codes (so a stolen database does not allow
+/// an offline search of the code space) and sign DLX bearer tokens. Shared by all hubs of one
+/// system; kept with the key-encryption key, apart from database backups.
+#[derive(Clone)]
+pub struct HubSecret {
+    code_key: [u8; 32],
+    jwt_key: [u8; 32],
+}
+
+impl HubSecret {
+    pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
+        let (root, created) = load_or_create_key(path)?;
+        Ok((Self { code_key: derive(&root, "ferry-access-code"), jwt_key: derive(&root, "ferry-dlx-token") }, created))
+    }
+
+    /// HMAC-SHA256 of an access code (already normalised), hex.
+    pub fn code_hash(&self, code: &str) -> String {
+        hex::encode(hmac_sha256(&self.code_key, code.as_bytes()))
+    }
+
+    /// The key that signs and checks DLX bearer tokens (HS256).
+    pub fn jwt_key(&self) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        #[allow(clippy::expect_used)] // HMAC takes keys of any length
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.jwt_key).expect("HMAC key")
+    }
+}
+
+fn derive(root: &Key, label: &str) -> [u8; 32] {
+    hmac_sha256(&root.0, label.as_bytes())
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    #[allow(clippy::expect_used)] // HMAC takes keys of any length
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC key");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {

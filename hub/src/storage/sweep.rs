@@ -19,7 +19,9 @@ pub async fn sweep_orphans(db: &Db, blobs: &BlobStore, age_ms: i64) -> anyhow::R
         let path: String = row.try_get(0)?;
         // The blob may have been indexed after all (the row is then already gone); only delete
         // blobs that no instance references.
-        let used = sqlx::query("SELECT 1 FROM instances WHERE blob_path = $1")
+        let used = sqlx::query(
+            "SELECT 1 FROM instances WHERE blob_path = $1 UNION ALL SELECT 1 FROM share_reports WHERE blob_path = $1",
+        )
             .bind(&path)
             .fetch_optional(db)
             .await?

@@ -91,18 +91,48 @@ pub async fn add_event(db: &Db, id: &str, state: &str, message: &str, actor: Opt
 
 /// The studies, series and sizes of what a transfer carries, from the index.
 pub async fn studies(db: &Db, id: &str) -> Result<Vec<TransferStudy>, sqlx::Error> {
-    let rows = sqlx::query(
+    linked_studies(db, Linked::Transfer, id).await
+}
+
+/// A table that links instances to a transfer or a share.
+#[derive(Debug, Clone, Copy)]
+pub enum Linked {
+    Transfer,
+    Share,
+}
+
+impl Linked {
+    fn table(self) -> &'static str {
+        match self {
+            Linked::Transfer => "FROM transfer_instances ti",
+            Linked::Share => "FROM share_instances ti",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Linked::Transfer => "ti.transfer_id",
+            Linked::Share => "ti.share_id",
+        }
+    }
+}
+
+/// The studies (with their series) of the instances linked to a transfer or a share.
+pub async fn linked_studies(db: &Db, linked: Linked, id: &str) -> Result<Vec<TransferStudy>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
          se.series_uid, se.modality, se.series_description, COUNT(*), CAST(SUM(i.size) AS BIGINT) \
-         FROM transfer_instances ti \
+         {} \
          JOIN instances i ON i.sop_instance_uid = ti.sop_instance_uid \
          JOIN series se ON se.series_uid = i.series_uid \
          JOIN studies s ON s.study_uid = i.study_uid \
-         WHERE ti.transfer_id = $1 \
+         WHERE {} = $1 \
          GROUP BY s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
          se.series_uid, se.modality, se.series_description \
          ORDER BY s.study_date, s.study_uid, se.series_uid",
-    )
+        linked.table(),
+        linked.key()
+    )))
     .bind(id)
     .fetch_all(db)
     .await?;

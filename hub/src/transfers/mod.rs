@@ -65,7 +65,7 @@ pub async fn visible(state: &AppState, who: &Principal, id: &str) -> AppResult<(
         Principal::Connector(c) if c.community_id == t.community_id && t.state != "draft" => {
             return Ok((t, Relation::Connector));
         }
-        Principal::Connector(_) => return Err(not_found()),
+        Principal::Connector(_) | Principal::Share(_) => return Err(not_found()),
         Principal::User(u) => u,
     };
     if t.sender_id == user.id {

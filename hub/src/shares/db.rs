@@ -1,0 +1,240 @@
+//! SQL of the shares feature.
+
+use ferry_schemas::{Share, ShareReport};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::db::{Db, now_ms};
+use crate::transfers::db::{Linked, linked_studies};
+
+/// A share row as the handlers need it.
+#[derive(Debug, Clone)]
+pub struct ShareRow {
+    pub id: String,
+    pub community_id: String,
+    pub created_by: String,
+    pub parent_id: Option<String>,
+    pub patient_id: String,
+    pub question_type: String,
+    pub question_text: String,
+    pub answer_hash: String,
+    pub state: String,
+    pub note: String,
+    pub created_at: i64,
+    pub issued_at: Option<i64>,
+    pub expires_at: i64,
+    pub purged_at: Option<i64>,
+    pub failed_attempts: i64,
+    pub locked_until: i64,
+    pub last_access_at: Option<i64>,
+}
+
+pub const COLUMNS: &str = "id, community_id, created_by, parent_id, patient_id, question_type, question_text, answer_hash, \
+     state, note, created_at, issued_at, expires_at, purged_at, failed_attempts, locked_until, last_access_at";
+
+pub fn from_row(r: &AnyRow) -> Result<ShareRow, sqlx::Error> {
+    Ok(ShareRow {
+        id: r.try_get(0)?,
+        community_id: r.try_get(1)?,
+        created_by: r.try_get(2)?,
+        parent_id: r.try_get(3)?,
+        patient_id: r.try_get(4)?,
+        question_type: r.try_get(5)?,
+        question_text: r.try_get(6)?,
+        answer_hash: r.try_get(7)?,
+        state: r.try_get(8)?,
+        note: r.try_get(9)?,
+        created_at: r.try_get(10)?,
+        issued_at: r.try_get(11)?,
+        expires_at: r.try_get(12)?,
+        purged_at: r.try_get(13)?,
+        failed_attempts: r.try_get(14)?,
+        locked_until: r.try_get(15)?,
+        last_access_at: r.try_get(16)?,
+    })
+}
+
+impl ShareRow {
+    /// Active, not expired, not purged: the code opens it.
+    pub fn is_open(&self, now: i64) -> bool {
+        self.state == "active" && self.expires_at > now && self.purged_at.is_none()
+    }
+
+    pub fn is_locked(&self, now: i64) -> bool {
+        self.locked_until > now
+    }
+
+    /// The state staff see (`expired` for an active share past its time).
+    pub fn shown_state(&self, now: i64) -> &str {
+        if self.state == "active" && self.expires_at <= now { "expired" } else { &self.state }
+    }
+}
+
+pub async fn find(db: &Db, id: &str) -> Result<Option<ShareRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM shares WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn find_by_code_hash(db: &Db, hash: &str) -> Result<Option<ShareRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM shares WHERE code_hash = $1")))
+        .bind(hash)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// The reports of a share, in upload order.
+pub async fn reports(db: &Db, share_id: &str) -> Result<Vec<(ShareReport, String, String)>, sqlx::Error> {
+    let now = now_ms();
+    let rows = sqlx::query(
+        "SELECT id, study_uid, name, size, release_at, blob_path, blob_key FROM share_reports WHERE share_id = $1 ORDER BY created_at, id",
+    )
+    .bind(share_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let release_at: i64 = r.try_get(4)?;
+            Ok((
+                ShareReport {
+                    id: r.try_get(0)?,
+                    study_uid: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    size: r.try_get::<i64, _>(3)? as u64,
+                    release_at,
+                    released: release_at <= now,
+                },
+                r.try_get(5)?,
+                r.try_get(6)?,
+            ))
+        })
+        .collect()
+}
+
+/// The share as staff see it, with studies and reports.
+pub async fn load(db: &Db, row: &ShareRow) -> Result<Share, sqlx::Error> {
+    let now = now_ms();
+    let c = sqlx::query("SELECT code, name FROM communities WHERE id = $1").bind(&row.community_id).fetch_one(db).await?;
+    let studies = linked_studies(db, Linked::Share, &row.id).await?;
+    let reports = reports(db, &row.id).await?.into_iter().map(|(r, _, _)| r).collect();
+    let patient_name = studies.first().map(|s| s.patient_name.clone()).unwrap_or_default();
+    Ok(Share {
+        id: row.id.clone(),
+        state: row.shown_state(now).to_string(),
+        community: c.try_get(0)?,
+        community_name: c.try_get(1)?,
+        patient_id: row.patient_id.clone(),
+        patient_name,
+        question_type: row.question_type.clone(),
+        created_by: row.created_by.clone(),
+        created_at: row.created_at,
+        issued_at: row.issued_at,
+        expires_at: row.expires_at,
+        last_access_at: row.last_access_at,
+        failed_attempts: row.failed_attempts.max(0) as u64,
+        locked: row.is_locked(now),
+        locked_until: (row.locked_until > now).then_some(row.locked_until),
+        parent_id: row.parent_id.clone(),
+        note: row.note.clone(),
+        studies,
+        reports,
+    })
+}
+
+/// Links instances to a share (idempotent).
+pub async fn link_instances(db: &Db, id: &str, instances: &[(String, String, String)]) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    for (sop, series, study) in instances {
+        sqlx::query(
+            "INSERT INTO share_instances (share_id, sop_instance_uid, series_uid, study_uid) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (share_id, sop_instance_uid) DO NOTHING",
+        )
+        .bind(id)
+        .bind(sop)
+        .bind(series)
+        .bind(study)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// The ids of a share and every share derived from it (forwarded codes, and theirs).
+pub async fn with_descendants(db: &Db, id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let mut all = vec![id.to_string()];
+    let mut i = 0;
+    while i < all.len() {
+        let rows = sqlx::query("SELECT id FROM shares WHERE parent_id = $1").bind(&all[i]).fetch_all(db).await?;
+        for r in rows {
+            all.push(r.try_get(0)?);
+        }
+        i += 1;
+    }
+    Ok(all)
+}
+
+/// Instances (SOP, series, study) of the given studies that a community holds: what came to it
+/// by transfer, and what it shared itself (issued shares whose data is still there).
+pub async fn held_instances(
+    db: &Db,
+    community_id: &str,
+    studies: &[String],
+    patient_id: Option<&str>,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let mut binds: Vec<String> = vec![community_id.to_string()];
+    let which = match patient_id {
+        Some(p) => {
+            binds.push(p.to_string());
+            "i.study_uid IN (SELECT study_uid FROM studies WHERE patient_id = $2)".to_string()
+        }
+        None => {
+            let list: Vec<String> = studies
+                .iter()
+                .map(|s| {
+                    binds.push(s.clone());
+                    format!("${}", binds.len())
+                })
+                .collect();
+            format!("i.study_uid IN ({})", list.join(", "))
+        }
+    };
+    let sql = format!(
+        "SELECT i.sop_instance_uid, i.series_uid, i.study_uid FROM instances i WHERE {which} AND \
+         (i.sop_instance_uid IN (SELECT ti.sop_instance_uid FROM transfer_instances ti JOIN transfers t ON t.id = ti.transfer_id \
+           WHERE t.community_id = $1 AND t.state <> 'draft') \
+          OR i.sop_instance_uid IN (SELECT si.sop_instance_uid FROM share_instances si JOIN shares s ON s.id = si.share_id \
+           WHERE s.community_id = $1 AND s.state <> 'draft' AND s.purged_at IS NULL)) \
+         ORDER BY i.study_uid, i.series_uid, i.sop_instance_uid"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        q = q.bind(b);
+    }
+    q.fetch_all(db)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
+
+/// (patient id, birth date, study date) of each study.
+pub async fn study_facts(db: &Db, studies: &[String]) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let mut out = Vec::new();
+    for s in studies {
+        if let Some(r) = sqlx::query("SELECT patient_id, patient_birth_date, study_date FROM studies WHERE study_uid = $1")
+            .bind(s)
+            .fetch_optional(db)
+            .await?
+        {
+            out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+        }
+    }
+    Ok(out)
+}

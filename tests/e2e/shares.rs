@@ -1,0 +1,431 @@
+//! Access codes end to end: staff share studies, holders redeem with the second factor, view,
+//! download the IHE PDI ZIP (checked with dcmtk, pydicom and an Orthanc import), read released
+//! reports, forward and delete; the brute-force guard, revocation, expiry and retention.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Synth, TOKEN, TestApp, spawn_app_with, uid};
+use crate::people::{Person, browser};
+
+pub const BIRTH: &str = "19700101";
+
+/// A clinic ("RAD1") with one staff member.
+pub async fn clinic(app: &TestApp) -> Person {
+    app.community("Radiologie Saarbrücken", "RAD1", "Saarbrücken").await;
+    let staff = app.person("mta@rad.example", "Maria Staff").await;
+    app.add_member("RAD1", "mta@rad.example", "member").await;
+    staff
+}
+
+/// Files of one study: two series, `n` instances each.
+pub fn study_files(study: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for s in 0..2 {
+        let series = uid();
+        for i in 0..n {
+            let mut x = Synth::new(study, &series, &uid());
+            x.modality = if s == 0 { "CT".into() } else { "SR".into() };
+            x.rows = 32;
+            x.cols = 32;
+            out.push((format!("CD/S{s}/IMG{i}"), x.bytes()));
+        }
+    }
+    out
+}
+
+/// A draft share with `files` uploaded, issued with `options`; returns the issued share.
+pub async fn share_files(app: &TestApp, staff: &Person, files: &[(String, Vec<u8>)], options: Value) -> Value {
+    let r = staff.post(app, "/api/v1/shares").json(&json!({"community": "RAD1"})).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let draft: Value = r.json().await.unwrap();
+    assert_eq!(draft["state"], "draft");
+    let id = draft["id"].as_str().unwrap().to_string();
+    let mut form = reqwest::multipart::Form::new();
+    for (name, bytes) in files {
+        form = form.part("file", reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()));
+    }
+    let r = staff.post(app, &format!("/api/v1/shares/{id}/files")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = staff.post(app, &format!("/api/v1/shares/{id}/issue")).json(&options).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+/// Redeems in a fresh browser; returns the client (with its share cookie) and the status.
+pub async fn redeem(app: &TestApp, code: &str, answer: &str) -> (reqwest::Client, u16, Value) {
+    let b = browser();
+    let r = b.post(app.url("/api/v1/redeem")).json(&json!({"code": code, "answer": answer})).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (b, status, body)
+}
+
+/// ZIP entries by name.
+pub fn unzip(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut out = BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).unwrap();
+        out.insert(f.name().unwrap().to_string(), b);
+    }
+    out
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Checks an IHE PDI ZIP: layout, DICOMDIR readable by dcmtk and pydicom, every DICOM file one of
+/// `originals` byte for byte; returns the unpacked folder.
+pub fn check_pdi(zip_bytes: &[u8], originals: &[Vec<u8>]) -> tempfile::TempDir {
+    let entries = unzip(zip_bytes);
+    for required in ["README.TXT", "INDEX.HTM", "DICOMDIR"] {
+        assert!(entries.contains_key(required), "{required} missing: {:?}", entries.keys().collect::<Vec<_>>());
+    }
+    let want: Vec<String> = originals.iter().map(|b| sha(b)).collect();
+    let mut dicom = 0;
+    for (name, bytes) in &entries {
+        if name.starts_with("STUD") {
+            assert!(name.split('/').all(|c| c.len() <= 8 && c.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_')), "{name}");
+            assert!(want.contains(&sha(bytes)), "{name} is not byte-identical to a sent file");
+            dicom += 1;
+        }
+    }
+    assert_eq!(dicom, originals.len());
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in &entries {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    // dcmtk reads the DICOMDIR and finds every file a valid DICOM file.
+    let out = std::process::Command::new("dcmdump").arg(dir.path().join("DICOMDIR")).output().unwrap();
+    assert!(out.status.success(), "dcmdump: {}", String::from_utf8_lossy(&out.stderr));
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(dump.matches("ReferencedFileID").count(), originals.len(), "{dump}");
+    let files: Vec<_> = entries.keys().filter(|n| n.starts_with("STUD") || n.as_str() == "DICOMDIR").map(|n| dir.path().join(n)).collect();
+    let out = std::process::Command::new("dcmftest").args(&files).output().unwrap();
+    assert!(out.status.success(), "dcmftest: {}", String::from_utf8_lossy(&out.stdout));
+    // pydicom follows the DICOMDIR's offsets to every file and finds each instance where it says.
+    let script = r#"
+import sys, pydicom
+from pydicom.fileset import FileSet
+fs = FileSet(pydicom.dcmread(sys.argv[1] + "/DICOMDIR"))
+n = 0
+for inst in fs:
+    ds = inst.load()
+    assert ds.SOPInstanceUID == inst.SOPInstanceUID, "DICOMDIR points at the wrong file"
+    n += 1
+print(n)
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script, dir.path().to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "pydicom: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), originals.len().to_string());
+    dir
+}
+
+/// A QIDO answer with no match (204, or 200 with an empty list).
+pub async fn assert_sees_nothing(r: reqwest::Response) {
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert!(status == 204 || (status == 200 && body.trim() == "[]"), "{status} {body}");
+}
+
+async fn staff_share(app: &TestApp, staff: &Person, id: &str) -> Value {
+    staff.get(app, &format!("/api/v1/shares/{id}")).send().await.unwrap().json().await.unwrap()
+}
+
+const PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+
+#[tokio::test]
+async fn staff_share_a_study_and_the_patient_views_downloads_and_imports_it() {
+    let app = spawn_app_with(|_| {}).await;
+    let staff = clinic(&app).await;
+    let study = uid();
+    let files = study_files(&study, 3);
+    let issued = share_files(&app, &staff, &files, json!({})).await;
+    let code = issued["code"].as_str().unwrap().to_string();
+    let id = issued["share"]["id"].as_str().unwrap().to_string();
+    // XXXX-XXXX-XXXX from the unambiguous alphabet; the QR link carries it, never the answer.
+    assert_eq!(code.len(), 14);
+    assert!(code.chars().all(|c| c == '-' || "0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(c)), "{code}");
+    assert_eq!(issued["redeem_url"], format!("{}/redeem?token={code}", app.base));
+    assert!(issued["password"].is_null());
+    assert_eq!(issued["share"]["question_type"], "PAT_BIRTH_DATE");
+    assert_eq!(issued["share"]["studies"][0]["instances"], 6);
+    // The code is stored only as a keyed hash.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT code_hash FROM shares").fetch_all(&app.state.db).await.unwrap();
+    assert!(stored.iter().all(|h| !h.contains(&code.replace('-', ""))));
+
+    // A typo is caught by the check character and does not count as a guess.
+    let mut typo: Vec<char> = code.chars().collect();
+    typo[0] = if typo[0] == 'A' { 'B' } else { 'A' };
+    let (_, status, body) = redeem(&app, &typo.into_iter().collect::<String>(), BIRTH).await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().contains("typo"));
+    // Wrong answer and unknown code look the same.
+    let (_, wrong, wrong_body) = redeem(&app, &code, "19700102").await;
+    let unknown = loop {
+        let c = ferry_hub::shares::code::AccessCode::generate().display();
+        if c != code {
+            break c;
+        }
+    };
+    let (_, unknown_status, unknown_body) = redeem(&app, &unknown, BIRTH).await;
+    assert_eq!((wrong, unknown_status), (401, 401));
+    assert_eq!(wrong_body["detail"], unknown_body["detail"]);
+    assert_eq!(wrong_body["title"], unknown_body["title"]);
+
+    // The right answer, in any usual date form, opens a session.
+    let (patient, status, _) = redeem(&app, &code.to_lowercase().replace('-', " "), "01.01.1970").await;
+    assert_eq!(status, 200);
+    let view: Value = patient.get(app.url("/api/v1/share")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["studies"][0]["study_uid"], study.as_str());
+    assert_eq!(view["studies"][0]["series"].as_array().unwrap().len(), 2);
+    assert_eq!(view["can_forward"], true);
+    // The viewer's images come from the hub's rendered frames, scoped to the share.
+    let series = view["studies"][0]["series"][0]["series_uid"].as_str().unwrap().to_string();
+    let thumb = patient.get(app.url(&format!("/dicomweb/studies/{study}/series/{series}/thumbnail"))).send().await.unwrap();
+    assert_eq!(thumb.status(), 200);
+    assert_eq!(thumb.headers()["content-type"], "image/jpeg");
+    let found: Vec<Value> = patient.get(app.url("/dicomweb/studies")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(found.len(), 1);
+    // Another study on the hub stays invisible.
+    let other = uid();
+    let (status, _) = app.stow(&[&Synth::new(&other, &uid(), &uid()).bytes()]).await;
+    assert_eq!(status, 200);
+    assert_sees_nothing(patient.get(app.url(&format!("/dicomweb/studies/{other}/series"))).send().await.unwrap()).await;
+    let found: Vec<Value> = patient.get(app.url("/dicomweb/studies")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(found.len(), 1);
+    // Staff APIs are not for holders.
+    assert_eq!(patient.get(app.url(&format!("/api/v1/shares/{id}"))).send().await.unwrap().status(), 404);
+
+    // A report held back for 24 hours, and one released now.
+    let later = staff.post(&app, &format!("/api/v1/shares/{id}/reports?release_in_hours=24")).header("content-type", "application/pdf").body(PDF.to_vec()).send().await.unwrap();
+    assert_eq!(later.status(), 201, "{}", later.text().await.unwrap());
+    let later: Value = later.json().await.unwrap();
+    assert_eq!(later["released"], false);
+    let not_pdf = staff.post(&app, &format!("/api/v1/shares/{id}/reports")).header("content-type", "application/pdf").body(b"hello".to_vec()).send().await.unwrap();
+    assert_eq!(not_pdf.status(), 415);
+    let now: Value = staff.post(&app, &format!("/api/v1/shares/{id}/reports")).header("content-type", "application/pdf").body(PDF.to_vec()).send().await.unwrap().json().await.unwrap();
+    let view: Value = patient.get(app.url("/api/v1/share")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["reports"].as_array().unwrap().len(), 2);
+    let held = patient.get(app.url(&format!("/api/v1/share/reports/{}", later["id"].as_str().unwrap()))).send().await.unwrap();
+    assert_eq!(held.status(), 404);
+    let pdf = patient.get(app.url(&format!("/api/v1/share/reports/{}", now["id"].as_str().unwrap()))).send().await.unwrap();
+    assert_eq!(pdf.status(), 200);
+    assert_eq!(pdf.bytes().await.unwrap().as_ref(), PDF);
+
+    // The ZIP: announced length, IHE PDI layout, byte-identical files, the released report only.
+    let r = patient.get(app.url("/api/v1/share/download")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/zip");
+    let announced: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let zip_bytes = r.bytes().await.unwrap();
+    assert_eq!(zip_bytes.len(), announced);
+    let originals: Vec<Vec<u8>> = files.iter().map(|f| f.1.clone()).collect();
+    let dir = check_pdi(&zip_bytes, &originals);
+    let entries = unzip(&zip_bytes);
+    let reports: Vec<&String> = entries.keys().filter(|k| k.starts_with("IHE_PDI/REPORTS/")).collect();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(entries[reports[0]], PDF);
+    assert!(String::from_utf8_lossy(&entries["INDEX.HTM"]).contains("Mustermann, Erika"));
+    assert!(!String::from_utf8_lossy(&entries["INDEX.HTM"]).contains("<script"));
+
+    // Orthanc imports the unpacked CD through its DICOMDIR's files, byte for byte.
+    let orthanc = crate::peers::Orthanc::start(&app.url("/dicomweb")).await;
+    let client = reqwest::Client::new();
+    let r = client.post(orthanc.url("/instances")).body(zip_bytes.to_vec()).send().await.unwrap();
+    assert!(r.status().is_success(), "Orthanc import: {}", r.text().await.unwrap());
+    let ids: Vec<String> = client.get(orthanc.url("/instances")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ids.len(), originals.len());
+    let want: Vec<String> = originals.iter().map(|b| sha(b)).collect();
+    for i in ids {
+        let b = client.get(orthanc.url(&format!("/instances/{i}/file"))).send().await.unwrap().bytes().await.unwrap();
+        assert!(want.contains(&sha(&b)), "Orthanc holds a file that differs from what was sent");
+    }
+    drop(dir);
+
+    // One study alone.
+    let one = patient.get(app.url(&format!("/api/v1/share/studies/{study}/download"))).send().await.unwrap();
+    assert_eq!(one.status(), 200);
+    check_pdi(&one.bytes().await.unwrap(), &originals);
+
+    // Staff see the access: last access and the audit log of redemptions and downloads.
+    let s = staff_share(&app, &staff, &id).await;
+    assert!(s["last_access_at"].is_i64());
+    let log: Vec<Value> = staff.get(&app, &format!("/api/v1/shares/{id}/log")).send().await.unwrap().json().await.unwrap();
+    let actions: Vec<(String, String)> = log.iter().map(|e| (e["action"].as_str().unwrap().into(), e["result"].as_str().unwrap().into())).collect();
+    assert!(actions.contains(&("share.redeem".into(), "ok".into())));
+    assert!(actions.contains(&("share.redeem".into(), "denied".into())));
+    assert!(actions.contains(&("share.download".into(), "ok".into())));
+    assert!(log.iter().all(|e| !e.to_string().contains("Mustermann")));
+
+    // Someone outside the clinic sees neither the share nor its list.
+    let outsider = app.person("else@where.example", "Other Doctor").await;
+    assert_eq!(outsider.get(&app, &format!("/api/v1/shares/{id}")).send().await.unwrap().status(), 404);
+    assert_eq!(outsider.get(&app, "/api/v1/shares?community=RAD1").send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn wrong_answers_lock_the_code_until_time_passes_or_staff_unlock_it() {
+    let app = spawn_app_with(|c| c.shares.rate_burst = 1000).await;
+    let staff = clinic(&app).await;
+    let issued = share_files(&app, &staff, &study_files(&uid(), 1), json!({"second_factor": "password"})).await;
+    let code = issued["code"].as_str().unwrap();
+    let password = issued["password"].as_str().unwrap();
+    let id = issued["share"]["id"].as_str().unwrap();
+    assert_eq!(password.len(), 11);
+    for _ in 0..5 {
+        assert_eq!(redeem(&app, code, "WRONG-GUESS").await.1, 401);
+    }
+    // Locked: even the right password is refused, with the same answer as a wrong one.
+    let (_, status, body) = redeem(&app, code, password).await;
+    assert_eq!(status, 401);
+    assert!(body["detail"].as_str().unwrap().contains("wrong"));
+    let s = staff_share(&app, &staff, id).await;
+    assert_eq!(s["locked"], true);
+    assert_eq!(s["failed_attempts"], 5);
+    let r = staff.post(&app, &format!("/api/v1/shares/{id}/unlock")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Typed loosely (lower case, no hyphen) the password still counts.
+    let (_, status, _) = redeem(&app, code, &password.to_lowercase().replace('-', "")).await;
+    assert_eq!(status, 200);
+    assert_eq!(staff_share(&app, &staff, id).await["failed_attempts"], 0);
+}
+
+#[tokio::test]
+async fn the_redeem_endpoint_is_rate_limited_per_client() {
+    let app = spawn_app_with(|c| {
+        c.shares.rate_burst = 3;
+        c.shares.rate_period_ms = 60_000;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let code = ferry_hub::shares::code::AccessCode::generate().display();
+        statuses.push(redeem(&app, &code, BIRTH).await.1);
+    }
+    assert_eq!(&statuses[..3], &[401, 401, 401]);
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    let dlx = app.client.post(app.url("/dlx/v1/tokentfa/ABCD-EFGH-JKMN")).json(&json!({"tfaAnswer": []})).send().await.unwrap();
+    assert_eq!(dlx.status(), 429, "one budget per client for every way of redeeming");
+}
+
+#[tokio::test]
+async fn revoking_ends_sessions_and_forwarded_codes_and_extension_moves_the_expiry() {
+    let app = spawn_app_with(|_| {}).await;
+    let staff = clinic(&app).await;
+    // Two studies of the patient came to the clinic by transfer; staff share both by patient ID.
+    let referrer = app.person("doc@praxis.example", "Dr. Sender").await;
+    let (a, b) = (uid(), uid());
+    let files: Vec<(&str, Vec<u8>)> = vec![("a.dcm", Synth::new(&a, &uid(), &uid()).bytes()), ("b.dcm", Synth::new(&b, &uid(), &uid()).bytes())];
+    app.send_transfer(&referrer, "RAD1", &files).await;
+    let r = staff.post(&app, "/api/v1/shares").json(&json!({"community": "RAD1", "patient_id": "PID-0001", "expires_in_days": 28})).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let issued: Value = r.json().await.unwrap();
+    assert_eq!(issued["share"]["studies"].as_array().unwrap().len(), 2);
+    let id = issued["share"]["id"].as_str().unwrap().to_string();
+    let expires = issued["share"]["expires_at"].as_i64().unwrap();
+    let code = issued["code"].as_str().unwrap().to_string();
+    // Studies the clinic does not hold cannot be shared.
+    let r = staff.post(&app, "/api/v1/shares").json(&json!({"community": "RAD1", "studies": [uid()]})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = staff.post(&app, "/api/v1/shares").json(&json!({"community": "RAD1", "studies": [a], "expires_in_days": 5000})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The patient forwards study `a` to another doctor, with a password.
+    let (patient, status, _) = redeem(&app, &code, BIRTH).await;
+    assert_eq!(status, 200);
+    let r = patient.post(app.url("/api/v1/share/forward")).json(&json!({"studies": [a], "second_factor": "password", "expires_in_days": 365})).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let fwd: Value = r.json().await.unwrap();
+    assert!(fwd["share"]["expires_at"].as_i64().unwrap() <= expires, "a forwarded code never outlives its parent");
+    let (doctor, status, _) = redeem(&app, fwd["code"].as_str().unwrap(), fwd["password"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    let seen: Value = doctor.get(app.url("/api/v1/share")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["studies"].as_array().unwrap().len(), 1);
+    assert_eq!(seen["can_forward"], false);
+    assert_sees_nothing(doctor.get(app.url(&format!("/dicomweb/studies/{b}/series"))).send().await.unwrap()).await;
+
+    // Staff extend by 3 months, then revoke: every session of the share and of its forwarded code ends.
+    let r = staff.post(&app, &format!("/api/v1/shares/{id}/extend")).json(&json!({"days": 90})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let extended: Value = r.json().await.unwrap();
+    assert_eq!(extended["expires_at"].as_i64().unwrap(), expires + 90 * 86_400_000);
+    let r = staff.post(&app, &format!("/api/v1/shares/{id}/revoke")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["state"], "revoked");
+    assert_eq!(patient.get(app.url("/api/v1/share")).send().await.unwrap().status(), 401);
+    assert_eq!(doctor.get(app.url("/api/v1/share")).send().await.unwrap().status(), 401);
+    assert_eq!(redeem(&app, &code, BIRTH).await.1, 401);
+    assert_eq!(redeem(&app, fwd["code"].as_str().unwrap(), fwd["password"].as_str().unwrap()).await.1, 401);
+    let list: Vec<Value> = staff.get(&app, "/api/v1/shares?community=RAD1&state=revoked").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.len(), 2);
+    // The transfer still holds the studies: the clinic keeps them.
+    let studies: Vec<Value> = staff.get(&app, "/dicomweb/studies").send().await.unwrap().json().await.unwrap();
+    assert_eq!(studies.len(), 2);
+}
+
+/// Every object key in the blob store.
+async fn blob_keys(app: &TestApp) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    app.state.blobs.raw().list(None).map_ok(|m| m.location.to_string()).try_collect().await.unwrap()
+}
+
+#[tokio::test]
+async fn expired_shares_are_deleted_for_good_and_patients_can_delete_theirs() {
+    let app = spawn_app_with(|c| {
+        c.retention.interval_secs = 1;
+        c.retention.grace_secs = 0;
+    })
+    .await;
+    let staff = clinic(&app).await;
+    let study = uid();
+    let files = study_files(&study, 2);
+    let soon = ferry_hub::db::now_ms() + 2500;
+    let issued = share_files(&app, &staff, &files, json!({"expires_at": soon})).await;
+    let code = issued["code"].as_str().unwrap().to_string();
+    let id = issued["share"]["id"].as_str().unwrap().to_string();
+    let (patient, status, _) = redeem(&app, &code, BIRTH).await;
+    assert_eq!(status, 200);
+    assert_eq!(blob_keys(&app).await.len(), files.len());
+    // Past its time the right answer gets 403 (DLX: expired), until the purge removes it.
+    tokio::time::sleep(std::time::Duration::from_millis(soon as u64 - ferry_hub::db::now_ms() as u64 + 100)).await;
+    assert_eq!(patient.get(app.url("/api/v1/share")).send().await.unwrap().status(), 401);
+    // Within a few retention runs nothing of the study is left anywhere.
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if blob_keys(&app).await.is_empty() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "blobs left: {:?}", blob_keys(&app).await);
+    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM study_keys").fetch_one(&app.state.db).await.unwrap();
+    assert_eq!(keys, 0, "the study's data key is shredded");
+    let r = app.client.get(app.url(&format!("/dicomweb/studies/{study}"))).bearer_auth(TOKEN).header("accept", "multipart/related; type=\"application/dicom\"").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(app.qido("/dicomweb/studies").await.is_empty());
+    assert_eq!(redeem(&app, &code, BIRTH).await.1, 401);
+    assert_eq!(staff.get(&app, &format!("/api/v1/shares/{id}")).send().await.unwrap().status(), 404);
+    // Running it again is harmless.
+    assert_eq!(ferry_hub::retention::run_once(&app.state).await.unwrap(), 0);
+
+    // A patient deletes a share: the data goes at once.
+    let study2 = uid();
+    let issued = share_files(&app, &staff, &study_files(&study2, 1), json!({})).await;
+    let (patient, status, _) = redeem(&app, issued["code"].as_str().unwrap(), BIRTH).await;
+    assert_eq!(status, 200);
+    assert_eq!(blob_keys(&app).await.len(), 2);
+    let r = patient.delete(app.url("/api/v1/share")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(blob_keys(&app).await.is_empty());
+    assert_eq!(patient.get(app.url("/api/v1/share")).send().await.unwrap().status(), 401);
+}
