@@ -11,6 +11,7 @@ mod communities;
 mod connector_run;
 mod connectors;
 mod crash;
+mod dlx;
 mod helpers;
 mod hostile;
 mod oidc;

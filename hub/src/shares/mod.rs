@@ -160,7 +160,7 @@ async fn insert_draft(
 
 /// Issues a code for a share whose instances are linked: chooses the second factor, sets the
 /// expiry and stores the code's hash. The code (and password) leave only in the answer.
-async fn issue_linked(state: &AppState, actor: &str, row: &ShareRow, options: &ShareOptions, cap: Option<i64>) -> AppResult<IssuedShare> {
+pub(crate) async fn issue_linked(state: &AppState, actor: &str, row: &ShareRow, options: &ShareOptions, cap: Option<i64>) -> AppResult<IssuedShare> {
     let studies: Vec<String> = crate::transfers::db::linked_studies(&state.db, crate::transfers::db::Linked::Share, &row.id)
         .await?
         .into_iter()

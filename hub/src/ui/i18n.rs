@@ -56,6 +56,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("nav.send", "Studien senden", "Send studies"),
     ("nav.mine", "Meine Sendungen", "My sendings"),
     ("nav.inbound", "Eingang", "Inbound"),
+    ("nav.shares", "Freigaben", "Shares"),
     ("nav.manage", "Einrichtung verwalten", "Manage community"),
     ("nav.admin", "Hub-Verwaltung", "Hub admin"),
     ("nav.account", "Konto", "Account"),

@@ -96,7 +96,7 @@ pub fn layout(ctx: &Ctx, title: &str, content: Markup) -> Markup {
                         @if let Some(a) = &ctx.account {
                             a href="/send" { (ctx.t("nav.send")) }
                             a href="/app" { (ctx.t("nav.mine")) }
-                            @if !a.memberships.is_empty() { a href="/inbound" { (ctx.t("nav.inbound")) } }
+                            @if !a.memberships.is_empty() { a href="/inbound" { (ctx.t("nav.inbound")) } a href="/shares" { (ctx.t("nav.shares")) } }
                             @for m in a.memberships.iter().filter(|m| m.role == "admin") {
                                 a href={"/communities/" (m.community) "/manage"} { (ctx.t("nav.manage")) ": " (m.community_name) }
                             }
@@ -206,6 +206,53 @@ pub fn state_key(state: &str) -> &'static str {
         "done" => "state.done",
         "rejected" => "state.rejected",
         _ => "state.sent",
+    }
+}
+
+/// The viewer of one study (driven by `assets/viewer.js`): series with thumbnails, the image
+/// with scroll, window/level, zoom/pan and playback controls. Not for diagnostic use.
+pub fn viewer_markup(ctx: &Ctx, study_uid: &str, series: &[ferry_schemas::TransferSeries]) -> Markup {
+    let l = |de: &'static str, en: &'static str| if ctx.lang == Lang::De { de } else { en };
+    html! {
+        p.notice role="note" { (l("Nicht für die Befundung: Bilder als Vorschau, nicht in diagnostischer Qualität.", "Not for diagnostic use: images as a preview, not in diagnostic quality.")) }
+        div.viewer id="viewer" data-study=(study_uid) {
+            ul.series-list aria-label=(ctx.t("transfer.series")) {
+                @for se in series {
+                    li { button.series type="button" data-series=(se.series_uid) {
+                        img src={"/dicomweb/studies/" (study_uid) "/series/" (se.series_uid) "/thumbnail"} alt="" width="96" height="96" loading="lazy";
+                        span { (se.modality) " " (se.description) " (" (se.instances) ")" }
+                    } }
+                }
+            }
+            figure {
+                div.tools role="toolbar" aria-label=(l("Werkzeuge", "Tools")) {
+                    button.secondary type="button" data-mode="scroll" { (l("Blättern", "Scroll")) }
+                    button.secondary type="button" data-mode="window" { (l("Fenster", "Window")) }
+                    button.secondary type="button" data-mode="pan" { (l("Verschieben", "Pan")) }
+                    button.secondary id="zoom-out" type="button" aria-label=(l("Verkleinern", "Zoom out")) { "−" }
+                    span id="zoom-level" {}
+                    button.secondary id="zoom-in" type="button" aria-label=(l("Vergrößern", "Zoom in")) { "+" }
+                    button.secondary id="reset" type="button" { (l("Zurücksetzen", "Reset")) }
+                }
+                div.tools aria-label=(l("Fenster-Voreinstellungen", "Window presets")) {
+                    button.secondary type="button" data-window="auto" { (l("Standard", "Default")) }
+                    button.secondary type="button" data-window="40,400" { (l("Weichteil", "Soft tissue")) }
+                    button.secondary type="button" data-window="-600,1500" { (l("Lunge", "Lung")) }
+                    button.secondary type="button" data-window="300,1500" { (l("Knochen", "Bone")) }
+                    button.secondary type="button" data-window="40,80" { (l("Gehirn", "Brain")) }
+                    span id="wl" {}
+                }
+                div.stage id="stage" { img id="frame" alt=(ctx.t("viewer.title")) draggable="false"; }
+                figcaption {
+                    button id="prev" type="button" aria-label=(ctx.t("viewer.prev")) { "◀" }
+                    input id="slider" type="range" min="1" max="1" value="1" aria-label=(ctx.t("transfer.images"));
+                    button id="next" type="button" aria-label=(ctx.t("viewer.next")) { "▶" }
+                    button id="play" type="button" hidden aria-pressed="false" { (l("Abspielen", "Play")) }
+                    span id="position" aria-live="polite" {}
+                }
+            }
+        }
+        script type="module" src="/assets/viewer.js" {}
     }
 }
 

@@ -335,26 +335,7 @@ async fn viewer(State(state): State<AppState>, ctx: Ctx, Path((id, study)): Path
     layout(&ctx, ctx.t("viewer.title"), html! {
         h1 { (person_name(&s.patient_name)) " · " (dicom_date(ctx.lang, &s.study_date)) " " span.muted { (s.description) } }
         p { a href={"/transfers/" (t.id)} { (ctx.t("back")) } }
-        div.viewer id="viewer" data-study=(s.study_uid) {
-            ul.series-list aria-label=(ctx.t("transfer.series")) {
-                @for se in &s.series {
-                    li { button.series type="button" data-series=(se.series_uid) {
-                        img src={"/dicomweb/studies/" (s.study_uid) "/series/" (se.series_uid) "/thumbnail"} alt="" width="96" height="96" loading="lazy";
-                        span { (se.modality) " " (se.description) " (" (se.instances) ")" }
-                    } }
-                }
-            }
-            figure {
-                img id="frame" alt=(ctx.t("viewer.title"));
-                figcaption {
-                    button id="prev" type="button" aria-label=(ctx.t("viewer.prev")) { "◀" }
-                    input id="slider" type="range" min="1" max="1" value="1" aria-label=(ctx.t("transfer.images"));
-                    button id="next" type="button" aria-label=(ctx.t("viewer.next")) { "▶" }
-                    span id="position" aria-live="polite" {}
-                }
-            }
-        }
-        script type="module" src="/assets/viewer.js" {}
+        (super::viewer_markup(&ctx, &s.study_uid, &s.series))
     })
     .into_response()
 }
