@@ -2,7 +2,8 @@
 # Ferry's whole test suite, from a fresh machine: installs the real peers it needs when they are
 # missing (quietly and idempotently), builds the workspace, runs the unit and end-to-end tests on
 # SQLite, then the end-to-end tests again on a private PostgreSQL cluster it starts on loopback.
-# Peers: Orthanc + DICOMweb plugin, dcmtk, PostgreSQL, chromium (apt); pydicom, dicomweb-client,
+# Peers: Orthanc + DICOMweb plugin, dcmtk, PostgreSQL, chromium, poppler-utils and zbar-tools (the
+# access sheet's PDF and QR code) (apt); pydicom, dicomweb-client,
 # SeaweedFS (pip); oidc-provider, playwright-core (npm, tests/node).
 #
 #   tests/run.sh            everything
@@ -21,6 +22,8 @@ command -v storescu >/dev/null && command -v dcmcjpeg >/dev/null || missing+=(dc
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+command -v pdftoppm >/dev/null || missing+=(poppler-utils)
+command -v zbarimg >/dev/null || missing+=(zbar-tools)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (apt)"
   as_root apt-get update -qq

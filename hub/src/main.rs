@@ -29,6 +29,14 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Access codes for patients, made on the hub's database (beside a running hub).
+    Share {
+        #[command(subcommand)]
+        command: ShareCommand,
+        /// Folder for the embedded defaults (database, blobs, keys).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Administration on the hub's database (run beside or instead of `serve`).
     Admin {
         #[command(subcommand)]
@@ -90,13 +98,46 @@ enum AdminCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ShareCommand {
+    /// Share studies the community holds; prints the code (shown once) and writes the sheet.
+    Create {
+        /// The community's public code.
+        #[arg(long)]
+        community: String,
+        /// A Study Instance UID (repeat for several).
+        #[arg(long = "study")]
+        studies: Vec<String>,
+        /// Instead of --study: every study of this patient ID at the community.
+        #[arg(long)]
+        patient_id: Option<String>,
+        /// birth_date (default), password, study_date
+        #[arg(long)]
+        second_factor: Option<String>,
+        /// The birth date to ask for (YYYYMMDD) when the images carry none.
+        #[arg(long)]
+        birth_date: Option<String>,
+        /// Lifetime in days (default: the community's default).
+        #[arg(long)]
+        days: Option<u32>,
+        #[arg(long)]
+        note: Option<String>,
+        /// Write the printable sheet (PDF) here.
+        #[arg(long)]
+        sheet: Option<PathBuf>,
+    },
+    /// Revoke a share (and codes forwarded from it).
+    Revoke { id: String },
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (listen, data_dir, admin) = match cli.command {
-        Some(Command::Serve { listen, data_dir }) => (listen, data_dir, None),
-        Some(Command::Admin { command, data_dir }) => (None, data_dir, Some(command)),
-        None => (None, None, None),
+    let (listen, data_dir, admin, share) = match cli.command {
+        Some(Command::Serve { listen, data_dir }) => (listen, data_dir, None, None),
+        Some(Command::Admin { command, data_dir }) => (None, data_dir, Some(command), None),
+        Some(Command::Share { command, data_dir }) => (None, data_dir, None, Some(command)),
+        None => (None, None, None, None),
     };
     let config = match Config::load(cli.config.as_deref(), CliOverrides { listen, data_dir }) {
         Ok(c) => c,
@@ -106,9 +147,10 @@ async fn main() -> std::process::ExitCode {
         }
     };
     ferry_hub::telemetry::init(&config.log);
-    let result = match admin {
-        Some(command) => run_admin(config, command).await,
-        None => serve(config).await,
+    let result = match (admin, share) {
+        (Some(command), _) => run_admin(config, command).await,
+        (None, Some(command)) => run_share(config, command).await,
+        (None, None) => serve(config).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -131,6 +173,50 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = writeln!(std::io::stdout(), "No admin account yet. Create the first one (link valid for 24 hours): {link}");
     }
     app.run_until_stopped().await
+}
+
+async fn run_share(config: Config, command: ShareCommand) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let state = ferry_hub::startup::build_state(config, listen).await?;
+    let err = |e: ferry_hub::error::AppError| anyhow::anyhow!("{e}");
+    match command {
+        ShareCommand::Create { community, studies, patient_id, second_factor, birth_date, days, note, sheet } => {
+            let community_id = ferry_hub::shares::managed_community(&state, &ferry_hub::access::Principal::Admin, &community).await.map_err(err)?;
+            let n = ferry_schemas::NewShare {
+                community,
+                studies,
+                patient_id,
+                options: ferry_schemas::ShareOptions { second_factor, birth_date, expires_in_days: days, note, ..Default::default() },
+            };
+            if n.studies.is_empty() && n.patient_id.is_none() {
+                anyhow::bail!("name the studies (--study UID) or the patient (--patient-id ID)");
+            }
+            let issued = match ferry_hub::shares::create(&state, "cli", &community_id, &n).await.map_err(err)? {
+                Ok(i) => i,
+                Err(_) => anyhow::bail!("nothing to share"),
+            };
+            println!("share     {}", issued.share.id);
+            println!("code      {}", issued.code);
+            if let Some(p) = &issued.password {
+                println!("password  {p}");
+            }
+            println!("link      {}", issued.redeem_url);
+            println!("expires   {}", issued.share.expires_at);
+            if let Some(path) = sheet {
+                let row = ferry_hub::shares::managed(&state, &ferry_hub::access::Principal::Admin, &issued.share.id).await.map_err(err)?;
+                let req = ferry_schemas::SheetRequest { code: issued.code.clone(), password: issued.password.clone() };
+                let pdf = ferry_hub::shares::sheet_for(&state, &row, &req).await.map_err(err)?;
+                std::fs::write(&path, pdf).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                println!("sheet     {}", path.display());
+            }
+        }
+        ShareCommand::Revoke { id } => {
+            let row = ferry_hub::shares::managed(&state, &ferry_hub::access::Principal::Admin, &id).await.map_err(err)?;
+            ferry_hub::shares::revoke(&state, "cli", &row).await.map_err(err)?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn run_admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {

@@ -29,63 +29,11 @@ impl Application {
     /// Prepares everything (data folder, database + migrations, blob store, keys) and binds the
     /// listener; port 0 picks a free port, see [`port`](Self::port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        // One TLS crypto provider for the whole process (reqwest/object_store use rustls).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
-        let pools =
-            crate::db::connect_pools(&config.database_url(), config.database.max_connections).await?;
-        let blobs = BlobStore::from_config(&config)?;
-        let (kek, created) = LocalKeyFile::load_or_create(&config.kek_file())?;
-        if created {
-            tracing::warn!(
-                path = %config.kek_file().display(),
-                "generated a new key-encryption key; back it up and keep it apart from the data \
-                 (losing it makes every stored study unreadable)"
-            );
-        }
-        let keys = Keyring::new(Arc::new(kek));
-        let (secret, secret_created) = crate::storage::keys::HubSecret::load_or_create(&config.secret_file())?;
-        if secret_created {
-            tracing::warn!(
-                path = %config.secret_file().display(),
-                "generated a new hub secret (it keys the access-code hashes and signs DLX tokens); \
-                 back it up with the key-encryption key — without it no issued code works"
-            );
-        }
-        let admin_token = admin_token(&config)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let bound = listener.local_addr().context("reading the bound address")?;
-        let base_url = match &config.public_url {
-            Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://{bound}"),
-        };
-        let mailer = crate::accounts::mail::Mailer::new(
-            config.mail.outbox.clone().unwrap_or_else(|| config.data_dir.join("outbox")),
-            config.mail.from.clone().unwrap_or_else(|| "Ferry <ferry@localhost>".into()),
-            config.mail.smtp_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
-        )?;
-        let state = AppState {
-            base_url,
-            mailer,
-            oidc: Default::default(),
-            auth_limit: crate::accounts::AuthLimit::new(&config.auth),
-            redeem_limit: crate::accounts::AuthLimit::with(config.shares.rate_burst, config.shares.rate_period_ms),
-            secret,
-            config: Arc::new(config),
-            db: pools.read,
-            db_write: pools.write,
-            dialect: pools.dialect,
-            blobs,
-            keys,
-            admin_token,
-            directory: Default::default(),
-            render_slots: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            )),
-        };
+        let state = build_state(config, bound).await?;
         Ok(Self { listener, state })
     }
 
@@ -122,6 +70,65 @@ impl Application {
         retention.abort();
         served.context("HTTP server failed")
     }
+}
+
+/// Prepares everything a hub needs (data folder, database + migrations, blob store, keys) for
+/// a hub reachable at `bound` (unless `public_url` says otherwise). The CLI uses it too.
+pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<AppState> {
+        // One TLS crypto provider for the whole process (reqwest/object_store use rustls).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
+        let pools =
+            crate::db::connect_pools(&config.database_url(), config.database.max_connections).await?;
+        let blobs = BlobStore::from_config(&config)?;
+        let (kek, created) = LocalKeyFile::load_or_create(&config.kek_file())?;
+        if created {
+            tracing::warn!(
+                path = %config.kek_file().display(),
+                "generated a new key-encryption key; back it up and keep it apart from the data \
+                 (losing it makes every stored study unreadable)"
+            );
+        }
+        let keys = Keyring::new(Arc::new(kek));
+        let (secret, secret_created) = crate::storage::keys::HubSecret::load_or_create(&config.secret_file())?;
+        if secret_created {
+            tracing::warn!(
+                path = %config.secret_file().display(),
+                "generated a new hub secret (it keys the access-code hashes and signs DLX tokens); \
+                 back it up with the key-encryption key — without it no issued code works"
+            );
+        }
+        let admin_token = admin_token(&config)?;
+        let base_url = match &config.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}"),
+        };
+        let mailer = crate::accounts::mail::Mailer::new(
+            config.mail.outbox.clone().unwrap_or_else(|| config.data_dir.join("outbox")),
+            config.mail.from.clone().unwrap_or_else(|| "Ferry <ferry@localhost>".into()),
+            config.mail.smtp_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
+        )?;
+        let state = AppState {
+            base_url,
+            mailer,
+            oidc: Default::default(),
+            auth_limit: crate::accounts::AuthLimit::new(&config.auth),
+            redeem_limit: crate::accounts::AuthLimit::with(config.shares.rate_burst, config.shares.rate_period_ms),
+            secret,
+            config: Arc::new(config),
+            db: pools.read,
+            db_write: pools.write,
+            dialect: pools.dialect,
+            blobs,
+            keys,
+            admin_token,
+            directory: Default::default(),
+            render_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            )),
+        };
+        Ok(state)
 }
 
 /// The admin token: from config, else from `<data_dir>/admin-token`, else newly generated there.

@@ -429,3 +429,69 @@ async fn expired_shares_are_deleted_for_good_and_patients_can_delete_theirs() {
     assert!(blob_keys(&app).await.is_empty());
     assert_eq!(patient.get(app.url("/api/v1/share")).send().await.unwrap().status(), 401);
 }
+
+/// `ferry-hub share create` on the hub's database: the code, and a sheet whose QR code (rendered
+/// with pdftoppm, read with zbarimg) carries the redeem link — which then works.
+#[tokio::test]
+async fn the_cli_shares_a_patients_studies_and_the_sheets_qr_code_leads_to_them() {
+    let app = spawn_app_with(|_| {}).await;
+    let staff = clinic(&app).await;
+    let referrer = app.person("doc@praxis.example", "Dr. Sender").await;
+    let study = uid();
+    let file = Synth::new(&study, &uid(), &uid()).bytes();
+    app.send_transfer(&referrer, "RAD1", &[("a.dcm", file)]).await;
+    let sheet = app.dir.path().join("sheet.pdf");
+    let out = std::process::Command::new(crate::helpers::hub_binary())
+        .env("FERRY_DATABASE__URL", &app.database_url)
+        .env("FERRY_PUBLIC_URL", &app.base)
+        .args(["share", "create", "--community", "RAD1", "--patient-id", "PID-0001", "--second-factor", "password", "--days", "28"])
+        .arg("--data-dir")
+        .arg(app.dir.path())
+        .arg("--sheet")
+        .arg(&sheet)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = |k: &str| printed.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string())).unwrap_or_else(|| panic!("{k} in {printed}"));
+    let (code, password, link) = (line("code"), line("password"), line("link"));
+    assert!(!printed.contains("Mustermann"), "no patient data on the console");
+
+    // The sheet: two pages (the password on its own slip); the QR code decodes to the link.
+    let png = app.dir.path().join("page");
+    let st = std::process::Command::new("pdftoppm").args(["-r", "150", "-png"]).arg(&sheet).arg(&png).status().unwrap();
+    assert!(st.success());
+    let page1 = app.dir.path().join("page-1.png");
+    assert!(page1.exists() && app.dir.path().join("page-2.png").exists());
+    let out = std::process::Command::new("zbarimg").args(["--quiet", "--raw"]).arg(&page1).output().unwrap();
+    assert!(out.status.success(), "no QR code found on the sheet");
+    let decoded = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(decoded, link);
+    assert_eq!(decoded, format!("{}/redeem?token={code}", app.base));
+    let text = std::process::Command::new("pdftotext").arg(&sheet).arg("-").output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    if !text.is_empty() {
+        assert!(text.contains(&code) && text.contains(&password) && text.contains("Verfügbar bis"), "{text}");
+    }
+    // Following the link and answering with the password opens the study.
+    let b = browser();
+    let page = b.get(&decoded).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&code), "the code arrives filled in");
+    let r = b.post(app.url("/redeem")).form(&[("token", code.as_str()), ("answer", password.as_str())]).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let overview = b.get(app.url("/s")).send().await.unwrap().text().await.unwrap();
+    assert!(overview.contains(&study));
+    // Staff see the share, made by the CLI.
+    let list: Vec<Value> = staff.get(&app, "/api/v1/shares").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["created_by"], "cli");
+    // Bad input is explained.
+    let out = std::process::Command::new(crate::helpers::hub_binary())
+        .env("FERRY_DATABASE__URL", &app.database_url)
+        .args(["share", "create", "--community", "RAD1", "--study", "1.2.3.4"])
+        .arg("--data-dir")
+        .arg(app.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no study"), "{}", String::from_utf8_lossy(&out.stderr));
+}
