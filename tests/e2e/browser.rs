@@ -65,3 +65,70 @@ async fn referrer_to_clinic_and_back_in_chromium() {
     }
     drop(idp);
 }
+
+/// Staff share a study in Chromium and print the sheet; a phone follows its QR code, answers the
+/// birth date, scrolls and windows a series, opens the report and downloads the ZIP — which dcmtk,
+/// pydicom and Orthanc read, every file byte-identical. Screenshots in
+/// `target/test-artifacts/share/`.
+#[tokio::test]
+async fn a_patient_redeems_a_sheet_on_a_phone_and_downloads_the_study() {
+    let app = crate::helpers::spawn_app().await;
+    app.community("Radiologie Saarbrücken", "RAD1", "Saarbrücken").await;
+    app.person("mta@rad.example", "Maria Staff").await;
+    app.add_member("RAD1", "mta@rad.example", "member").await;
+    let folder = tempfile::tempdir().unwrap();
+    let (st, se) = (uid(), uid());
+    let mut originals = Vec::new();
+    for i in 0..4 {
+        let mut s = Synth::new(&st, &se, &uid());
+        s.rows = 64;
+        s.cols = 64;
+        let b = s.bytes();
+        std::fs::write(folder.path().join(format!("IM{i:04}")), &b).unwrap();
+        originals.push(b);
+    }
+    let report = folder.path().join("report.pdf");
+    std::fs::write(&report, b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n").unwrap();
+    let images = tempfile::tempdir().unwrap();
+    for (i, b) in originals.iter().enumerate() {
+        std::fs::write(images.path().join(format!("IM{i:04}")), b).unwrap();
+    }
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/share");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let out = tokio::process::Command::new("node")
+        .arg(node_dir().join("share_flow.mjs"))
+        .env("HUB", &app.base)
+        .env("MEMBER_EMAIL", "mta@rad.example")
+        .env("PASSWORD", PASSWORD)
+        .env("STUDY_DIR", images.path())
+        .env("REPORT", &report)
+        .env("BIRTH", "01.01.1970")
+        .env("ARTIFACTS", &artifacts)
+        .output()
+        .await
+        .expect("node tests/node/share_flow.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "share journey failed (screenshots in {}):\n{stdout}\n{stderr}", artifacts.display());
+    assert!(stdout.contains("share journey ok"));
+    let zip = std::fs::read(artifacts.join("share.zip")).unwrap();
+    crate::shares::check_pdi(&zip, &originals);
+    let orthanc = crate::peers::Orthanc::start(&app.url("/dicomweb")).await;
+    let client = reqwest::Client::new();
+    let r = client.post(orthanc.url("/instances")).body(zip).send().await.unwrap();
+    assert!(r.status().is_success());
+    let stored = orthanc.stored().await;
+    assert_eq!(stored.len(), originals.len());
+    for b in &originals {
+        use sha2::Digest;
+        assert!(stored.values().any(|h| *h == hex::encode(sha2::Sha256::digest(crate::helpers::dataset(b)))));
+    }
+    for shot in ["10-share-issued", "12-redeem-phone", "13-overview-phone", "14-viewer-phone"] {
+        assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
+    }
+    // The audit trail has the wrong and the right answer, and the download.
+    let actions: Vec<(String, String)> = sqlx::query_as("SELECT action, result FROM audit_events").fetch_all(&app.state.db).await.unwrap();
+    for want in [("share.redeem", "denied"), ("share.redeem", "ok"), ("share.download", "ok"), ("share.report", "ok")] {
+        assert!(actions.iter().any(|(a, r)| a == want.0 && r == want.1), "{want:?} in {actions:?}");
+    }
+}

@@ -32,7 +32,15 @@ fn hash_blocking(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
 }
 
+/// argon2 takes 19 MiB and most of a core per hash: at most one per core runs at a time, so a
+/// burst of sign-ins or code redemptions queues instead of taking gigabytes of memory.
+fn slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)))
+}
+
 pub async fn hash(password: String) -> AppResult<String> {
+    let _slot = slots().acquire().await.map_err(|e| AppError::Internal(e.into()))?;
     tokio::task::spawn_blocking(move || hash_blocking(&password))
         .await
         .map_err(|e| AppError::Internal(e.into()))?
@@ -48,6 +56,7 @@ fn decoy() -> &'static str {
 
 /// Verifies `password` against `stored` (or against the decoy when there is no account).
 pub async fn verify(password: String, stored: Option<String>) -> bool {
+    let Ok(_slot) = slots().acquire().await else { return false };
     tokio::task::spawn_blocking(move || {
         let real = stored.is_some();
         let stored = stored.unwrap_or_else(|| decoy().to_string());
