@@ -151,18 +151,7 @@ pub async fn load(db: &Db, row: &ShareRow) -> Result<Share, sqlx::Error> {
 /// Links instances to a share (idempotent).
 pub async fn link_instances(db: &Db, id: &str, instances: &[(String, String, String)]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    for (sop, series, study) in instances {
-        sqlx::query(
-            "INSERT INTO share_instances (share_id, sop_instance_uid, series_uid, study_uid) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (share_id, sop_instance_uid) DO NOTHING",
-        )
-        .bind(id)
-        .bind(sop)
-        .bind(series)
-        .bind(study)
-        .execute(&mut *tx)
-        .await?;
-    }
+    crate::transfers::db::insert_links(&mut tx, Linked::Share, id, instances).await?;
     tx.commit().await
 }
 

@@ -175,20 +175,30 @@ pub async fn linked_studies(db: &Db, linked: Linked, id: &str) -> Result<Vec<Tra
 /// Links stored instances to a transfer (idempotent: a retried upload links nothing twice).
 pub async fn link_instances(db: &Db, id: &str, instances: &[(String, String, String)]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    for (sop, series, study) in instances {
-        sqlx::query(
-            "INSERT INTO transfer_instances (transfer_id, sop_instance_uid, series_uid, study_uid) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (transfer_id, sop_instance_uid) DO NOTHING",
-        )
-        .bind(id)
-        .bind(sop)
-        .bind(series)
-        .bind(study)
-        .execute(&mut *tx)
-        .await?;
-    }
+    insert_links(&mut tx, Linked::Transfer, id, instances).await?;
     sqlx::query("UPDATE transfers SET updated_at = $1 WHERE id = $2").bind(now_ms()).bind(id).execute(&mut *tx).await?;
     tx.commit().await
+}
+
+/// Links (SOP, series, study) triples to a transfer or share; already linked ones are skipped.
+pub async fn insert_links(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    linked: Linked,
+    id: &str,
+    instances: &[(String, String, String)],
+) -> Result<(), sqlx::Error> {
+    let (table, key) = match linked {
+        Linked::Transfer => ("transfer_instances", "transfer_id"),
+        Linked::Share => ("share_instances", "share_id"),
+    };
+    let sql = format!(
+        "INSERT INTO {table} ({key}, sop_instance_uid, series_uid, study_uid) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT ({key}, sop_instance_uid) DO NOTHING"
+    );
+    for (sop, series, study) in instances {
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(id).bind(sop).bind(series).bind(study).execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// The role of a user in a community (`admin`, `member`) if any.
