@@ -51,10 +51,7 @@ pub struct Report {
 
 /// The instances linked to a transfer or share (optionally one study of it), in PDI order.
 pub async fn items(state: &AppState, linked: Linked, id: &str, study: Option<&str>) -> AppResult<Vec<Item>> {
-    let (table, key) = match linked {
-        Linked::Transfer => ("transfer_instances", "transfer_id"),
-        Linked::Share => ("share_instances", "share_id"),
-    };
+    let (table, key) = (linked.table(), linked.key());
     let mut sql = format!(
         "SELECT {COLUMNS_I}, i.instance_number, s.patient_id, s.patient_name, s.patient_birth_date, s.patient_sex, \
          s.study_date, s.study_time, s.study_description, s.study_id, s.accession_number, se.modality, \
@@ -98,12 +95,12 @@ pub async fn items(state: &AppState, linked: Linked, id: &str, study: Option<&st
         .map_err(AppError::from)
 }
 
-/// Study keys, unwrapped once per study.
+/// Study keys, unwrapped once per study; a shredded study is 410 Gone.
 #[derive(Default)]
-struct Keys(HashMap<String, Key>);
+pub struct Keys(HashMap<String, Key>);
 
 impl Keys {
-    async fn blob_key(&mut self, state: &AppState, study_uid: &str, wrapped: &str) -> AppResult<Key> {
+    pub async fn blob_key(&mut self, state: &AppState, study_uid: &str, wrapped: &str) -> AppResult<Key> {
         if !self.0.contains_key(study_uid) {
             let k = state
                 .keys

@@ -212,8 +212,7 @@ pub async fn report(state: &AppState, h: &ShareHolder, id: &str, client: &str) -
     if !r.released {
         return Err(AppError::NotFound("the report is not yet available".into()));
     }
-    let study_key = state.keys.study_key(&state.db, &r.study_uid).await?.ok_or_else(|| AppError::Gone("the report has been deleted".into()))?;
-    let blob_key = study_key.unwrap_key(&key, b"ferry-blob-key").map_err(AppError::Internal)?;
+    let blob_key = crate::archive::pdi::Keys::default().blob_key(state, &r.study_uid, &key).await?;
     let body = axum::body::Body::from_stream(state.blobs.read(&path, blob_key, r.size, 0..r.size));
     audit::record(&state.db_write, Event { actor: &format!("share:{}", h.share.id), client_addr: client, action: "share.report", object_kind: "share", object_id: &h.share.id, result: "ok", detail: &r.id }).await?;
     let mut resp = Response::new(body);
@@ -243,18 +242,28 @@ pub async fn delete(state: &AppState, h: &ShareHolder, client: &str) -> AppResul
 
 async fn api_delete(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, jar: CookieJar, h: ShareHolder) -> AppResult<Response> {
     delete(&state, &h, &super::client_addr(&ci)).await?;
-    Ok((jar.remove(Cookie::build(SHARE_COOKIE).path("/")), StatusCode::NO_CONTENT).into_response())
+    Ok((without_cookie(jar), StatusCode::NO_CONTENT).into_response())
 }
 
 async fn api_forward(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, h: ShareHolder, ApiJson(f): ApiJson<ForwardShare>) -> AppResult<(StatusCode, Json<IssuedShare>)> {
-    let issued = super::forward(&state, &h.share, &f.studies, &f.options).await?;
-    audit::record(&state.db_write, Event { actor: &format!("share:{}", h.share.id), client_addr: &super::client_addr(&ci), action: "share.forward", object_kind: "share", object_id: &h.share.id, result: "ok", detail: &issued.share.id }).await?;
+    let issued = super::forward(&state, &h.share, &f.studies, &f.options, &super::client_addr(&ci)).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
-async fn api_logout(State(state): State<AppState>, jar: CookieJar) -> AppResult<Response> {
+/// Ends the browser session of the share cookie, if any.
+pub async fn end_session(state: &AppState, jar: &CookieJar) -> AppResult<()> {
     if let Some(c) = jar.get(SHARE_COOKIE) {
         sqlx::query("DELETE FROM share_sessions WHERE token_hash = $1").bind(tokens::hash(c.value())).execute(&state.db_write).await?;
     }
-    Ok((jar.remove(Cookie::build(SHARE_COOKIE).path("/")), StatusCode::NO_CONTENT).into_response())
+    Ok(())
+}
+
+/// The jar with the share cookie removed.
+pub fn without_cookie(jar: CookieJar) -> CookieJar {
+    jar.remove(Cookie::build(SHARE_COOKIE).path("/"))
+}
+
+async fn api_logout(State(state): State<AppState>, jar: CookieJar) -> AppResult<Response> {
+    end_session(&state, &jar).await?;
+    Ok((without_cookie(jar), StatusCode::NO_CONTENT).into_response())
 }

@@ -134,28 +134,32 @@ fn redeem_url(state: &AppState, code: &AccessCode) -> String {
     format!("{}/redeem?token={}", state.base_url, code.display())
 }
 
-/// Inserts a new share row in state `draft`.
-async fn insert_draft(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    id: &str,
+/// A new share in state `draft`, with `instances` linked, in one transaction.
+async fn open_draft(
+    state: &AppState,
     community_id: &str,
     created_by: &str,
     parent_id: Option<&str>,
     note: &str,
-) -> AppResult<()> {
+    instances: &[(String, String, String)],
+) -> AppResult<ShareRow> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut tx = state.db_write.begin().await?;
     sqlx::query(
         "INSERT INTO shares (id, community_id, created_by, parent_id, question_type, state, note, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, 'PAT_BIRTH_DATE', 'draft', $5, $6, $6)",
     )
-    .bind(id)
+    .bind(&id)
     .bind(community_id)
     .bind(created_by)
     .bind(parent_id)
     .bind(note)
     .bind(now_ms())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    crate::transfers::db::insert_links(&mut tx, crate::transfers::db::Linked::Share, &id, instances).await?;
+    tx.commit().await?;
+    db::find(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("share vanished")))
 }
 
 /// Issues a code for a share whose instances are linked: chooses the second factor, sets the
@@ -255,21 +259,16 @@ pub async fn create(state: &AppState, actor: &str, community_id: &str, n: &NewSh
             return Err(AppError::NotFound("the community holds no study of this patient".into()));
         }
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    let mut tx = state.db_write.begin().await?;
-    insert_draft(&mut tx, &id, community_id, actor, None, &note).await?;
-    tx.commit().await?;
-    db::link_instances(&state.db_write, &id, &instances).await?;
-    let row = db::find(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("share vanished")))?;
+    let row = open_draft(state, community_id, actor, None, &note, &instances).await?;
     if draft {
-        audit::record(&state.db_write, Event { actor, client_addr: "", action: "share.create", object_kind: "share", object_id: &id, result: "ok", detail: "draft" }).await?;
+        audit::record(&state.db_write, Event { actor, client_addr: "", action: "share.create", object_kind: "share", object_id: &row.id, result: "ok", detail: "draft" }).await?;
         return Ok(Err(db::load(&state.db, &row).await?));
     }
     match issue_linked(state, actor, &row, &n.options, None).await {
         Ok(issued) => Ok(Ok(issued)),
         Err(e) => {
             // Bad options leave nothing behind.
-            discard_draft(state, &id).await;
+            discard_draft(state, &row.id).await;
             Err(e)
         }
     }
@@ -281,8 +280,9 @@ async fn discard_draft(state: &AppState, id: &str) {
 }
 
 /// A derived code for a subset of a share's studies that never outlives it (patients forward
-/// their share to another doctor this way). A forwarded code can't be forwarded again.
-pub async fn forward(state: &AppState, parent: &ShareRow, studies: &[String], options: &ShareOptions) -> AppResult<IssuedShare> {
+/// their share to another doctor this way). A forwarded code can't be forwarded again. Audited
+/// as the holder's action from `client`.
+pub async fn forward(state: &AppState, parent: &ShareRow, studies: &[String], options: &ShareOptions, client: &str) -> AppResult<IssuedShare> {
     if parent.parent_id.is_some() {
         return Err(AppError::ForbiddenBecause("a forwarded code cannot be forwarded again".into()));
     }
@@ -297,19 +297,17 @@ pub async fn forward(state: &AppState, parent: &ShareRow, studies: &[String], op
         return Err(AppError::NotFound(format!("the share holds no study {missing}")));
     }
     let chosen: Vec<_> = all.into_iter().filter(|i| studies.is_empty() || studies.contains(&i.2)).collect();
-    let id = uuid::Uuid::new_v4().to_string();
     let actor = format!("share:{}", parent.id);
-    let mut tx = state.db_write.begin().await?;
-    insert_draft(&mut tx, &id, &parent.community_id, &actor, Some(&parent.id), "").await?;
-    tx.commit().await?;
-    db::link_instances(&state.db_write, &id, &chosen).await?;
-    let row = db::find(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("share vanished")))?;
+    let row = open_draft(state, &parent.community_id, &actor, Some(&parent.id), "", &chosen).await?;
     let mut options = options.clone();
     options.note = Some("forwarded by the patient".into());
     match issue_linked(state, &actor, &row, &options, Some(parent.expires_at)).await {
-        Ok(i) => Ok(i),
+        Ok(issued) => {
+            audit::record(&state.db_write, Event { actor: &actor, client_addr: client, action: "share.forward", object_kind: "share", object_id: &parent.id, result: "ok", detail: &issued.share.id }).await?;
+            Ok(issued)
+        }
         Err(e) => {
-            discard_draft(state, &id).await;
+            discard_draft(state, &row.id).await;
             Err(e)
         }
     }

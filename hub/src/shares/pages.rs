@@ -13,17 +13,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
-use axum_extra::extract::cookie::Cookie;
 use ferry_schemas::{ExtendShare, IssuedShare, NewShare, ShareOptions, SheetRequest};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use super::db;
 use super::holder::{self, ShareHolder};
-use super::redeem::{self, Outcome, SHARE_COOKIE, SessionKind};
+use super::redeem::{self, Outcome, SessionKind};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::ui::{Ctx, Lang, dicom_date, error_page, human_size, layout, person_name, time_ms};
+use crate::ui::{Ctx, dicom_date, error_page, human_size, layout, person_name, time_ms};
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let limited = Router::new().route("/redeem", post(redeem_submit));
@@ -48,18 +47,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/shares/{id}/sheet.pdf", post(sheet_submit))
 }
 
-fn l(ctx: &Ctx, de: &'static str, en: &'static str) -> &'static str {
-    if ctx.lang == Lang::De { de } else { en }
-}
-
-macro_rules! page {
-    ($ctx:expr, $e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return error_page(&$ctx, e),
-        }
-    };
-}
+use crate::ui::page;
 
 /// Form fields as pairs (repeated names allowed).
 fn pairs(body: &[u8]) -> Vec<(String, String)> {
@@ -97,21 +85,21 @@ async fn redeem_form(state: &AppState, ctx: &Ctx, token: &str, error: Option<&st
         .map(|t| t.text.clone())
         .unwrap_or_default();
     let is_date = question.as_ref().is_some_and(|q| q.answer_format == "DATE");
-    let mut r = layout(ctx, l(ctx, "Zugangscode einlösen", "Redeem an access code"), html! {
-        h1 { (l(ctx, "Ihre Bilder ansehen", "See your images")) }
-        p { (l(ctx, "Geben Sie den Zugangscode von Ihrem Blatt ein und beantworten Sie die Frage.", "Enter the access code from your sheet and answer the question.")) }
+    let mut r = layout(ctx, ctx.l("Zugangscode einlösen", "Redeem an access code"), html! {
+        h1 { (ctx.l("Ihre Bilder ansehen", "See your images")) }
+        p { (ctx.l("Geben Sie den Zugangscode von Ihrem Blatt ein und beantworten Sie die Frage.", "Enter the access code from your sheet and answer the question.")) }
         (crate::ui::error_box(error))
         form.card method="post" action="/redeem" autocomplete="off" {
-            label for="token" { (l(ctx, "Zugangscode", "Access code")) }
+            label for="token" { (ctx.l("Zugangscode", "Access code")) }
             input id="token" name="token" value=(token) required autocapitalize="characters" spellcheck="false" placeholder="XXXX-XXXX-XXXX" class="code";
             label for="answer" { (text) }
             @if is_date {
-                input id="answer" name="answer" required inputmode="numeric" placeholder=(l(ctx, "TT.MM.JJJJ", "DD.MM.YYYY"));
+                input id="answer" name="answer" required inputmode="numeric" placeholder=(ctx.l("TT.MM.JJJJ", "DD.MM.YYYY"));
             } @else {
                 input id="answer" name="answer" required autocapitalize="characters" spellcheck="false";
             }
-            p.muted { (l(ctx, "Nach mehreren falschen Antworten wird der Code eine Zeit lang gesperrt; die Praxis kann ihn entsperren.", "After several wrong answers the code is locked for a while; the clinic can unlock it.")) }
-            button type="submit" { (l(ctx, "Weiter", "Continue")) }
+            p.muted { (ctx.l("Nach mehreren falschen Antworten wird der Code eine Zeit lang gesperrt; die Praxis kann ihn entsperren.", "After several wrong answers the code is locked for a while; the clinic can unlock it.")) }
+            button type="submit" { (ctx.l("Weiter", "Continue")) }
         }
     })
     .into_response();
@@ -127,15 +115,15 @@ async fn redeem_submit(State(state): State<AppState>, ctx: Ctx, ci: ConnectInfo<
     match outcome {
         Outcome::Granted { token, .. } => (jar.add(holder::cookie(&state, token)), Redirect::to("/s")).into_response(),
         Outcome::Denied => {
-            let msg = l(&ctx, "Code oder Antwort stimmen nicht, oder der Code ist nach zu vielen falschen Antworten vorübergehend gesperrt.", "The code or the answer is wrong, or the code is locked for a while after too many wrong answers.");
+            let msg = ctx.l("Code oder Antwort stimmen nicht, oder der Code ist nach zu vielen falschen Antworten vorübergehend gesperrt.", "The code or the answer is wrong, or the code is locked for a while after too many wrong answers.");
             redeem_form(&state, &ctx, &token, Some(msg), StatusCode::UNAUTHORIZED).await
         }
         Outcome::Expired => {
-            let msg = l(&ctx, "Diese Freigabe ist abgelaufen. Die Praxis kann sie verlängern.", "This share has expired. The clinic can extend it.");
+            let msg = ctx.l("Diese Freigabe ist abgelaufen. Die Praxis kann sie verlängern.", "This share has expired. The clinic can extend it.");
             redeem_form(&state, &ctx, &token, Some(msg), StatusCode::FORBIDDEN).await
         }
         Outcome::Typo(_) => {
-            let msg = l(&ctx, "Dieser Code enthält einen Tippfehler. Bitte prüfen Sie jedes Zeichen.", "This code has a typo. Please check every character.");
+            let msg = ctx.l("Dieser Code enthält einen Tippfehler. Bitte prüfen Sie jedes Zeichen.", "This code has a typo. Please check every character.");
             redeem_form(&state, &ctx, &token, Some(msg), StatusCode::BAD_REQUEST).await
         }
     }
@@ -167,11 +155,11 @@ async fn overview(State(state): State<AppState>, ctx: Ctx, jar: CookieJar) -> Re
     let h = holder!(state, jar);
     let v = page!(ctx, holder::view(&state, &h.share).await);
     let patient = v.studies.first().map(|s| person_name(&s.patient_name)).unwrap_or_default();
-    layout(&ctx, l(&ctx, "Ihre Bilder", "Your images"), html! {
-        h1 { (l(&ctx, "Ihre Bilder", "Your images")) " " span.muted { (patient) } }
-        p { (v.community_name) " · " (l(&ctx, "verfügbar bis", "available until")) " " strong id="expires" { (date_of(&ctx, v.expires_at)) } }
-        p.notice role="note" { (l(&ctx, "Vorschau, nicht für die Befundung. Für Ihre Ärztin / Ihren Arzt: alles als ZIP herunterladen (Import in jedes PACS).", "Preview, not for diagnostic use. For your doctor: download everything as a ZIP (any PACS imports it).")) }
-        p { a.button id="download-all" href="/api/v1/share/download" download { (l(&ctx, "Alles herunterladen (ZIP)", "Download everything (ZIP)")) } }
+    layout(&ctx, ctx.l("Ihre Bilder", "Your images"), html! {
+        h1 { (ctx.l("Ihre Bilder", "Your images")) " " span.muted { (patient) } }
+        p { (v.community_name) " · " (ctx.l("verfügbar bis", "available until")) " " strong id="expires" { (date_of(&ctx, v.expires_at)) } }
+        p.notice role="note" { (ctx.l("Vorschau, nicht für die Befundung. Für Ihre Ärztin / Ihren Arzt: alles als ZIP herunterladen (Import in jedes PACS).", "Preview, not for diagnostic use. For your doctor: download everything as a ZIP (any PACS imports it).")) }
+        p { a.button id="download-all" href="/api/v1/share/download" download { (ctx.l("Alles herunterladen (ZIP)", "Download everything (ZIP)")) } }
         ul.studies {
             @for s in &v.studies {
                 li.card data-study=(s.study_uid) {
@@ -179,25 +167,25 @@ async fn overview(State(state): State<AppState>, ctx: Ctx, jar: CookieJar) -> Re
                         img src={"/dicomweb/studies/" (s.study_uid) "/thumbnail"} alt="" width="192" height="192" loading="lazy";
                     }
                     h2 { (dicom_date(ctx.lang, &s.study_date)) " " (s.modalities.join(", ")) }
-                    p { (s.description) br; span.muted { (s.series.len()) " " (l(&ctx, "Serien", "series")) ", " (s.instances) " " (l(&ctx, "Bilder", "images")) ", " (human_size(s.bytes)) } }
+                    p { (s.description) br; span.muted { (s.series.len()) " " (ctx.l("Serien", "series")) ", " (s.instances) " " (ctx.l("Bilder", "images")) ", " (human_size(s.bytes)) } }
                     p {
-                        a.button href={"/s/view/" (s.study_uid)} { (l(&ctx, "Ansehen", "View")) } " "
+                        a.button href={"/s/view/" (s.study_uid)} { (ctx.l("Ansehen", "View")) } " "
                         a.button.secondary href={"/api/v1/share/studies/" (s.study_uid) "/download"} download { "ZIP" }
                     }
                 }
             }
         }
-        h2 { (l(&ctx, "Befund", "Report")) }
+        h2 { (ctx.l("Befund", "Report")) }
         @if v.reports.is_empty() {
-            p id="report-status" { (l(&ctx, "Befund noch nicht verfügbar.", "Report not yet available.")) }
+            p id="report-status" { (ctx.l("Befund noch nicht verfügbar.", "Report not yet available.")) }
         } @else {
             ul id="reports" {
                 @for r in &v.reports {
                     li {
                         @if r.released {
-                            a href={"/api/v1/share/reports/" (r.id)} target="_blank" rel="noopener" { (l(&ctx, "Befund öffnen (PDF)", "Open the report (PDF)")) }
+                            a href={"/api/v1/share/reports/" (r.id)} target="_blank" rel="noopener" { (ctx.l("Befund öffnen (PDF)", "Open the report (PDF)")) }
                         } @else {
-                            span { (l(&ctx, "Befund noch nicht verfügbar – ab", "Report not yet available – from")) " " (time_ms(ctx.lang, r.release_at)) }
+                            span { (ctx.l("Befund noch nicht verfügbar – ab", "Report not yet available – from")) " " (time_ms(ctx.lang, r.release_at)) }
                         }
                     }
                 }
@@ -205,30 +193,30 @@ async fn overview(State(state): State<AppState>, ctx: Ctx, jar: CookieJar) -> Re
         }
         @if v.can_forward {
             details.card {
-                summary { (l(&ctx, "An eine Ärztin / einen Arzt weitergeben", "Forward to a doctor")) }
+                summary { (ctx.l("An eine Ärztin / einen Arzt weitergeben", "Forward to a doctor")) }
                 form method="post" action="/s/forward" {
-                    p { (l(&ctx, "Sie erhalten einen eigenen Code für die gewählten Untersuchungen. Er gilt höchstens so lange wie Ihrer.", "You get a code of its own for the chosen studies. It never lasts longer than yours.")) }
+                    p { (ctx.l("Sie erhalten einen eigenen Code für die gewählten Untersuchungen. Er gilt höchstens so lange wie Ihrer.", "You get a code of its own for the chosen studies. It never lasts longer than yours.")) }
                     @for s in &v.studies {
                         label.check { input type="checkbox" name="study" value=(s.study_uid) checked; " " (dicom_date(ctx.lang, &s.study_date)) " " (s.description) }
                     }
-                    label for="fwd-factor" { (l(&ctx, "Zweiter Faktor", "Second factor")) }
+                    label for="fwd-factor" { (ctx.l("Zweiter Faktor", "Second factor")) }
                     select id="fwd-factor" name="second_factor" {
-                        option value="password" { (l(&ctx, "Einmal-Passwort", "One-time password")) }
-                        option value="birth_date" { (l(&ctx, "Geburtsdatum", "Date of birth")) }
+                        option value="password" { (ctx.l("Einmal-Passwort", "One-time password")) }
+                        option value="birth_date" { (ctx.l("Geburtsdatum", "Date of birth")) }
                     }
-                    button type="submit" { (l(&ctx, "Code erzeugen", "Create a code")) }
+                    button type="submit" { (ctx.l("Code erzeugen", "Create a code")) }
                 }
             }
         }
         details.card {
-            summary { (l(&ctx, "Freigabe löschen", "Delete this share")) }
+            summary { (ctx.l("Freigabe löschen", "Delete this share")) }
             form method="post" action="/s/delete" {
-                p { (l(&ctx, "Der Code und weitergegebene Codes werden ungültig; die Bilder werden gelöscht, soweit die Praxis sie nicht anderweitig aufbewahrt.", "The code and any forwarded codes stop working; the images are deleted unless the clinic keeps them otherwise.")) }
-                label.check { input type="checkbox" name="confirm" value="yes" required; " " (l(&ctx, "Ja, endgültig löschen", "Yes, delete for good")) }
-                button.danger type="submit" { (l(&ctx, "Löschen", "Delete")) }
+                p { (ctx.l("Der Code und weitergegebene Codes werden ungültig; die Bilder werden gelöscht, soweit die Praxis sie nicht anderweitig aufbewahrt.", "The code and any forwarded codes stop working; the images are deleted unless the clinic keeps them otherwise.")) }
+                label.check { input type="checkbox" name="confirm" value="yes" required; " " (ctx.l("Ja, endgültig löschen", "Yes, delete for good")) }
+                button.danger type="submit" { (ctx.l("Löschen", "Delete")) }
             }
         }
-        form method="post" action="/s/logout" { button.secondary type="submit" { (l(&ctx, "Abmelden", "Sign out")) } }
+        form method="post" action="/s/logout" { button.secondary type="submit" { (ctx.l("Abmelden", "Sign out")) } }
     })
     .into_response()
 }
@@ -246,28 +234,27 @@ async fn view_study(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, Pat
 }
 
 /// The code (and QR, and password) just issued: shown once, printable, with the PDF sheet.
-fn issued_page(state: &AppState, ctx: &Ctx, i: &IssuedShare, staff: bool) -> Response {
-    let _ = state;
+fn issued_page(ctx: &Ctx, i: &IssuedShare, staff: bool) -> Response {
     let svg = super::sheet::qr_svg(&i.redeem_url);
-    layout(ctx, l(ctx, "Zugangscode", "Access code"), html! {
-        h1 { (l(ctx, "Zugangscode", "Access code")) }
-        p.notice.no-print role="status" { (l(ctx, "Der Code wird nur jetzt angezeigt. Drucken Sie das Blatt oder notieren Sie ihn.", "The code is shown only now. Print the sheet or write it down.")) }
+    layout(ctx, ctx.l("Zugangscode", "Access code"), html! {
+        h1 { (ctx.l("Zugangscode", "Access code")) }
+        p.notice.no-print role="status" { (ctx.l("Der Code wird nur jetzt angezeigt. Drucken Sie das Blatt oder notieren Sie ihn.", "The code is shown only now. Print the sheet or write it down.")) }
         div.card {
             div.qr { (PreEscaped(svg)) }
             p.code id="code" { (i.code) }
-            p { (l(ctx, "Verfügbar bis", "Available until")) " " strong { (date_of(ctx, i.share.expires_at)) } }
-            p.muted { (l(ctx, "Einlösen unter", "Redeem at")) " " a id="redeem-url" href=(i.redeem_url) { (i.redeem_url) } }
+            p { (ctx.l("Verfügbar bis", "Available until")) " " strong { (date_of(ctx, i.share.expires_at)) } }
+            p.muted { (ctx.l("Einlösen unter", "Redeem at")) " " a id="redeem-url" href=(i.redeem_url) { (i.redeem_url) } }
         }
         @if let Some(p) = &i.password {
-            div.card { p { (l(ctx, "Passwort (getrennt aushändigen)", "Password (hand over separately)")) } p.code id="password" { (p) } }
+            div.card { p { (ctx.l("Passwort (getrennt aushändigen)", "Password (hand over separately)")) } p.code id="password" { (p) } }
         }
         @if staff {
             form.no-print method="post" action={"/shares/" (i.share.id) "/sheet.pdf"} target="_blank" {
                 input type="hidden" name="code" value=(i.code);
                 @if let Some(p) = &i.password { input type="hidden" name="password" value=(p); }
-                button type="submit" id="sheet" { (l(ctx, "Blatt drucken (PDF)", "Print the sheet (PDF)")) }
+                button type="submit" id="sheet" { (ctx.l("Blatt drucken (PDF)", "Print the sheet (PDF)")) }
             }
-            p.no-print { a href={"/shares/" (i.share.id)} { (l(ctx, "Zur Freigabe", "To the share")) } }
+            p.no-print { a href={"/shares/" (i.share.id)} { (ctx.l("Zur Freigabe", "To the share")) } }
         } @else {
             p.no-print { a href="/s" { (ctx.t("back")) } }
         }
@@ -280,26 +267,23 @@ async fn forward(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, ci: Co
     let f = pairs(&body);
     let studies: Vec<String> = f.iter().filter(|(k, _)| k == "study").map(|(_, v)| v.clone()).collect();
     if studies.is_empty() {
-        return error_page(&ctx, AppError::BadRequest(l(&ctx, "Wählen Sie mindestens eine Untersuchung.", "Choose at least one study.").into()));
+        return error_page(&ctx, AppError::BadRequest(ctx.l("Wählen Sie mindestens eine Untersuchung.", "Choose at least one study.").into()));
     }
     let options = ShareOptions { second_factor: field(&f, "second_factor").map(str::to_string), ..Default::default() };
-    let issued = page!(ctx, super::forward(&state, &h.share, &studies, &options).await);
-    let _ = crate::audit::record(&state.db_write, crate::audit::Event { actor: &format!("share:{}", h.share.id), client_addr: &super::client_addr(&ci), action: "share.forward", object_kind: "share", object_id: &h.share.id, result: "ok", detail: &issued.share.id }).await;
-    issued_page(&state, &ctx, &issued, false)
+    let issued = page!(ctx, super::forward(&state, &h.share, &studies, &options, &super::client_addr(&ci)).await);
+    issued_page(&ctx, &issued, false)
 }
 
 async fn delete(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, ci: ConnectInfo<SocketAddr>) -> Response {
     let h = holder!(state, jar);
     page!(ctx, holder::delete(&state, &h, &super::client_addr(&ci)).await);
-    let jar = jar.remove(Cookie::build(SHARE_COOKIE).path("/"));
-    (jar, crate::ui::notice(&ctx, l(&ctx, "Gelöscht", "Deleted"), l(&ctx, "Die Freigabe ist gelöscht.", "The share is deleted."), None)).into_response()
+    let jar = holder::without_cookie(jar);
+    (jar, crate::ui::notice(&ctx, ctx.l("Gelöscht", "Deleted"), ctx.l("Die Freigabe ist gelöscht.", "The share is deleted."), None)).into_response()
 }
 
 async fn logout(State(state): State<AppState>, jar: CookieJar) -> Response {
-    if let Some(c) = jar.get(SHARE_COOKIE) {
-        let _ = sqlx::query("DELETE FROM share_sessions WHERE token_hash = $1").bind(crate::accounts::tokens::hash(c.value())).execute(&state.db_write).await;
-    }
-    (jar.remove(Cookie::build(SHARE_COOKIE).path("/")), Redirect::to("/redeem")).into_response()
+    let _ = holder::end_session(&state, &jar).await;
+    (holder::without_cookie(jar), Redirect::to("/redeem")).into_response()
 }
 
 // ---- staff --------------------------------------------------------------------------------
@@ -315,24 +299,24 @@ macro_rules! staff {
 
 fn state_label(ctx: &Ctx, s: &str) -> &'static str {
     match s {
-        "active" => l(ctx, "aktiv", "active"),
-        "expired" => l(ctx, "abgelaufen", "expired"),
-        "revoked" => l(ctx, "widerrufen", "revoked"),
-        "deleted" => l(ctx, "gelöscht", "deleted"),
-        _ => l(ctx, "Entwurf", "draft"),
+        "active" => ctx.l("aktiv", "active"),
+        "expired" => ctx.l("abgelaufen", "expired"),
+        "revoked" => ctx.l("widerrufen", "revoked"),
+        "deleted" => ctx.l("gelöscht", "deleted"),
+        _ => ctx.l("Entwurf", "draft"),
     }
 }
 
 async fn staff_list(State(state): State<AppState>, ctx: Ctx, Query(q): Query<super::ListQuery>) -> Response {
     let who = staff!(ctx);
     let list = page!(ctx, super::list(&state, &who, &q).await);
-    layout(&ctx, l(&ctx, "Freigaben", "Shares"), html! {
-        h1 { (l(&ctx, "Freigaben für Patienten", "Shares for patients")) }
-        p { a.button href="/shares/new" { (l(&ctx, "Neue Freigabe", "New share")) } }
+    layout(&ctx, ctx.l("Freigaben", "Shares"), html! {
+        h1 { (ctx.l("Freigaben für Patienten", "Shares for patients")) }
+        p { a.button href="/shares/new" { (ctx.l("Neue Freigabe", "New share")) } }
         div.table-wrap { table {
             thead { tr {
-                th { (l(&ctx, "Patient", "Patient")) } th { (l(&ctx, "Untersuchungen", "Studies")) } th { (l(&ctx, "Erstellt", "Created")) }
-                th { (l(&ctx, "Gültig bis", "Expires")) } th { (l(&ctx, "Letzter Zugriff", "Last access")) } th { (l(&ctx, "Fehlversuche", "Failed attempts")) } th { (l(&ctx, "Status", "State")) }
+                th { (ctx.l("Patient", "Patient")) } th { (ctx.l("Untersuchungen", "Studies")) } th { (ctx.l("Erstellt", "Created")) }
+                th { (ctx.l("Gültig bis", "Expires")) } th { (ctx.l("Letzter Zugriff", "Last access")) } th { (ctx.l("Fehlversuche", "Failed attempts")) } th { (ctx.l("Status", "State")) }
             } }
             tbody { @for s in &list { tr data-share=(s.id) {
                 td { a href={"/shares/" (s.id)} { (person_name(&s.patient_name)) } br; span.muted { (s.patient_id) } }
@@ -340,7 +324,7 @@ async fn staff_list(State(state): State<AppState>, ctx: Ctx, Query(q): Query<sup
                 td { (time_ms(ctx.lang, s.created_at)) br; span.muted { (s.created_by) } }
                 td { (date_of(&ctx, s.expires_at)) }
                 td { @if let Some(t) = s.last_access_at { (time_ms(ctx.lang, t)) } }
-                td { (s.failed_attempts) @if s.locked { " " span.badge.state-failed { (l(&ctx, "gesperrt", "locked")) } } }
+                td { (s.failed_attempts) @if s.locked { " " span.badge.state-failed { (ctx.l("gesperrt", "locked")) } } }
                 td { span class={"badge state-" (s.state)} { (state_label(&ctx, &s.state)) } }
             } } }
         } }
@@ -356,24 +340,24 @@ struct NewQuery {
 
 fn options_fields(ctx: &Ctx) -> Markup {
     html! {
-        label for="second_factor" { (l(ctx, "Zweiter Faktor", "Second factor")) }
+        label for="second_factor" { (ctx.l("Zweiter Faktor", "Second factor")) }
         select id="second_factor" name="second_factor" {
-            option value="birth_date" { (l(ctx, "Geburtsdatum des Patienten", "Patient's date of birth")) }
-            option value="password" { (l(ctx, "Einmal-Passwort (separater Zettel)", "One-time password (separate slip)")) }
-            option value="study_date" { (l(ctx, "Datum der Untersuchung", "Date of the examination")) }
+            option value="birth_date" { (ctx.l("Geburtsdatum des Patienten", "Patient's date of birth")) }
+            option value="password" { (ctx.l("Einmal-Passwort (separater Zettel)", "One-time password (separate slip)")) }
+            option value="study_date" { (ctx.l("Datum der Untersuchung", "Date of the examination")) }
         }
-        label for="birth_date" { (l(ctx, "Geburtsdatum (falls nicht in den Bildern)", "Date of birth (if not in the images)")) }
-        input id="birth_date" name="birth_date" placeholder=(l(ctx, "TT.MM.JJJJ", "DD.MM.YYYY"));
-        label for="days" { (l(ctx, "Gültigkeit", "Valid for")) }
+        label for="birth_date" { (ctx.l("Geburtsdatum (falls nicht in den Bildern)", "Date of birth (if not in the images)")) }
+        input id="birth_date" name="birth_date" placeholder=(ctx.l("TT.MM.JJJJ", "DD.MM.YYYY"));
+        label for="days" { (ctx.l("Gültigkeit", "Valid for")) }
         select id="days" name="days" {
-            option value="" { (l(ctx, "Standard der Einrichtung", "The clinic's default")) }
-            option value="28" { (l(ctx, "4 Wochen", "4 weeks")) }
-            option value="56" { (l(ctx, "8 Wochen", "8 weeks")) }
-            option value="84" { (l(ctx, "12 Wochen", "12 weeks")) }
-            option value="90" { (l(ctx, "90 Tage", "90 days")) }
-            option value="365" { (l(ctx, "1 Jahr", "1 year")) }
+            option value="" { (ctx.l("Standard der Einrichtung", "The clinic's default")) }
+            option value="28" { (ctx.l("4 Wochen", "4 weeks")) }
+            option value="56" { (ctx.l("8 Wochen", "8 weeks")) }
+            option value="84" { (ctx.l("12 Wochen", "12 weeks")) }
+            option value="90" { (ctx.l("90 Tage", "90 days")) }
+            option value="365" { (ctx.l("1 Jahr", "1 year")) }
         }
-        label for="note" { (l(ctx, "Notiz (nur für die Praxis)", "Note (for the clinic only)")) }
+        label for="note" { (ctx.l("Notiz (nur für die Praxis)", "Note (for the clinic only)")) }
         input id="note" name="note";
     }
 }
@@ -396,12 +380,11 @@ fn options_from(f: &[(String, String)]) -> Result<ShareOptions, AppError> {
     })
 }
 
-async fn new_page(State(state): State<AppState>, ctx: Ctx, Query(q): Query<NewQuery>) -> Response {
+async fn new_page(ctx: Ctx, Query(q): Query<NewQuery>) -> Response {
     let (_, account) = match ctx.require() {
         Ok((p, a)) => (p.clone(), a.clone()),
         Err(r) => return r.into_response(),
     };
-    let _ = state;
     let chosen = q.community.clone().unwrap_or_default();
     let communities = html! {
         select id="community" name="community" {
@@ -410,29 +393,29 @@ async fn new_page(State(state): State<AppState>, ctx: Ctx, Query(q): Query<NewQu
             }
         }
     };
-    layout(&ctx, l(&ctx, "Neue Freigabe", "New share"), html! {
-        h1 { (l(&ctx, "Bilder für den Patienten freigeben", "Share images with the patient")) }
+    layout(&ctx, ctx.l("Neue Freigabe", "New share"), html! {
+        h1 { (ctx.l("Bilder für den Patienten freigeben", "Share images with the patient")) }
         @if account.memberships.is_empty() {
-            p.error { (l(&ctx, "Sie sind in keiner Einrichtung Mitglied.", "You are not a member of any clinic.")) }
+            p.error { (ctx.l("Sie sind in keiner Einrichtung Mitglied.", "You are not a member of any clinic.")) }
         }
         form.card method="post" action="/shares/new" {
-            h2 { (l(&ctx, "Untersuchungen, die hier vorliegen", "Studies the clinic holds")) }
-            label for="community" { (l(&ctx, "Einrichtung", "Clinic")) } (communities)
-            label for="patient_id" { (l(&ctx, "Alle Untersuchungen des Patienten (Patienten-ID)", "All studies of the patient (patient ID)")) }
+            h2 { (ctx.l("Untersuchungen, die hier vorliegen", "Studies the clinic holds")) }
+            label for="community" { (ctx.l("Einrichtung", "Clinic")) } (communities)
+            label for="patient_id" { (ctx.l("Alle Untersuchungen des Patienten (Patienten-ID)", "All studies of the patient (patient ID)")) }
             input id="patient_id" name="patient_id";
-            label for="studies" { (l(&ctx, "oder Study Instance UIDs (eine pro Zeile)", "or Study Instance UIDs (one per line)")) }
+            label for="studies" { (ctx.l("oder Study Instance UIDs (eine pro Zeile)", "or Study Instance UIDs (one per line)")) }
             textarea id="studies" name="studies" rows="3" { (q.studies.clone().unwrap_or_default().replace(',', "\n")) }
             (options_fields(&ctx))
-            button type="submit" { (l(&ctx, "Code erzeugen", "Create the code")) }
+            button type="submit" { (ctx.l("Code erzeugen", "Create the code")) }
         }
         form.card method="post" enctype="multipart/form-data" action={"/shares/upload?community=" (crate::ui::urlencode(&chosen))} id="upload-form" {
-            h2 { (l(&ctx, "Oder Dateien hochladen", "Or upload files")) }
-            p.muted { (l(&ctx, "DICOM-Dateien, ein ZIP oder der Inhalt einer CD mit DICOMDIR. Danach wählen Sie den zweiten Faktor.", "DICOM files, a ZIP or a CD's content with its DICOMDIR. Then you choose the second factor.")) }
+            h2 { (ctx.l("Oder Dateien hochladen", "Or upload files")) }
+            p.muted { (ctx.l("DICOM-Dateien, ein ZIP oder der Inhalt einer CD mit DICOMDIR. Danach wählen Sie den zweiten Faktor.", "DICOM files, a ZIP or a CD's content with its DICOMDIR. Then you choose the second factor.")) }
             @if chosen.is_empty() && account.memberships.len() > 1 {
-                p.error { (l(&ctx, "Wählen Sie die Einrichtung über ?community=CODE.", "Choose the clinic with ?community=CODE.")) }
+                p.error { (ctx.l("Wählen Sie die Einrichtung über ?community=CODE.", "Choose the clinic with ?community=CODE.")) }
             }
             input id="files" type="file" name="file" multiple required;
-            button type="submit" { (l(&ctx, "Hochladen", "Upload")) }
+            button type="submit" { (ctx.l("Hochladen", "Upload")) }
         }
     })
     .into_response()
@@ -446,12 +429,12 @@ async fn new_submit(State(state): State<AppState>, ctx: Ctx, body: Bytes) -> Res
     let options = page!(ctx, options_from(&f));
     let patient_id = field(&f, "patient_id").map(str::to_string);
     if studies.is_empty() && patient_id.is_none() {
-        return error_page(&ctx, AppError::BadRequest(l(&ctx, "Nennen Sie eine Patienten-ID oder Untersuchungen, oder laden Sie Dateien hoch.", "Give a patient ID or studies, or upload files.").into()));
+        return error_page(&ctx, AppError::BadRequest(ctx.l("Nennen Sie eine Patienten-ID oder Untersuchungen, oder laden Sie Dateien hoch.", "Give a patient ID or studies, or upload files.").into()));
     }
     let community_id = page!(ctx, super::managed_community(&state, &who, &community).await);
     let n = NewShare { community, studies, patient_id, options };
     match page!(ctx, super::create(&state, &super::actor(&who), &community_id, &n).await) {
-        Ok(issued) => issued_page(&state, &ctx, &issued, true),
+        Ok(issued) => issued_page(&ctx, &issued, true),
         Err(draft) => Redirect::to(&format!("/shares/{}", draft.id)).into_response(),
     }
 }
@@ -486,60 +469,60 @@ async fn staff_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
     let row = page!(ctx, super::managed(&state, &who, &id).await);
     let s = page!(ctx, db::load(&state.db, &row).await.map_err(AppError::from));
     let log = page!(ctx, crate::audit::of_object(&state.db, "share", &id, 200).await.map_err(AppError::from));
-    layout(&ctx, l(&ctx, "Freigabe", "Share"), html! {
+    layout(&ctx, ctx.l("Freigabe", "Share"), html! {
         h1 { (person_name(&s.patient_name)) " " span class={"badge state-" (s.state)} id="share-state" { (state_label(&ctx, &s.state)) } }
         dl.facts {
-            dt { (l(&ctx, "Patienten-ID", "Patient ID")) } dd { (s.patient_id) }
-            dt { (l(&ctx, "Einrichtung", "Clinic")) } dd { (s.community_name) }
-            dt { (l(&ctx, "Erstellt", "Created")) } dd { (time_ms(ctx.lang, s.created_at)) " · " (s.created_by) }
-            dt { (l(&ctx, "Gültig bis", "Expires")) } dd id="expires" { (time_ms(ctx.lang, s.expires_at)) }
-            dt { (l(&ctx, "Zweiter Faktor", "Second factor")) } dd { (s.question_type) }
-            dt { (l(&ctx, "Letzter Zugriff", "Last access")) } dd { @if let Some(t) = s.last_access_at { (time_ms(ctx.lang, t)) } @else { "–" } }
-            dt { (l(&ctx, "Fehlversuche", "Failed attempts")) } dd id="failed" { (s.failed_attempts) @if s.locked { " · " strong { (l(&ctx, "gesperrt", "locked")) } } }
-            @if let Some(p) = &s.parent_id { dt { (l(&ctx, "Weitergegeben von", "Forwarded from")) } dd { a href={"/shares/" (p)} { (p) } } }
-            @if !s.note.is_empty() { dt { (l(&ctx, "Notiz", "Note")) } dd { (s.note) } }
+            dt { (ctx.l("Patienten-ID", "Patient ID")) } dd { (s.patient_id) }
+            dt { (ctx.l("Einrichtung", "Clinic")) } dd { (s.community_name) }
+            dt { (ctx.l("Erstellt", "Created")) } dd { (time_ms(ctx.lang, s.created_at)) " · " (s.created_by) }
+            dt { (ctx.l("Gültig bis", "Expires")) } dd id="expires" { (time_ms(ctx.lang, s.expires_at)) }
+            dt { (ctx.l("Zweiter Faktor", "Second factor")) } dd { (s.question_type) }
+            dt { (ctx.l("Letzter Zugriff", "Last access")) } dd { @if let Some(t) = s.last_access_at { (time_ms(ctx.lang, t)) } @else { "–" } }
+            dt { (ctx.l("Fehlversuche", "Failed attempts")) } dd id="failed" { (s.failed_attempts) @if s.locked { " · " strong { (ctx.l("gesperrt", "locked")) } } }
+            @if let Some(p) = &s.parent_id { dt { (ctx.l("Weitergegeben von", "Forwarded from")) } dd { a href={"/shares/" (p)} { (p) } } }
+            @if !s.note.is_empty() { dt { (ctx.l("Notiz", "Note")) } dd { (s.note) } }
         }
-        h2 { (l(&ctx, "Untersuchungen", "Studies")) }
+        h2 { (ctx.l("Untersuchungen", "Studies")) }
         ul { @for st in &s.studies { li { (dicom_date(ctx.lang, &st.study_date)) " " (st.modalities.join(", ")) " " (st.description) " (" (st.instances) ")" } } }
         @if s.state == "draft" {
             form.card method="post" enctype="multipart/form-data" action={"/shares/upload?community=" (s.community)} {
-                p.muted { (l(&ctx, "Weitere Dateien kommen in eine neue Freigabe; diese hier geben Sie unten frei.", "More files go into a new share; issue this one below.")) }
+                p.muted { (ctx.l("Weitere Dateien kommen in eine neue Freigabe; diese hier geben Sie unten frei.", "More files go into a new share; issue this one below.")) }
             }
             form.card method="post" action={"/shares/" (s.id) "/issue"} {
-                h2 { (l(&ctx, "Code erzeugen", "Create the code")) }
+                h2 { (ctx.l("Code erzeugen", "Create the code")) }
                 (options_fields(&ctx))
-                button type="submit" { (l(&ctx, "Code erzeugen", "Create the code")) }
+                button type="submit" { (ctx.l("Code erzeugen", "Create the code")) }
             }
         }
         @if s.state == "active" || s.state == "expired" {
             div.row {
                 form.card method="post" action={"/shares/" (s.id) "/extend"} {
-                    label for="extend-days" { (l(&ctx, "Verlängern um", "Extend by")) }
-                    select id="extend-days" name="days" { option value="28" { "4 " (l(&ctx, "Wochen", "weeks")) } option value="56" { "8 " (l(&ctx, "Wochen", "weeks")) } option value="84" { "12 " (l(&ctx, "Wochen", "weeks")) } option value="91" selected { "3 " (l(&ctx, "Monate", "months")) } }
-                    button type="submit" { (l(&ctx, "Verlängern", "Extend")) }
+                    label for="extend-days" { (ctx.l("Verlängern um", "Extend by")) }
+                    select id="extend-days" name="days" { option value="28" { "4 " (ctx.l("Wochen", "weeks")) } option value="56" { "8 " (ctx.l("Wochen", "weeks")) } option value="84" { "12 " (ctx.l("Wochen", "weeks")) } option value="91" selected { "3 " (ctx.l("Monate", "months")) } }
+                    button type="submit" { (ctx.l("Verlängern", "Extend")) }
                 }
                 form.card method="post" action={"/shares/" (s.id) "/report"} enctype="multipart/form-data" {
-                    label for="report" { (l(&ctx, "Befund (PDF)", "Report (PDF)")) }
+                    label for="report" { (ctx.l("Befund (PDF)", "Report (PDF)")) }
                     input id="report" type="file" name="report" accept="application/pdf" required;
-                    label for="release" { (l(&ctx, "Freigeben in Stunden", "Release in hours")) }
+                    label for="release" { (ctx.l("Freigeben in Stunden", "Release in hours")) }
                     input id="release" name="release_in_hours" type="number" min="0" value="0";
-                    button type="submit" { (l(&ctx, "Hochladen", "Upload")) }
+                    button type="submit" { (ctx.l("Hochladen", "Upload")) }
                 }
             }
             @if !s.reports.is_empty() {
-                ul { @for r in &s.reports { li { (r.name) " · " (human_size(r.size)) " · " @if r.released { (l(&ctx, "freigegeben", "released")) } @else { (l(&ctx, "frei ab", "released from")) " " (time_ms(ctx.lang, r.release_at)) } } } }
+                ul { @for r in &s.reports { li { (r.name) " · " (human_size(r.size)) " · " @if r.released { (ctx.l("freigegeben", "released")) } @else { (ctx.l("frei ab", "released from")) " " (time_ms(ctx.lang, r.release_at)) } } } }
             }
             p {
                 @if s.locked {
-                    form.inline method="post" action={"/shares/" (s.id) "/unlock"} { button type="submit" { (l(&ctx, "Entsperren", "Unlock")) } } " "
+                    form.inline method="post" action={"/shares/" (s.id) "/unlock"} { button type="submit" { (ctx.l("Entsperren", "Unlock")) } } " "
                 }
-                form.inline method="post" action={"/shares/" (s.id) "/reissue"} { button.secondary type="submit" { (l(&ctx, "Neues Blatt (neuer Code)", "New sheet (new code)")) } } " "
-                form.inline method="post" action={"/shares/" (s.id) "/revoke"} { button.danger type="submit" { (l(&ctx, "Widerrufen", "Revoke")) } }
+                form.inline method="post" action={"/shares/" (s.id) "/reissue"} { button.secondary type="submit" { (ctx.l("Neues Blatt (neuer Code)", "New sheet (new code)")) } } " "
+                form.inline method="post" action={"/shares/" (s.id) "/revoke"} { button.danger type="submit" { (ctx.l("Widerrufen", "Revoke")) } }
             }
         }
-        h2 { (l(&ctx, "Zugriffsprotokoll", "Access log")) }
+        h2 { (ctx.l("Zugriffsprotokoll", "Access log")) }
         div.table-wrap { table id="access-log" {
-            thead { tr { th { (l(&ctx, "Zeit", "Time")) } th { (l(&ctx, "Wer", "Who")) } th { (l(&ctx, "Adresse", "Address")) } th { (l(&ctx, "Aktion", "Action")) } th { (l(&ctx, "Ergebnis", "Result")) } } }
+            thead { tr { th { (ctx.l("Zeit", "Time")) } th { (ctx.l("Wer", "Who")) } th { (ctx.l("Adresse", "Address")) } th { (ctx.l("Aktion", "Action")) } th { (ctx.l("Ergebnis", "Result")) } } }
             tbody { @for e in &log { tr { td { (time_ms(ctx.lang, e.at)) } td { (e.actor) } td { (e.client_addr) } td { (e.action) } td { (e.result) " " span.muted { (e.detail) } } } } }
         } }
     })
@@ -551,7 +534,7 @@ async fn issue_submit(State(state): State<AppState>, ctx: Ctx, Path(id): Path<St
     let row = page!(ctx, super::managed(&state, &who, &id).await);
     let options = page!(ctx, options_from(&pairs(&body)));
     let issued = page!(ctx, super::issue_linked(&state, &super::actor(&who), &row, &options, None).await);
-    issued_page(&state, &ctx, &issued, true)
+    issued_page(&ctx, &issued, true)
 }
 
 async fn extend_submit(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, body: Bytes) -> Response {
@@ -580,7 +563,7 @@ async fn reissue_submit(State(state): State<AppState>, ctx: Ctx, Path(id): Path<
     let who = staff!(ctx);
     let row = page!(ctx, super::managed(&state, &who, &id).await);
     let issued = page!(ctx, super::reissue(&state, &super::actor(&who), &row).await);
-    issued_page(&state, &ctx, &issued, true)
+    issued_page(&ctx, &issued, true)
 }
 
 async fn report_submit(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {

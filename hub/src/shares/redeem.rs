@@ -62,8 +62,7 @@ pub async fn redeem(state: &AppState, code_input: &str, answers: &[Answer], kind
     let code = match AccessCode::parse(code_input) {
         Ok(c) => c,
         Err(e) => {
-            audit::record(&state.db_write, Event { actor: "anonymous", client_addr: client, action: "share.redeem", object_kind: "share", object_id: "", result: "typo", detail: "" }).await?;
-            return Ok(Outcome::Typo(e));
+            return audited(state, client, "", "typo", "", Outcome::Typo(e)).await;
         }
     };
     let share = lookup(state, &code).await?;
@@ -76,18 +75,9 @@ pub async fn redeem(state: &AppState, code_input: &str, answers: &[Answer], kind
     // Always one argon2 verification, whatever the case.
     let right = password::verify(normalized, stored).await;
     let Some(share) = share else {
-        audit::record(&state.db_write, Event { actor: "anonymous", client_addr: client, action: "share.redeem", object_kind: "share", object_id: "", result: "denied", detail: "unknown code" }).await?;
-        return Ok(Outcome::Denied);
+        return audited(state, client, "", "denied", "unknown code", Outcome::Denied).await;
     };
-    let deny = |detail: String| {
-        let share_id = share.id.clone();
-        let client = client.to_string();
-        let state = state.clone();
-        async move {
-            audit::record(&state.db_write, Event { actor: "anonymous", client_addr: &client, action: "share.redeem", object_kind: "share", object_id: &share_id, result: "denied", detail: &detail }).await?;
-            AppResult::Ok(Outcome::Denied)
-        }
-    };
+    let deny = |detail: String| audited(state, client, &share.id, "denied", detail, Outcome::Denied);
     if share.purged_at.is_some() || !matches!(share.state.as_str(), "active") {
         return deny(format!("share {}", share.state)).await;
     }
@@ -99,8 +89,7 @@ pub async fn redeem(state: &AppState, code_input: &str, answers: &[Answer], kind
         return deny(format!("wrong answer ({failed} in a row)")).await;
     }
     if share.expires_at <= now {
-        audit::record(&state.db_write, Event { actor: "anonymous", client_addr: client, action: "share.redeem", object_kind: "share", object_id: &share.id, result: "expired", detail: "" }).await?;
-        return Ok(Outcome::Expired);
+        return audited(state, client, &share.id, "expired", "", Outcome::Expired).await;
     }
     sqlx::query("UPDATE shares SET failed_attempts = 0, locked_until = 0, last_access_at = $1 WHERE id = $2")
         .bind(now)
@@ -108,8 +97,23 @@ pub async fn redeem(state: &AppState, code_input: &str, answers: &[Answer], kind
         .execute(&state.db_write)
         .await?;
     let (token, expires_at) = open_session(state, &share, kind).await?;
-    audit::record(&state.db_write, Event { actor: "anonymous", client_addr: client, action: "share.redeem", object_kind: "share", object_id: &share.id, result: "ok", detail: kind.as_str() }).await?;
-    Ok(Outcome::Granted { share_id: share.id, token, expires_at })
+    let granted = Outcome::Granted { share_id: share.id.clone(), token, expires_at };
+    audited(state, client, &share.id, "ok", kind.as_str(), granted).await
+}
+
+/// Records a redemption attempt in the audit trail and passes its outcome on.
+async fn audited(state: &AppState, client: &str, share_id: &str, result: &str, detail: impl AsRef<str>, outcome: Outcome) -> AppResult<Outcome> {
+    audit::record(&state.db_write, Event {
+        actor: "anonymous",
+        client_addr: client,
+        action: "share.redeem",
+        object_kind: "share",
+        object_id: share_id,
+        result,
+        detail: detail.as_ref(),
+    })
+    .await?;
+    Ok(outcome)
 }
 
 /// Counts a wrong answer and sets the lock it earns. Returns the failures in a row.

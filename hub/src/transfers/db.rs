@@ -102,17 +102,19 @@ pub enum Linked {
 }
 
 impl Linked {
-    fn table(self) -> &'static str {
+    /// The link table.
+    pub fn table(self) -> &'static str {
         match self {
-            Linked::Transfer => "FROM transfer_instances ti",
-            Linked::Share => "FROM share_instances ti",
+            Linked::Transfer => "transfer_instances",
+            Linked::Share => "share_instances",
         }
     }
 
-    fn key(self) -> &'static str {
+    /// Its column naming the transfer or share.
+    pub fn key(self) -> &'static str {
         match self {
-            Linked::Transfer => "ti.transfer_id",
-            Linked::Share => "ti.share_id",
+            Linked::Transfer => "transfer_id",
+            Linked::Share => "share_id",
         }
     }
 }
@@ -122,11 +124,11 @@ pub async fn linked_studies(db: &Db, linked: Linked, id: &str) -> Result<Vec<Tra
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
          se.series_uid, se.modality, se.series_description, COUNT(*), CAST(SUM(i.size) AS BIGINT) \
-         {} \
+         FROM {} ti \
          JOIN instances i ON i.sop_instance_uid = ti.sop_instance_uid \
          JOIN series se ON se.series_uid = i.series_uid \
          JOIN studies s ON s.study_uid = i.study_uid \
-         WHERE {} = $1 \
+         WHERE ti.{} = $1 \
          GROUP BY s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
          se.series_uid, se.modality, se.series_description \
          ORDER BY s.study_date, s.study_uid, se.series_uid",
@@ -187,10 +189,7 @@ pub async fn insert_links(
     id: &str,
     instances: &[(String, String, String)],
 ) -> Result<(), sqlx::Error> {
-    let (table, key) = match linked {
-        Linked::Transfer => ("transfer_instances", "transfer_id"),
-        Linked::Share => ("share_instances", "share_id"),
-    };
+    let (table, key) = (linked.table(), linked.key());
     let sql = format!(
         "INSERT INTO {table} ({key}, sop_instance_uid, series_uid, study_uid) VALUES ($1, $2, $3, $4) \
          ON CONFLICT ({key}, sop_instance_uid) DO NOTHING"

@@ -3,6 +3,17 @@
 //! uploading them with a progress bar (`assets/send.js` + `assets/scan.js`), paging through images
 //! (`assets/viewer.js`). Forms post to the same handlers the JSON API uses.
 
+/// Unwraps a page result: errors become error pages.
+macro_rules! page {
+    ($ctx:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return $crate::ui::error_page(&$ctx, e),
+        }
+    };
+}
+pub(crate) use page;
+
 pub mod auth_pages;
 pub mod i18n;
 pub mod pages;
@@ -39,6 +50,11 @@ pub struct Ctx {
 impl Ctx {
     pub fn t(&self, key: &'static str) -> &'static str {
         self.lang.t(key)
+    }
+
+    /// A text given inline in both languages.
+    pub fn l(&self, de: &'static str, en: &'static str) -> &'static str {
+        if self.lang == Lang::De { de } else { en }
     }
 
     /// The signed-in account, or a redirect to the sign-in page.
@@ -212,9 +228,8 @@ pub fn state_key(state: &str) -> &'static str {
 /// The viewer of one study (driven by `assets/viewer.js`): series with thumbnails, the image
 /// with scroll, window/level, zoom/pan and playback controls. Not for diagnostic use.
 pub fn viewer_markup(ctx: &Ctx, study_uid: &str, series: &[ferry_schemas::TransferSeries]) -> Markup {
-    let l = |de: &'static str, en: &'static str| if ctx.lang == Lang::De { de } else { en };
     html! {
-        p.notice role="note" { (l("Nicht für die Befundung: Bilder als Vorschau, nicht in diagnostischer Qualität.", "Not for diagnostic use: images as a preview, not in diagnostic quality.")) }
+        p.notice role="note" { (ctx.l("Nicht für die Befundung: Bilder als Vorschau, nicht in diagnostischer Qualität.", "Not for diagnostic use: images as a preview, not in diagnostic quality.")) }
         div.viewer id="viewer" data-study=(study_uid) {
             ul.series-list aria-label=(ctx.t("transfer.series")) {
                 @for se in series {
@@ -225,21 +240,21 @@ pub fn viewer_markup(ctx: &Ctx, study_uid: &str, series: &[ferry_schemas::Transf
                 }
             }
             figure {
-                div.tools role="toolbar" aria-label=(l("Werkzeuge", "Tools")) {
-                    button.secondary type="button" data-mode="scroll" { (l("Blättern", "Scroll")) }
-                    button.secondary type="button" data-mode="window" { (l("Fenster", "Window")) }
-                    button.secondary type="button" data-mode="pan" { (l("Verschieben", "Pan")) }
-                    button.secondary id="zoom-out" type="button" aria-label=(l("Verkleinern", "Zoom out")) { "−" }
+                div.tools role="toolbar" aria-label=(ctx.l("Werkzeuge", "Tools")) {
+                    button.secondary type="button" data-mode="scroll" { (ctx.l("Blättern", "Scroll")) }
+                    button.secondary type="button" data-mode="window" { (ctx.l("Fenster", "Window")) }
+                    button.secondary type="button" data-mode="pan" { (ctx.l("Verschieben", "Pan")) }
+                    button.secondary id="zoom-out" type="button" aria-label=(ctx.l("Verkleinern", "Zoom out")) { "−" }
                     span id="zoom-level" {}
-                    button.secondary id="zoom-in" type="button" aria-label=(l("Vergrößern", "Zoom in")) { "+" }
-                    button.secondary id="reset" type="button" { (l("Zurücksetzen", "Reset")) }
+                    button.secondary id="zoom-in" type="button" aria-label=(ctx.l("Vergrößern", "Zoom in")) { "+" }
+                    button.secondary id="reset" type="button" { (ctx.l("Zurücksetzen", "Reset")) }
                 }
-                div.tools aria-label=(l("Fenster-Voreinstellungen", "Window presets")) {
-                    button.secondary type="button" data-window="auto" { (l("Standard", "Default")) }
-                    button.secondary type="button" data-window="40,400" { (l("Weichteil", "Soft tissue")) }
-                    button.secondary type="button" data-window="-600,1500" { (l("Lunge", "Lung")) }
-                    button.secondary type="button" data-window="300,1500" { (l("Knochen", "Bone")) }
-                    button.secondary type="button" data-window="40,80" { (l("Gehirn", "Brain")) }
+                div.tools aria-label=(ctx.l("Fenster-Voreinstellungen", "Window presets")) {
+                    button.secondary type="button" data-window="auto" { (ctx.l("Standard", "Default")) }
+                    button.secondary type="button" data-window="40,400" { (ctx.l("Weichteil", "Soft tissue")) }
+                    button.secondary type="button" data-window="-600,1500" { (ctx.l("Lunge", "Lung")) }
+                    button.secondary type="button" data-window="300,1500" { (ctx.l("Knochen", "Bone")) }
+                    button.secondary type="button" data-window="40,80" { (ctx.l("Gehirn", "Brain")) }
                     span id="wl" {}
                 }
                 div.stage id="stage" { img id="frame" alt=(ctx.t("viewer.title")) draggable="false"; }
@@ -247,7 +262,7 @@ pub fn viewer_markup(ctx: &Ctx, study_uid: &str, series: &[ferry_schemas::Transf
                     button id="prev" type="button" aria-label=(ctx.t("viewer.prev")) { "◀" }
                     input id="slider" type="range" min="1" max="1" value="1" aria-label=(ctx.t("transfer.images"));
                     button id="next" type="button" aria-label=(ctx.t("viewer.next")) { "▶" }
-                    button id="play" type="button" hidden aria-pressed="false" { (l("Abspielen", "Play")) }
+                    button id="play" type="button" hidden aria-pressed="false" { (ctx.l("Abspielen", "Play")) }
                     span id="position" aria-live="polite" {}
                 }
             }

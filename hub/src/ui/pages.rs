@@ -39,16 +39,6 @@ pub fn router() -> Router<AppState> {
         .route("/account/tokens/{id}/revoke", post(revoke_token))
 }
 
-/// Unwraps a page result: errors become error pages.
-macro_rules! page {
-    ($ctx:expr, $e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return error_page(&$ctx, e),
-        }
-    };
-}
-
 /// Requires a signed-in user (else redirect to sign-in).
 macro_rules! signed_in {
     ($ctx:expr) => {
