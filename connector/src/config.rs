@@ -23,6 +23,82 @@ pub struct Config {
     pub pacs: Vec<Target>,
     #[serde(default)]
     pub inbound: Inbound,
+    #[serde(default)]
+    pub outbound: Outbound,
+}
+
+/// Outbound, PACS → hub: the connector's own Storage SCP and the rules that decide what becomes
+/// of a study the PACS sends to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outbound {
+    /// Where the Storage SCP listens, e.g. `0.0.0.0:11112`; no SCP when empty.
+    #[serde(default)]
+    pub listen: String,
+    /// The connector's AE title as the PACS calls it.
+    #[serde(default = "default_calling_ae")]
+    pub ae_title: String,
+    /// Calling AE titles allowed to send (any when empty).
+    #[serde(default)]
+    pub allowed_callers: Vec<String>,
+    /// A study counts as complete when no instance of it arrived for this long (seconds).
+    #[serde(default = "default_settle_secs")]
+    pub settle_secs: u64,
+    /// Tried in order; the first that matches decides.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Self { listen: String::new(), ae_title: default_calling_ae(), allowed_callers: vec![], settle_secs: default_settle_secs(), routes: vec![] }
+    }
+}
+
+/// A routing rule: which studies it takes (calling AE title, a tag's value) and what it does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Route {
+    pub name: String,
+    /// Only studies sent by this calling AE title.
+    #[serde(default)]
+    pub calling_ae: Option<String>,
+    /// Only studies whose first instance has this attribute (keyword such as `StudyDescription`,
+    /// or `0008,1030`) matching `value`.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// The pattern for `tag`: `*` any characters, `?` one; case does not matter.
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(flatten)]
+    pub action: RouteAction,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum RouteAction {
+    /// Create a patient access code for the study at the connector's own community and put the
+    /// printable sheet (PDF) into `sheet_dir`; `print_command` (e.g. `["lp", "-d", "Empfang"]`)
+    /// is run with the sheet's path appended.
+    Share {
+        sheet_dir: PathBuf,
+        #[serde(default)]
+        print_command: Vec<String>,
+        /// `birth_date` (default) or `password` (printed on the sheet's second page).
+        #[serde(default)]
+        second_factor: Option<String>,
+        #[serde(default)]
+        expires_in_days: Option<u32>,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// Send the study to another community as a transfer, in the name of the account whose
+    /// personal access token is `sender_token` (e.g. the department's shared sending account).
+    Transfer {
+        community: String,
+        #[serde(default)]
+        sender_token: String,
+        #[serde(default)]
+        note: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -174,6 +250,9 @@ fn default_poll_secs() -> u64 {
 fn default_calling_ae() -> String {
     "FERRY".into()
 }
+fn default_settle_secs() -> u64 {
+    10
+}
 fn default_associations() -> usize {
     1
 }
@@ -251,6 +330,50 @@ impl Config {
         }
         if r.accession == AccessionRule::Worklist && r.patient_id != PatientIdRule::Worklist {
             bail!("reconcile.accession = \"worklist\" works only with patient_id = \"worklist\"");
+        }
+        self.validate_outbound()
+    }
+
+    fn validate_outbound(&self) -> anyhow::Result<()> {
+        let o = &self.outbound;
+        if o.listen.is_empty() {
+            return Ok(());
+        }
+        if o.listen.parse::<std::net::SocketAddr>().is_err() {
+            bail!("outbound.listen must be an address and port such as 0.0.0.0:11112, not {:?}", o.listen);
+        }
+        if o.ae_title.is_empty() || o.ae_title.len() > 16 || !o.ae_title.is_ascii() || o.ae_title.contains('\\') {
+            bail!("outbound.ae_title {:?} must be 1–16 ASCII characters", o.ae_title);
+        }
+        if o.routes.is_empty() {
+            bail!("outbound.listen is set but no [[outbound.routes]] says what to do with the studies the PACS sends");
+        }
+        for r in &o.routes {
+            if r.tag.is_some() != r.value.is_some() {
+                bail!("route {:?}: tag and value go together", r.name);
+            }
+            if let Some(t) = &r.tag
+                && crate::outbound::parse_tag(t).is_none()
+            {
+                bail!("route {:?}: {t:?} is neither a DICOM keyword (e.g. StudyDescription) nor a tag like 0008,1030", r.name);
+            }
+            match &r.action {
+                RouteAction::Share { second_factor, .. } => {
+                    if let Some(f) = second_factor
+                        && !["birth_date", "password"].contains(&f.as_str())
+                    {
+                        bail!("route {:?}: second_factor is birth_date or password", r.name);
+                    }
+                }
+                RouteAction::Transfer { community, sender_token, .. } => {
+                    if community.trim().is_empty() {
+                        bail!("route {:?}: a transfer route needs the receiving community's code", r.name);
+                    }
+                    if sender_token.is_empty() {
+                        bail!("route {:?}: a transfer route needs sender_token, a personal access token of the sending account", r.name);
+                    }
+                }
+            }
         }
         Ok(())
     }

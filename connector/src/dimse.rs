@@ -32,7 +32,7 @@ pub const C_STORE_RSP: u16 = 0x8001;
 pub const C_FIND_RQ: u16 = 0x0020;
 pub const C_ECHO_RQ: u16 = 0x0030;
 pub const C_ECHO_RSP: u16 = 0x8030;
-const NO_DATASET: u16 = 0x0101;
+pub const NO_DATASET: u16 = 0x0101;
 
 /// A DICOM peer reached over TCP.
 #[derive(Debug, Clone)]
@@ -95,11 +95,11 @@ fn plain_ul_error(peer: &Peer, e: &dicom_ul::association::Error) -> anyhow::Erro
     }
 }
 
-fn us(tag: Tag, v: u16) -> InMemElement {
+pub fn us(tag: Tag, v: u16) -> InMemElement {
     DataElement::new(tag, VR::US, dicom_value!(U16, [v]))
 }
 
-fn ui(tag: Tag, v: &str) -> InMemElement {
+pub fn ui(tag: Tag, v: &str) -> InMemElement {
     DataElement::new(tag, VR::UI, PrimitiveValue::from(v))
 }
 

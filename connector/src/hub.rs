@@ -119,6 +119,21 @@ impl Hub {
         Ok(token)
     }
 
+    /// A request to the hub API with a valid access token.
+    pub async fn request(&mut self, method: reqwest::Method, path: &str) -> Result<reqwest::RequestBuilder, HubError> {
+        let token = self.token().await?;
+        Ok(self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token))
+    }
+
+    /// Which connector the credentials belong to, and its community.
+    pub async fn me(&mut self) -> anyhow::Result<ferry_schemas::ConnectorSelf> {
+        let resp = self.request(reqwest::Method::GET, "/api/v1/connector/me").await?.send().await.with_context(|| format!("cannot reach the hub at {}", self.base))?;
+        if !resp.status().is_success() {
+            bail!("the hub did not say which community the connector serves: HTTP {}", resp.status());
+        }
+        Ok(resp.json().await?)
+    }
+
     async fn post(&mut self, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<reqwest::Response> {
         let token = self.token().await?;
         let mut req = self.http.post(format!("{}{path}", self.base)).bearer_auth(token);

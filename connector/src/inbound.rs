@@ -268,7 +268,7 @@ impl Inbound {
     }
 }
 
-fn target_kind(t: &Target) -> &'static str {
+pub(crate) fn target_kind(t: &Target) -> &'static str {
     match t.kind {
         TargetKind::Dimse { .. } => "C-STORE",
         TargetKind::Dicomweb { .. } => "STOW-RS",
@@ -276,7 +276,7 @@ fn target_kind(t: &Target) -> &'static str {
 }
 
 /// Stores files into one target, one result per file on `results`.
-async fn store_into(t: &Target, http: &reqwest::Client, files: Vec<Outgoing>, results: tokio::sync::mpsc::UnboundedSender<dimse::StoreResult>) {
+pub(crate) async fn store_into(t: &Target, http: &reqwest::Client, files: Vec<Outgoing>, results: tokio::sync::mpsc::UnboundedSender<dimse::StoreResult>) {
     match &t.kind {
         TargetKind::Dimse { associations, .. } => {
             if let Some(p) = peer(t) {

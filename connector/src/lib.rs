@@ -6,8 +6,11 @@
 pub mod config;
 pub mod dimse;
 pub mod hub;
+pub mod import;
 pub mod inbound;
+pub mod outbound;
 pub mod reconcile;
+pub mod scp;
 pub mod send;
 pub mod service;
 pub mod state;

@@ -33,6 +33,24 @@ enum Command {
         #[arg(long, short, env = "FERRY_CONNECTOR_CONFIG")]
         config: Option<std::path::PathBuf>,
     },
+    /// Import by code: redeem an access code a patient brought (from this hub or any DLX portal),
+    /// download its studies, reconcile them and store them into the PACS.
+    Import {
+        #[arg(long, short, env = "FERRY_CONNECTOR_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        /// The access code, e.g. ABCD-EFGH-JKMN.
+        #[arg(long)]
+        code: String,
+        /// The answer to the portal's question (e.g. the birth date); once per question, in order.
+        #[arg(long)]
+        answer: Vec<String>,
+        /// The portal that issued the code (default: the connector's hub).
+        #[arg(long)]
+        portal: Option<String>,
+        /// Where report PDFs are saved.
+        #[arg(long, default_value = ".")]
+        reports_dir: std::path::PathBuf,
+    },
     /// Send studies (DICOM files, folders, ZIPs, a CD's content) to a community.
     Send {
         /// The hub's URL.
@@ -102,6 +120,22 @@ async fn main() -> std::process::ExitCode {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => fail(e),
             },
+            Err(e) => fail(e),
+        },
+        Command::Import { config, code, answer, portal, reports_dir } => match load(config) {
+            Ok(cfg) => {
+                let o = ferry_connector::import::ImportOptions { portal, code, answers: answer, reports_dir };
+                match ferry_connector::import::import(&cfg, &o).await {
+                    Ok(r) => {
+                        println!("imported {} instance(s) of {} study(ies) into {}", r.instances, r.studies, r.targets.join(", "));
+                        for p in &r.reports {
+                            println!("report saved: {}", p.display());
+                        }
+                        std::process::ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                }
+            }
             Err(e) => fail(e),
         },
         Command::Send { hub, token, community, note, appointment, urgent, send_partial, paths } => {

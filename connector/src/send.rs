@@ -71,15 +71,36 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, PathBuf, u64)>>
     Ok(out)
 }
 
-async fn problem(resp: reqwest::Response) -> anyhow::Error {
-    let status = resp.status();
-    match resp.json::<Problem>().await {
-        Ok(p) => anyhow::anyhow!("the hub refused ({status}): {}", p.detail.unwrap_or(p.title)),
-        Err(_) => anyhow::anyhow!("the hub answered {status}"),
+/// The hub answered a request with an error status (and, usually, a problem+json reason).
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.detail.is_empty() { write!(f, "the hub answered HTTP {}", self.status) } else { write!(f, "the hub refused (HTTP {}): {}", self.status, self.detail) }
     }
 }
 
-async fn upload(client: &reqwest::Client, url: &str, token: &str, files: &[&(String, PathBuf, u64)]) -> anyhow::Result<UploadReport> {
+impl std::error::Error for Refused {}
+
+impl Refused {
+    /// A refusal that asking again will not change (bad request, not found, conflict…), unlike
+    /// an expired token, a timeout, rate limiting or a server error.
+    pub fn is_final(&self) -> bool {
+        (400..500).contains(&self.status) && ![401, 408, 429].contains(&self.status)
+    }
+}
+
+pub(crate) async fn problem(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status().as_u16();
+    let detail = resp.json::<Problem>().await.map(|p| p.detail.unwrap_or(p.title)).unwrap_or_default();
+    anyhow::Error::new(Refused { status, detail })
+}
+
+pub(crate) async fn upload(client: &reqwest::Client, url: &str, token: &str, files: &[&(String, PathBuf, u64)]) -> anyhow::Result<UploadReport> {
     let mut form = reqwest::multipart::Form::new();
     for (name, path, len) in files {
         let f = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;

@@ -12,13 +12,34 @@ use crate::state::State;
 /// steps is always safe: the next start resumes from the state directory.
 pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
     let state = State::open(&cfg.state_dir).await?;
-    let mut inbound = Inbound::new(cfg, &state).await?;
+    let outbound_only = cfg.inbound_targets().is_empty() && !cfg.outbound.listen.is_empty();
+    let mut inbound = if outbound_only { None } else { Some(Inbound::new(cfg, &state).await?) };
+    let mut beats = crate::hub::Hub::new(&cfg.hub.url, &cfg.hub.client_id, &cfg.hub.client_secret, &state.instance_id().await?)?;
+    // The Storage SCP and the outbound worker run beside the inbound loop until it stops.
+    let mut background = tokio::task::JoinSet::new();
+    if !once && !cfg.outbound.listen.is_empty() {
+        let listener = crate::scp::bind(&cfg.outbound).await?;
+        tracing::info!(listen = %cfg.outbound.listen, ae_title = %cfg.outbound.ae_title, "Storage SCP listening");
+        background.spawn(crate::scp::serve(listener, cfg.outbound.clone(), state.clone()));
+        background.spawn(crate::outbound::run(cfg.clone(), state.clone()));
+    }
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut backoff = 0u32;
     let mut last_error = String::new();
     tracing::info!(hub = %cfg.hub.url, "ferry-connector running");
     loop {
+        let Some(inbound) = inbound.as_mut() else {
+            let beat = Heartbeat { version: env!("CARGO_PKG_VERSION").into(), queue_depth: 0, last_error: String::new() };
+            if let Err(e) = beats.heartbeat(&beat).await {
+                tracing::debug!(error = %format!("{e:#}"), "heartbeat not delivered");
+            }
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(Duration::from_secs(cfg.poll_secs.max(1))) => {}
+            }
+            continue;
+        };
         let pause = match inbound.round().await {
             Ok(Round::Idle) => {
                 backoff = 0;
@@ -57,7 +78,7 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
             }
         };
         let beat = Heartbeat { version: env!("CARGO_PKG_VERSION").into(), queue_depth: inbound.queue_depth, last_error: last_error.clone() };
-        if let Err(e) = inbound.hub.heartbeat(&beat).await {
+        if let Err(e) = beats.heartbeat(&beat).await {
             tracing::debug!(error = %format!("{e:#}"), "heartbeat not delivered");
         }
         tokio::select! {
@@ -65,6 +86,7 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
             _ = tokio::time::sleep(pause) => {}
         }
     }
+    background.abort_all();
     tracing::info!("ferry-connector stopped");
     Ok(())
 }
@@ -160,7 +182,17 @@ pub async fn status(cfg: &Config) -> anyhow::Result<()> {
         let t = time::OffsetDateTime::from_unix_timestamp(at / 1000).map(|t| format!("{} {:02}:{:02}:{:02}Z", t.date(), t.hour(), t.minute(), t.second())).unwrap_or_default();
         println!("{t} {} {}", r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
     }
-    if counts.is_empty() {
+    let outbound = sqlx::query("SELECT state, COUNT(*) FROM outbound_batches GROUP BY state ORDER BY state").fetch_all(&state.db).await?;
+    for r in &outbound {
+        println!("outbound studies {}: {}", r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+    }
+    let stuck = sqlx::query("SELECT id, last_error FROM outbound_batches WHERE state IN ('routing', 'unrouted', 'failed') AND last_error <> '' ORDER BY last_at DESC LIMIT 10")
+        .fetch_all(&state.db)
+        .await?;
+    for r in &stuck {
+        println!("outbound {}: {}", r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?);
+    }
+    if counts.is_empty() && outbound.is_empty() {
         println!("nothing handled yet");
     }
     Ok(())

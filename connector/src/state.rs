@@ -36,6 +36,30 @@ const SCHEMA: &[&str] = &[
         acked_at INTEGER NOT NULL,
         PRIMARY KEY (transfer_id, sop_instance_uid)
     )",
+    // Outbound: studies the PACS sent to the connector's Storage SCP, one batch per study and
+    // calling AE title while it arrives; then routed (a share or a transfer) and uploaded.
+    "CREATE TABLE IF NOT EXISTS outbound_batches (
+        id TEXT PRIMARY KEY,
+        study_uid TEXT NOT NULL,
+        calling_ae TEXT NOT NULL,
+        state TEXT NOT NULL,               -- receiving, routing, done, failed, unrouted
+        route TEXT NOT NULL DEFAULT '',
+        share_id TEXT,                     -- the draft share, once created
+        result TEXT NOT NULL DEFAULT '',   -- the sheet's path, or the transfer's id
+        last_error TEXT NOT NULL DEFAULT '',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL DEFAULT 0,
+        first_at INTEGER NOT NULL,
+        last_at INTEGER NOT NULL,
+        finished_at INTEGER
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS outbound_receiving ON outbound_batches (study_uid, calling_ae) WHERE state = 'receiving'",
+    "CREATE TABLE IF NOT EXISTS outbound_files (
+        batch_id TEXT NOT NULL,
+        sop_instance_uid TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (batch_id, sop_instance_uid)
+    )",
     "CREATE TABLE IF NOT EXISTS events (
         at INTEGER NOT NULL,
         kind TEXT NOT NULL,

@@ -350,6 +350,16 @@ pub struct Connector {
     pub last_error: String,
 }
 
+/// `GET /api/v1/connector/me`: which connector the credentials belong to, and its community.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectorSelf {
+    pub id: String,
+    pub name: String,
+    /// The community's public code (what share and transfer requests name).
+    pub community: String,
+    pub community_name: String,
+}
+
 /// `POST /api/v1/connector/heartbeat`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Heartbeat {

@@ -14,18 +14,18 @@ use sha2::Digest;
 use crate::helpers::*;
 use crate::peers::{Dcmtk, Orthanc, free_port};
 
-fn connector_binary() -> PathBuf {
+pub fn connector_binary() -> PathBuf {
     hub_binary().with_file_name("ferry-connector")
 }
 
 /// A connector installation: its configuration file and state directory.
-struct Site {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
 }
 
 impl Site {
-    fn new(app: &TestApp, creds: &(String, String), rest: &str) -> Site {
+    pub fn new(app: &TestApp, creds: &(String, String), rest: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ferry-connector.toml");
         let text = format!(
@@ -39,21 +39,27 @@ impl Site {
         Site { dir, config }
     }
 
-    async fn cmd(&self, args: &[&str]) -> Output {
+    pub async fn cmd(&self, args: &[&str]) -> Output {
         let mut c = Command::new(connector_binary());
         c.args(args).arg("--config").arg(&self.config).env("FERRY_LOG", "warn");
         tokio::task::spawn_blocking(move || c.output().expect("run ferry-connector")).await.unwrap()
     }
 
-    fn spawn(&self) -> Child {
+    /// Starts `run`; its log goes to `connector.log` in the site's directory (see [`Site::log`]).
+    pub fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("connector.log")).expect("log file");
         Command::new(connector_binary())
             .args(["run", "--config"])
             .arg(&self.config)
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start ferry-connector")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("connector.log")).unwrap_or_default()
     }
 
     fn spooled(&self) -> usize {
@@ -64,7 +70,7 @@ impl Site {
     }
 }
 
-fn stdout(o: &Output) -> String {
+pub fn stdout(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
@@ -72,7 +78,7 @@ fn sha(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-fn dimse(name: &str, port: u16, called: &str, extra: &str) -> String {
+pub fn dimse(name: &str, port: u16, called: &str, extra: &str) -> String {
     format!("[[pacs]]\nname = {name:?}\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {port}\ncalled_ae = {called:?}\ncalling_ae = \"FERRYTEST\"\n{extra}\n")
 }
 

@@ -15,6 +15,7 @@ mod dlx;
 mod helpers;
 mod hostile;
 mod oidc;
+mod outbound;
 mod people;
 mod peers;
 mod qido;

@@ -141,7 +141,7 @@ async fn staff_share(app: &TestApp, staff: &Person, id: &str) -> Value {
     staff.get(app, &format!("/api/v1/shares/{id}")).send().await.unwrap().json().await.unwrap()
 }
 
-const PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+pub const PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
 
 #[tokio::test]
 async fn staff_share_a_study_and_the_patient_views_downloads_and_imports_it() {

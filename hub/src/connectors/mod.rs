@@ -33,6 +33,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/v1/communities/{code}/connectors", get(api_list).post(api_register))
         .route("/api/v1/communities/{code}/connectors/{id}", delete(api_revoke))
         .route("/api/v1/communities/{code}/connectors/{id}/rotate", post(api_rotate))
+        .route("/api/v1/connector/me", get(api_me))
         .route("/api/v1/connector/heartbeat", post(api_heartbeat))
         .route("/api/v1/connector/claim", post(api_claim))
         .route("/api/v1/connector/transfers/{id}/acks", post(api_acks))
@@ -240,6 +241,15 @@ fn urldecode(s: &str) -> String {
         .ok()
         .and_then(|v| v.into_iter().next().map(|(_, v)| v))
         .unwrap_or_else(|| s.to_string())
+}
+
+async fn api_me(State(state): State<AppState>, who: Principal) -> AppResult<Json<ferry_schemas::ConnectorSelf>> {
+    let a = agent(&who)?;
+    let r = sqlx::query("SELECT c.name, m.code, m.name FROM connectors c JOIN communities m ON m.id = c.community_id WHERE c.id = $1")
+        .bind(&a.id)
+        .fetch_one(&state.db)
+        .await?;
+    Ok(Json(ferry_schemas::ConnectorSelf { id: a.id.clone(), name: r.try_get(0)?, community: r.try_get(1)?, community_name: r.try_get(2)? }))
 }
 
 async fn api_heartbeat(State(state): State<AppState>, who: Principal, ApiJson(h): ApiJson<Heartbeat>) -> AppResult<StatusCode> {
