@@ -102,6 +102,16 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 impl TestApp {
+    /// Kills the hub at once (every open connection drops, like a crash); `crash_and_restart`
+    /// brings it back.
+    pub async fn crash(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        self.stop = None;
+    }
+
     /// Kills the hub at once (every open connection drops, like a crash) and starts it again on
     /// the same port, database and storage.
     pub async fn crash_and_restart(&mut self) {

@@ -149,6 +149,75 @@ async fn the_pacs_sends_studies_that_become_a_sheet_or_a_transfer() {
     assert!(text.contains("outbound studies done: 2") && !text.contains("failed"), "{text}");
 }
 
+/// What the SCP confirmed survives `kill -9` of the connector before the study was routed, and
+/// a hub that is down when the connector routes: after both come back the study becomes exactly
+/// one share, whose password sheet opens every data set the PACS sent.
+#[tokio::test]
+async fn what_the_scp_confirmed_survives_a_killed_connector_and_a_hub_outage() {
+    let mut app = spawn_app().await;
+    app.community("Radiologie Fest", "fSt1", "Saarlouis").await;
+    let staff = app.person("mta@fest.example", "MTA Fest").await;
+    app.add_member("fSt1", "mta@fest.example", "member").await;
+    let creds = app.connector("fSt1").await;
+    let orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
+    let port = free_port();
+    let sheets = tempfile::tempdir().unwrap();
+    let site = Site::new(
+        &app,
+        &creds,
+        &format!(
+            "[outbound]\nlisten = \"127.0.0.1:{port}\"\nsettle_secs = 2\n\n[[outbound.routes]]\nname = \"patient\"\naction = \"share\"\nsecond_factor = \"password\"\nsheet_dir = {:?}\n\n[inbound]\nretry_max_secs = 1\n",
+            sheets.path().to_str().unwrap()
+        ),
+    );
+    let mut child = site.spawn();
+    wait_for(&site, "the SCP listening", 30, async || std::net::TcpStream::connect(("127.0.0.1", port)).ok()).await;
+    let study = uid();
+    let files: Vec<Vec<u8>> = (0..20).map(|_| Synth::new(&study, &uid(), &uid()).bytes()).collect();
+    let mut oid = String::new();
+    for f in &files {
+        oid = orthanc_upload(&orthanc, f.clone()).await;
+    }
+    let client = reqwest::Client::new();
+    let r = client.put(orthanc.url("/modalities/ferry")).json(&json!({"AET": "FERRY", "Host": "127.0.0.1", "Port": port})).send().await.unwrap();
+    assert!(r.status().is_success());
+    let (st, body) = orthanc_post(&orthanc, "/modalities/ferry/store", json!({"Resources": [oid], "Synchronous": true})).await;
+    assert_eq!(st, 200, "{body}");
+    // Every C-STORE was answered; the study is not routed yet (2 s settle). Kill -9, hub down.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    app.crash().await;
+    assert_eq!(std::fs::read_dir(sheets.path()).unwrap().count(), 0);
+
+    let mut child = site.spawn();
+    wait_for(&site, "a failed attempt to reach the hub", 30, async || site.log().contains("will retry").then_some(())).await;
+    app.crash_and_restart().await;
+    let sheet = wait_for(&site, "the sheet", 60, async || {
+        std::fs::read_dir(sheets.path()).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "pdf"))
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::process::Command::new("pdftotext").arg(&sheet).arg("-").output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap();
+    let code = code_in(&text).unwrap_or_else(|| panic!("no code on the sheet: {text}"));
+    let shares: Vec<Value> = staff.get(&app, "/api/v1/shares").send().await.unwrap().json().await.unwrap();
+    assert_eq!(shares.len(), 1, "exactly one share");
+    assert_eq!(shares[0]["studies"][0]["instances"], 20, "{}", shares[0]);
+    // The password is on the sheet's second page (label, community, password, advice).
+    let pages: Vec<&str> = text.split('\u{c}').collect();
+    assert!(pages.len() >= 2, "a second page: {text}");
+    let password = pages[1].lines().map(str::trim).filter(|l| !l.is_empty()).nth(2).unwrap_or_default().to_string();
+    assert!(!password.is_empty() && !pages[0].contains(&password), "the password is on its own page: {text}");
+    let (holder, status, _) = crate::shares::redeem(&app, &code, &password).await;
+    assert_eq!(status, 200, "password {password:?} from page 2: {}", pages[1]);
+    let zip = holder.get(app.url("/api/v1/share/download")).send().await.unwrap().bytes().await.unwrap();
+    let mut got: Vec<String> = crate::shares::unzip(&zip).into_iter().filter(|(n, _)| n.contains("/IMG")).map(|(_, b)| sha(dataset(&b))).collect();
+    got.sort();
+    let mut want: Vec<String> = files.iter().map(|b| sha(dataset(b))).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
 /// A patient brings a code from another portal (here: a Ferry hub, over its DLX API). Staff run
 /// `ferry-connector import`: it asks for the missing answer, refuses a wrong one in plain words,
 /// and with the right one stores every instance into the clinic's Orthanc under the prefixed
