@@ -56,6 +56,9 @@ pub struct SharesConfig {
     /// Rate limit of code redemption per client address: a burst, then one per period.
     pub rate_burst: u32,
     pub rate_period_ms: u64,
+    /// ZIP downloads by DLX clients at the same time; beyond it DLX answers 503 with
+    /// `timeOutInSeconds` (as the DLX interface provides) instead of slowing everybody down.
+    pub dlx_parallel_downloads: u32,
 }
 
 impl Default for SharesConfig {
@@ -70,6 +73,7 @@ impl Default for SharesConfig {
             dlx_token_secs: 3600,
             rate_burst: 10,
             rate_period_ms: 6000,
+            dlx_parallel_downloads: 8,
         }
     }
 }

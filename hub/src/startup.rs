@@ -115,6 +115,7 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
             oidc: Default::default(),
             auth_limit: crate::accounts::AuthLimit::new(&config.auth),
             redeem_limit: crate::accounts::AuthLimit::with(config.shares.rate_burst, config.shares.rate_period_ms),
+            dlx_downloads: Arc::new(tokio::sync::Semaphore::new(config.shares.dlx_parallel_downloads.max(1) as usize)),
             secret,
             config: Arc::new(config),
             db: pools.read,

@@ -33,4 +33,6 @@ pub struct AppState {
     /// The rate limit of code redemption per client address.
     pub redeem_limit: crate::accounts::AuthLimit,
     pub secret: crate::storage::keys::HubSecret,
+    /// Slots for DLX ZIP downloads (`shares.dlx_parallel_downloads`).
+    pub dlx_downloads: Arc<tokio::sync::Semaphore>,
 }

@@ -288,3 +288,57 @@ async fn staff_import_a_code_the_patient_brought_into_their_pacs() {
 fn text_of(o: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String {
     o.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches(['\0', ' ']).to_string()).unwrap_or_default()
 }
+
+/// With every DLX download slot taken, the portal answers 503 with `timeOutInSeconds` (as DLX
+/// provides), and `ferry-connector import` waits that long and asks again instead of failing.
+#[tokio::test]
+async fn a_busy_portal_answers_503_and_the_import_waits_its_turn() {
+    let app = spawn_app_with(|c| c.shares.dlx_parallel_downloads = 1).await;
+    let staff = crate::shares::clinic(&app).await;
+    // A share big enough that its ZIP cannot vanish into socket buffers while nobody reads it.
+    let (big, se) = (uid(), uid());
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let mut s = Synth::new(&big, &se, &uid());
+            s.rows = 512;
+            s.cols = 512;
+            (format!("IMG{i}"), s.bytes())
+        })
+        .collect();
+    let first = crate::shares::share_files(&app, &staff, &files, json!({})).await;
+    let small = crate::shares::share_files(&app, &staff, &crate::shares::study_files(&uid(), 1), json!({})).await;
+    let answer = json!({"tfaAnswer": [{"questionId": "1", "answer": crate::shares::BIRTH}]});
+    let jwt = |code: String| {
+        let (c, url, answer) = (app.client.clone(), app.url(&format!("/dlx/v1/tokentfa/{code}")), answer.clone());
+        async move { c.post(url).json(&answer).send().await.unwrap().text().await.unwrap() }
+    };
+    let holder = jwt(first["code"].as_str().unwrap().to_string()).await;
+    let held = app.client.get(app.url("/dlx/v1/downloadall")).bearer_auth(&holder).send().await.unwrap();
+    assert_eq!(held.status(), 200);
+    assert!(held.headers().get("content-length").is_some(), "the length is still announced");
+
+    let other = jwt(small["code"].as_str().unwrap().to_string()).await;
+    let busy = app.client.get(app.url("/dlx/v1/downloadall")).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "10");
+    assert_eq!(busy.json::<Value>().await.unwrap(), json!({"timeOutInSeconds": 10}));
+
+    // The connector imports the small share while the slot is taken; the slot frees after 2 s.
+    app.community("Praxis Warten", "wRt1", "Homburg").await;
+    let creds = app.connector("wRt1").await;
+    let orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
+    let site = Site::new(&app, &creds, &dimse("orthanc", orthanc.dicom, "ORTHANC", ""));
+    let code = small["code"].as_str().unwrap().to_string();
+    let reports = site.dir.path().join("r").to_str().unwrap().to_string();
+    let args = ["import", "--code", &code, "--answer", crate::shares::BIRTH, "--reports-dir", &reports];
+    let import = site.cmd(&args);
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(held);
+    };
+    let t0 = Instant::now();
+    let (out, ()) = tokio::join!(import, release);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(t0.elapsed() >= Duration::from_secs(9), "the import waited for the portal's timeOutInSeconds");
+    assert_eq!(orthanc.stored().await.len(), 2);
+}

@@ -178,7 +178,8 @@ async fn download(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, he
     let result = async {
         let view = holder::view(&state, &h.share).await?;
         if view.studies.iter().any(|s| s.study_uid == id) {
-            return holder::download(&state, &h, Some(&id), &client).await;
+            let Some(slot) = slot(&state) else { return Ok(busy()) };
+            return holder::download(&state, &h, Some(&id), &client).await.map(|r| holding(r, slot));
         }
         if view.reports.iter().any(|r| r.id == id && r.released) {
             return holder::report(&state, &h, &id, &client).await;
@@ -194,5 +195,30 @@ async fn download_all(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>
         Ok(h) => h,
         Err(r) => return r,
     };
-    holder::download(&state, &h, None, &crate::shares::client_addr(&ci)).await.unwrap_or_else(IntoResponse::into_response)
+    let Some(slot) = slot(&state) else { return busy() };
+    holder::download(&state, &h, None, &crate::shares::client_addr(&ci)).await.map(|r| holding(r, slot)).unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Seconds a DLX client is asked to wait when every download slot is taken.
+const BUSY_SECS: u64 = 10;
+
+fn slot(state: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    state.dlx_downloads.clone().try_acquire_owned().ok()
+}
+
+/// 503 with `timeOutInSeconds` (and Retry-After), as DLX answers a busy server.
+fn busy() -> Response {
+    let body = Json(ferry_schemas::dlx::Busy { time_out_in_seconds: BUSY_SECS });
+    (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, BUSY_SECS.to_string())], body).into_response()
+}
+
+/// The slot stays taken until the response body is sent (or the client goes away).
+fn holding(r: Response, slot: tokio::sync::OwnedSemaphorePermit) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = r.into_parts();
+    let stream = body.into_data_stream().map(move |chunk| {
+        let _held = &slot;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
