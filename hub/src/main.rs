@@ -37,6 +37,14 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// The audit trail: check that nobody changed or removed a record.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        /// Folder for the embedded defaults (database, blobs, keys).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Administration on the hub's database (run beside or instead of `serve`).
     Admin {
         #[command(subcommand)]
@@ -99,6 +107,12 @@ enum AdminCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain of the audit trail; exit 1 naming the first broken record.
+    Verify,
+}
+
+#[derive(Subcommand)]
 enum ShareCommand {
     /// Share studies the community holds; prints the code (shown once) and writes the sheet.
     Create {
@@ -133,11 +147,12 @@ enum ShareCommand {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (listen, data_dir, admin, share) = match cli.command {
-        Some(Command::Serve { listen, data_dir }) => (listen, data_dir, None, None),
-        Some(Command::Admin { command, data_dir }) => (None, data_dir, Some(command), None),
-        Some(Command::Share { command, data_dir }) => (None, data_dir, None, Some(command)),
-        None => (None, None, None, None),
+    let (listen, data_dir, admin, share, audit) = match cli.command {
+        Some(Command::Serve { listen, data_dir }) => (listen, data_dir, None, None, None),
+        Some(Command::Admin { command, data_dir }) => (None, data_dir, Some(command), None, None),
+        Some(Command::Share { command, data_dir }) => (None, data_dir, None, Some(command), None),
+        Some(Command::Audit { command, data_dir }) => (None, data_dir, None, None, Some(command)),
+        None => (None, None, None, None, None),
     };
     let config = match Config::load(cli.config.as_deref(), CliOverrides { listen, data_dir }) {
         Ok(c) => c,
@@ -147,10 +162,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     ferry_hub::telemetry::init(&config.log);
-    let result = match (admin, share) {
-        (Some(command), _) => run_admin(config, command).await,
-        (None, Some(command)) => run_share(config, command).await,
-        (None, None) => serve(config).await,
+    let result = match (admin, share, audit) {
+        (Some(command), _, _) => run_admin(config, command).await,
+        (None, Some(command), _) => run_share(config, command).await,
+        (None, None, Some(AuditCommand::Verify)) => verify_audit(config).await,
+        (None, None, None) => serve(config).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -173,6 +189,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = writeln!(std::io::stdout(), "No admin account yet. Create the first one (link valid for 24 hours): {link}");
     }
     app.run_until_stopped().await
+}
+
+async fn verify_audit(config: Config) -> anyhow::Result<()> {
+    let pools = ferry_hub::db::connect_pools(&config.database_url(), Some(2)).await?;
+    let v = ferry_hub::audit::verify(&pools.read).await?;
+    println!("audit trail intact: {} records, chain head {}", v.records, v.head);
+    Ok(())
 }
 
 async fn run_share(config: Config, command: ShareCommand) -> anyhow::Result<()> {

@@ -81,6 +81,10 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
             .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
         let pools =
             crate::db::connect_pools(&config.database_url(), config.database.max_connections).await?;
+        let chained = crate::audit::chain_unchained(&pools.write).await.context("chaining the audit trail")?;
+        if chained > 0 {
+            tracing::info!(records = chained, "audit records written before the chain existed are now chained");
+        }
         let blobs = BlobStore::from_config(&config)?;
         let (kek, created) = LocalKeyFile::load_or_create(&config.kek_file())?;
         if created {
@@ -189,6 +193,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::connectors::router(&state))
         .merge(crate::shares::router(&state))
         .merge(crate::dlx::router(&state))
+        .merge(crate::audit::router())
         .merge(crate::ui::router(&state))
         .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
         .fallback(crate::error::not_found)

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "community logos", include_str!("../migrations/0004_community_logos.sql")),
     (5, "connectors", include_str!("../migrations/0005_connectors.sql")),
     (6, "shares and audit", include_str!("../migrations/0006_shares.sql")),
+    (7, "audit chain", include_str!("../migrations/0007_audit_chain.sql")),
 ];
 
 /// The OpenAPI document of the hub's own (non-DICOMweb) API.
@@ -541,6 +542,9 @@ pub struct AuditEvent {
     pub result: String,
     #[serde(default)]
     pub detail: String,
+    /// The record's place in the hash chain (`ferry-hub audit verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
 }
 
 /// The DICOM Link Exchange interface (DIN/TS 19455), v1: what a program gets when it redeems an

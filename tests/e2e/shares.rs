@@ -495,3 +495,35 @@ async fn the_cli_shares_a_patients_studies_and_the_sheets_qr_code_leads_to_them(
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no study"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Staff pick "a question of your own" on the issue form: the redeem page and DLX ask exactly
+/// that question, and its answer (case and spacing aside) opens the share.
+#[tokio::test]
+async fn the_issue_form_takes_a_question_of_the_clinics_own() {
+    let app = spawn_app_with(|_| {}).await;
+    let staff = clinic(&app).await;
+    let r = staff.post(&app, "/api/v1/shares").json(&json!({"community": "RAD1"})).send().await.unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let mut form = reqwest::multipart::Form::new();
+    for (name, bytes) in study_files(&uid(), 1) {
+        form = form.part("file", reqwest::multipart::Part::bytes(bytes).file_name(name));
+    }
+    assert_eq!(staff.post(&app, &format!("/api/v1/shares/{id}/files")).multipart(form).send().await.unwrap().status(), 200);
+    let page = staff
+        .browser
+        .post(app.url(&format!("/shares/{id}/issue")))
+        .header("origin", &app.base)
+        .form(&[("second_factor", "custom"), ("question", "Name Ihres Hausarztes?"), ("answer", "Dr. Weber"), ("days", "28")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let code = html.split("id=\"code\"").nth(1).and_then(|t| t.split('>').nth(1)).and_then(|t| t.split('<').next()).unwrap_or_default().trim().to_string();
+    assert_eq!(code.len(), 14, "the code on the issued page: {html}");
+    let q: Value = app.client.get(app.url(&format!("/dlx/v1/token/{code}"))).header("X-DICOM-LINK-EXCHANGE", "1").send().await.unwrap().json().await.unwrap();
+    assert_eq!(q["tfaQuestion"][0]["questionType"], "CUSTOM");
+    assert!(q["tfaQuestion"][0]["question"].to_string().contains("Name Ihres Hausarztes?"), "{q}");
+    assert_eq!(redeem(&app, &code, "dr weber").await.1, 401, "the answer must match (spacing/case aside, not punctuation)");
+    assert_eq!(redeem(&app, &code, " DR. WEBER ").await.1, 200);
+}

@@ -2,10 +2,166 @@
 //! a share (code redemption attempts included, failed ones too), every download and every change
 //! by staff is recorded. Records hold identifiers only, never patient demographics.
 
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use ferry_schemas::AuditEvent;
+use serde::Deserialize;
 use sqlx::Row;
 
+use crate::access::Principal;
 use crate::db::{Db, now_ms};
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/audit", get(api_query))
+}
+
+/// `GET /api/v1/audit`: filters, newest first; `format=jsonl` for an export as JSON lines.
+#[derive(Debug, Deserialize, Default)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub object_kind: Option<String>,
+    pub object_id: Option<String>,
+    pub share: Option<String>,
+    pub transfer: Option<String>,
+    /// Events of shares and transfers that hold this study.
+    pub study: Option<String>,
+    /// Events of shares and transfers of this patient ID.
+    pub patient_id: Option<String>,
+    /// Unix ms, inclusive.
+    pub from: Option<i64>,
+    /// Unix ms, exclusive.
+    pub to: Option<i64>,
+    pub limit: Option<i64>,
+    pub format: Option<String>,
+}
+
+async fn api_query(
+    State(state): State<AppState>,
+    ci: ConnectInfo<std::net::SocketAddr>,
+    who: Principal,
+    Query(q): Query<AuditQuery>,
+) -> AppResult<Response> {
+    // Hub admins read everything; community admins the events of their communities' shares and
+    // transfers; nobody else anything.
+    let scope: Option<Vec<String>> = if who.is_admin() {
+        None
+    } else {
+        let user = who.require_user()?;
+        let ids: Vec<String> = sqlx::query_scalar("SELECT community_id FROM memberships WHERE user_id = $1 AND role = 'admin'").bind(&user.id).fetch_all(&state.db).await?;
+        if ids.is_empty() {
+            return Err(AppError::ForbiddenBecause("the audit trail is for hub and community admins".into()));
+        }
+        Some(ids)
+    };
+    let limit = q.limit.unwrap_or(500).clamp(1, 100_000);
+    let mut conds: Vec<String> = vec!["seq IS NOT NULL".into()];
+    let mut binds: Vec<String> = vec![];
+    let arg = |binds: &mut Vec<String>, v: &str| {
+        binds.push(v.to_string());
+        format!("${}", binds.len())
+    };
+    for (col, v) in [("actor", &q.actor), ("action", &q.action), ("object_kind", &q.object_kind), ("object_id", &q.object_id)] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            let p = arg(&mut binds, v);
+            conds.push(format!("{col} = {p}"));
+        }
+    }
+    for (kind, v) in [("share", &q.share), ("transfer", &q.transfer)] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            let p = arg(&mut binds, v);
+            conds.push(format!("(object_kind = '{kind}' AND object_id = {p})"));
+        }
+    }
+    if let Some(study) = q.study.as_deref().filter(|v| !v.is_empty()) {
+        let p = arg(&mut binds, study);
+        conds.push(format!(
+            "((object_kind = 'share' AND object_id IN (SELECT share_id FROM share_instances WHERE study_uid = {p})) \
+             OR (object_kind = 'transfer' AND object_id IN (SELECT transfer_id FROM transfer_instances WHERE study_uid = {p})))"
+        ));
+    }
+    if let Some(pid) = q.patient_id.as_deref().filter(|v| !v.is_empty()) {
+        let p = arg(&mut binds, pid);
+        conds.push(format!(
+            "((object_kind = 'share' AND object_id IN (SELECT id FROM shares WHERE patient_id = {p} \
+                UNION SELECT si.share_id FROM share_instances si JOIN studies s ON s.study_uid = si.study_uid WHERE s.patient_id = {p})) \
+             OR (object_kind = 'transfer' AND object_id IN (SELECT ti.transfer_id FROM transfer_instances ti JOIN studies s ON s.study_uid = ti.study_uid WHERE s.patient_id = {p})))"
+        ));
+    }
+    if let Some(ids) = &scope {
+        let ps: Vec<String> = ids.iter().map(|id| arg(&mut binds, id)).collect();
+        let list = ps.join(", ");
+        conds.push(format!(
+            "((object_kind = 'share' AND object_id IN (SELECT id FROM shares WHERE community_id IN ({list}))) \
+             OR (object_kind = 'transfer' AND object_id IN (SELECT id FROM transfers WHERE community_id IN ({list}))))"
+        ));
+    }
+    let mut times = vec![];
+    if let Some(f) = q.from {
+        times.push(f);
+        conds.push(format!("at >= ${}", binds.len() + times.len()));
+    }
+    if let Some(t) = q.to {
+        times.push(t);
+        conds.push(format!("at < ${}", binds.len() + times.len()));
+    }
+    let sql = format!(
+        "SELECT at, actor, client_addr, action, object_kind, object_id, result, detail, seq FROM audit_events WHERE {} ORDER BY seq DESC LIMIT {limit}",
+        conds.join(" AND ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in &binds {
+        query = query.bind(b);
+    }
+    for t in &times {
+        query = query.bind(*t);
+    }
+    let rows = query.fetch_all(&state.db).await?;
+    let events = rows
+        .iter()
+        .map(|r| {
+            Ok(AuditEvent {
+                at: r.try_get(0)?,
+                actor: r.try_get(1)?,
+                client_addr: r.try_get(2)?,
+                action: r.try_get(3)?,
+                object_kind: r.try_get(4)?,
+                object_id: r.try_get(5)?,
+                result: r.try_get(6)?,
+                detail: r.try_get(7)?,
+                seq: r.try_get(8)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    // Reading the trail is itself recorded.
+    record(
+        &state.db_write,
+        Event {
+            actor: &who.log_id(),
+            client_addr: &crate::shares::client_addr(&ci),
+            action: "audit.read",
+            object_kind: "audit",
+            object_id: "",
+            result: "ok",
+            detail: &format!("{} record(s)", events.len()),
+        },
+    )
+    .await?;
+    if q.format.as_deref() == Some("jsonl") {
+        let mut body = String::new();
+        for e in &events {
+            body.push_str(&serde_json::to_string(e).map_err(|e| AppError::Internal(e.into()))?);
+            body.push('\n');
+        }
+        return Ok(([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.jsonl\"")], body).into_response());
+    }
+    Ok(Json(events).into_response())
+}
 
 /// One thing that happened.
 pub struct Event<'a> {
@@ -19,15 +175,48 @@ pub struct Event<'a> {
     pub detail: &'a str,
 }
 
-/// Appends an event. A failure to audit is logged and reported to the caller: an access that
-/// cannot be audited should not go ahead where the caller can still refuse it.
+/// The chain hash of a record: SHA-256 over the previous record's hash and this record's fields
+/// (a JSON array, so no field can bleed into another).
+#[allow(clippy::too_many_arguments)]
+fn chain_hash(prev: &str, seq: i64, id: &str, at: i64, actor: &str, client_addr: &str, action: &str, object_kind: &str, object_id: &str, result: &str, detail: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let fields = serde_json::json!([seq, id, at, actor, client_addr, action, object_kind, object_id, result, detail]);
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(fields.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Takes the next place in the chain: the head row is updated first, which locks it until the
+/// transaction ends (a row lock on PostgreSQL, the write lock on SQLite), so appends from several
+/// hub processes queue instead of forking the chain.
+async fn next_place(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(i64, String), sqlx::Error> {
+    let r = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash").fetch_one(&mut **tx).await?;
+    Ok((r.try_get(0)?, r.try_get(1)?))
+}
+
+/// Appends an event to the chain. A failure to audit is logged and reported to the caller: an
+/// access that cannot be audited should not go ahead where the caller can still refuse it.
 pub async fn record(db: &Db, e: Event<'_>) -> anyhow::Result<()> {
-    let r = sqlx::query(
-        "INSERT INTO audit_events (id, at, actor, client_addr, action, object_kind, object_id, result, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    let r = append(db, &e).await;
+    if let Err(err) = &r {
+        tracing::error!(error = %err, action = e.action, object = e.object_id, "audit record failed");
+    }
+    r.map_err(Into::into)
+}
+
+async fn append(db: &Db, e: &Event<'_>) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let (seq, prev) = next_place(&mut tx).await?;
+    let (id, at) = (uuid::Uuid::new_v4().to_string(), now_ms());
+    let hash = chain_hash(&prev, seq, &id, at, e.actor, e.client_addr, e.action, e.object_kind, e.object_id, e.result, e.detail);
+    sqlx::query(
+        "INSERT INTO audit_events (id, at, actor, client_addr, action, object_kind, object_id, result, detail, seq, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(now_ms())
+    .bind(&id)
+    .bind(at)
     .bind(e.actor)
     .bind(e.client_addr)
     .bind(e.action)
@@ -35,13 +224,112 @@ pub async fn record(db: &Db, e: Event<'_>) -> anyhow::Result<()> {
     .bind(e.object_id)
     .bind(e.result)
     .bind(e.detail)
-    .execute(db)
-    .await;
-    if let Err(err) = &r {
-        tracing::error!(error = %err, action = e.action, object = e.object_id, "audit record failed");
+    .bind(seq)
+    .bind(&hash)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+const COLUMNS: &str = "id, at, actor, client_addr, action, object_kind, object_id, result, detail";
+
+struct Stored {
+    id: String,
+    at: i64,
+    actor: String,
+    client_addr: String,
+    action: String,
+    object_kind: String,
+    object_id: String,
+    result: String,
+    detail: String,
+}
+
+fn stored(r: &sqlx::any::AnyRow) -> Result<Stored, sqlx::Error> {
+    Ok(Stored {
+        id: r.try_get(0)?,
+        at: r.try_get(1)?,
+        actor: r.try_get(2)?,
+        client_addr: r.try_get(3)?,
+        action: r.try_get(4)?,
+        object_kind: r.try_get(5)?,
+        object_id: r.try_get(6)?,
+        result: r.try_get(7)?,
+        detail: r.try_get(8)?,
+    })
+}
+
+impl Stored {
+    fn hash(&self, prev: &str, seq: i64) -> String {
+        chain_hash(prev, seq, &self.id, self.at, &self.actor, &self.client_addr, &self.action, &self.object_kind, &self.object_id, &self.result, &self.detail)
     }
-    r.map(|_| ())?;
-    Ok(())
+}
+
+/// Chains records written before the chain existed (at start-up, after the migration).
+pub async fn chain_unchained(db: &Db) -> anyhow::Result<u64> {
+    let mut done = 0;
+    loop {
+        let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE seq IS NULL ORDER BY at, id LIMIT 500");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(db).await?;
+        if rows.is_empty() {
+            return Ok(done);
+        }
+        for r in &rows {
+            let s = stored(r)?;
+            let mut tx = db.begin().await?;
+            let (seq, prev) = next_place(&mut tx).await?;
+            let hash = s.hash(&prev, seq);
+            let n = sqlx::query("UPDATE audit_events SET seq = $1, hash = $2 WHERE id = $3 AND seq IS NULL").bind(seq).bind(&hash).bind(&s.id).execute(&mut *tx).await?;
+            if n.rows_affected() == 1 {
+                sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *tx).await?;
+                tx.commit().await?;
+                done += 1;
+            } else {
+                tx.rollback().await?; // another hub chained it meanwhile
+            }
+        }
+    }
+}
+
+/// What `ferry-hub audit verify` found.
+#[derive(Debug)]
+pub struct Verified {
+    pub records: i64,
+    pub head: String,
+}
+
+/// Recomputes the whole chain. Fails naming the first place where a record was changed,
+/// removed or inserted, or where the end of the chain was cut off.
+pub async fn verify(db: &Db) -> anyhow::Result<Verified> {
+    let mut prev = String::new();
+    let mut expected = 1i64;
+    loop {
+        let sql = format!("SELECT {COLUMNS}, seq, hash FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT 1000");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(expected).fetch_all(db).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let s = stored(r)?;
+            let seq: i64 = r.try_get(9)?;
+            let hash: String = r.try_get(10)?;
+            if seq != expected {
+                anyhow::bail!("the audit trail is broken: record(s) {expected}–{} are missing (removed)", seq - 1);
+            }
+            if s.hash(&prev, seq) != hash {
+                anyhow::bail!("the audit trail is broken at record {seq} ({}): it was changed after it was written, or a record before it was replaced", s.id);
+            }
+            prev = hash;
+            expected += 1;
+        }
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(db).await?;
+    let (head_seq, head_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+    if head_seq != expected - 1 || head_hash != prev {
+        anyhow::bail!("the audit trail is broken at its end: the chain ends at record {} but {head_seq} were written (the last records were removed)", expected - 1);
+    }
+    Ok(Verified { records: expected - 1, head: prev })
 }
 
 /// The events of one object, newest first.
@@ -66,6 +354,7 @@ pub async fn of_object(db: &Db, kind: &str, id: &str, limit: i64) -> Result<Vec<
                 object_id: r.try_get(5)?,
                 result: r.try_get(6)?,
                 detail: r.try_get(7)?,
+                seq: None,
             })
         })
         .collect()

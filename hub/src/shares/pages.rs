@@ -345,7 +345,11 @@ fn options_fields(ctx: &Ctx) -> Markup {
             option value="birth_date" { (ctx.l("Geburtsdatum des Patienten", "Patient's date of birth")) }
             option value="password" { (ctx.l("Einmal-Passwort (separater Zettel)", "One-time password (separate slip)")) }
             option value="study_date" { (ctx.l("Datum der Untersuchung", "Date of the examination")) }
+            option value="custom" { (ctx.l("Eigene Frage (unten)", "A question of your own (below)")) }
         }
+        label for="question" { (ctx.l("Eigene Frage und Antwort (nur bei „Eigene Frage“)", "Own question and answer (only with “question of your own”)")) }
+        input id="question" name="question" placeholder=(ctx.l("z. B. Name Ihres Hausarztes?", "e.g. your family doctor's name?"));
+        input id="answer" name="answer" aria-label=(ctx.l("Antwort", "Answer")) placeholder=(ctx.l("Antwort", "Answer"));
         label for="birth_date" { (ctx.l("Geburtsdatum (falls nicht in den Bildern)", "Date of birth (if not in the images)")) }
         input id="birth_date" name="birth_date" placeholder=(ctx.l("TT.MM.JJJJ", "DD.MM.YYYY"));
         label for="days" { (ctx.l("Gültigkeit", "Valid for")) }
@@ -376,6 +380,8 @@ fn options_from(f: &[(String, String)]) -> Result<ShareOptions, AppError> {
         birth_date: birth,
         expires_in_days: days,
         note: field(f, "note").map(str::to_string),
+        question: field(f, "question").map(str::to_string),
+        answer: field(f, "answer").map(str::to_string),
         ..Default::default()
     })
 }

@@ -1,0 +1,80 @@
+//! The audit trail: records of share activity (failed redemptions included) that hub and
+//! community admins query and export, scoped to what they administer; a hash chain that
+//! `ferry-hub audit verify` recomputes and that names an edited, removed or cut-off record.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TOKEN, TestApp, spawn_app_with, uid};
+use crate::shares::{BIRTH, clinic, redeem, share_files, study_files};
+
+fn verify(app: &TestApp) -> (bool, String) {
+    let out = std::process::Command::new(crate::helpers::hub_binary())
+        .env("FERRY_DATABASE__URL", &app.database_url)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(app.dir.path())
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tampering() {
+    let app = spawn_app_with(|_| {}).await;
+    let staff = clinic(&app).await;
+    app.add_member("RAD1", "mta@rad.example", "admin").await;
+    let issued = share_files(&app, &staff, &study_files(&uid(), 1), json!({})).await;
+    let (code, id) = (issued["code"].as_str().unwrap(), issued["share"]["id"].as_str().unwrap());
+    assert_eq!(redeem(&app, code, "19991231").await.1, 401);
+    assert_eq!(redeem(&app, code, BIRTH).await.1, 200);
+    // Another clinic with its own admin and share.
+    app.community("Klinik Andere", "aNd1", "Homburg").await;
+    let other = app.person("chef@andere.example", "Chef Andere").await;
+    app.add_member("aNd1", "chef@andere.example", "admin").await;
+
+    // The operator reads everything, newest first, filtered by share.
+    let all: Vec<Value> = app.client.get(app.url(&format!("/api/v1/audit?share={id}"))).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let actions: Vec<(&str, &str)> = all.iter().map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap())).collect();
+    assert!(actions.contains(&("share.redeem", "denied")) && actions.contains(&("share.redeem", "ok")) && actions.contains(&("share.issue", "ok")), "{actions:?}");
+    let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first: {seqs:?}");
+    assert!(all.iter().all(|e| !e.to_string().contains("Mustermann") && !e.to_string().contains(code)), "no names, no codes in the trail");
+    // The community admin sees their share's events; the other clinic's admin none of them; a
+    // referrer without admin rights is refused.
+    let mine: Vec<Value> = staff.get(&app, &format!("/api/v1/audit?share={id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(mine.len(), all.len());
+    let theirs: Vec<Value> = other.get(&app, &format!("/api/v1/audit?share={id}")).send().await.unwrap().json().await.unwrap();
+    assert!(theirs.is_empty());
+    let nobody = app.person("ref@praxis.example", "Dr. Niemand").await;
+    assert_eq!(nobody.get(&app, "/api/v1/audit").send().await.unwrap().status(), 403);
+    // By patient, by time, and as JSON lines.
+    let by_patient: Vec<Value> = staff.get(&app, "/api/v1/audit?patient_id=PID-0001").send().await.unwrap().json().await.unwrap();
+    assert_eq!(by_patient.len(), all.len());
+    let future: Vec<Value> = staff.get(&app, "/api/v1/audit?from=99999999999999").send().await.unwrap().json().await.unwrap();
+    assert!(future.is_empty());
+    let r = app.client.get(app.url("/api/v1/audit?format=jsonl&action=share.redeem")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = r.text().await.unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    // Reading the trail is recorded too.
+    let reads: Vec<Value> = app.client.get(app.url("/api/v1/audit?action=audit.read")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert!(reads.len() >= 5);
+
+    // The chain: intact; then an edit, a removal in the middle and a cut-off end are each found.
+    let (ok, out) = verify(&app);
+    assert!(ok && out.contains("audit trail intact"), "{out}");
+    let db = &app.state.db;
+    sqlx::query("UPDATE audit_events SET result = 'ok' WHERE seq = 3").execute(db).await.unwrap();
+    let (ok, out) = verify(&app);
+    assert!(!ok && out.contains("broken at record 3"), "{out}");
+    sqlx::query("DELETE FROM audit_events WHERE seq = 3").execute(db).await.unwrap();
+    let (ok, out) = verify(&app);
+    assert!(!ok && out.contains("record(s) 3–3 are missing"), "{out}");
+    sqlx::query("DELETE FROM audit_events WHERE seq <= 3").execute(db).await.unwrap();
+    let (ok, out) = verify(&app);
+    assert!(!ok && out.contains("record(s) 1–3 are missing"), "{out}");
+    let last: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM audit_events").fetch_one(db).await.unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE seq < 4 OR seq = $1").bind(last).execute(db).await.unwrap();
+    sqlx::query("UPDATE audit_events SET seq = seq - 3").execute(db).await.ok();
+    let (ok, out) = verify(&app);
+    assert!(!ok, "renumbering after removing records does not pass: {out}");
+}
