@@ -119,6 +119,7 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
             oidc: Default::default(),
             auth_limit: crate::accounts::AuthLimit::new(&config.auth),
             redeem_limit: crate::accounts::AuthLimit::with(config.shares.rate_burst, config.shares.rate_period_ms),
+            audit_recent: Default::default(),
             dlx_downloads: Arc::new(tokio::sync::Semaphore::new(config.shares.dlx_parallel_downloads.max(1) as usize)),
             secret,
             config: Arc::new(config),
@@ -184,7 +185,7 @@ pub fn router(state: AppState) -> Router {
     });
     Router::new()
         .merge(crate::health::router())
-        .nest("/dicomweb", crate::dicomweb::router())
+        .nest("/dicomweb", crate::dicomweb::router().layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::dicomweb)))
         .merge(crate::uploads::router())
         .merge(crate::communities::router())
         .merge(crate::accounts::router(&state))

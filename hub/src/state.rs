@@ -35,4 +35,6 @@ pub struct AppState {
     pub secret: crate::storage::keys::HubSecret,
     /// Slots for DLX ZIP downloads (`shares.dlx_parallel_downloads`).
     pub dlx_downloads: Arc<tokio::sync::Semaphore>,
+    /// DICOMweb reads recorded lately (one audit record per reader, study and window).
+    pub audit_recent: crate::audit::Recent,
 }

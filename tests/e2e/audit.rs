@@ -59,6 +59,34 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
     let reads: Vec<Value> = app.client.get(app.url("/api/v1/audit?action=audit.read")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     assert!(reads.len() >= 5);
 
+    // Transfers and DICOMweb: state changes, the download, a study read (once per window, however
+    // many requests), a search recorded by its keys, never its values.
+    let referrer = app.person("ref2@praxis.example", "Dr. Sender").await;
+    let study = uid();
+    let files: Vec<(String, Vec<u8>)> = study_files(&study, 1);
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let t = app.send_transfer(&referrer, "RAD1", &refs).await;
+    let tid = t["id"].as_str().unwrap();
+    assert_eq!(staff.get(&app, &format!("/api/v1/transfers/{tid}/download")).send().await.unwrap().status(), 200);
+    for _ in 0..3 {
+        let r = staff.get(&app, &format!("/dicomweb/studies/{study}/metadata")).header("accept", "application/dicom+json").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = staff.get(&app, "/dicomweb/studies?PatientName=Muster*&limit=5").header("accept", "application/dicom+json").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let by_study: Vec<Value> = staff.get(&app, &format!("/api/v1/audit?study={study}")).send().await.unwrap().json().await.unwrap();
+    let acts: Vec<&str> = by_study.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for want in ["transfer.draft", "transfer.sent", "transfer.download"] {
+        assert!(acts.contains(&want), "{want} in {acts:?}");
+    }
+    assert_eq!(acts.iter().filter(|a| **a == "dicomweb.read").count(), 1, "{acts:?}");
+    let searches: Vec<Value> = app.client.get(app.url("/api/v1/audit?action=dicomweb.search")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert!(searches.iter().any(|e| e["detail"].as_str().unwrap().contains("PatientName")), "{searches:?}");
+    assert!(!searches.iter().any(|e| e.to_string().contains("Muster")), "search values stay out of the trail");
+    // The other clinic's admin sees none of it.
+    let theirs: Vec<Value> = other.get(&app, &format!("/api/v1/audit?study={study}")).send().await.unwrap().json().await.unwrap();
+    assert!(theirs.is_empty(), "{theirs:?}");
+
     // The chain: intact; then an edit, a removal in the middle and a cut-off end are each found.
     let (ok, out) = verify(&app);
     assert!(ok && out.contains("audit trail intact"), "{out}");

@@ -285,7 +285,12 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        authenticate(parts, state).await?.ok_or(AppError::Unauthorized)
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
+        let p = authenticate(parts, state).await?.ok_or(AppError::Unauthorized)?;
+        parts.extensions.insert(p.clone());
+        Ok(p)
     }
 }
 
@@ -297,6 +302,13 @@ impl FromRequestParts<AppState> for MaybePrincipal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         // A wrong bearer token on a page is treated as anonymous (pages use cookies).
-        Ok(MaybePrincipal(authenticate(parts, state).await.ok().flatten()))
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(MaybePrincipal(Some(p.clone())));
+        }
+        let p = authenticate(parts, state).await.ok().flatten();
+        if let Some(p) = &p {
+            parts.extensions.insert(p.clone());
+        }
+        Ok(MaybePrincipal(p))
     }
 }

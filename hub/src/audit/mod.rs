@@ -16,6 +16,77 @@ use crate::db::{Db, now_ms};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
+/// DICOMweb reads are recorded once per reader, study and this many seconds: a viewer fetching
+/// hundreds of frames leaves one record, not hundreds.
+pub const READ_WINDOW_SECS: u64 = 600;
+
+/// The DICOMweb reads recorded within the window.
+#[derive(Clone, Default)]
+pub struct Recent(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>>);
+
+impl Recent {
+    /// True when this reader's read of this study is not yet recorded within the window.
+    fn first(&self, actor: &str, study: &str) -> bool {
+        let window = std::time::Duration::from_secs(READ_WINDOW_SECS);
+        let now = std::time::Instant::now();
+        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() > 10_000 {
+            m.retain(|_, at| now.duration_since(*at) < window);
+        }
+        match m.get(&(actor.to_string(), study.to_string())) {
+            Some(at) if now.duration_since(*at) < window => false,
+            _ => {
+                m.insert((actor.to_string(), study.to_string()), now);
+                true
+            }
+        }
+    }
+}
+
+/// Middleware on `/dicomweb`: records stores, searches (the attribute keys searched by, never
+/// their values) and reads (per study, see [`READ_WINDOW_SECS`]) that succeeded. A request whose
+/// record cannot be written gets 503 instead of the data.
+pub async fn dicomweb(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let who = <crate::access::MaybePrincipal as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await.ok().and_then(|m| m.0);
+    let client = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let keys: Vec<String> = parts.uri.query().unwrap_or("").split('&').filter_map(|kv| kv.split('=').next()).filter(|k| !k.is_empty()).map(|k| k.chars().take(40).collect()).collect();
+    let resp = next.run(axum::extract::Request::from_parts(parts, body)).await;
+    let Some(who) = who else { return resp };
+    if !resp.status().is_success() {
+        return resp;
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let study = match segments.as_slice() {
+        ["studies", s, ..] => *s,
+        _ => "",
+    };
+    let searching = matches!(segments.last(), Some(&"studies" | &"series" | &"instances")) && method == axum::http::Method::GET;
+    let actor = who.log_id();
+    let (action, detail) = if method == axum::http::Method::POST {
+        ("dicomweb.store", format!("HTTP {}", resp.status().as_u16()))
+    } else if searching {
+        // What was searched by (never the values); the same search shape once per window.
+        let detail = keys.join(",");
+        if !state.audit_recent.first(&actor, &format!("{study}?{detail}")) {
+            return resp;
+        }
+        ("dicomweb.search", detail)
+    } else {
+        if !state.audit_recent.first(&actor, study) {
+            return resp;
+        }
+        ("dicomweb.read", segments.get(2..).map(|rest| rest.iter().step_by(2).copied().collect::<Vec<_>>().join("/")).unwrap_or_default())
+    };
+    let e = Event { actor: &actor, client_addr: &client, action, object_kind: if study.is_empty() { "dicomweb" } else { "study" }, object_id: study, result: "ok", detail: &detail };
+    match record(&state.db_write, e).await {
+        Ok(()) => resp,
+        Err(_) => AppError::Unavailable("the access cannot be recorded in the audit trail right now".into()).into_response(),
+    }
+}
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/audit", get(api_query))
 }
@@ -82,7 +153,8 @@ async fn api_query(
         let p = arg(&mut binds, study);
         conds.push(format!(
             "((object_kind = 'share' AND object_id IN (SELECT share_id FROM share_instances WHERE study_uid = {p})) \
-             OR (object_kind = 'transfer' AND object_id IN (SELECT transfer_id FROM transfer_instances WHERE study_uid = {p})))"
+             OR (object_kind = 'transfer' AND object_id IN (SELECT transfer_id FROM transfer_instances WHERE study_uid = {p})) \
+             OR (object_kind = 'study' AND object_id = {p}))"
         ));
     }
     if let Some(pid) = q.patient_id.as_deref().filter(|v| !v.is_empty()) {
@@ -90,7 +162,8 @@ async fn api_query(
         conds.push(format!(
             "((object_kind = 'share' AND object_id IN (SELECT id FROM shares WHERE patient_id = {p} \
                 UNION SELECT si.share_id FROM share_instances si JOIN studies s ON s.study_uid = si.study_uid WHERE s.patient_id = {p})) \
-             OR (object_kind = 'transfer' AND object_id IN (SELECT ti.transfer_id FROM transfer_instances ti JOIN studies s ON s.study_uid = ti.study_uid WHERE s.patient_id = {p})))"
+             OR (object_kind = 'transfer' AND object_id IN (SELECT ti.transfer_id FROM transfer_instances ti JOIN studies s ON s.study_uid = ti.study_uid WHERE s.patient_id = {p})) \
+             OR (object_kind = 'study' AND object_id IN (SELECT study_uid FROM studies WHERE patient_id = {p})))"
         ));
     }
     if let Some(ids) = &scope {
@@ -98,7 +171,10 @@ async fn api_query(
         let list = ps.join(", ");
         conds.push(format!(
             "((object_kind = 'share' AND object_id IN (SELECT id FROM shares WHERE community_id IN ({list}))) \
-             OR (object_kind = 'transfer' AND object_id IN (SELECT id FROM transfers WHERE community_id IN ({list}))))"
+             OR (object_kind = 'transfer' AND object_id IN (SELECT id FROM transfers WHERE community_id IN ({list}))) \
+             OR (object_kind = 'study' AND (object_id IN (SELECT ti.study_uid FROM transfer_instances ti JOIN transfers t ON t.id = ti.transfer_id \
+                    WHERE t.community_id IN ({list}) AND t.state <> 'draft') \
+                 OR object_id IN (SELECT si.study_uid FROM share_instances si JOIN shares sh ON sh.id = si.share_id WHERE sh.community_id IN ({list})))))"
         ));
     }
     let mut times = vec![];

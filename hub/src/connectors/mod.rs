@@ -318,7 +318,7 @@ async fn api_claim(State(state): State<AppState>, who: Principal, headers: Heade
             continue;
         }
         if was == "sent" {
-            transfers::db::add_event(&state.db_write, &id, "received", "", None).await?;
+            transfers::db::add_event(&state.db_write, &id, "received", "", &who).await?;
         }
         tracing::info!(transfer = %id, connector = %owner, "transfer claimed");
         let transfer = transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("transfer vanished")))?;
@@ -427,7 +427,7 @@ async fn api_report(State(state): State<AppState>, who: Principal, headers: Head
         .bind(&id)
         .execute(&state.db_write)
         .await?;
-    transfers::db::add_event(&state.db_write, &id, &r.state, &message, None).await?;
+    transfers::db::add_event(&state.db_write, &id, &r.state, &message, &who).await?;
     tracing::info!(transfer = %id, state = %r.state, "connector reported");
     let t = transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::NotFound("no such transfer".into()))?;
     Ok(Json(t).into_response())

@@ -76,17 +76,21 @@ pub async fn events(db: &Db, id: &str) -> Result<Vec<TransferEvent>, sqlx::Error
     rows.iter().map(|r| Ok(TransferEvent { at: r.try_get(0)?, state: r.try_get(1)?, message: r.try_get(2)? })).collect()
 }
 
-pub async fn add_event(db: &Db, id: &str, state: &str, message: &str, actor: Option<&str>) -> Result<(), sqlx::Error> {
+/// Records a change of the transfer's state for the sender's timeline, and in the audit trail
+/// (there without the message, which is free text).
+pub async fn add_event(db: &Db, id: &str, state: &str, message: &str, who: &crate::access::Principal) -> anyhow::Result<()> {
     sqlx::query("INSERT INTO transfer_events (id, transfer_id, at, state, message, actor_id) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(id)
         .bind(now_ms())
         .bind(state)
         .bind(message)
-        .bind(actor)
+        .bind(who.user().map(|u| u.id.as_str()))
         .execute(db)
         .await?;
-    Ok(())
+    let action = format!("transfer.{state}");
+    let actor = who.log_id();
+    crate::audit::record(db, crate::audit::Event { actor: &actor, client_addr: "", action: &action, object_kind: "transfer", object_id: id, result: "ok", detail: "" }).await
 }
 
 /// The studies, series and sizes of what a transfer carries, from the index.

@@ -142,7 +142,7 @@ pub async fn create(state: &AppState, who: &Principal, n: &NewTransfer) -> AppRe
     .bind(now)
     .execute(&state.db_write)
     .await?;
-    db::add_event(&state.db_write, &id, "draft", "", Some(&user.id)).await?;
+    db::add_event(&state.db_write, &id, "draft", "", who).await?;
     tracing::info!(transfer = %id, user = %user.id, "transfer opened");
     db::load(&state.db, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("transfer vanished")))
 }
@@ -210,7 +210,7 @@ pub async fn send(state: &AppState, who: &Principal, id: &str) -> AppResult<Tran
     if done.rows_affected() != 1 {
         return Err(AppError::Conflict("this transfer was already sent".into()));
     }
-    db::add_event(&state.db_write, id, "sent", "", who.user().map(|u| u.id.as_str())).await?;
+    db::add_event(&state.db_write, id, "sent", "", who).await?;
     tracing::info!(transfer = %id, instances, bytes, "transfer sent");
     db::load(&state.db, id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("transfer vanished")))
 }
@@ -243,7 +243,7 @@ pub async fn decide(state: &AppState, who: &Principal, id: &str, to: &str, messa
     if done.rows_affected() != 1 {
         return Err(AppError::Conflict("the transfer changed meanwhile; reload".into()));
     }
-    db::add_event(&state.db_write, id, to, &message, who.user().map(|u| u.id.as_str())).await?;
+    db::add_event(&state.db_write, id, to, &message, who).await?;
     tracing::info!(transfer = %id, state = to, "transfer decided");
     db::load(&state.db, id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("transfer vanished")))
 }
