@@ -198,6 +198,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::ui::router(&state))
         .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
         .fallback(crate::error::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access::headers::security_headers))
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::access::guard::cross_origin_guard))
         .layer(axum::middleware::from_fn(crate::error::add_request_id))

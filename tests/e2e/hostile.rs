@@ -109,3 +109,25 @@ pub fn blob_files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     walk(dir, &mut out);
     out
 }
+
+/// Security headers: pages get a strict CSP that forbids framing; every response `nosniff` and
+/// `no-referrer` (the code in a QR link must not leak through Referer); HSTS only under https.
+#[tokio::test]
+async fn responses_carry_security_headers() {
+    let app = crate::helpers::spawn_app().await;
+    let page = app.client.get(app.url("/redeem?token=ABCD-EFGH-JKMN")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let h = page.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(h.get("strict-transport-security").is_none(), "no HSTS over plain http");
+    let api = app.client.get(app.url("/api/v1/communities")).send().await.unwrap();
+    assert_eq!(api.headers()["x-content-type-options"], "nosniff");
+    assert!(api.headers().get("content-security-policy").is_none(), "CSP is for pages");
+
+    let tls = crate::helpers::spawn_app_with(|c| c.public_url = Some("https://ferry.example.org".into())).await;
+    let r = tls.client.get(tls.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+}

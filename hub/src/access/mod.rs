@@ -7,6 +7,7 @@
 //! accounts and communities but see patient data only through their own memberships.
 
 pub mod guard;
+pub mod headers;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
