@@ -45,6 +45,14 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// The key-encryption key: rotate it, or see which keys wrap the study keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// Folder for the embedded defaults (database, blobs, keys).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Administration on the hub's database (run beside or instead of `serve`).
     Admin {
         #[command(subcommand)]
@@ -107,6 +115,15 @@ enum AdminCommand {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// A new key-encryption key re-wraps every study's data key (the images are not touched);
+    /// the old key file is kept as `<file>.retired-<id>` until you delete it. Hubs may keep running.
+    Rotate,
+    /// How many study keys each key-encryption key wraps, and which one is current.
+    Status,
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Recompute the hash chain of the audit trail; exit 1 naming the first broken record.
     Verify,
@@ -147,12 +164,13 @@ enum ShareCommand {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (listen, data_dir, admin, share, audit) = match cli.command {
-        Some(Command::Serve { listen, data_dir }) => (listen, data_dir, None, None, None),
-        Some(Command::Admin { command, data_dir }) => (None, data_dir, Some(command), None, None),
-        Some(Command::Share { command, data_dir }) => (None, data_dir, None, Some(command), None),
-        Some(Command::Audit { command, data_dir }) => (None, data_dir, None, None, Some(command)),
-        None => (None, None, None, None, None),
+    let (listen, data_dir, admin, share, audit, keys) = match cli.command {
+        Some(Command::Serve { listen, data_dir }) => (listen, data_dir, None, None, None, None),
+        Some(Command::Admin { command, data_dir }) => (None, data_dir, Some(command), None, None, None),
+        Some(Command::Share { command, data_dir }) => (None, data_dir, None, Some(command), None, None),
+        Some(Command::Audit { command, data_dir }) => (None, data_dir, None, None, Some(command), None),
+        Some(Command::Keys { command, data_dir }) => (None, data_dir, None, None, None, Some(command)),
+        None => (None, None, None, None, None, None),
     };
     let config = match Config::load(cli.config.as_deref(), CliOverrides { listen, data_dir }) {
         Ok(c) => c,
@@ -162,11 +180,12 @@ async fn main() -> std::process::ExitCode {
         }
     };
     ferry_hub::telemetry::init(&config.log);
-    let result = match (admin, share, audit) {
-        (Some(command), _, _) => run_admin(config, command).await,
-        (None, Some(command), _) => run_share(config, command).await,
-        (None, None, Some(AuditCommand::Verify)) => verify_audit(config).await,
-        (None, None, None) => serve(config).await,
+    let result = match (admin, share, audit, keys) {
+        (Some(command), ..) => run_admin(config, command).await,
+        (None, Some(command), ..) => run_share(config, command).await,
+        (None, None, Some(AuditCommand::Verify), _) => verify_audit(config).await,
+        (None, None, None, Some(command)) => run_keys(config, command).await,
+        (None, None, None, None) => serve(config).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -189,6 +208,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = writeln!(std::io::stdout(), "No admin account yet. Create the first one (link valid for 24 hours): {link}");
     }
     app.run_until_stopped().await
+}
+
+async fn run_keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    use ferry_hub::storage::keys;
+    let kek_file = config.kek_file();
+    if !kek_file.exists() {
+        anyhow::bail!("there is no key-encryption key at {} (is --data-dir or keys.kek_file right?)", kek_file.display());
+    }
+    let pools = ferry_hub::db::connect_pools(&config.database_url(), Some(2)).await?;
+    match command {
+        KeysCommand::Rotate => {
+            let r = keys::rotate_local(&pools.write, &kek_file).await?;
+            println!("rotated the key-encryption key: {} -> {}", r.old_id, r.new_id);
+            println!("re-wrapped {} study key(s); the images were not touched", r.rewrapped);
+            println!("the new key is {}; back it up now", kek_file.display());
+            println!("the old key is no longer needed: delete {} once the new key is backed up", r.retired_file.display());
+        }
+        KeysCommand::Status => {
+            let (current, _) = keys::LocalKeyFile::load_or_create(&kek_file)?;
+            let current = current.current_id();
+            println!("current key-encryption key: {current}");
+            for (id, n) in keys::kek_usage(&pools.read).await? {
+                println!("{n:8} study key(s) wrapped by {id}{}", if id == current { " (current)" } else { "" });
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn verify_audit(config: Config) -> anyhow::Result<()> {

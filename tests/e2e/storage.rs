@@ -95,3 +95,67 @@ async fn large_instances_stream_through_and_ranges_decrypt_exactly() {
     let parts = split_multipart(&ct, &r.bytes().await.expect("body"));
     assert!(parts[0] == file[start + 3 * frame..start + 4 * frame]);
 }
+
+fn keys_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(hub_binary())
+        .env("FERRY_DATABASE__URL", &app.database_url)
+        .arg("keys")
+        .args(args)
+        .arg("--data-dir")
+        .arg(app.dir.path())
+        .output()
+        .expect("ferry-hub keys");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// `ferry-hub keys rotate` while the hub runs: every study key is re-wrapped by a new KEK (the
+/// blobs untouched), the running hub keeps reading and wraps new studies with the new key, and
+/// after the old key file is deleted and the hub restarted everything is still readable.
+#[tokio::test]
+async fn the_kek_rotates_while_the_hub_runs_and_the_old_key_is_not_needed_after() {
+    let mut app = spawn_app().await;
+    let files: Vec<(String, String, String, Vec<u8>)> = (0..2)
+        .map(|_| {
+            let (st, se, sop) = (uid(), uid(), uid());
+            let b = Synth::new(&st, &se, &sop).bytes();
+            (st, se, sop, b)
+        })
+        .collect();
+    for f in &files {
+        assert_eq!(app.stow(&[&f.3]).await.0, 200);
+    }
+    let blobs_before: Vec<Vec<u8>> = blob_files(&app).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let kek = app.dir.path().join("keys").join("kek.hex");
+    let old = std::fs::read_to_string(&kek).unwrap();
+
+    let (ok, out) = keys_cli(&app, &["rotate"]);
+    assert!(ok && out.contains("re-wrapped 2 study key(s)"), "{out}");
+    let new = std::fs::read_to_string(&kek).unwrap();
+    assert_ne!(old.trim(), new.trim());
+    let retired: Vec<std::path::PathBuf> = std::fs::read_dir(kek.parent().unwrap()).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().contains("kek.hex.retired-")).collect();
+    assert_eq!(retired.len(), 1);
+    assert_eq!(std::fs::read_to_string(&retired[0]).unwrap(), old);
+    let blobs_after: Vec<Vec<u8>> = blob_files(&app).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(blobs_before, blobs_after, "the images were not touched");
+
+    let read = |f: &(String, String, String, Vec<u8>)| format!("/dicomweb/studies/{}/series/{}/instances/{}", f.0, f.1, f.2);
+    for f in &files {
+        assert_eq!(app.retrieve(&read(f)).await, vec![f.3.clone()], "the running hub reads what was re-wrapped");
+    }
+    // A study stored now is wrapped by the new key.
+    let (st, se, sop) = (uid(), uid(), uid());
+    let third = Synth::new(&st, &se, &sop).bytes();
+    assert_eq!(app.stow(&[&third]).await.0, 200);
+    let ids: Vec<String> = sqlx::query_scalar("SELECT DISTINCT kek_id FROM study_keys").fetch_all(&app.state.db).await.unwrap();
+    assert_eq!(ids.len(), 1, "every study key under one KEK: {ids:?}");
+    let (ok, out) = keys_cli(&app, &["status"]);
+    assert!(ok && out.contains("3 study key(s) wrapped by") && out.contains("(current)"), "{out}");
+
+    // The old key goes; after a restart everything is readable.
+    std::fs::remove_file(&retired[0]).unwrap();
+    app.crash_and_restart().await;
+    for f in &files {
+        assert_eq!(app.retrieve(&read(f)).await, vec![f.3.clone()]);
+    }
+    assert_eq!(app.retrieve(&format!("/dicomweb/studies/{st}/series/{se}/instances/{sop}")).await, vec![third]);
+}

@@ -16,9 +16,8 @@ use crate::db::{Db, now_ms};
 /// Where the key-encryption key lives. The local key file is the default; an external key
 /// service (e.g. a transit-encryption API) implements the same two calls.
 pub trait KeyProvider: Send + Sync {
-    /// Identifies the KEK that [`wrap`](Self::wrap) uses now (stored beside each wrapped key).
-    fn kek_id(&self) -> &str;
-    fn wrap<'a>(&'a self, dek: &'a Key, context: &'a str) -> BoxFuture<'a, anyhow::Result<String>>;
+    /// Wraps a data key; returns it wrapped and the id of the KEK that wrapped it (stored beside).
+    fn wrap<'a>(&'a self, dek: &'a Key, context: &'a str) -> BoxFuture<'a, anyhow::Result<(String, String)>>;
     fn unwrap_key<'a>(
         &'a self,
         kek_id: &'a str,
@@ -28,21 +27,175 @@ pub trait KeyProvider: Send + Sync {
 }
 
 /// A KEK kept in a local file (64 hex characters), created with mode 0600 when missing.
+///
+/// Rotation (`ferry-hub keys rotate`) puts a new key beside it (`<file>.new`), re-wraps every
+/// study key, and then swaps the files (the old one becomes `<file>.retired-<id>`). A running hub
+/// follows without a restart: before wrapping it checks whether the file now holds another key,
+/// and a study key wrapped by a KEK it does not know makes it look at the file, `.new` and
+/// `.retired-*` again.
 pub struct LocalKeyFile {
-    id: String,
-    key: Key,
+    path: std::path::PathBuf,
+    /// The KEK wrapping new study keys, and every KEK seen (by id) for unwrapping.
+    keys: std::sync::RwLock<(String, std::collections::HashMap<String, Key>)>,
+}
+
+/// The id of a local KEK: `local:` and the first 16 hex characters of its SHA-256.
+pub fn local_kek_id(key: &Key) -> String {
+    use sha2::Digest;
+    format!("local:{}", &hex::encode(sha2::Sha256::digest(key.0))[..16])
 }
 
 impl LocalKeyFile {
     /// Loads the key file, creating it when it does not exist. Returns whether it was created.
     pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
         let (key, created) = load_or_create_key(path)?;
-        let id = {
-            use sha2::Digest;
-            format!("local:{}", &hex::encode(sha2::Sha256::digest(key.0))[..16])
-        };
-        Ok((Self { id, key }, created))
+        let id = local_kek_id(&key);
+        let known = std::collections::HashMap::from([(id.clone(), key)]);
+        let me = Self { path: path.to_path_buf(), keys: std::sync::RwLock::new((id, known)) };
+        me.rescan();
+        Ok((me, created))
     }
+
+    /// The current KEK's id.
+    pub fn current_id(&self) -> String {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone()
+    }
+
+    /// Re-reads the key file (it may hold a new key after a rotation) and learns the keys of a
+    /// rotation under way (`.new`) or just done (`.retired-*`).
+    fn rescan(&self) {
+        let mut found: Vec<(std::path::PathBuf, bool)> = vec![(self.path.clone(), true), (with_suffix(&self.path, ".new"), false)];
+        if let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name().and_then(|n| n.to_str())) {
+            let prefix = format!("{name}.retired-");
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                        found.push((e.path(), false));
+                    }
+                }
+            }
+        }
+        let mut keys = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (p, current) in found {
+            if let Ok(k) = read_key(&p) {
+                let id = local_kek_id(&k);
+                if current {
+                    keys.0 = id.clone();
+                }
+                keys.1.insert(id, k);
+            }
+        }
+    }
+
+    fn key(&self, id: &str) -> Option<Key> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.get(id).cloned()
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    std::path::PathBuf::from(s)
+}
+
+fn read_key(path: &Path) -> anyhow::Result<Key> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let raw = hex::decode(text.trim())
+        .ok()
+        .filter(|b| b.len() == 32)
+        .with_context(|| format!("key file {} must hold 64 hex characters", path.display()))?;
+    let mut k = [0u8; 32];
+    k.copy_from_slice(&raw);
+    Ok(Key(k))
+}
+
+/// What a rotation did.
+#[derive(Debug)]
+pub struct Rotated {
+    pub old_id: String,
+    pub new_id: String,
+    pub rewrapped: u64,
+    pub retired_file: std::path::PathBuf,
+}
+
+/// Rotates the local KEK: a new key (kept as `<file>.new` until done, so a rotation cut short is
+/// resumed with the same key), every study key re-wrapped by it (the blobs are not touched), then
+/// the files swapped. Study keys wrapped meanwhile by a hub still on the old key are re-wrapped in
+/// a last pass. Afterwards the old KEK is not needed any more: its file stays as
+/// `<file>.retired-<id>` until the operator deletes it.
+pub async fn rotate_local(db: &Db, kek_file: &Path) -> anyhow::Result<Rotated> {
+    let old = read_key(kek_file).with_context(|| format!("the current key-encryption key {}", kek_file.display()))?;
+    let old_id = local_kek_id(&old);
+    let next_path = with_suffix(kek_file, ".new");
+    let new = if next_path.exists() {
+        read_key(&next_path)?
+    } else {
+        let k = Key::random();
+        write_private(&next_path, hex::encode(k.0).as_bytes()).with_context(|| format!("writing {}", next_path.display()))?;
+        k
+    };
+    let new_id = local_kek_id(&new);
+    let mut known = std::collections::HashMap::from([(old_id.clone(), old.clone())]);
+    // Keys of earlier rotations whose retired files are still there.
+    if let (Some(dir), Some(name)) = (kek_file.parent(), kek_file.file_name().and_then(|n| n.to_str())) {
+        for e in std::fs::read_dir(dir)?.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(&format!("{name}.retired-")))
+                && let Ok(k) = read_key(&e.path())
+            {
+                known.insert(local_kek_id(&k), k);
+            }
+        }
+    }
+    let mut rewrapped = rewrap_all(db, &known, &new, &new_id).await?;
+    let retired_file = with_suffix(kek_file, &format!(".retired-{}", old_id.trim_start_matches("local:")));
+    std::fs::rename(kek_file, &retired_file).with_context(|| format!("retiring {}", kek_file.display()))?;
+    std::fs::rename(&next_path, kek_file).with_context(|| format!("putting the new key in place at {}", kek_file.display()))?;
+    if let Some(dir) = kek_file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    // Running hubs switch to the new key before their next wrap; what one wrapped with the old
+    // key in between is caught here.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    rewrapped += rewrap_all(db, &known, &new, &new_id).await?;
+    Ok(Rotated { old_id, new_id, rewrapped, retired_file })
+}
+
+async fn rewrap_all(db: &Db, known: &std::collections::HashMap<String, Key>, new: &Key, new_id: &str) -> anyhow::Result<u64> {
+    let mut done = 0;
+    loop {
+        let rows = sqlx::query("SELECT study_uid, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT 500").bind(new_id).fetch_all(db).await?;
+        if rows.is_empty() {
+            return Ok(done);
+        }
+        let mut progressed = false;
+        for r in &rows {
+            let (study, wrapped, kek_id): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            let Some(kek) = known.get(&kek_id) else {
+                anyhow::bail!("a study key is wrapped by a KEK this rotation does not have ({kek_id}); put its key file beside the current one, named like the current one plus .retired-<anything>, and run again");
+            };
+            let context = Keyring::context(&study);
+            let dek = kek.unwrap_key(&wrapped, context.as_bytes()).with_context(|| format!("unwrapping the data key of a study with {kek_id}"))?;
+            let rewrapped = new.wrap(&dek.0, context.as_bytes());
+            let n = sqlx::query("UPDATE study_keys SET wrapped_key = $1, kek_id = $2 WHERE study_uid = $3 AND kek_id = $4")
+                .bind(&rewrapped)
+                .bind(new_id)
+                .bind(&study)
+                .bind(&kek_id)
+                .execute(db)
+                .await?;
+            done += n.rows_affected();
+            progressed = true;
+        }
+        if !progressed {
+            return Ok(done);
+        }
+    }
+}
+
+/// Study keys per KEK id: what `ferry-hub keys status` shows.
+pub async fn kek_usage(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT kek_id, COUNT(*) FROM study_keys GROUP BY kek_id ORDER BY kek_id").fetch_all(db).await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
 }
 
 /// Reads a 32-byte key kept as 64 hex characters, creating the file (mode 0600) when missing.
@@ -58,14 +211,7 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<(Key, bool)> {
             .with_context(|| format!("writing key file {}", path.display()))?;
         true
     };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
-    let raw = hex::decode(text.trim())
-        .ok()
-        .filter(|b| b.len() == 32)
-        .with_context(|| format!("key file {} must hold 64 hex characters", path.display()))?;
-    let mut k = [0u8; 32];
-    k.copy_from_slice(&raw);
-    Ok((Key(k), created))
+    Ok((read_key(path)?, created))
 }
 
 /// The hub secret: keys derived from it hash access codes (so a stolen database does not allow
@@ -123,12 +269,14 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 impl KeyProvider for LocalKeyFile {
-    fn kek_id(&self) -> &str {
-        &self.id
-    }
-
-    fn wrap<'a>(&'a self, dek: &'a Key, context: &'a str) -> BoxFuture<'a, anyhow::Result<String>> {
-        Box::pin(async move { Ok(self.key.wrap(&dek.0, context.as_bytes())) })
+    fn wrap<'a>(&'a self, dek: &'a Key, context: &'a str) -> BoxFuture<'a, anyhow::Result<(String, String)>> {
+        Box::pin(async move {
+            // New study keys are rare: look whether a rotation changed the file first.
+            self.rescan();
+            let id = self.current_id();
+            let key = self.key(&id).context("the current key-encryption key is not loaded")?;
+            Ok((key.wrap(&dek.0, context.as_bytes()), id))
+        })
     }
 
     fn unwrap_key<'a>(
@@ -138,8 +286,14 @@ impl KeyProvider for LocalKeyFile {
         context: &'a str,
     ) -> BoxFuture<'a, anyhow::Result<Key>> {
         Box::pin(async move {
-            anyhow::ensure!(kek_id == self.id, "study key is wrapped by an unknown KEK {kek_id}");
-            self.key.unwrap_key(wrapped, context.as_bytes())
+            let key = match self.key(kek_id) {
+                Some(k) => k,
+                None => {
+                    self.rescan();
+                    self.key(kek_id).with_context(|| format!("study key is wrapped by an unknown KEK {kek_id}"))?
+                }
+            };
+            key.unwrap_key(wrapped, context.as_bytes())
         })
     }
 }
@@ -160,7 +314,7 @@ impl Keyring {
         Self { provider }
     }
 
-    fn context(study_uid: &str) -> String {
+    pub(crate) fn context(study_uid: &str) -> String {
         format!("ferry-study-key:{study_uid}")
     }
 
@@ -170,14 +324,14 @@ impl Keyring {
             return Ok(k);
         }
         let dek = Key::random();
-        let wrapped = self.provider.wrap(&dek, &Self::context(study_uid)).await?;
+        let (wrapped, kek_id) = self.provider.wrap(&dek, &Self::context(study_uid)).await?;
         sqlx::query(
             "INSERT INTO study_keys (study_uid, wrapped_key, kek_id, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (study_uid) DO NOTHING",
         )
         .bind(study_uid)
         .bind(&wrapped)
-        .bind(self.provider.kek_id())
+        .bind(&kek_id)
         .bind(now_ms())
         .execute(write)
         .await?;
