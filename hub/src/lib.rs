@@ -17,6 +17,7 @@ pub mod dlx;
 pub mod error;
 pub mod health;
 pub mod ingest;
+pub mod metrics;
 pub mod retention;
 pub mod shares;
 pub mod startup;

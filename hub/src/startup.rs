@@ -81,6 +81,7 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
             .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
         let pools =
             crate::db::connect_pools(&config.database_url(), config.database.max_connections).await?;
+        crate::metrics::init();
         let chained = crate::audit::chain_unchained(&pools.write).await.context("chaining the audit trail")?;
         if chained > 0 {
             tracing::info!(records = chained, "audit records written before the chain existed are now chained");
@@ -195,10 +196,12 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::shares::router(&state))
         .merge(crate::dlx::router(&state))
         .merge(crate::audit::router())
+        .merge(crate::metrics::router())
         .merge(crate::ui::router(&state))
         .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
         .fallback(crate::error::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access::headers::security_headers))
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::access::guard::cross_origin_guard))
         .layer(axum::middleware::from_fn(crate::error::add_request_id))

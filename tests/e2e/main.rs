@@ -15,6 +15,7 @@ mod crash;
 mod dlx;
 mod helpers;
 mod hostile;
+mod metrics;
 mod oidc;
 mod outbound;
 mod people;

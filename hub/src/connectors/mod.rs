@@ -319,6 +319,7 @@ async fn api_claim(State(state): State<AppState>, who: Principal, headers: Heade
         }
         if was == "sent" {
             transfers::db::add_event(&state.db_write, &id, "received", "", &who).await?;
+            crate::metrics::delivery("received");
         }
         tracing::info!(transfer = %id, connector = %owner, "transfer claimed");
         let transfer = transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("transfer vanished")))?;
@@ -428,6 +429,7 @@ async fn api_report(State(state): State<AppState>, who: Principal, headers: Head
         .execute(&state.db_write)
         .await?;
     transfers::db::add_event(&state.db_write, &id, &r.state, &message, &who).await?;
+    crate::metrics::delivery(&r.state);
     tracing::info!(transfer = %id, state = %r.state, "connector reported");
     let t = transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::NotFound("no such transfer".into()))?;
     Ok(Json(t).into_response())

@@ -239,6 +239,9 @@ pub async fn commit(state: &AppState, r: Received) -> Result<Stored, Failure> {
         Ok(outcome) => {
             if outcome == Outcome::Duplicate {
                 forget_blob(state, &blob_path).await;
+                crate::metrics::instance_ingested("duplicate");
+            } else {
+                crate::metrics::instance_ingested("stored");
             }
             Ok(Stored {
                 outcome,

@@ -103,6 +103,7 @@ pub async fn redeem(state: &AppState, code_input: &str, answers: &[Answer], kind
 
 /// Records a redemption attempt in the audit trail and passes its outcome on.
 async fn audited(state: &AppState, client: &str, share_id: &str, result: &str, detail: impl AsRef<str>, outcome: Outcome) -> AppResult<Outcome> {
+    crate::metrics::redemption(result);
     audit::record(&state.db_write, Event {
         actor: "anonymous",
         client_addr: client,
@@ -126,6 +127,7 @@ async fn count_failure(state: &AppState, share: &ShareRow, now: i64) -> AppResul
         .try_get(0)?;
     let lock = lock_until(failed, now, cfg.max_failed as i64, cfg.lockout_secs as i64, cfg.hard_lock_after as i64);
     if lock > 0 {
+        crate::metrics::lockout();
         sqlx::query("UPDATE shares SET locked_until = $1 WHERE id = $2").bind(lock).bind(&share.id).execute(&state.db_write).await?;
     }
     Ok(failed)
