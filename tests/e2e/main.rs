@@ -22,6 +22,7 @@ mod people;
 mod peers;
 mod qido;
 mod s3;
+mod scale;
 mod shares;
 mod storage;
 mod transfers;

@@ -26,6 +26,7 @@ impl Drop for SeaweedFs {
 
 impl SeaweedFs {
     pub async fn start(bucket: &str) -> SeaweedFs {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tmp");
         let s3 = free_port();
         let arg = |k: &str, v: u16| format!("-{k}={v}");
