@@ -15,6 +15,8 @@ pub mod db;
 pub mod dicomweb;
 pub mod dlx;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod ingest;
 pub mod metrics;

@@ -13,18 +13,8 @@ async fn the_operator_scrapes_request_ingest_redemption_and_connector_metrics() 
     let r = app.client.post(app.url("/api/v1/redeem")).json(&json!({"code": "ABCD-EFGH-JKMN", "answer": "19700101"})).send().await.unwrap();
     assert!(r.status().is_client_error());
     app.community("Metrik Klinik", "mTr1", "Homburg").await;
-    let (client_id, secret) = app.connector("mTr1").await;
-    let tok: serde_json::Value = app
-        .client
-        .post(app.url("/oauth/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", client_id.as_str()), ("client_secret", secret.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = app.client.post(app.url("/api/v1/connector/heartbeat")).bearer_auth(tok["access_token"].as_str().unwrap()).json(&json!({"version": "t", "queue_depth": 3})).send().await.unwrap();
+    let token = app.connector_token(&app.connector("mTr1").await).await;
+    let r = app.client.post(app.url("/api/v1/connector/heartbeat")).bearer_auth(&token).json(&json!({"version": "t", "queue_depth": 3})).send().await.unwrap();
     assert_eq!(r.status(), 204);
 
     assert_eq!(app.client.get(app.url("/metrics")).send().await.unwrap().status(), 401);

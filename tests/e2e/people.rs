@@ -162,6 +162,21 @@ impl TestApp {
         (c["client_id"].as_str().unwrap().into(), c["client_secret"].as_str().unwrap().into())
     }
 
+    /// An access token for a connector, by OAuth2 client credentials.
+    pub async fn connector_token(&self, creds: &(String, String)) -> String {
+        let t: Value = self
+            .client
+            .post(self.url("/oauth/token"))
+            .form(&[("grant_type", "client_credentials"), ("client_id", creds.0.as_str()), ("client_secret", creds.1.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        t["access_token"].as_str().expect("access token").to_string()
+    }
+
     pub async fn send_transfer(&self, p: &Person, code: &str, files: &[(&str, Vec<u8>)]) -> Value {
         let t = self.open_transfer(p, code, "Befund erbeten").await;
         let id = t["id"].as_str().expect("id").to_string();

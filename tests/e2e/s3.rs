@@ -55,19 +55,21 @@ impl SeaweedFs {
     }
 }
 
+/// Points the hub's blob store at a bucket of the SeaweedFS on `port`.
+pub fn use_bucket(c: &mut ferry_hub::config::Config, port: u16, bucket: &str) {
+    c.storage.backend = ferry_hub::config::StorageBackend::S3;
+    c.storage.s3.bucket = bucket.into();
+    c.storage.s3.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    c.storage.s3.access_key_id = Some("ferry".into());
+    c.storage.s3.secret_access_key = Some(secrecy::SecretString::from("ferry-secret".to_string()));
+    c.storage.s3.allow_http = true;
+}
+
 #[tokio::test]
 async fn hub_on_s3_storage_round_trips_and_keeps_the_bucket_unreadable() {
     let weed = SeaweedFs::start("ferry").await;
     let port = weed.s3;
-    let app = spawn_app_with(move |c| {
-        c.storage.backend = ferry_hub::config::StorageBackend::S3;
-        c.storage.s3.bucket = "ferry".into();
-        c.storage.s3.endpoint = Some(format!("http://127.0.0.1:{port}"));
-        c.storage.s3.access_key_id = Some("ferry".into());
-        c.storage.s3.secret_access_key = Some(secrecy::SecretString::from("ferry-secret".to_string()));
-        c.storage.s3.allow_http = true;
-    })
-    .await;
+    let app = spawn_app_with(move |c| use_bucket(c, port, "ferry")).await;
     let mut big = Synth::new(&uid(), &uid(), &uid());
     big.rows = 1024;
     big.cols = 1024;

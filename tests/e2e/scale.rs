@@ -12,12 +12,7 @@ use crate::shares::{BIRTH, clinic, share_files, study_files};
 
 fn s3(c: &mut ferry_hub::config::Config, port: u16) {
     c.shares.rate_burst = 1000; // the per-address limit is per process; the point here is the database
-    c.storage.backend = ferry_hub::config::StorageBackend::S3;
-    c.storage.s3.bucket = "ferry".into();
-    c.storage.s3.endpoint = Some(format!("http://127.0.0.1:{port}"));
-    c.storage.s3.access_key_id = Some("ferry".into());
-    c.storage.s3.secret_access_key = Some(secrecy::SecretString::from("ferry-secret".to_string()));
-    c.storage.s3.allow_http = true;
+    crate::s3::use_bucket(c, port, "ferry");
 }
 
 async fn redeem_at(app: &TestApp, code: &str, answer: &str) -> u16 {
@@ -67,18 +62,7 @@ async fn two_hubs_on_one_database_and_bucket_behave_as_one() {
     // 3. A connector's lease taken through A holds on B; the same process resumes through B.
     let referrer = a.person("scale.ref@example.test", "Dr. Scale").await;
     let t = a.send_transfer(&referrer, "RAD1", &[("x.dcm", Synth::new(&uid(), &uid(), &uid()).bytes())]).await;
-    let (client_id, secret) = a.connector("RAD1").await;
-    let tok: Value = a
-        .client
-        .post(a.url("/oauth/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", client_id.as_str()), ("client_secret", secret.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = tok["access_token"].as_str().unwrap().to_string();
+    let token = a.connector_token(&a.connector("RAD1").await).await;
     let claim = |hub: &TestApp, instance: &str| {
         let r = hub.client.post(hub.url("/api/v1/connector/claim")).bearer_auth(&token).header("ferry-connector-instance", instance).send();
         async move { r.await.unwrap() }

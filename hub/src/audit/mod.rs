@@ -198,22 +198,7 @@ async fn api_query(
         query = query.bind(*t);
     }
     let rows = query.fetch_all(&state.db).await?;
-    let events = rows
-        .iter()
-        .map(|r| {
-            Ok(AuditEvent {
-                at: r.try_get(0)?,
-                actor: r.try_get(1)?,
-                client_addr: r.try_get(2)?,
-                action: r.try_get(3)?,
-                object_kind: r.try_get(4)?,
-                object_id: r.try_get(5)?,
-                result: r.try_get(6)?,
-                detail: r.try_get(7)?,
-                seq: r.try_get(8)?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let events = rows.iter().map(event_of).collect::<Result<Vec<_>, sqlx::Error>>()?;
     // Reading the trail is itself recorded.
     record(
         &state.db_write,
@@ -411,7 +396,7 @@ pub async fn verify(db: &Db) -> anyhow::Result<Verified> {
 /// The events of one object, newest first.
 pub async fn of_object(db: &Db, kind: &str, id: &str, limit: i64) -> Result<Vec<AuditEvent>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT at, actor, client_addr, action, object_kind, object_id, result, detail FROM audit_events \
+        "SELECT at, actor, client_addr, action, object_kind, object_id, result, detail, seq FROM audit_events \
          WHERE object_kind = $1 AND object_id = $2 ORDER BY at DESC, id LIMIT $3",
     )
     .bind(kind)
@@ -419,19 +404,20 @@ pub async fn of_object(db: &Db, kind: &str, id: &str, limit: i64) -> Result<Vec<
     .bind(limit)
     .fetch_all(db)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(AuditEvent {
-                at: r.try_get(0)?,
-                actor: r.try_get(1)?,
-                client_addr: r.try_get(2)?,
-                action: r.try_get(3)?,
-                object_kind: r.try_get(4)?,
-                object_id: r.try_get(5)?,
-                result: r.try_get(6)?,
-                detail: r.try_get(7)?,
-                seq: None,
-            })
-        })
-        .collect()
+    rows.iter().map(event_of).collect()
+}
+
+/// A row of `at, actor, client_addr, action, object_kind, object_id, result, detail, seq`.
+fn event_of(r: &sqlx::any::AnyRow) -> Result<AuditEvent, sqlx::Error> {
+    Ok(AuditEvent {
+        at: r.try_get(0)?,
+        actor: r.try_get(1)?,
+        client_addr: r.try_get(2)?,
+        action: r.try_get(3)?,
+        object_kind: r.try_get(4)?,
+        object_id: r.try_get(5)?,
+        result: r.try_get(6)?,
+        detail: r.try_get(7)?,
+        seq: r.try_get(8)?,
+    })
 }

@@ -154,7 +154,8 @@ pub fn walk<R: Read>(reader: R, max_head: u64) -> Result<Walked, ParseError> {
     } else {
         return Err(ParseError::NotDicom);
     };
-    let meta = FileMetaTable::from_reader(tee.clone())
+    let meta_bytes = meta_group(&tee)?;
+    let meta = FileMetaTable::from_reader(&meta_bytes[..])
         .map_err(|e| ParseError::Malformed(format!("invalid file meta information: {e}")))?;
     let ts_uid = meta.transfer_syntax().to_string();
     let ts = TransferSyntaxRegistry
@@ -168,7 +169,7 @@ pub fn walk<R: Read>(reader: R, max_head: u64) -> Result<Walked, ParseError> {
     let mut dec = StatefulDecoder::new_with_ts(tee.clone(), ts, meta_end)
         .map_err(|e| ParseError::UnsupportedTransferSyntax(format!("{ts_uid}: {e}")))?;
     let mut pixel = None;
-    walk_elements(&mut dec, &tee, 0, false, &mut pixel).map_err(|e| match e {
+    walk_elements(&mut dec, &tee, 0, false, &mut pixel, None).map_err(|e| match e {
         WalkError::Io(io) if io.get_ref().is_some_and(|r| r.is::<HeadLimit>()) => {
             ParseError::HeaderTooLarge(max_head)
         }
@@ -182,6 +183,58 @@ pub fn walk<R: Read>(reader: R, max_head: u64) -> Result<Walked, ParseError> {
         None => return Err(ParseError::Malformed("internal reader still borrowed".into())),
     };
     Ok(Walked { preamble, head, transfer_syntax: ts_uid, pixel, total_len: total })
+}
+
+/// The largest basic offset table taken: 4 million frames.
+const MAX_OFFSET_TABLE: u32 = 16 << 20;
+
+/// The largest file meta group taken (real ones are a few hundred bytes).
+const MAX_META_GROUP: u32 = 64 * 1024;
+
+/// Reads the file meta group (from `DICM` on) and checks it before dicom-object parses it: the
+/// group length must be plausible and every element must fit inside the group. Otherwise a forged
+/// element length in a 3 KB upload made the parser reserve gigabytes (found by fuzzing,
+/// `hub/fuzz/regressions/`).
+fn meta_group<R: Read>(tee: &Tee<R>) -> Result<Vec<u8>, ParseError> {
+    let bad = |why: &str| ParseError::Malformed(format!("invalid file meta information: {why}"));
+    let mut bytes = Vec::with_capacity(256);
+    tee.clone().take(16).read_to_end(&mut bytes).map_err(ParseError::Io)?;
+    if bytes.len() < 16 || &bytes[0..4] != b"DICM" || bytes[4..8] != [2, 0, 0, 0] || &bytes[8..10] != b"UL" || bytes[10..12] != [4, 0] {
+        return Err(bad("it does not start with its group length (0002,0000)"));
+    }
+    let group = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    if group > MAX_META_GROUP {
+        return Err(bad(&format!("a group length of {group} bytes is implausible")));
+    }
+    tee.clone().take(u64::from(group)).read_to_end(&mut bytes).map_err(ParseError::Io)?;
+    let rest = &bytes[16..];
+    if rest.len() < group as usize {
+        return Err(bad("it is truncated"));
+    }
+    let u16_at = |i: usize| u16::from_le_bytes([rest[i], rest[i + 1]]);
+    let mut i = 0usize;
+    while i < rest.len() {
+        if i + 8 > rest.len() {
+            return Err(bad("an element header is cut off"));
+        }
+        if u16_at(i) != 0x0002 {
+            return Err(bad("it holds an element outside group 0002"));
+        }
+        let long = matches!(&rest[i + 4..i + 6], b"OB" | b"OW" | b"OF" | b"OD" | b"OL" | b"OV" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV");
+        let (len, header) = if long {
+            if i + 12 > rest.len() {
+                return Err(bad("an element header is cut off"));
+            }
+            (u32::from_le_bytes([rest[i + 8], rest[i + 9], rest[i + 10], rest[i + 11]]) as usize, 12)
+        } else {
+            (usize::from(u16_at(i + 6)), 8)
+        };
+        if len > rest.len() - i - header {
+            return Err(bad("an element is longer than the group"));
+        }
+        i += header + len;
+    }
+    Ok(bytes)
 }
 
 /// Skips `len` bytes and checks they were really there: a skip over a short source is silent in
@@ -221,18 +274,29 @@ fn dec_err(at: u64) -> impl FnOnce(dicom_parser::stateful::decode::Error) -> Wal
     }
 }
 
+/// Walks the elements of the data set, of an item (`in_item`: up to its delimiter), or of a part
+/// that ends at byte `end` (an item or sequence of defined length). Every element must fit inside
+/// what holds it: the head is parsed again by dicom-object, which reserves what a length declares,
+/// so a forged length deep inside a sequence would otherwise cost gigabytes (found by fuzzing).
 fn walk_elements<D: StatefulDecode, R: Read>(
     dec: &mut D,
     tee: &Tee<R>,
     depth: u32,
     in_item: bool,
     pixel: &mut Option<PixelLayout>,
+    end: Option<u64>,
 ) -> Result<(), WalkError> {
     if depth > MAX_DEPTH {
         return Err(WalkError::Bad("sequences nested too deeply".into()));
     }
     loop {
-        if !in_item && tee.at_eof().map_err(WalkError::Io)? {
+        if let Some(e) = end
+            && !in_item
+            && dec.position() >= e
+        {
+            return Ok(());
+        }
+        if end.is_none() && !in_item && tee.at_eof().map_err(WalkError::Io)? {
             return Ok(());
         }
         let at = dec.position();
@@ -243,6 +307,13 @@ fn walk_elements<D: StatefulDecode, R: Read>(
         }
         if tag.group() == 0xFFFE {
             return Err(WalkError::Bad(format!("unexpected delimiter {tag} at byte {at}")));
+        }
+        let len = header.length();
+        if len.is_defined()
+            && let Some(e) = end
+            && dec.position() + u64::from(len.0) > e
+        {
+            return Err(WalkError::Bad(format!("the element {tag} at byte {at} is longer than the item or sequence holding it")));
         }
         if tag == tags::PIXEL_DATA && depth == 0 {
             {
@@ -255,9 +326,8 @@ fn walk_elements<D: StatefulDecode, R: Read>(
             *pixel = Some(walk_pixel_data(dec, tee, &header)?);
             continue;
         }
-        let len = header.length();
         if header.vr() == dicom_core::VR::SQ || len.is_undefined() {
-            walk_sequence(dec, tee, depth + 1, len, pixel)?;
+            walk_sequence(dec, tee, depth + 1, len, pixel, end)?;
         } else {
             skip(dec, tee, len.0)?;
         }
@@ -270,20 +340,38 @@ fn walk_sequence<D: StatefulDecode, R: Read>(
     depth: u32,
     len: dicom_core::Length,
     pixel: &mut Option<PixelLayout>,
+    outer: Option<u64>,
 ) -> Result<(), WalkError> {
     if depth > MAX_DEPTH {
         return Err(WalkError::Bad("sequences nested too deeply".into()));
     }
-    if len.is_defined() {
-        return skip(dec, tee, len.0);
-    }
+    // A sequence of defined length ends at a known byte; one of undefined length at its delimiter.
+    let stop = len.is_defined().then(|| dec.position() + u64::from(len.0));
+    let bound = match (stop, outer) {
+        (Some(s), Some(o)) => Some(s.min(o)),
+        (s, o) => s.or(o),
+    };
     loop {
+        if let Some(s) = stop
+            && dec.position() >= s
+        {
+            return if dec.position() == s { Ok(()) } else { Err(WalkError::Bad("a sequence's items run past its length".into())) };
+        }
         let at = dec.position();
         let item = dec.decode_header().map_err(dec_err(at))?;
         match item.tag() {
-            ITEM if item.length().is_defined() => skip(dec, tee, item.length().0)?,
-            ITEM => walk_elements(dec, tee, depth + 1, true, pixel)?,
-            SEQUENCE_DELIMITER => return Ok(()),
+            ITEM if item.length().is_defined() => {
+                let item_end = dec.position() + u64::from(item.length().0);
+                if bound.is_some_and(|b| item_end > b) {
+                    return Err(WalkError::Bad(format!("an item at byte {at} is longer than its sequence")));
+                }
+                walk_elements(dec, tee, depth + 1, false, pixel, Some(item_end))?;
+                if dec.position() != item_end {
+                    return Err(WalkError::Bad(format!("the elements of the item at byte {at} do not fill it exactly")));
+                }
+            }
+            ITEM => walk_elements(dec, tee, depth + 1, true, pixel, bound)?,
+            SEQUENCE_DELIMITER if stop.is_none() => return Ok(()),
             other => {
                 return Err(WalkError::Bad(format!("expected a sequence item, found {other} at byte {at}")));
             }
@@ -314,6 +402,10 @@ fn walk_pixel_data<D: StatefulDecode, R: Read>(
                 if first {
                     if n % 4 != 0 {
                         return Err(WalkError::Bad("basic offset table length is not a multiple of 4".into()));
+                    }
+                    // Read into memory: a forged length must not reserve gigabytes.
+                    if n > MAX_OFFSET_TABLE {
+                        return Err(WalkError::Bad(format!("a basic offset table of {n} bytes is implausible")));
                     }
                     let at = dec.position();
                     dec.read_u32_to_vec(n, &mut layout.offset_table).map_err(dec_err(at))?;

@@ -295,6 +295,31 @@ impl std::fmt::Display for EntryError {
     }
 }
 
+/// The entry reader without the channels, for the fuzz targets: every entry that would be
+/// ingested is handed to `each` whole (at most the declared size).
+#[doc(hidden)]
+pub fn read_entries_into<R: Read + std::io::Seek + Send>(
+    archive: &mut zip::ZipArchive<R>,
+    prefix: &str,
+    limits: &crate::config::LimitsConfig,
+    each: &mut dyn FnMut(&str, &[u8]),
+) {
+    let (tx, mut rx) = mpsc::channel::<ZipEntry>(1);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| read_entries(archive, prefix, limits, tx));
+        while let Some(entry) = rx.blocking_recv() {
+            if let ZipEntry::File(path, mut data) = entry {
+                let mut whole = Vec::new();
+                while let Some(Ok(chunk)) = data.blocking_recv() {
+                    whole.extend_from_slice(&chunk);
+                }
+                each(&path, &whole);
+            }
+        }
+        let _ = reader.join();
+    });
+}
+
 fn read_entries<R: Read + std::io::Seek>(
     archive: &mut zip::ZipArchive<R>,
     prefix: &str,
