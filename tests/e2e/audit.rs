@@ -87,11 +87,22 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
     let theirs: Vec<Value> = other.get(&app, &format!("/api/v1/audit?study={study}")).send().await.unwrap().json().await.unwrap();
     assert!(theirs.is_empty(), "{theirs:?}");
 
+    // Sign-ins (also failed ones) and token creation; never an email address.
+    assert_eq!(app.login(&crate::people::browser(), "mta@rad.example", "wrong password").await.status(), 401);
+    let accounts: Vec<Value> = app.client.get(app.url("/api/v1/audit?object_kind=account")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let seen: Vec<(&str, &str)> = accounts.iter().map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap())).collect();
+    for want in [("account.sign_in", "ok"), ("account.sign_in", "denied"), ("account.token.create", "ok")] {
+        assert!(seen.contains(&want), "{want:?} in {seen:?}");
+    }
+    assert!(!accounts.iter().any(|e| e.to_string().contains("@")), "no email addresses in the trail");
+    let theirs: Vec<Value> = other.get(&app, "/api/v1/audit?object_kind=account").send().await.unwrap().json().await.unwrap();
+    assert!(theirs.is_empty(), "account records are for hub admins");
+
     // The chain: intact; then an edit, a removal in the middle and a cut-off end are each found.
     let (ok, out) = verify(&app);
     assert!(ok && out.contains("audit trail intact"), "{out}");
     let db = &app.state.db;
-    sqlx::query("UPDATE audit_events SET result = 'ok' WHERE seq = 3").execute(db).await.unwrap();
+    sqlx::query("UPDATE audit_events SET detail = detail || 'x' WHERE seq = 3").execute(db).await.unwrap();
     let (ok, out) = verify(&app);
     assert!(!ok && out.contains("broken at record 3"), "{out}");
     sqlx::query("DELETE FROM audit_events WHERE seq = 3").execute(db).await.unwrap();

@@ -226,14 +226,17 @@ pub async fn login(state: &AppState, email: &str, password_given: String) -> App
     let stored = row.as_ref().and_then(|r| r.password_hash.clone());
     let ok = password::verify(password_given, stored).await;
     let Some(row) = row else {
+        audit_account(state, "", "account.sign_in", "denied", "unknown account").await?;
         return Err(AppError::SignInFailed(SIGN_IN_FAILED.into()));
     };
     let now = now_ms();
     let auth = &state.config.auth;
     if row.disabled || row.locked_until > now {
+        audit_account(state, &row.id, "account.sign_in", "denied", if row.disabled { "disabled" } else { "locked" }).await?;
         return Err(AppError::SignInFailed(SIGN_IN_FAILED.into()));
     }
     if !ok {
+        audit_account(state, &row.id, "account.sign_in", "denied", "wrong password").await?;
         let failed = row.failed_logins + 1;
         if failed >= auth.max_failed_logins as i64 {
             db::record_failure(&state.db_write, &row.id, 0, now + (auth.lockout_secs as i64) * 1000).await?;
@@ -254,7 +257,15 @@ pub async fn login(state: &AppState, email: &str, password_given: String) -> App
     }
     let token = start_session(state, &row.id).await?;
     tracing::info!(user = %row.id, "signed in");
+    audit_account(state, &row.id, "account.sign_in", "ok", "password").await?;
     Ok((row.id, token))
+}
+
+/// Records what happened to an account (never its email or name).
+async fn audit_account(state: &AppState, user_id: &str, action: &str, result: &str, detail: &str) -> AppResult<()> {
+    let actor = if user_id.is_empty() || action == "account.sign_in" { "anonymous".to_string() } else { format!("user:{user_id}") };
+    crate::audit::record(&state.db_write, crate::audit::Event { actor: &actor, client_addr: "", action, object_kind: "account", object_id: user_id, result, detail }).await?;
+    Ok(())
 }
 
 pub async fn start_session(state: &AppState, user_id: &str) -> AppResult<String> {
@@ -496,6 +507,7 @@ pub async fn create_token(state: &AppState, user_id: &str, n: &NewToken) -> AppR
         .execute(&state.db_write)
         .await?;
     tracing::info!(user = %user_id, token_id = %id, "personal access token created");
+    audit_account(state, user_id, "account.token.create", "ok", &id).await?;
     Ok(ApiToken { id, name, created_at: now, expires_at, last_used_at: None, token: Some(token) })
 }
 
@@ -522,6 +534,7 @@ pub async fn revoke_token(state: &AppState, user_id: &str, id: &str) -> AppResul
         return Err(AppError::NotFound("no such token".into()));
     }
     tracing::info!(user = %user_id, token_id = %id, "personal access token revoked");
+    audit_account(state, user_id, "account.token.revoke", "ok", id).await?;
     Ok(())
 }
 
