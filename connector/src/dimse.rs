@@ -141,6 +141,18 @@ where
     A: AsyncAssociation<TcpStream> + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    read_message_with(assoc, data, |_, _| Vec::new()).await
+}
+
+/// Like [`read_message`], but once the command set announcing a data set has arrived, what
+/// `before_data` returns for it (and its presentation context) is written to `data` ahead of the
+/// data set — the Storage SCP writes the file meta group there, so the file is whole at once.
+pub async fn read_message_with<A, W, F>(assoc: &mut A, data: &mut W, mut before_data: F) -> anyhow::Result<Option<Message>>
+where
+    A: AsyncAssociation<TcpStream> + Send,
+    W: AsyncWrite + Unpin + Send,
+    F: FnMut(&InMemDicomObject, u8) -> Vec<u8> + Send,
+{
     let mut command = Vec::new();
     let mut parsed: Option<InMemDicomObject> = None;
     let mut context_id: u8;
@@ -158,6 +170,8 @@ where
                                 if uint(&c, tags::COMMAND_DATA_SET_TYPE) == Some(NO_DATASET) {
                                     return Ok(Some(Message { command: c, context_id, has_dataset: false }));
                                 }
+                                let prefix = before_data(&c, context_id);
+                                data.write_all(&prefix).await?;
                                 parsed = Some(c);
                             }
                         }

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use crate::config::{Config, Target};
 use crate::dimse::{Outgoing, Stored, text};
 use crate::inbound::{peer, store_into, target_kind};
-use crate::reconcile::{self, Reconciler};
+use crate::reconcile::Reconciler;
 use crate::state::State;
 
 /// The DICOMDIR's own SOP class (Media Storage Directory Storage): not stored into a PACS.
@@ -170,26 +170,14 @@ async fn fetch_and_store(cfg: &Config, o: &ImportOptions, http: &reqwest::Client
             Ok(text(&obj, tags::STUDY_INSTANCE_UID))
         })
         .await??;
-        studies.insert(study.clone());
-        let path = if reconciler.is_passthrough() {
-            f
-        } else {
-            let decision = reconciler.decide(&study, &f).await.context("import reconciliation")?;
-            if decision.changes_nothing() {
-                f
-            } else {
-                let out = f.with_extension("reconciled");
-                let (src, dst) = (f.clone(), out.clone());
-                tokio::task::spawn_blocking(move || reconcile::apply(&decision, &src, &dst)).await??;
-                out
-            }
-        };
+        let out = f.with_extension("reconciled");
+        let path = reconciler.prepare(&study, f, out).await.context("import reconciliation")?;
+        studies.insert(study);
         outgoing.push(tokio::task::spawn_blocking(move || Outgoing::read(path)).await??);
     }
     imported.studies = studies.len();
     imported.instances = outgoing.len();
 
-    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
     let mut problems = Vec::new();
     for t in targets {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use crate::config::{Config, Target, TargetKind};
 use crate::dimse::{self, Outgoing, Peer, Stored};
 use crate::hub::Hub;
-use crate::reconcile::{self, Reconciler};
+use crate::reconcile::Reconciler;
 use crate::state::{State, now_ms};
 
 /// What a round did.
@@ -119,23 +119,10 @@ impl Inbound {
         let mut files: Vec<(String, Outgoing)> = Vec::new();
         for i in &needed {
             let original = spool.join(format!("{}.dcm", i.sop_instance_uid));
-            let path = if self.reconciler.is_passthrough() {
-                original
-            } else {
-                let decision = match self.reconciler.decide(&i.study_uid, &original).await {
-                    Ok(d) => d,
-                    Err(e) => return self.fail(id, &format!("import reconciliation: {e:#}")).await,
-                };
-                if decision.changes_nothing() {
-                    original
-                } else {
-                    let out = spool.join(format!("{}.reconciled.dcm", i.sop_instance_uid));
-                    if !out.exists() {
-                        let (src, dst) = (original.clone(), out.clone());
-                        tokio::task::spawn_blocking(move || reconcile::apply(&decision, &src, &dst)).await??;
-                    }
-                    out
-                }
+            let out = spool.join(format!("{}.reconciled.dcm", i.sop_instance_uid));
+            let path = match self.reconciler.prepare(&i.study_uid, original, out).await {
+                Ok(p) => p,
+                Err(e) => return self.fail(id, &format!("import reconciliation: {e:#}")).await,
             };
             let f = tokio::task::spawn_blocking(move || Outgoing::read(path)).await??;
             files.push((i.sop_instance_uid.clone(), f));

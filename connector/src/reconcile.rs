@@ -6,7 +6,7 @@
 //! The rules with examples: `connector/RECONCILIATION.md`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -70,6 +70,23 @@ impl Reconciler {
     /// True when instances go to the PACS exactly as sent.
     pub fn is_passthrough(&self) -> bool {
         self.rule.patient_id == PatientIdRule::Keep && self.rule.accession == AccessionRule::Keep
+    }
+
+    /// The file to store for `original`: itself when nothing changes, else `out` with the
+    /// study's decision applied (written once; an existing `out` is from an earlier run).
+    pub async fn prepare(&mut self, study_uid: &str, original: PathBuf, out: PathBuf) -> anyhow::Result<PathBuf> {
+        if self.is_passthrough() {
+            return Ok(original);
+        }
+        let decision = self.decide(study_uid, &original).await?;
+        if decision.changes_nothing() {
+            return Ok(original);
+        }
+        if !out.exists() {
+            let dst = out.clone();
+            tokio::task::spawn_blocking(move || apply(&decision, &original, &dst)).await??;
+        }
+        Ok(out)
     }
 
     /// The decision for the study of the file at `path` (looked up once per study).

@@ -1,7 +1,7 @@
 //! The connector's DICOM Storage SCP (dicom-ul as acceptor): the PACS sends studies to it by
 //! C-STORE (and checks it by C-ECHO). Every instance is written to the outbound spool as a
-//! Part-10 file — the data set exactly as received, behind a file meta group naming the
-//! negotiated transfer syntax — made durable and recorded in the state database before the
+//! Part-10 file as it arrives — a file meta group naming the negotiated transfer syntax, then the
+//! data set exactly as received — made durable and recorded in the state database before the
 //! C-STORE response says success. [`crate::outbound`] routes the studies once they are complete.
 
 use std::path::{Path, PathBuf};
@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
 use dicom_ul::ServerAssociationOptions;
 use dicom_ul::association::server::AccessControl;
 use dicom_ul::pdu::{AssociationRJServiceUserReason, PresentationContextResultReason, UserIdentity};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Outbound;
-use crate::dimse::{self, C_ECHO_RQ, C_ECHO_RSP, C_STORE_RQ, C_STORE_RSP, read_message, send_command, text, uint};
+use crate::dimse::{self, C_ECHO_RQ, C_ECHO_RSP, C_STORE_RQ, C_STORE_RSP, read_message_with, send_command, text, uint};
 use crate::state::State;
 
 /// Refuses callers not in `allowed_callers` (when that list is not empty) and calls for another
@@ -99,8 +100,13 @@ async fn association(socket: TcpStream, o: &Outbound, state: &State, incoming: &
         .collect();
     loop {
         let part = incoming.join(format!("{}.part", uuid::Uuid::new_v4().simple()));
-        let mut file = tokio::fs::File::create(&part).await?;
-        let msg = match read_message(&mut assoc, &mut file).await {
+        let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(&part).await?);
+        // The file meta group goes in front of the data set as it arrives: the file is whole at once.
+        let meta = |command: &InMemDicomObject, context: u8| {
+            let ts = contexts.iter().find(|(id, _)| *id == context).map(|(_, ts)| ts.as_str()).unwrap_or_default();
+            meta_group(&text(command, tags::AFFECTED_SOP_CLASS_UID), &text(command, tags::AFFECTED_SOP_INSTANCE_UID), ts, &calling)
+        };
+        let msg = match read_message_with(&mut assoc, &mut file, meta).await {
             Ok(Some(m)) => m,
             Ok(None) => {
                 drop(file);
@@ -133,7 +139,7 @@ async fn association(socket: TcpStream, o: &Outbound, state: &State, incoming: &
                 let status = if !msg.has_dataset || ts.is_empty() {
                     0xC000
                 } else {
-                    match keep(state, &part, &class, &sop, &ts, &calling).await {
+                    match keep(state, &part, &class, &sop, &calling).await {
                         Ok(()) => 0x0000,
                         Err(Failure::Unreadable(e)) => {
                             tracing::warn!(error = %format!("{e:#}"), calling_ae = %calling, "refused an instance that cannot be read");
@@ -169,57 +175,56 @@ fn is_uid(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
-/// Writes the received data set as a Part-10 file, durably, and records it in its study's batch.
-async fn keep(state: &State, dataset: &Path, class: &str, sop: &str, ts: &str, calling: &str) -> Result<(), Failure> {
-    if !is_uid(sop) || !is_uid(class) {
-        return Err(Failure::Unreadable(anyhow::anyhow!("the C-STORE request carries no valid SOP Instance/Class UID")));
+/// Preamble, `DICM` and the file meta group for a received data set; nothing when the command
+/// names no valid UIDs or transfer syntax (the instance is then refused with 0xC000).
+fn meta_group(class: &str, sop: &str, ts: &str, calling: &str) -> Vec<u8> {
+    if !is_uid(class) || !is_uid(sop) || ts.is_empty() {
+        return Vec::new();
     }
-    let whole = dataset.with_extension("dcm");
-    let built = {
-        let (dataset, whole) = (dataset.to_path_buf(), whole.clone());
-        let (class, sop, ts, calling) = (class.to_string(), sop.to_string(), ts.to_string(), calling.to_string());
-        tokio::task::spawn_blocking(move || part10(&dataset, &whole, &class, &sop, &ts, &calling)).await
-    };
-    let study = match built {
-        Ok(Ok(study)) => study,
-        Ok(Err(e)) => {
-            let _ = std::fs::remove_file(&whole);
-            return Err(e);
-        }
-        Err(e) => return Err(Failure::Resources(e.into())),
-    };
-    let size = std::fs::metadata(&whole).map_err(|e| Failure::Resources(e.into()))?.len();
-    crate::outbound::add_instance(state, &study, calling, sop, size, &whole).await.map_err(|e| {
-        let _ = std::fs::remove_file(&whole);
-        Failure::Resources(e)
-    })
-}
-
-/// Preamble, `DICM`, the file meta group, then the data set's bytes unchanged; fsynced. Returns
-/// the Study Instance UID read from the result (which also proves the data set parses).
-fn part10(dataset: &Path, whole: &Path, class: &str, sop: &str, ts: &str, calling: &str) -> Result<String, Failure> {
-    use std::io::Write;
-    let meta = dicom_object::FileMetaTableBuilder::new()
+    let Ok(meta) = dicom_object::FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(class)
         .media_storage_sop_instance_uid(sop)
         .transfer_syntax(ts)
         .source_application_entity_title(calling)
         .build()
-        .map_err(|e| Failure::Unreadable(e.into()))?;
-    let res = |e: std::io::Error| Failure::Resources(e.into());
-    let mut out = std::io::BufWriter::new(std::fs::File::create(whole).map_err(res)?);
-    out.write_all(&[0u8; 128]).map_err(res)?;
-    out.write_all(b"DICM").map_err(res)?;
-    meta.write(&mut out).map_err(|e| Failure::Resources(e.into()))?;
-    std::io::copy(&mut std::fs::File::open(dataset).map_err(res)?, &mut out).map_err(res)?;
-    let file = out.into_inner().map_err(|e| Failure::Resources(e.into_error().into()))?;
-    file.sync_all().map_err(res)?;
-    let obj = dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(whole).map_err(|e| Failure::Unreadable(e.into()))?;
+    else {
+        return Vec::new();
+    };
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    if meta.write(&mut out).is_err() {
+        return Vec::new();
+    }
+    out
+}
+
+/// Makes the received Part-10 file durable and records it in its study's batch.
+async fn keep(state: &State, file: &Path, class: &str, sop: &str, calling: &str) -> Result<(), Failure> {
+    if !is_uid(sop) || !is_uid(class) {
+        return Err(Failure::Unreadable(anyhow::anyhow!("the C-STORE request carries no valid SOP Instance/Class UID")));
+    }
+    let checked = {
+        let file = file.to_path_buf();
+        tokio::task::spawn_blocking(move || durable_study(&file)).await
+    };
+    let (study, size) = match checked {
+        Ok(r) => r?,
+        Err(e) => return Err(Failure::Resources(e.into())),
+    };
+    crate::outbound::add_instance(state, &study, calling, sop, size, file).await.map_err(Failure::Resources)
+}
+
+/// Fsyncs the file; returns its Study Instance UID (which also proves the data set parses) and size.
+fn durable_study(file: &Path) -> Result<(String, u64), Failure> {
+    let f = std::fs::File::open(file).map_err(|e| Failure::Resources(e.into()))?;
+    f.sync_all().map_err(|e| Failure::Resources(e.into()))?;
+    let size = f.metadata().map_err(|e| Failure::Resources(e.into()))?.len();
+    let obj = dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(file).map_err(|e| Failure::Unreadable(e.into()))?;
     let study = text(&obj, tags::STUDY_INSTANCE_UID);
     if !is_uid(&study) {
         return Err(Failure::Unreadable(anyhow::anyhow!("the instance has no valid Study Instance UID")));
     }
-    Ok(study)
+    Ok((study, size))
 }
 
 /// Where a batch's files lie.

@@ -14,7 +14,11 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
     let state = State::open(&cfg.state_dir).await?;
     let outbound_only = cfg.inbound_targets().is_empty() && !cfg.outbound.listen.is_empty();
     let mut inbound = if outbound_only { None } else { Some(Inbound::new(cfg, &state).await?) };
-    let mut beats = crate::hub::Hub::new(&cfg.hub.url, &cfg.hub.client_id, &cfg.hub.client_secret, &state.instance_id().await?)?;
+    // Heartbeats go through the inbound session; without inbound, through a session of their own.
+    let mut beats = match inbound {
+        Some(_) => None,
+        None => Some(crate::hub::Hub::new(&cfg.hub.url, &cfg.hub.client_id, &cfg.hub.client_secret, &state.instance_id().await?)?),
+    };
     // The Storage SCP and the outbound worker run beside the inbound loop until it stops.
     let mut background = tokio::task::JoinSet::new();
     if !once && !cfg.outbound.listen.is_empty() {
@@ -31,7 +35,9 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
     loop {
         let Some(inbound) = inbound.as_mut() else {
             let beat = Heartbeat { version: env!("CARGO_PKG_VERSION").into(), queue_depth: 0, last_error: String::new() };
-            if let Err(e) = beats.heartbeat(&beat).await {
+            if let Some(hub) = beats.as_mut()
+                && let Err(e) = hub.heartbeat(&beat).await
+            {
                 tracing::debug!(error = %format!("{e:#}"), "heartbeat not delivered");
             }
             tokio::select! {
@@ -78,7 +84,7 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
             }
         };
         let beat = Heartbeat { version: env!("CARGO_PKG_VERSION").into(), queue_depth: inbound.queue_depth, last_error: last_error.clone() };
-        if let Err(e) = beats.heartbeat(&beat).await {
+        if let Err(e) = inbound.hub.heartbeat(&beat).await {
             tracing::debug!(error = %format!("{e:#}"), "heartbeat not delivered");
         }
         tokio::select! {

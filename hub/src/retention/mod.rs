@@ -60,20 +60,8 @@ pub async fn purge_share(state: &AppState, id: &str) -> anyhow::Result<bool> {
         tx.rollback().await?;
         return Ok(false);
     }
-    let studies: Vec<String> = sqlx::query("SELECT DISTINCT study_uid FROM share_instances WHERE share_id = $1")
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    let mut blobs: Vec<String> = sqlx::query("SELECT blob_path FROM share_reports WHERE share_id = $1")
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+    let studies: Vec<String> = sqlx::query_scalar("SELECT DISTINCT study_uid FROM share_instances WHERE share_id = $1").bind(id).fetch_all(&mut *tx).await?;
+    let mut blobs: Vec<String> = sqlx::query_scalar("SELECT blob_path FROM share_reports WHERE share_id = $1").bind(id).fetch_all(&mut *tx).await?;
     for sql in [
         "DELETE FROM share_sessions WHERE share_id = $1",
         "DELETE FROM share_reports WHERE share_id = $1",

@@ -65,16 +65,7 @@ impl LocalKeyFile {
     /// rotation under way (`.new`) or just done (`.retired-*`).
     fn rescan(&self) {
         let mut found: Vec<(std::path::PathBuf, bool)> = vec![(self.path.clone(), true), (with_suffix(&self.path, ".new"), false)];
-        if let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name().and_then(|n| n.to_str())) {
-            let prefix = format!("{name}.retired-");
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for e in entries.flatten() {
-                    if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-                        found.push((e.path(), false));
-                    }
-                }
-            }
-        }
+        found.extend(retired_files(&self.path).into_iter().map(|p| (p, false)));
         let mut keys = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (p, current) in found {
             if let Ok(k) = read_key(&p) {
@@ -90,6 +81,15 @@ impl LocalKeyFile {
     fn key(&self, id: &str) -> Option<Key> {
         self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.get(id).cloned()
     }
+}
+
+/// The `<file>.retired-*` key files beside the key file (left by earlier rotations).
+fn retired_files(path: &Path) -> Vec<std::path::PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return vec![] };
+    let prefix = format!("{name}.retired-");
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))).map(|e| e.path()).collect())
+        .unwrap_or_default()
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> std::path::PathBuf {
@@ -137,14 +137,8 @@ pub async fn rotate_local(db: &Db, kek_file: &Path) -> anyhow::Result<Rotated> {
     let new_id = local_kek_id(&new);
     let mut known = std::collections::HashMap::from([(old_id.clone(), old.clone())]);
     // Keys of earlier rotations whose retired files are still there.
-    if let (Some(dir), Some(name)) = (kek_file.parent(), kek_file.file_name().and_then(|n| n.to_str())) {
-        for e in std::fs::read_dir(dir)?.flatten() {
-            if e.file_name().to_str().is_some_and(|n| n.starts_with(&format!("{name}.retired-")))
-                && let Ok(k) = read_key(&e.path())
-            {
-                known.insert(local_kek_id(&k), k);
-            }
-        }
+    for k in retired_files(kek_file).iter().filter_map(|p| read_key(p).ok()) {
+        known.insert(local_kek_id(&k), k);
     }
     let mut rewrapped = rewrap_all(db, &known, &new, &new_id).await?;
     let retired_file = with_suffix(kek_file, &format!(".retired-{}", old_id.trim_start_matches("local:")));
