@@ -4,7 +4,7 @@
 # SQLite, then the end-to-end tests again on a private PostgreSQL cluster it starts on loopback.
 # Peers: Orthanc + DICOMweb plugin, dcmtk, PostgreSQL, chromium, poppler-utils and zbar-tools (the
 # access sheet's PDF and QR code) (apt); pydicom, dicomweb-client,
-# SeaweedFS (pip); oidc-provider, playwright-core (npm, tests/node).
+# SeaweedFS (pip); oidc-provider, playwright-core (npm, tests/node); the OHIF viewer (npm, target/ohif).
 #
 #   tests/run.sh            everything
 #   tests/run.sh --sqlite   skip the PostgreSQL pass
@@ -40,6 +40,13 @@ fi
 if ! (cd tests/node && npm ls --silent >/dev/null 2>&1); then
   say "installing oidc-provider and playwright-core (npm)"
   (cd tests/node && npm ci --no-audit --no-fund --silent)
+fi
+
+# The OHIF viewer's prebuilt distribution (npm @ohif/app, pinned with its checksum) for the
+# clinician-viewer tests; the same script an operator uses (deploy/ohif/fetch.sh).
+if [ ! -f target/ohif/.ferry-ohif-version ] || ! grep -qx "$(sed -n 's/^VERSION=//p' deploy/ohif/fetch.sh)" target/ohif/.ferry-ohif-version; then
+  say "fetching the OHIF viewer (npm)"
+  deploy/ohif/fetch.sh target/ohif
 fi
 
 # --- the browser-side DICOM scanner, in Node against pydicom's files ---------------------------

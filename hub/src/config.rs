@@ -33,6 +33,16 @@ pub struct Config {
     pub connectors: ConnectorsConfig,
     pub shares: SharesConfig,
     pub retention: RetentionConfig,
+    pub viewer: ViewerConfig,
+}
+
+/// The clinician viewer (OHIF), served under `/ohif/` when installed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ViewerConfig {
+    /// The `dist/` folder of the `@ohif/app` npm package (`deploy/ohif/fetch.sh` fetches the
+    /// pinned version). Unset: no OHIF viewer, the hub runs without it.
+    pub ohif_dir: Option<PathBuf>,
 }
 
 /// Access codes: lifetimes, the brute-force guard and the sessions after a right answer.
@@ -276,6 +286,7 @@ impl Default for Config {
             connectors: ConnectorsConfig::default(),
             shares: SharesConfig::default(),
             retention: RetentionConfig::default(),
+            viewer: ViewerConfig::default(),
         }
     }
 }

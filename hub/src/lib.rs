@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
+pub mod ohif;
 pub mod retention;
 pub mod shares;
 pub mod startup;

@@ -114,7 +114,9 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
             config.mail.from.clone().unwrap_or_else(|| "Ferry <ferry@localhost>".into()),
             config.mail.smtp_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
         )?;
+        let ohif = crate::ohif::from_config(&config)?;
         let state = AppState {
+            ohif,
             base_url,
             mailer,
             oidc: Default::default(),
@@ -198,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::audit::router())
         .merge(crate::metrics::router())
         .merge(crate::ui::router(&state))
+        .merge(crate::ohif::router(&state))
         .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
         .fallback(crate::error::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access::headers::security_headers))

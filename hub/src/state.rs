@@ -37,4 +37,6 @@ pub struct AppState {
     pub dlx_downloads: Arc<tokio::sync::Semaphore>,
     /// DICOMweb reads recorded lately (one audit record per reader, study and window).
     pub audit_recent: crate::audit::Recent,
+    /// The OHIF viewer's distribution, when `viewer.ohif_dir` names one.
+    pub ohif: Option<Arc<crate::ohif::Ohif>>,
 }

@@ -28,3 +28,4 @@ mod storage;
 mod transfers;
 mod stow_wado;
 mod uploads;
+mod viewer;

@@ -21,7 +21,10 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     if html {
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        // A page with its own policy (the OHIF viewer's) keeps it.
+        if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+            h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        }
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     }

@@ -123,6 +123,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("transfer.note", "Notiz", "Note"),
     ("transfer.history", "Verlauf", "History"),
     ("transfer.view", "Ansehen", "View"),
+    ("transfer.ohif", "Im Viewer öffnen", "Open in viewer"),
     ("transfer.download", "Als ZIP herunterladen", "Download as ZIP"),
     ("transfer.done", "Als erledigt markieren", "Mark done"),
     ("transfer.reject", "Ablehnen", "Reject"),

@@ -55,7 +55,8 @@ fn patients(t: &Transfer) -> String {
     names.join("; ")
 }
 
-fn transfers_table(ctx: &Ctx, list: &[Transfer], inbound: bool) -> Markup {
+fn transfers_table(ctx: &Ctx, state: &AppState, list: &[Transfer], inbound: bool) -> Markup {
+    let viewer = state.ohif.is_some();
     html! {
         div.table-wrap {
             table {
@@ -67,6 +68,7 @@ fn transfers_table(ctx: &Ctx, list: &[Transfer], inbound: bool) -> Markup {
                     th { (ctx.t("transfer.note")) }
                     th { (ctx.t("transfer.images")) }
                     th { (ctx.t("transfer.state")) }
+                    @if viewer { th { "" } }
                 } }
                 tbody {
                     @for t in list {
@@ -82,11 +84,23 @@ fn transfers_table(ctx: &Ctx, list: &[Transfer], inbound: bool) -> Markup {
                             td { @if t.urgency == "urgent" { strong.urgent { (ctx.t("urgency.urgent")) ": " } } (t.reason) }
                             td { (t.instances) }
                             td { (state_badge(ctx, &t.state)) }
+                            @if viewer { td { (ohif_link(ctx, state, t, !inbound)) } }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// "Open in viewer" for a transfer's studies (all of them at once), where the user may see them.
+fn ohif_link(ctx: &Ctx, state: &AppState, t: &Transfer, sender: bool) -> Markup {
+    let uids: Vec<&str> = t.studies.iter().map(|s| s.study_uid.as_str()).collect();
+    match crate::ohif::study_link(state, &uids) {
+        Some(link) if t.state != "draft" || sender => {
+            html! { a.ohif href=(link) target="_blank" rel="noopener" { (ctx.t("transfer.ohif")) } }
+        }
+        _ => html! {},
     }
 }
 
@@ -96,7 +110,7 @@ async fn my_transfers(State(state): State<AppState>, ctx: Ctx) -> Response {
     layout(&ctx, ctx.t("mine.title"), html! {
         h1 { (ctx.t("mine.title")) }
         p { a.button href="/send" { (ctx.t("nav.send")) } }
-        @if list.is_empty() { p { (ctx.t("mine.none")) } } @else { (transfers_table(&ctx, &list, false)) }
+        @if list.is_empty() { p { (ctx.t("mine.none")) } } @else { (transfers_table(&ctx, &state, &list, false)) }
     })
     .into_response()
 }
@@ -222,7 +236,12 @@ async fn transfer_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<S
                 td { (dicom_date(ctx.lang, &s.study_date)) }
                 td { (s.description) " " span.muted { (s.modalities.join("/")) } }
                 td { (s.instances) }
-                td { @if t.state != "draft" || rel == Relation::Sender { a href={"/viewer/" (t.id) "/" (s.study_uid)} { (ctx.t("transfer.view")) } } }
+                td { @if t.state != "draft" || rel == Relation::Sender {
+                    a href={"/viewer/" (t.id) "/" (s.study_uid)} { (ctx.t("transfer.view")) }
+                    @if let Some(link) = crate::ohif::study_link(&state, &[s.study_uid.as_str()]) {
+                        " · " a.ohif href=(link) target="_blank" rel="noopener" { (ctx.t("transfer.ohif")) }
+                    }
+                } }
             } } }
         } }
         @if t.state != "draft" { p { a.button.secondary href={"/api/v1/transfers/" (t.id) "/download"} download { (ctx.t("transfer.download")) } } }
@@ -312,7 +331,7 @@ async fn inbound(State(state): State<AppState>, ctx: Ctx, Query(q): Query<Inboun
                 button type="submit" { (ctx.t("inbound.filter")) }
             }
         }
-        @if list.is_empty() { p { (ctx.t("inbound.none")) } } @else { (transfers_table(&ctx, &list, true)) }
+        @if list.is_empty() { p { (ctx.t("inbound.none")) } } @else { (transfers_table(&ctx, &state, &list, true)) }
     })
     .into_response()
 }
