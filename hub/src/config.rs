@@ -162,6 +162,10 @@ pub struct S3Config {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct KeysConfig {
+    /// Where the key-encryption key lives: `local` (the key file below) or `transit` (an external
+    /// key service: OpenBao or Vault transit, `[keys.transit]`).
+    pub provider: KeyProviderKind,
+    pub transit: TransitConfig,
     /// The local key-encryption key (32 random bytes, hex). Created on first start when missing.
     /// Default `<data_dir>/keys/kek.hex`. Keep it apart from the database and blob backups.
     pub kek_file: Option<PathBuf>,
@@ -169,6 +173,49 @@ pub struct KeysConfig {
     /// tokens. Created on first start when missing. Default `<data_dir>/keys/hub-secret.hex`.
     /// Several hubs of one system share it.
     pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyProviderKind {
+    #[default]
+    Local,
+    Transit,
+}
+
+/// The transit secrets engine of OpenBao or HashiCorp Vault holding the key-encryption key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransitConfig {
+    /// The service's address, e.g. `https://bao.example.org:8200`.
+    pub url: String,
+    /// Where the transit engine is mounted.
+    pub mount: String,
+    /// The transit key's name (type `aes256-gcm96`; created by the operator).
+    pub key: String,
+    /// A token allowed to encrypt and decrypt with the key (and, for `ferry-hub keys rotate`, to
+    /// rotate it and set `min_decryption_version`). Prefer `token_file` or
+    /// `FERRY_KEYS__TRANSIT__TOKEN`.
+    #[serde(skip_serializing)]
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    /// Enterprise/OpenBao namespace (`X-Vault-Namespace`), if any.
+    pub namespace: Option<String>,
+    pub timeout_secs: u64,
+}
+
+impl Default for TransitConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8200".into(),
+            mount: "transit".into(),
+            key: "ferry-kek".into(),
+            token: None,
+            token_file: None,
+            namespace: None,
+            timeout_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_hub::config::{CliOverrides, Config};
 
@@ -212,6 +213,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn run_keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     use ferry_hub::storage::keys;
+    if config.keys.provider == ferry_hub::config::KeyProviderKind::Transit {
+        return run_transit_keys(config, command).await;
+    }
     let kek_file = config.kek_file();
     if !kek_file.exists() {
         anyhow::bail!("there is no key-encryption key at {} (is --data-dir or keys.kek_file right?)", kek_file.display());
@@ -228,6 +232,33 @@ async fn run_keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Status => {
             let (current, _) = keys::LocalKeyFile::load_or_create(&kek_file)?;
             let current = current.current_id();
+            println!("current key-encryption key: {current}");
+            for (id, n) in keys::kek_usage(&pools.read).await? {
+                println!("{n:8} study key(s) wrapped by {id}{}", if id == current { " (current)" } else { "" });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_transit_keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    use ferry_hub::storage::{keys, transit};
+    let local = if config.kek_file().exists() { Some(keys::LocalKeyFile::load_or_create(&config.kek_file())?.0) } else { None };
+    let t = transit::TransitKeys::new(&config.keys.transit, local)?;
+    let latest = t.check().await.context("the key service (keys.transit)")?;
+    let pools = ferry_hub::db::connect_pools(&config.database_url(), Some(2)).await?;
+    match command {
+        KeysCommand::Rotate => {
+            let r = t.rotate(&pools.write).await?;
+            println!("rotated the transit key {}: v{} -> v{}", config.keys.transit.key, r.old_version, r.new_version);
+            println!("re-wrapped {} study key(s); the images were not touched", r.rewrapped);
+            println!("versions before v{} can no longer decrypt (min_decryption_version)", r.new_version);
+            if config.kek_file().exists() {
+                println!("no study key needs the local key file any more: {} can be deleted", config.kek_file().display());
+            }
+        }
+        KeysCommand::Status => {
+            let current = format!("transit:{}/{}:v{latest}", config.keys.transit.mount.trim_matches('/'), config.keys.transit.key);
             println!("current key-encryption key: {current}");
             for (id, n) in keys::kek_usage(&pools.read).await? {
                 println!("{n:8} study key(s) wrapped by {id}{}", if id == current { " (current)" } else { "" });

@@ -87,15 +87,7 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
             tracing::info!(records = chained, "audit records written before the chain existed are now chained");
         }
         let blobs = BlobStore::from_config(&config)?;
-        let (kek, created) = LocalKeyFile::load_or_create(&config.kek_file())?;
-        if created {
-            tracing::warn!(
-                path = %config.kek_file().display(),
-                "generated a new key-encryption key; back it up and keep it apart from the data \
-                 (losing it makes every stored study unreadable)"
-            );
-        }
-        let keys = Keyring::new(Arc::new(kek));
+        let keys = key_provider(&config).await?;
         let (secret, secret_created) = crate::storage::keys::HubSecret::load_or_create(&config.secret_file())?;
         if secret_created {
             tracing::warn!(
@@ -138,6 +130,33 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
             )),
         };
         Ok(state)
+}
+
+/// The key-encryption key's provider: the local key file (created when missing), or the
+/// external key service, checked before the hub starts (a hub that cannot wrap keys must not
+/// take uploads).
+pub async fn key_provider(config: &Config) -> anyhow::Result<Keyring> {
+    match config.keys.provider {
+        crate::config::KeyProviderKind::Local => {
+            let (kek, created) = LocalKeyFile::load_or_create(&config.kek_file())?;
+            if created {
+                tracing::warn!(
+                    path = %config.kek_file().display(),
+                    "generated a new key-encryption key; back it up and keep it apart from the data \
+                     (losing it makes every stored study unreadable)"
+                );
+            }
+            Ok(Keyring::new(Arc::new(kek)))
+        }
+        crate::config::KeyProviderKind::Transit => {
+            // A local key file left from before the move still unwraps the study keys it wrapped.
+            let local = if config.kek_file().exists() { Some(LocalKeyFile::load_or_create(&config.kek_file())?.0) } else { None };
+            let transit = crate::storage::transit::TransitKeys::new(&config.keys.transit, local)?;
+            let version = transit.check().await.context("the key service (keys.transit) cannot wrap keys")?;
+            tracing::info!(url = %config.keys.transit.url, key = %config.keys.transit.key, version, "key-encryption key in the key service");
+            Ok(Keyring::new(Arc::new(transit)))
+        }
+    }
 }
 
 /// The admin token: from config, else from `<data_dir>/admin-token`, else newly generated there.

@@ -29,7 +29,7 @@ pub struct TestApp {
     pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    config: Config,
+    pub config: Config,
 }
 
 impl Drop for TestApp {

@@ -15,6 +15,7 @@ mod crash;
 mod dlx;
 mod helpers;
 mod hostile;
+mod keys_transit;
 mod metrics;
 mod oidc;
 mod outbound;

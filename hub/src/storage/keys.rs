@@ -296,7 +296,18 @@ impl KeyProvider for LocalKeyFile {
 #[derive(Clone)]
 pub struct Keyring {
     provider: Arc<dyn KeyProvider>,
+    /// Study keys unwrapped lately, by study and wrapped form, so a study's images do not cost a
+    /// call to an external key service per request. The database row is read first every time:
+    /// a shredded study finds no row and no cached key is used.
+    unwrapped: Arc<std::sync::Mutex<UnwrappedKeys>>,
 }
+
+/// (study UID, wrapped key) → (data key, when unwrapped)
+type UnwrappedKeys = std::collections::HashMap<(String, String), (Key, std::time::Instant)>;
+
+/// How long an unwrapped study key is kept, and how many at most.
+const UNWRAPPED_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+const UNWRAPPED_MAX: usize = 4096;
 
 /// Returned when a study has no data key any more (it was shredded).
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +316,7 @@ pub struct Shredded;
 
 impl Keyring {
     pub fn new(provider: Arc<dyn KeyProvider>) -> Self {
-        Self { provider }
+        Self { provider, unwrapped: Arc::default() }
     }
 
     pub(crate) fn context(study_uid: &str) -> String {
@@ -344,8 +355,23 @@ impl Keyring {
             Some(row) => {
                 let wrapped: String = row.try_get(0)?;
                 let kek_id: String = row.try_get(1)?;
-                let key =
-                    self.provider.unwrap_key(&kek_id, &wrapped, &Self::context(study_uid)).await?;
+                let slot = (study_uid.to_string(), wrapped);
+                {
+                    let cache = self.unwrapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some((k, at)) = cache.get(&slot)
+                        && at.elapsed() < UNWRAPPED_TTL {
+                            return Ok(Some(k.clone()));
+                        }
+                }
+                let key = self.provider.unwrap_key(&kek_id, &slot.1, &Self::context(study_uid)).await?;
+                let mut cache = self.unwrapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cache.len() >= UNWRAPPED_MAX {
+                    cache.retain(|_, (_, at)| at.elapsed() < UNWRAPPED_TTL);
+                    if cache.len() >= UNWRAPPED_MAX {
+                        cache.clear();
+                    }
+                }
+                cache.insert(slot, (key.clone(), std::time::Instant::now()));
                 Ok(Some(key))
             }
         }

@@ -4,6 +4,7 @@
 
 pub mod crypto;
 pub mod keys;
+pub mod transit;
 pub mod sweep;
 
 use std::ops::Range;
