@@ -8,6 +8,7 @@ pub mod access;
 pub mod accounts;
 pub mod archive;
 pub mod audit;
+pub mod backup;
 pub mod communities;
 pub mod config;
 pub mod connectors;

@@ -54,6 +54,30 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// Back up the database (a consistent snapshot; hubs may keep running) and the encrypted
+    /// blobs into a new folder; with --keys-to, the keys into another one (keep them apart).
+    Backup {
+        /// The new backup folder.
+        to: PathBuf,
+        /// Where to copy the hub secret and the local key-encryption key(s).
+        #[arg(long)]
+        keys_to: Option<PathBuf>,
+        /// Folder for the embedded defaults (database, blobs, keys).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Restore a backup into an empty database and storage (never over a hub), then check that
+    /// every study key unwraps and every instance has its blob.
+    Restore {
+        /// The backup folder (`ferry-hub backup`).
+        from: PathBuf,
+        /// The keys saved with --keys-to.
+        #[arg(long)]
+        keys_from: Option<PathBuf>,
+        /// Folder for the embedded defaults (database, blobs, keys).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Administration on the hub's database (run beside or instead of `serve`).
     Admin {
         #[command(subcommand)]
@@ -162,16 +186,29 @@ enum ShareCommand {
     Revoke { id: String },
 }
 
+/// What the command line asks for, once the configuration is loaded.
+enum Job {
+    Serve,
+    Admin(AdminCommand),
+    Share(ShareCommand),
+    Audit(AuditCommand),
+    Keys(KeysCommand),
+    Backup { to: PathBuf, keys_to: Option<PathBuf> },
+    Restore { from: PathBuf, keys_from: Option<PathBuf> },
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (listen, data_dir, admin, share, audit, keys) = match cli.command {
-        Some(Command::Serve { listen, data_dir }) => (listen, data_dir, None, None, None, None),
-        Some(Command::Admin { command, data_dir }) => (None, data_dir, Some(command), None, None, None),
-        Some(Command::Share { command, data_dir }) => (None, data_dir, None, Some(command), None, None),
-        Some(Command::Audit { command, data_dir }) => (None, data_dir, None, None, Some(command), None),
-        Some(Command::Keys { command, data_dir }) => (None, data_dir, None, None, None, Some(command)),
-        None => (None, None, None, None, None, None),
+    let (listen, data_dir, job) = match cli.command {
+        Some(Command::Serve { listen, data_dir }) => (listen, data_dir, Job::Serve),
+        Some(Command::Admin { command, data_dir }) => (None, data_dir, Job::Admin(command)),
+        Some(Command::Share { command, data_dir }) => (None, data_dir, Job::Share(command)),
+        Some(Command::Audit { command, data_dir }) => (None, data_dir, Job::Audit(command)),
+        Some(Command::Keys { command, data_dir }) => (None, data_dir, Job::Keys(command)),
+        Some(Command::Backup { to, keys_to, data_dir }) => (None, data_dir, Job::Backup { to, keys_to }),
+        Some(Command::Restore { from, keys_from, data_dir }) => (None, data_dir, Job::Restore { from, keys_from }),
+        None => (None, None, Job::Serve),
     };
     let config = match Config::load(cli.config.as_deref(), CliOverrides { listen, data_dir }) {
         Ok(c) => c,
@@ -181,12 +218,14 @@ async fn main() -> std::process::ExitCode {
         }
     };
     ferry_hub::telemetry::init(&config.log);
-    let result = match (admin, share, audit, keys) {
-        (Some(command), ..) => run_admin(config, command).await,
-        (None, Some(command), ..) => run_share(config, command).await,
-        (None, None, Some(AuditCommand::Verify), _) => verify_audit(config).await,
-        (None, None, None, Some(command)) => run_keys(config, command).await,
-        (None, None, None, None) => serve(config).await,
+    let result = match job {
+        Job::Admin(command) => run_admin(config, command).await,
+        Job::Share(command) => run_share(config, command).await,
+        Job::Audit(AuditCommand::Verify) => verify_audit(config).await,
+        Job::Keys(command) => run_keys(config, command).await,
+        Job::Backup { to, keys_to } => backup(config, to, keys_to).await,
+        Job::Restore { from, keys_from } => restore(config, from, keys_from).await,
+        Job::Serve => serve(config).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -195,6 +234,22 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn backup(config: Config, to: PathBuf, keys_to: Option<PathBuf>) -> anyhow::Result<()> {
+    let m = ferry_hub::backup::backup(&config, &to, keys_to.as_deref()).await?;
+    println!("backed up the {} database and {} blob(s) ({} bytes, encrypted) to {}", m.database, m.blobs, m.blob_bytes, to.display());
+    match keys_to {
+        Some(k) => println!("the keys are in {}; keep them apart from the data backup", k.display()),
+        None => println!("the keys were not copied (--keys-to): without the hub secret and the key-encryption key this backup cannot be read"),
+    }
+    Ok(())
+}
+
+async fn restore(config: Config, from: PathBuf, keys_from: Option<PathBuf>) -> anyhow::Result<()> {
+    let r = ferry_hub::backup::restore(&config, &from, keys_from.as_deref()).await?;
+    println!("restored {} blob(s); {} study key(s) unwrap and {} instance(s) have their blobs", r.blobs, r.studies, r.instances);
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

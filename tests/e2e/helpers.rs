@@ -44,7 +44,7 @@ impl Drop for TestApp {
 }
 
 /// A fresh PostgreSQL database for one test, when the suite runs against PostgreSQL.
-async fn fresh_database() -> Option<String> {
+pub async fn fresh_database() -> Option<String> {
     let admin_url = std::env::var("TEST_DATABASE_URL").ok()?;
     sqlx::any::install_default_drivers();
     let name = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
@@ -77,8 +77,14 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         }
     });
     let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = fresh_database().await;
+    spawn_app_at(dir, database_url, tweak).await
+}
+
+/// A hub on an existing data folder and database (`None`: SQLite in the folder).
+pub async fn spawn_app_at(dir: tempfile::TempDir, database_url: Option<String>, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(dir.path());
-    config.database.url = fresh_database().await;
+    config.database.url = database_url;
     tweak(&mut config);
     let database_url = config.database_url();
     let app = ferry_hub::Application::build(config.clone()).await.expect("build hub");
