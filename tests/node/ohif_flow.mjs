@@ -31,7 +31,9 @@ const browser = await chromium.launch({
 });
 
 // What the page did that a person would not see: failed requests, CSP refusals, script errors.
+const thumbnails = [];
 function watch(page, log) {
+  page.on('response', (r) => { if (r.url().includes('/thumbnail')) thumbnails.push(`${r.status()} ${r.headers()['content-type']}`); });
   page.on('console', (m) => { if (m.type() === 'error') log.push(`console: ${m.text()}`); });
   page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
   page.on('response', (r) => { if (r.status() >= 400) log.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
@@ -110,6 +112,8 @@ try {
     console.log(`${s.label}: ${seen.lit} lit pixels, ${seen.levels} grey levels on a ${seen.w}x${seen.h} canvas`);
     expect(seen.lit > 200 && seen.levels > 4, `an image drawn in the viewport for ${s.label} (${JSON.stringify(seen)}; ${log.join(' | ')})`);
   }
+  // The series thumbnails in the study browser come from the hub's thumbnail endpoint.
+  expect(thumbnails.length >= 3 && thumbnails.every((t) => t === '200 image/jpeg'), `thumbnails from the hub (${thumbnails.join(', ')})`);
   step = 'multi-frame: next frame';
   await page.locator('.cornerstone-viewport-element').first().hover();
   await page.mouse.wheel(0, 120);
