@@ -397,7 +397,7 @@ async fn run_admin(config: Config, command: AdminCommand) -> anyhow::Result<()> 
                 contact,
                 accepts_inbound: Some(!no_inbound),
             };
-            let c = ferry_hub::communities::create(&pools.write, &new)
+            let c = ferry_hub::communities::create(&pools.write, "cli", &new)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if let Some(bytes) = logo {

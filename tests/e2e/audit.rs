@@ -117,3 +117,45 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
     let (ok, out) = verify(&app);
     assert!(!ok, "renumbering after removing records does not pass: {out}");
 }
+
+/// Changes to communities, memberships, referrer approvals and connectors are recorded with who
+/// made them; a community's admins read their community's records, other admins not.
+#[tokio::test]
+async fn changes_to_communities_members_and_connectors_are_recorded() {
+    let app = spawn_app_with(|_| {}).await;
+    let r = app.client.post(app.url("/api/v1/communities")).bearer_auth(TOKEN).json(&json!({"name": "Radiologie Saarbrücken", "code": "RAD1", "city": "Saarbrücken"})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let chef = app.person("chef@rad.example", "Chef Rad").await;
+    app.add_member("RAD1", "chef@rad.example", "admin").await;
+    let mta = app.person("mta@rad.example", "MTA Rad").await;
+    let r = chef.browser.put(app.url("/api/v1/communities/RAD1/members")).json(&json!({"email": "mta@rad.example", "role": "member"})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = chef.browser.patch(app.url("/api/v1/communities/RAD1")).json(&json!({"requires_approval": true, "contact": "0681 1234"})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let referrer = app.person("dr@praxis.example", "Dr. Praxis").await;
+    let r = chef.browser.put(app.url(&format!("/api/v1/communities/RAD1/referrers/{}", referrer.id))).json(&json!({"status": "approved"})).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = chef.browser.post(app.url("/api/v1/communities/RAD1/connectors")).json(&json!({"name": "PACS-Anbindung"})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let connector = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(chef.browser.post(app.url(&format!("/api/v1/communities/RAD1/connectors/{connector}/rotate"))).send().await.unwrap().status(), 200);
+    assert_eq!(chef.browser.delete(app.url(&format!("/api/v1/communities/RAD1/connectors/{connector}"))).send().await.unwrap().status(), 204);
+    assert_eq!(chef.browser.delete(app.url(&format!("/api/v1/communities/RAD1/members/{}", mta.id))).send().await.unwrap().status(), 204);
+
+    let trail: Vec<Value> = chef.get(&app, "/api/v1/audit?limit=200").send().await.unwrap().json().await.unwrap();
+    let seen: Vec<(String, String)> = trail.iter().map(|e| (e["action"].as_str().unwrap().to_string(), e["actor"].as_str().unwrap().to_string())).collect();
+    let by_chef = format!("user:{}", chef.id);
+    for action in ["community.member.set", "community.configure", "community.referrer.approved", "connector.register", "connector.rotate", "connector.revoke", "community.member.remove"] {
+        assert!(seen.contains(&(action.to_string(), by_chef.clone())), "{action} by the community admin: {seen:?}");
+    }
+    assert!(seen.contains(&("community.create".to_string(), "admin".to_string())), "{seen:?}");
+    let configured = trail.iter().find(|e| e["action"] == "community.configure").unwrap();
+    assert!(configured["detail"].as_str().unwrap().contains("requires_approval"), "{configured}");
+    assert!(trail.iter().all(|e| !e.to_string().contains("mta@rad.example")), "no email addresses in the trail");
+    // Another community's admin reads none of it.
+    app.community("Klinik Andere", "aNd1", "Homburg").await;
+    let other = app.person("chef@andere.example", "Chef Andere").await;
+    app.add_member("aNd1", "chef@andere.example", "admin").await;
+    let theirs: Vec<Value> = other.get(&app, "/api/v1/audit?object_kind=connector").send().await.unwrap().json().await.unwrap();
+    assert!(theirs.is_empty(), "{theirs:?}");
+}

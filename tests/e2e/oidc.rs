@@ -52,6 +52,8 @@ async fn sign_in_through_a_real_openid_provider_links_the_account_by_issuer_and_
     assert_eq!(me["name"], "Dr. Alice");
     assert_eq!(me["email_verified"], true);
     let first_id = me["id"].clone();
+    let signins: Vec<Value> = app.client.get(app.url("/api/v1/audit?action=account.sign_in")).bearer_auth(crate::helpers::TOKEN).send().await.unwrap().json().await.unwrap();
+    assert!(signins.iter().any(|e| e["object_id"] == first_id && e["detail"] == "oidc:test" && e["result"] == "ok"), "the sign-in is in the audit trail: {signins:?}");
 
     // The answer cannot be replayed, and a forged state is refused.
     let replay = browser().get(&callback).send().await.unwrap();

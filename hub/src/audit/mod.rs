@@ -172,6 +172,8 @@ async fn api_query(
         conds.push(format!(
             "((object_kind = 'share' AND object_id IN (SELECT id FROM shares WHERE community_id IN ({list}))) \
              OR (object_kind = 'transfer' AND object_id IN (SELECT id FROM transfers WHERE community_id IN ({list}))) \
+             OR (object_kind = 'community' AND object_id IN ({list})) \
+             OR (object_kind = 'connector' AND object_id IN (SELECT id FROM connectors WHERE community_id IN ({list}))) \
              OR (object_kind = 'study' AND (object_id IN (SELECT ti.study_uid FROM transfer_instances ti JOIN transfers t ON t.id = ti.transfer_id \
                     WHERE t.community_id IN ({list}) AND t.state <> 'draft') \
                  OR object_id IN (SELECT si.study_uid FROM share_instances si JOIN shares sh ON sh.id = si.share_id WHERE sh.community_id IN ({list})))))"
@@ -259,6 +261,12 @@ async fn next_place(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(i64, S
 
 /// Appends an event to the chain. A failure to audit is logged and reported to the caller: an
 /// access that cannot be audited should not go ahead where the caller can still refuse it.
+/// Records a change made by `actor` (a [`Principal::log_id`](crate::access::Principal::log_id),
+/// or `cli` for the command line) to an account, community or connector.
+pub async fn change(db: &Db, actor: &str, action: &str, object_kind: &str, object_id: &str, detail: &str) -> anyhow::Result<()> {
+    record(db, Event { actor, client_addr: "", action, object_kind, object_id, result: "ok", detail }).await
+}
+
 pub async fn record(db: &Db, e: Event<'_>) -> anyhow::Result<()> {
     let r = append(db, &e).await;
     if let Err(err) = &r {

@@ -71,7 +71,7 @@ fn from_row(r: &AnyRow) -> Result<Community, sqlx::Error> {
 }
 
 /// Creates a community; a code is generated (and retried on collision) unless one is given.
-pub async fn create(db: &Db, new: &NewCommunity) -> AppResult<Community> {
+pub async fn create(db: &Db, actor: &str, new: &NewCommunity) -> AppResult<Community> {
     let name = new.name.trim();
     if name.is_empty() {
         return Err(AppError::BadRequest("a community needs a name".into()));
@@ -81,11 +81,12 @@ pub async fn create(db: &Db, new: &NewCommunity) -> AppResult<Community> {
     }
     for _ in 0..20 {
         let code = new.code.clone().unwrap_or_else(generate_code);
+        let id = uuid::Uuid::new_v4().to_string();
         let result = sqlx::query(
             "INSERT INTO communities (id, code, name, city, address, departments, contact, \
              accepts_inbound, search_text, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
-        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&id)
         .bind(&code)
         .bind(name)
         .bind(new.city.trim())
@@ -98,7 +99,11 @@ pub async fn create(db: &Db, new: &NewCommunity) -> AppResult<Community> {
         .execute(db)
         .await;
         match result {
-            Ok(_) => return find(db, &code).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("community vanished"))),
+            Ok(_) => {
+                let c = find(db, &code).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("community vanished")))?;
+                crate::audit::change(db, actor, "community.create", "community", &id, &format!("code:{code}")).await?;
+                return Ok(c);
+            }
             Err(e) if is_unique_violation(&e) && new.code.is_some() => {
                 return Err(AppError::Conflict(format!("the community code {code} is taken")));
             }
@@ -220,7 +225,7 @@ async fn create_community(State(state): State<AppState>, who: Principal, ApiJson
     if !who.is_admin() {
         return Err(AppError::Forbidden);
     }
-    let c = create(&state.db_write, &new).await?;
+    let c = create(&state.db_write, &who.log_id(), &new).await?;
     tracing::info!(code = %c.code, "community created");
     Ok((StatusCode::CREATED, Json(c)).into_response())
 }

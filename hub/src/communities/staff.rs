@@ -77,15 +77,20 @@ pub async fn add_member_cli(pools: &crate::db::Pools, code: &str, email: &str, r
         .map(|r| r.try_get(0))
         .transpose()?
         .ok_or_else(|| AppError::NotFound(format!("no community with the code {code}")))?;
-    set_member(&pools.read, &pools.write, &id, &NewMember { email: email.into(), role: role.into() }).await
+    let user = set_member(&pools.read, &pools.write, &id, &NewMember { email: email.into(), role: role.into() }).await?;
+    crate::audit::change(&pools.write, "cli", "community.member.set", "community", &id, &format!("user:{user} role:{role}")).await?;
+    Ok(())
 }
 
 /// Adds a registered account to the community, or changes its role.
-pub async fn put_member(state: &AppState, community_id: &str, m: &NewMember) -> AppResult<()> {
-    set_member(&state.db, &state.db_write, community_id, m).await
+pub async fn put_member(state: &AppState, who: &Principal, community_id: &str, m: &NewMember) -> AppResult<()> {
+    let user = set_member(&state.db, &state.db_write, community_id, m).await?;
+    crate::audit::change(&state.db_write, &who.log_id(), "community.member.set", "community", community_id, &format!("user:{user} role:{}", m.role)).await?;
+    Ok(())
 }
 
-async fn set_member(db: &crate::db::Db, db_write: &crate::db::Db, community_id: &str, m: &NewMember) -> AppResult<()> {
+/// Sets the membership; returns the account's id.
+async fn set_member(db: &crate::db::Db, db_write: &crate::db::Db, community_id: &str, m: &NewMember) -> AppResult<String> {
     if !matches!(m.role.as_str(), "admin" | "member") {
         return Err(AppError::BadRequest("role is admin or member".into()));
     }
@@ -104,10 +109,10 @@ async fn set_member(db: &crate::db::Db, db_write: &crate::db::Db, community_id: 
     .execute(db_write)
     .await?;
     tracing::info!(community = %community_id, user = %user, role = %m.role, "membership set");
-    Ok(())
+    Ok(user)
 }
 
-pub async fn remove_member(state: &AppState, community_id: &str, user_id: &str) -> AppResult<()> {
+pub async fn remove_member(state: &AppState, who: &Principal, community_id: &str, user_id: &str) -> AppResult<()> {
     let admins: i64 = sqlx::query("SELECT COUNT(*) FROM memberships WHERE community_id = $1 AND role = 'admin' AND user_id <> $2")
         .bind(community_id)
         .bind(user_id)
@@ -126,6 +131,7 @@ pub async fn remove_member(state: &AppState, community_id: &str, user_id: &str) 
     if done.rows_affected() == 0 {
         return Err(AppError::NotFound("no such member".into()));
     }
+    crate::audit::change(&state.db_write, &who.log_id(), "community.member.remove", "community", community_id, &format!("user:{user_id}")).await?;
     Ok(())
 }
 
@@ -198,10 +204,11 @@ pub async fn decide_referrer(state: &AppState, who: &Principal, community_id: &s
     .execute(&state.db_write)
     .await?;
     tracing::info!(community = %community_id, user = %user_id, status, "referrer decision");
+    crate::audit::change(&state.db_write, &who.log_id(), &format!("community.referrer.{status}"), "community", community_id, &format!("user:{user_id}")).await?;
     Ok(())
 }
 
-pub async fn configure(state: &AppState, community_id: &str, s: &CommunitySettings) -> AppResult<()> {
+pub async fn configure(state: &AppState, who: &Principal, community_id: &str, s: &CommunitySettings) -> AppResult<()> {
     let row = sqlx::query("SELECT code, name, city, departments FROM communities WHERE id = $1")
         .bind(community_id)
         .fetch_one(&state.db)
@@ -252,6 +259,13 @@ pub async fn configure(state: &AppState, community_id: &str, s: &CommunitySettin
     }
     q.execute(&state.db_write).await?;
     tracing::info!(community = %community_id, "community configured");
+    // Which settings changed (their values are the community's public data, not patients').
+    let changed: Vec<String> = serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .map(|o| o.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k).collect())
+        .unwrap_or_default();
+    crate::audit::change(&state.db_write, &who.log_id(), "community.configure", "community", community_id, &changed.join(",")).await?;
     Ok(())
 }
 
@@ -264,13 +278,13 @@ async fn api_members(State(state): State<AppState>, who: Principal, Path(code): 
 
 async fn api_put_member(State(state): State<AppState>, who: Principal, Path(code): Path<String>, ApiJson(m): ApiJson<NewMember>) -> AppResult<Json<Vec<Member>>> {
     let id = administered(&state, &who, &code).await?;
-    put_member(&state, &id, &m).await?;
+    put_member(&state, &who, &id, &m).await?;
     Ok(Json(members(&state, &id).await?))
 }
 
 async fn api_remove_member(State(state): State<AppState>, who: Principal, Path((code, user)): Path<(String, String)>) -> AppResult<StatusCode> {
     let id = administered(&state, &who, &code).await?;
-    remove_member(&state, &id, &user).await?;
+    remove_member(&state, &who, &id, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -297,6 +311,6 @@ async fn api_request_approval(State(state): State<AppState>, who: Principal, Pat
 
 pub async fn api_configure(State(state): State<AppState>, who: Principal, Path(code): Path<String>, ApiJson(s): ApiJson<CommunitySettings>) -> AppResult<Json<Community>> {
     let id = administered(&state, &who, &code).await?;
-    configure(&state, &id, &s).await?;
+    configure(&state, &who, &id, &s).await?;
     Ok(Json(super::find(&state.db, &code).await?.ok_or_else(|| AppError::NotFound("no such community".into()))?))
 }

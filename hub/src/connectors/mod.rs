@@ -95,11 +95,11 @@ async fn api_list(State(state): State<AppState>, who: Principal, Path(code): Pat
 
 async fn api_register(State(state): State<AppState>, who: Principal, Path(code): Path<String>, ApiJson(n): ApiJson<NewConnector>) -> AppResult<Response> {
     let community = crate::communities::staff::administered(&state, &who, &code).await?;
-    Ok((StatusCode::CREATED, Json(register(&state, &community, &n).await?)).into_response())
+    Ok((StatusCode::CREATED, Json(register(&state, &who, &community, &n).await?)).into_response())
 }
 
 /// Registers a connector; the answer carries the client secret, the only time it is shown.
-pub async fn register(state: &AppState, community: &str, n: &NewConnector) -> AppResult<Connector> {
+pub async fn register(state: &AppState, who: &Principal, community: &str, n: &NewConnector) -> AppResult<Connector> {
     let name = n.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AppError::BadRequest("give the connector a name of 1 to 100 characters".into()));
@@ -117,6 +117,7 @@ pub async fn register(state: &AppState, community: &str, n: &NewConnector) -> Ap
         .execute(&state.db_write)
         .await?;
     tracing::info!(connector = %id, community = %community, "connector registered");
+    crate::audit::change(&state.db_write, &who.log_id(), "connector.register", "connector", &id, &format!("community:{community}")).await?;
     let mut c = load(state, community, &id).await?;
     c.client_secret = Some(secret);
     Ok(c)
@@ -140,6 +141,7 @@ async fn api_rotate(State(state): State<AppState>, who: Principal, Path((code, i
     // Tokens minted with the old secret end now.
     sqlx::query("DELETE FROM connector_tokens WHERE connector_id = $1").bind(&id).execute(&state.db_write).await?;
     tracing::info!(connector = %id, "connector secret rotated");
+    crate::audit::change(&state.db_write, &who.log_id(), "connector.rotate", "connector", &id, &format!("community:{community}")).await?;
     let mut c = load(&state, &community, &id).await?;
     c.client_secret = Some(secret);
     Ok(Json(c))
@@ -147,12 +149,12 @@ async fn api_rotate(State(state): State<AppState>, who: Principal, Path((code, i
 
 async fn api_revoke(State(state): State<AppState>, who: Principal, Path((code, id)): Path<(String, String)>) -> AppResult<StatusCode> {
     let community = crate::communities::staff::administered(&state, &who, &code).await?;
-    revoke(&state, &community, &id).await?;
+    revoke(&state, &who, &community, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Revokes a connector: its tokens end at once and what it held returns to the queue.
-pub async fn revoke(state: &AppState, community: &str, id: &str) -> AppResult<()> {
+pub async fn revoke(state: &AppState, who: &Principal, community: &str, id: &str) -> AppResult<()> {
     load(state, community, id).await?;
     sqlx::query("UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL").bind(now_ms()).bind(id).execute(&state.db_write).await?;
     sqlx::query("DELETE FROM connector_tokens WHERE connector_id = $1").bind(id).execute(&state.db_write).await?;
@@ -163,6 +165,7 @@ pub async fn revoke(state: &AppState, community: &str, id: &str) -> AppResult<()
         .execute(&state.db_write)
         .await?;
     tracing::info!(connector = %id, "connector revoked");
+    crate::audit::change(&state.db_write, &who.log_id(), "connector.revoke", "connector", id, &format!("community:{community}")).await?;
     Ok(())
 }
 

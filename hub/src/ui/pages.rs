@@ -464,21 +464,21 @@ async fn manage_settings(State(state): State<AppState>, ctx: Ctx, Path(code): Pa
         address: f.address,
         departments: None,
     };
-    page!(ctx, crate::communities::staff::configure(&state, &id, &s).await);
+    page!(ctx, crate::communities::staff::configure(&state, &who, &id, &s).await);
     Redirect::to(&format!("/communities/{code}/manage")).into_response()
 }
 
 async fn manage_add_member(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String>, Form(m): Form<NewMember>) -> Response {
     let (who, _) = signed_in!(ctx);
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
-    page!(ctx, crate::communities::staff::put_member(&state, &id, &m).await);
+    page!(ctx, crate::communities::staff::put_member(&state, &who, &id, &m).await);
     Redirect::to(&format!("/communities/{code}/manage")).into_response()
 }
 
 async fn manage_remove_member(State(state): State<AppState>, ctx: Ctx, Path((code, user)): Path<(String, String)>) -> Response {
     let (who, _) = signed_in!(ctx);
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
-    page!(ctx, crate::communities::staff::remove_member(&state, &id, &user).await);
+    page!(ctx, crate::communities::staff::remove_member(&state, &who, &id, &user).await);
     Redirect::to(&format!("/communities/{code}/manage")).into_response()
 }
 
@@ -546,7 +546,7 @@ async fn admin_create(State(state): State<AppState>, ctx: Ctx, Form(f): Form<Com
         contact: f.contact,
         accepts_inbound: Some(true),
     };
-    let c = page!(ctx, crate::communities::create(&state.db_write, &new).await);
+    let c = page!(ctx, crate::communities::create(&state.db_write, &who.log_id(), &new).await);
     Redirect::to(&format!("/communities/{}/manage", c.code)).into_response()
 }
 
@@ -619,13 +619,13 @@ async fn manage_logo(State(state): State<AppState>, ctx: Ctx, Path(code): Path<S
 async fn manage_register_connector(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String>, Form(n): Form<ferry_schemas::NewConnector>) -> Response {
     let (who, _) = signed_in!(ctx);
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
-    let c = page!(ctx, crate::connectors::register(&state, &id, &n).await);
+    let c = page!(ctx, crate::connectors::register(&state, &who, &id, &n).await);
     manage_page(&state, &ctx, &code, Some(c)).await
 }
 
 async fn manage_revoke_connector(State(state): State<AppState>, ctx: Ctx, Path((code, connector)): Path<(String, String)>) -> Response {
     let (who, _) = signed_in!(ctx);
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
-    page!(ctx, crate::connectors::revoke(&state, &id, &connector).await);
+    page!(ctx, crate::connectors::revoke(&state, &who, &id, &connector).await);
     Redirect::to(&format!("/communities/{code}/manage")).into_response()
 }
