@@ -40,19 +40,42 @@ pub enum AppError {
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// The database is unreachable or going away (restart, failover, network): the request may be
+/// retried, so it is a 503, not a 500.
+fn database_down(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // SQLSTATE class 08 (connection exception), 57P01–57P03 (shutdown, crash, starting up),
+        // 53300 (too many connections).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")),
+        _ => false,
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(e: anyhow::Error) -> Self {
+        if e.chain().any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(database_down)) {
+            tracing::warn!(error = %format!("{e:#}"), "database unavailable");
+            return AppError::Unavailable("database unavailable".into());
+        }
+        AppError::Internal(e)
+    }
 }
 
 pub type AppResult<T> = Result<T, AppError>;
 
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                AppError::Unavailable("database busy".into())
-            }
-            _ => AppError::Internal(e.into()),
+        if database_down(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return AppError::Unavailable("database unavailable".into());
         }
+        AppError::Internal(e.into())
     }
 }
 
@@ -169,6 +192,25 @@ where
                 _ => AppError::BadRequest(rejection.body_text()),
             }),
         }
+    }
+}
+
+/// `Query` whose rejections (a malformed or ill-typed query string) are problem+json too;
+/// axum's own answers them as `text/plain`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|rejection| AppError::BadRequest(rejection.body_text()))
     }
 }
 

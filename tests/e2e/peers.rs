@@ -481,3 +481,69 @@ impl Drop for OpenBao {
         self.stop();
     }
 }
+
+/// A private PostgreSQL cluster on loopback that a test may stop and start again (the suite's
+/// shared cluster must not be disturbed). Started as the `postgres` user when the tests run as
+/// root, as the PostgreSQL tools require.
+pub struct Postgres {
+    pub url: String,
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn as_postgres(cmd: &str) -> std::process::ExitStatus {
+    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+    if root {
+        Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", cmd]).status().expect("su postgres")
+    } else {
+        Command::new("sh").args(["-c", cmd]).status().expect("sh")
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (tests/run.sh installs it)")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("initdb");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _ = Command::new("chown").args(["postgres"]).arg(dir.path()).status();
+        let data = dir.path().join("data");
+        let port = free_port();
+        let init = as_postgres(&format!("{}/initdb -D {} -U ferry --auth=trust -E UTF8 >/dev/null", bin.display(), data.display()));
+        assert!(init.success(), "initdb");
+        let pg = Postgres { url: format!("postgres://ferry@127.0.0.1:{port}/postgres"), bin, data, port, _dir: dir };
+        pg.start_again();
+        pg
+    }
+
+    /// Starts the stopped server again (waits until it accepts connections).
+    pub fn start_again(&self) {
+        let sock = self.data.parent().expect("dir");
+        let ok = as_postgres(&format!(
+            "{}/pg_ctl -D {} -o \"-h 127.0.0.1 -p {} -k {} -c fsync=off\" -l {}/log -w start >/dev/null",
+            self.bin.display(),
+            self.data.display(),
+            self.port,
+            sock.display(),
+            sock.display()
+        ));
+        assert!(ok.success(), "pg_ctl start");
+    }
+
+    /// Stops the server at once, as a crash would (open connections break).
+    pub fn stop(&self) {
+        let _ = as_postgres(&format!("{}/pg_ctl -D {} -m immediate stop >/dev/null 2>&1", self.bin.display(), self.data.display()));
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
