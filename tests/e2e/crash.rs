@@ -133,7 +133,8 @@ async fn postgresql_restarted_under_load_fails_requests_cleanly_and_the_hub_reco
     let pg = crate::peers::Postgres::start();
     let app = spawn_app_at(tempfile::tempdir().unwrap(), Some(pg.url.clone()), |c| c.database.max_connections = Some(8)).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let stored: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    type Stored = Vec<(String, Vec<u8>)>;
+    let stored: Arc<Mutex<Stored>> = Arc::default();
     let seen: Arc<Mutex<Vec<(String, u16, String)>>> = Arc::default();
     let mut workers = Vec::new();
     for _ in 0..4 {
