@@ -391,3 +391,16 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    /// The connector configurations shipped in `deploy/` load and pass the checks.
+    #[test]
+    fn the_shipped_configurations_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["deploy/ferry-connector.example.toml", "deploy/compose/ferry-connector.toml"] {
+            let c = super::Config::load(Some(&root.join(file)));
+            assert!(c.is_ok(), "{file}: {:?}", c.err());
+        }
+    }
+}

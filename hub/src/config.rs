@@ -416,3 +416,20 @@ impl Config {
         self.keys.kek_file.clone().unwrap_or_else(|| self.data_dir.join("keys").join("kek.hex"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configurations shipped in `deploy/` load (a renamed or mistyped key fails here).
+    #[test]
+    fn the_shipped_configurations_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["deploy/ferry-hub.example.toml", "deploy/compose/ferry-hub.toml", "deploy/helm/ferry/files/ferry-hub.toml"] {
+            let c = Config::load(Some(&root.join(file)), CliOverrides::default());
+            assert!(c.is_ok(), "{file}: {:?}", c.err());
+        }
+        let compose = Config::load(Some(&root.join("deploy/compose/ferry-hub.toml")), CliOverrides::default()).expect("compose");
+        assert_eq!(compose.auth.oidc.len(), 1);
+    }
+}

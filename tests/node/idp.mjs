@@ -2,7 +2,8 @@
 //
 // Env: IDP_PORT (required), IDP_CLIENT_ID, IDP_CLIENT_SECRET, IDP_REDIRECT_URIS (comma-separated),
 //      IDP_POST_LOGOUT_REDIRECT_URIS (comma-separated, optional).
-// Binds 127.0.0.1 only; issuer http://127.0.0.1:PORT. Any login name + any non-empty password signs
+// Binds 127.0.0.1 only (IDP_BIND overrides it for the demo compose file); issuer
+// http://127.0.0.1:PORT (IDP_ISSUER overrides it). Any login name + any non-empty password signs
 // in (password "wrong" is refused, to test a failed login); consent is granted automatically.
 // stdout gets exactly one line, `ready http://127.0.0.1:PORT`; everything else goes to stderr.
 // See README.md for the HTTP sequence of a login.
@@ -26,7 +27,7 @@ const clientId = env.IDP_CLIENT_ID || 'ferry';
 const clientSecret = env.IDP_CLIENT_SECRET || 'ferry-test-secret';
 const redirectUris = list(env.IDP_REDIRECT_URIS, 'http://127.0.0.1:8080/auth/callback');
 const postLogoutRedirectUris = list(env.IDP_POST_LOGOUT_REDIRECT_URIS, '');
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = env.IDP_ISSUER || `http://127.0.0.1:${port}`;
 
 // Accounts: accountId (= `sub`) is "sub-<login>"; the interaction below creates it from the login.
 const ACCOUNT_PREFIX = 'sub-';
@@ -215,7 +216,7 @@ const server = http.createServer(async (req, res) => {
 
 provider.on('server_error', (ctx, err) => console.error('idp.mjs server_error:', err));
 
-server.listen(port, '127.0.0.1', () => {
+server.listen(port, env.IDP_BIND || '127.0.0.1', () => {
   process.stdout.write(`ready ${issuer}\n`);
 });
 server.on('error', (err) => {
