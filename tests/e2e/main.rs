@@ -19,6 +19,7 @@ mod hostile;
 mod keys_transit;
 mod metrics;
 mod oidc;
+mod openapi;
 mod outbound;
 mod people;
 mod peers;

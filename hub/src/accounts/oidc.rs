@@ -144,7 +144,7 @@ async fn start(
     State(state): State<AppState>,
     MaybePrincipal(who): MaybePrincipal,
     Path(id): Path<String>,
-    Query(q): Query<StartParams>,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<StartParams>,
 ) -> AppResult<Response> {
     let p = provider(&state, &id)?.clone();
     let http = http()?;

@@ -2,7 +2,7 @@
 //! a share (code redemption attempts included, failed ones too), every download and every change
 //! by staff is recorded. Records hold identifiers only, never patient demographics.
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -116,7 +116,7 @@ async fn api_query(
     State(state): State<AppState>,
     ci: ConnectInfo<std::net::SocketAddr>,
     who: Principal,
-    Query(q): Query<AuditQuery>,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<AuditQuery>,
 ) -> AppResult<Response> {
     // Hub admins read everything; community admins the events of their communities' shares and
     // transfers; nobody else anything.
@@ -129,6 +129,11 @@ async fn api_query(
             return Err(AppError::ForbiddenBecause("the audit trail is for hub and community admins".into()));
         }
         Some(ids)
+    };
+    let jsonl = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("jsonl") => true,
+        Some(other) => return Err(AppError::BadRequest(format!("format is json or jsonl, not {other:?}"))),
     };
     let limit = q.limit.unwrap_or(500).clamp(1, 100_000);
     let mut conds: Vec<String> = vec!["seq IS NOT NULL".into()];
@@ -215,7 +220,7 @@ async fn api_query(
         },
     )
     .await?;
-    if q.format.as_deref() == Some("jsonl") {
+    if jsonl {
         let mut body = String::new();
         for e in &events {
             body.push_str(&serde_json::to_string(e).map_err(|e| AppError::Internal(e.into()))?);

@@ -19,7 +19,7 @@ use sqlx::Row;
 use crate::access::{ConnectorAgent, Principal};
 use crate::accounts::tokens;
 use crate::db::now_ms;
-use crate::error::{ApiJson, AppError, AppResult};
+use crate::error::{ApiJson, ApiJsonList, AppError, AppResult};
 use crate::state::AppState;
 use crate::transfers::{self, Relation};
 
@@ -187,7 +187,15 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 
 /// `POST /oauth/token`, client credentials grant; the client authenticates with HTTP Basic
 /// (RFC 6749 §2.3.1) or in the form body.
-async fn token_endpoint(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<TokenRequest>) -> Response {
+async fn token_endpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<TokenRequest>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    // RFC 6749 5.2: a malformed request (no grant_type, not a form) is `invalid_request`.
+    let Ok(Form(f)) = form else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "send grant_type (and the client credentials) as application/x-www-form-urlencoded");
+    };
     if f.grant_type != "client_credentials" {
         return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials is supported");
     }
@@ -369,7 +377,7 @@ async fn held(state: &AppState, who: &Principal, headers: &HeaderMap, id: &str) 
     Ok(a)
 }
 
-async fn api_acks(State(state): State<AppState>, who: Principal, headers: HeaderMap, Path(id): Path<String>, ApiJson(acks): ApiJson<Vec<Ack>>) -> AppResult<StatusCode> {
+async fn api_acks(State(state): State<AppState>, who: Principal, headers: HeaderMap, Path(id): Path<String>, ApiJsonList(acks): ApiJsonList<Ack>) -> AppResult<StatusCode> {
     held(&state, &who, &headers, &id).await?;
     let now = now_ms();
     let mut tx = state.db_write.begin().await?;

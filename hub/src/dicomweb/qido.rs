@@ -128,7 +128,13 @@ fn parse_params(params: Vec<(String, String)>) -> AppResult<Search> {
             "offset" => {
                 s.offset = v.parse().ok().filter(|o| *o >= 0).ok_or_else(|| AppError::BadRequest("offset must be a non-negative integer".into()))?;
             }
-            "fuzzymatching" => s.fuzzy = v.eq_ignore_ascii_case("true"),
+            "fuzzymatching" => {
+                s.fuzzy = match v.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(AppError::BadRequest("fuzzymatching is true or false".into())),
+                };
+            }
             "includefield" => {
                 for f in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
                     if f.eq_ignore_ascii_case("all") {

@@ -74,8 +74,9 @@ async fn tokentfa(
     Path(value): Path<String>,
     body: axum::body::Bytes,
 ) -> AppResult<Response> {
-    let answers: TfaAnswers = serde_json::from_slice(&body)
-        .map_err(|e| AppError::BadRequest(format!("expected {{\"tfaAnswer\": [{{\"questionId\", \"answer\"}}]}}: {e}")))?;
+    let answers: TfaAnswers = crate::error::parse_json(&body).map_err(|e| {
+        AppError::BadRequest(format!("expected {{\"tfaAnswer\": [{{\"questionId\", \"answer\"}}]}}: {e}"))
+    })?;
     let client = crate::shares::client_addr(&ci);
     Ok(match redeem::redeem(&state, &value, &answers.tfa_answer, SessionKind::Dlx, &client).await? {
         Outcome::Granted { token, .. } => {

@@ -19,7 +19,7 @@ pub mod sheet;
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -339,7 +339,7 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> A
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))
+    crate::error::parse_json(body)
 }
 
 /// The client's address, for the audit trail.
@@ -415,7 +415,7 @@ pub async fn list(state: &AppState, who: &Principal, q: &ListQuery) -> AppResult
     Ok(out)
 }
 
-async fn api_list(State(state): State<AppState>, who: Principal, Query(q): Query<ListQuery>) -> AppResult<Json<Vec<Share>>> {
+async fn api_list(State(state): State<AppState>, who: Principal, crate::error::ApiQuery(q): crate::error::ApiQuery<ListQuery>) -> AppResult<Json<Vec<Share>>> {
     Ok(Json(list(&state, &who, &q).await?))
 }
 

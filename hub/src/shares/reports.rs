@@ -2,7 +2,7 @@
 //! wrapped by the study's data key), shown to the holder from their release time on.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::Json;
 use futures_util::TryStreamExt;
@@ -98,7 +98,7 @@ pub async fn api_upload(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-    Query(q): Query<ReportQuery>,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<ReportQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> AppResult<(StatusCode, Json<ShareReport>)> {

@@ -377,7 +377,7 @@ async fn api_done(State(state): State<AppState>, who: Principal, Path(id): Path<
     let message = if body.iter().all(u8::is_ascii_whitespace) {
         String::new()
     } else {
-        serde_json::from_slice::<Decision>(&body).map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))?.message
+        crate::error::parse_json::<Decision>(&body)?.message
     };
     Ok(Json(decide(&state, &who, &id, "done", &message).await?))
 }
