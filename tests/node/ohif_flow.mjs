@@ -91,12 +91,36 @@ try {
   const href = await link.getAttribute('href');
   expect(href.startsWith('/ohif/viewer?StudyInstanceUIDs='), `worklist links to OHIF (${href})`);
 
+  // "Open in viewer" opens the transfer's studies in OHIF, in a new tab.
+  step = 'open in viewer from the worklist';
+  const [tab] = await Promise.all([memberCtx.waitForEvent('page'), link.click()]);
+  watch(tab, log);
+  await tab.waitForLoadState();
+  expect(new URL(tab.url()).pathname === '/ohif/viewer', `the link opened OHIF (${tab.url()})`);
+  let opened = { lit: 0 };
+  for (let i = 0; i < 120 && opened.lit <= 200; i++) {
+    await tab.waitForTimeout(500);
+    opened = await drawn(tab);
+  }
+  await shot(tab, '00-opened-from-worklist');
+  expect(opened.lit > 200, `an image drawn after "Open in viewer" (${JSON.stringify(opened)})`);
+  await tab.close();
+
   step = 'study list';
   await page.goto(`${HUB}/ohif/`);
   for (const s of STUDIES) {
     await page.getByText(s.name, { exact: false }).first().waitFor({ timeout: 60000 });
   }
   await shot(page, '01-study-list');
+  // The list's patient filter searches the hub (case-insensitive, as typed).
+  step = 'study list filter';
+  const last = STUDIES[STUDIES.length - 1];
+  await page.locator('input').first().fill(last.name.split(',')[0].toLowerCase());
+  await page.waitForFunction(([keep, drop]) => {
+    const t = document.body.innerText;
+    return t.includes(keep) && !drop.some((d) => t.includes(d));
+  }, [last.name, STUDIES.slice(0, -1).map((s) => s.name)], { timeout: 30000 });
+  await shot(page, '01b-study-list-filtered');
 
   for (const [i, s] of STUDIES.entries()) {
     step = `viewer: ${s.label}`;
