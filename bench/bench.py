@@ -67,8 +67,10 @@ class Server:
 def start_ferry(tmp):
     port = free_port()
     env = dict(os.environ, FERRY_AUTH__ADMIN_TOKEN=TOKEN, FERRY_LOG__FILTER="warn")
+    # BENCH_HUB_WRAPPER runs the hub under a profiler, e.g. "heaptrack -o /tmp/hub".
+    wrapper = os.environ.get("BENCH_HUB_WRAPPER", "").split()
     proc = subprocess.Popen(
-        [os.path.join(ROOT, "target", "release", "ferry-hub"), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(tmp, "ferry")],
+        wrapper + [os.path.join(ROOT, "target", "release", "ferry-hub"), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(tmp, "ferry")],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     h = {"Authorization": f"Bearer {TOKEN}"}
