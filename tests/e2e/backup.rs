@@ -9,17 +9,6 @@ use serde_json::json;
 use crate::helpers::*;
 use crate::shares::{clinic, redeem, share_files, study_files};
 
-fn hub_cli(database_url: &str, data_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(hub_binary())
-        .env("FERRY_DATABASE__URL", database_url)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("ferry-hub");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
 #[tokio::test]
 async fn a_backup_restores_into_a_fresh_hub_with_images_codes_and_audit_trail() {
     let mut app = spawn_app().await;
@@ -34,7 +23,7 @@ async fn a_backup_restores_into_a_fresh_hub_with_images_codes_and_audit_trail() 
     // Backup while the hub runs; the keys go elsewhere.
     let backups = tempfile::tempdir().unwrap();
     let (data, keys) = (backups.path().join("data"), backups.path().join("keys"));
-    let (ok, out) = hub_cli(&app.database_url, app.dir.path(), &["backup", data.to_str().unwrap(), "--keys-to", keys.to_str().unwrap()]);
+    let (ok, out) = hub_cli(&app.database_url, app.dir.path(), &[], &["backup", data.to_str().unwrap(), "--keys-to", keys.to_str().unwrap()]);
     assert!(ok && out.contains("5 blob(s)"), "{out}");
     assert!(keys.join("kek.hex").exists() && keys.join("hub-secret.hex").exists());
     assert!(!data.join("keys").exists(), "no key in the data backup");
@@ -47,13 +36,13 @@ async fn a_backup_restores_into_a_fresh_hub_with_images_codes_and_audit_trail() 
     let fresh = tempfile::tempdir().unwrap();
     let fresh_db = fresh_database().await;
     let fresh_url = fresh_db.clone().unwrap_or_else(|| format!("sqlite://{}?mode=rwc", fresh.path().join("ferry.db").display()));
-    let (ok, out) = hub_cli(&fresh_url, fresh.path(), &["restore", data.to_str().unwrap()]);
+    let (ok, out) = hub_cli(&fresh_url, fresh.path(), &[], &["restore", data.to_str().unwrap()]);
     assert!(!ok && out.contains("--keys-from"), "without the keys the restore stops before it starts: {out}");
     assert!(!fresh.path().join("ferry.db").exists() && !fresh.path().join("blobs").read_dir().is_ok_and(|mut d| d.next().is_some()));
-    let (ok, out) = hub_cli(&fresh_url, fresh.path(), &["restore", data.to_str().unwrap(), "--keys-from", keys.to_str().unwrap()]);
+    let (ok, out) = hub_cli(&fresh_url, fresh.path(), &[], &["restore", data.to_str().unwrap(), "--keys-from", keys.to_str().unwrap()]);
     assert!(ok && out.contains("restored 5 blob(s); 2 study key(s) unwrap and 5 instance(s) have their blobs"), "{out}");
     // A restore never overwrites a hub.
-    let (ok, out) = hub_cli(&fresh_url, fresh.path(), &["restore", data.to_str().unwrap(), "--keys-from", keys.to_str().unwrap()]);
+    let (ok, out) = hub_cli(&fresh_url, fresh.path(), &[], &["restore", data.to_str().unwrap(), "--keys-from", keys.to_str().unwrap()]);
     assert!(!ok && out.contains("not empty"), "{out}");
 
     let restored = spawn_app_at(fresh, fresh_db, |_| {}).await;
@@ -62,6 +51,6 @@ async fn a_backup_restores_into_a_fresh_hub_with_images_codes_and_audit_trail() 
     assert_eq!(status, 200, "the access code works on the restored hub");
     let r = patient.get(restored.url("/api/v1/share")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let (ok, out) = hub_cli(&restored.database_url, restored.dir.path(), &["audit", "verify"]);
+    let (ok, out) = hub_cli(&restored.database_url, restored.dir.path(), &[], &["audit", "verify"]);
     assert!(ok && out.contains("audit trail intact"), "{out}");
 }

@@ -382,6 +382,20 @@ pub fn hub_binary() -> PathBuf {
     bin
 }
 
+/// Runs `ferry-hub ARGS --data-dir DIR` on a database, with extra environment variables;
+/// returns whether it succeeded and what it printed (stdout, then stderr).
+pub fn hub_cli(database_url: &str, data_dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(hub_binary())
+        .env("FERRY_DATABASE__URL", database_url)
+        .envs(env.iter().copied())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("ferry-hub");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
 /// Starts the hub binary with `cmd`'s arguments and waits for the line announcing its URL.
 pub async fn spawn_hub_process(mut cmd: std::process::Command) -> (std::process::Child, String) {
     use std::io::BufRead;

@@ -11,18 +11,8 @@ use crate::helpers::*;
 use crate::peers::OpenBao;
 
 fn keys_cli(app: &TestApp, bao: &OpenBao, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(hub_binary())
-        .env("FERRY_DATABASE__URL", &app.database_url)
-        .env("FERRY_KEYS__PROVIDER", "transit")
-        .env("FERRY_KEYS__TRANSIT__URL", &bao.url)
-        .env("FERRY_KEYS__TRANSIT__TOKEN", &bao.token)
-        .arg("keys")
-        .args(args)
-        .arg("--data-dir")
-        .arg(app.dir.path())
-        .output()
-        .expect("ferry-hub keys");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let env = [("FERRY_KEYS__PROVIDER", "transit"), ("FERRY_KEYS__TRANSIT__URL", bao.url.as_str()), ("FERRY_KEYS__TRANSIT__TOKEN", bao.token.as_str())];
+    hub_cli(&app.database_url, app.dir.path(), &env, &[&["keys"], args].concat())
 }
 
 async fn kek_ids(app: &TestApp) -> Vec<String> {

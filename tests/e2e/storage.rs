@@ -97,15 +97,7 @@ async fn large_instances_stream_through_and_ranges_decrypt_exactly() {
 }
 
 fn keys_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(hub_binary())
-        .env("FERRY_DATABASE__URL", &app.database_url)
-        .arg("keys")
-        .args(args)
-        .arg("--data-dir")
-        .arg(app.dir.path())
-        .output()
-        .expect("ferry-hub keys");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    hub_cli(&app.database_url, app.dir.path(), &[], &[&["keys"], args].concat())
 }
 
 /// `ferry-hub keys rotate` while the hub runs: every study key is re-wrapped by a new KEK (the
