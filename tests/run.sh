@@ -55,6 +55,14 @@ fi
 say "send-page scanner tests (node)"
 node --test tests/node/scan_test.mjs
 
+# --- dependency policy: licenses, banned crates, sources (deny.toml) ---------------------------
+if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0.20.2$'; then
+  say "installing cargo-deny (cargo)"
+  cargo install --locked --quiet cargo-deny@0.20.2
+fi
+say "dependency policy (cargo deny: licenses, bans, sources)"
+cargo deny --log-level error check licenses bans sources
+
 # --- build and test on SQLite ------------------------------------------------------------------
 say "building"
 cargo build --workspace --all-targets --locked
