@@ -21,6 +21,51 @@ async fn python_dicomweb_client_stores_searches_and_retrieves_byte_identical() {
     assert!(stdout.contains("all checks passed"));
 }
 
+/// `tests/peers/bind_loopback.c` built once into the target folder: with LD_PRELOAD it keeps a
+/// peer that binds every interface (Orthanc, dcmtk's servers have no option for it) on loopback.
+pub fn bind_loopback() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let src = root.join("peers/bind_loopback.c");
+            let out_dir = root.join("../target/peers");
+            std::fs::create_dir_all(&out_dir).expect("target/peers");
+            let lib = out_dir.join("bind_loopback.so");
+            let tmp = out_dir.join(format!("bind_loopback.{}.so", std::process::id()));
+            let ok = Command::new("cc")
+                .args(["-shared", "-fPIC", "-O2", "-o"])
+                .arg(&tmp)
+                .arg(&src)
+                .arg("-ldl")
+                .status()
+                .expect("cc (gcc) builds tests/peers/bind_loopback.c");
+            assert!(ok.success(), "building {}", src.display());
+            std::fs::rename(&tmp, &lib).expect("rename");
+            lib
+        })
+        .clone()
+}
+
+/// Panics unless every socket listening on `port` is bound to loopback (read from
+/// /proc/net/tcp and tcp6: state 0A is LISTEN).
+pub fn assert_listens_on_loopback_only(port: u16) {
+    let mut seen = 0;
+    for (file, loopback) in [("/proc/net/tcp", "0100007F"), ("/proc/net/tcp6", "00000000000000000000000001000000")] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else { continue };
+            let Some((addr, p)) = local.split_once(':') else { continue };
+            if *state == "0A" && u16::from_str_radix(p, 16) == Ok(port) {
+                assert_eq!(addr, loopback, "port {port} listens on {addr} ({file}), not on loopback only");
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 0, "nothing listens on port {port}");
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -45,12 +90,14 @@ impl Dcmtk {
             .args(args)
             .arg(port.to_string())
             .env("TCP_NODELAY", "1")
+            .env("LD_PRELOAD", bind_loopback())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {program} (dcmtk; tests/run.sh installs it): {e}"));
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                assert_listens_on_loopback_only(port);
                 return Dcmtk { port, dir, child };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -161,12 +208,14 @@ impl Orthanc {
         let child = Self::spawn(&cfg);
         let o = Orthanc { http, dicom, child, _dir: dir };
         o.wait_up().await;
+        assert_listens_on_loopback_only(http);
+        assert_listens_on_loopback_only(dicom);
         o
     }
 
     fn spawn(cfg: &std::path::Path) -> Child {
         let bin = ["/usr/sbin/Orthanc", "/usr/bin/Orthanc"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("Orthanc is installed (tests/run.sh installs it)");
-        Command::new(bin).arg(cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start Orthanc")
+        Command::new(bin).arg(cfg).env("LD_PRELOAD", bind_loopback()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start Orthanc")
     }
 
     async fn wait_up(&self) {
