@@ -78,6 +78,15 @@ def start_ferry(tmp):
     return Server("Ferry", proc, f"http://127.0.0.1:{port}/dicomweb", h)
 
 
+def bind_loopback():
+    """tests/peers/bind_loopback.c, built into target/peers (as the tests do)."""
+    lib = os.path.join(ROOT, "target", "peers", "bind_loopback.so")
+    if not os.path.exists(lib):
+        os.makedirs(os.path.dirname(lib), exist_ok=True)
+        subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", lib, os.path.join(ROOT, "tests", "peers", "bind_loopback.c"), "-ldl"], check=True)
+    return lib
+
+
 def start_orthanc(tmp):
     http, dicom = free_port(), free_port()
     cfg = {
@@ -91,8 +100,10 @@ def start_orthanc(tmp):
     with open(path, "w") as f:
         json.dump(cfg, f)
     binary = "/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else "Orthanc"
-    # Orthanc's DICOM side is dcmtk, which turns Nagle off only when TCP_NODELAY is set.
-    proc = subprocess.Popen([binary, path], env=dict(os.environ, TCP_NODELAY="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Orthanc's DICOM side is dcmtk, which turns Nagle off only when TCP_NODELAY is set. Orthanc
+    # has no listen-address option: the tests' LD_PRELOAD shim keeps it on loopback.
+    env = dict(os.environ, TCP_NODELAY="1", LD_PRELOAD=bind_loopback())
+    proc = subprocess.Popen([binary, path], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{http}/system")
     server = Server("Orthanc", proc, f"http://127.0.0.1:{http}/dicom-web", {})
     server.dicom = dicom
