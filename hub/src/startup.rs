@@ -226,6 +226,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::access::guard::cross_origin_guard))
+        .layer(axum::middleware::from_fn(crate::audit::client_scope))
         .layer(axum::middleware::from_fn(crate::error::refuse_nul))
         .layer(axum::middleware::from_fn(crate::error::add_request_id))
         .layer(cors)

@@ -149,6 +149,8 @@ async fn changes_to_communities_members_and_connectors_are_recorded() {
         assert!(seen.contains(&(action.to_string(), by_chef.clone())), "{action} by the community admin: {seen:?}");
     }
     assert!(seen.contains(&("community.create".to_string(), "admin".to_string())), "{seen:?}");
+    // Every record written while handling a request carries the caller's address.
+    assert!(trail.iter().filter(|e| e["action"] != "audit.read").all(|e| e["client_addr"] == "127.0.0.1"), "client addresses: {trail:?}");
     let configured = trail.iter().find(|e| e["action"] == "community.configure").unwrap();
     assert!(configured["detail"].as_str().unwrap().contains("requires_approval"), "{configured}");
     assert!(trail.iter().all(|e| !e.to_string().contains("mta@rad.example")), "no email addresses in the trail");

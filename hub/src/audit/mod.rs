@@ -264,14 +264,27 @@ async fn next_place(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(i64, S
     Ok((r.try_get(0)?, r.try_get(1)?))
 }
 
-/// Appends an event to the chain. A failure to audit is logged and reported to the caller: an
-/// access that cannot be audited should not go ahead where the caller can still refuse it.
 /// Records a change made by `actor` (a [`Principal::log_id`](crate::access::Principal::log_id),
 /// or `cli` for the command line) to an account, community or connector.
 pub async fn change(db: &Db, actor: &str, action: &str, object_kind: &str, object_id: &str, detail: &str) -> anyhow::Result<()> {
     record(db, Event { actor, client_addr: "", action, object_kind, object_id, result: "ok", detail }).await
 }
 
+tokio::task_local! {
+    /// The client address of the request being handled (see [`client_scope`]).
+    static CLIENT: String;
+}
+
+/// Middleware: makes the caller's address known to every audit record written while the
+/// request is handled, so handlers need not pass it along. A record that names an address
+/// itself keeps it; records written outside a request (command line, background loops) have none.
+pub async fn client_scope(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let client = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
+    CLIENT.scope(client, next.run(req)).await
+}
+
+/// Appends an event to the chain. A failure to audit is logged and reported to the caller: an
+/// access that cannot be audited should not go ahead where the caller can still refuse it.
 pub async fn record(db: &Db, e: Event<'_>) -> anyhow::Result<()> {
     let r = append(db, &e).await;
     if let Err(err) = &r {
@@ -281,6 +294,8 @@ pub async fn record(db: &Db, e: Event<'_>) -> anyhow::Result<()> {
 }
 
 async fn append(db: &Db, e: &Event<'_>) -> Result<(), sqlx::Error> {
+    let from_request = if e.client_addr.is_empty() { CLIENT.try_with(Clone::clone).unwrap_or_default() } else { String::new() };
+    let e = &Event { client_addr: if e.client_addr.is_empty() { &from_request } else { e.client_addr }, ..*e };
     let mut tx = db.begin().await?;
     let (seq, prev) = next_place(&mut tx).await?;
     let (id, at) = (uuid::Uuid::new_v4().to_string(), now_ms());
