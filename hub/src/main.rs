@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferry_hub::config::{CliOverrides, Config};
 
 /// mimalloc instead of glibc's malloc: under a mixed load of uploads and reads glibc kept about
 /// five times the live heap resident (per-thread arenas it does not give back); see
 /// bench/README.md, "Load".
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use clap::{Parser, Subcommand};
-use ferry_hub::config::{CliOverrides, Config};
 
 #[derive(Parser)]
 #[command(name = "ferry-hub", version, about = "Ferry hub: exchange DICOM studies securely")]
@@ -304,8 +304,7 @@ async fn run_keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
 
 async fn run_transit_keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     use ferry_hub::storage::{keys, transit};
-    let local = if config.kek_file().exists() { Some(keys::LocalKeyFile::load_or_create(&config.kek_file())?.0) } else { None };
-    let t = transit::TransitKeys::new(&config.keys.transit, local)?;
+    let t = transit::TransitKeys::from_config(&config)?;
     let latest = t.check().await.context("the key service (keys.transit)")?;
     let pools = ferry_hub::db::connect_pools(&config.database_url(), Some(2)).await?;
     match command {
@@ -319,7 +318,7 @@ async fn run_transit_keys(config: Config, command: KeysCommand) -> anyhow::Resul
             }
         }
         KeysCommand::Status => {
-            let current = format!("transit:{}/{}:v{latest}", config.keys.transit.mount.trim_matches('/'), config.keys.transit.key);
+            let current = t.kek_id(latest);
             println!("current key-encryption key: {current}");
             for (id, n) in keys::kek_usage(&pools.read).await? {
                 println!("{n:8} study key(s) wrapped by {id}{}", if id == current { " (current)" } else { "" });

@@ -149,9 +149,7 @@ pub async fn key_provider(config: &Config) -> anyhow::Result<Keyring> {
             Ok(Keyring::new(Arc::new(kek)))
         }
         crate::config::KeyProviderKind::Transit => {
-            // A local key file left from before the move still unwraps the study keys it wrapped.
-            let local = if config.kek_file().exists() { Some(LocalKeyFile::load_or_create(&config.kek_file())?.0) } else { None };
-            let transit = crate::storage::transit::TransitKeys::new(&config.keys.transit, local)?;
+            let transit = crate::storage::transit::TransitKeys::from_config(config)?;
             let version = transit.check().await.context("the key service (keys.transit) cannot wrap keys")?;
             tracing::info!(url = %config.keys.transit.url, key = %config.keys.transit.key, version, "key-encryption key in the key service");
             Ok(Keyring::new(Arc::new(transit)))

@@ -262,7 +262,7 @@ pub async fn login(state: &AppState, email: &str, password_given: String) -> App
 }
 
 /// Records what happened to an account (never its email or name).
-async fn audit_account(state: &AppState, user_id: &str, action: &str, result: &str, detail: &str) -> AppResult<()> {
+pub(crate) async fn audit_account(state: &AppState, user_id: &str, action: &str, result: &str, detail: &str) -> AppResult<()> {
     let actor = if user_id.is_empty() || action == "account.sign_in" { "anonymous".to_string() } else { format!("user:{user_id}") };
     crate::audit::record(&state.db_write, crate::audit::Event { actor: &actor, client_addr: "", action, object_kind: "account", object_id: user_id, result, detail }).await?;
     Ok(())

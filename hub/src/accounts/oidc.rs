@@ -267,16 +267,7 @@ async fn callback(
     let user = link_or_create(&state, &claims, link_user.as_deref()).await?;
     let token = crate::accounts::start_session(&state, &user).await?;
     tracing::info!(user = %user, provider = %p.id, "signed in through OpenID Connect");
-    crate::audit::record(&state.db_write, crate::audit::Event {
-        actor: "anonymous",
-        client_addr: "",
-        action: "account.sign_in",
-        object_kind: "account",
-        object_id: &user,
-        result: "ok",
-        detail: &format!("oidc:{}", p.id),
-    })
-    .await?;
+    crate::accounts::audit_account(&state, &user, "account.sign_in", "ok", &format!("oidc:{}", p.id)).await?;
     Ok((jar.add(crate::accounts::session_cookie(&state, token)), Redirect::to(&return_to)).into_response())
 }
 

@@ -22,7 +22,7 @@ use object_store::path::Path as ObjPath;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::config::{Config, KeyProviderKind};
+use crate::config::Config;
 use crate::db::{Dialect, now_ms};
 use crate::storage::BlobStore;
 
@@ -105,18 +105,7 @@ pub async fn backup(config: &Config, to: &Path, keys_to: Option<&Path>) -> anyho
 /// any retired or pending ones beside it.
 fn key_files(config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config.secret_file()];
-    let kek = config.kek_file();
-    if config.keys.provider == KeyProviderKind::Local || kek.exists() {
-        files.push(kek.clone());
-        if let (Some(dir), Some(name)) = (kek.parent(), kek.file_name().and_then(|n| n.to_str())) {
-            let prefix = format!("{name}.");
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                files.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix))
-                }));
-            }
-        }
-    }
+    files.extend(crate::storage::keys::local_key_files(&config.kek_file()));
     files.into_iter().filter(|f| f.exists()).collect()
 }
 

@@ -64,11 +64,11 @@ impl LocalKeyFile {
     /// Re-reads the key file (it may hold a new key after a rotation) and learns the keys of a
     /// rotation under way (`.new`) or just done (`.retired-*`).
     fn rescan(&self) {
-        let mut found: Vec<(std::path::PathBuf, bool)> = vec![(self.path.clone(), true), (with_suffix(&self.path, ".new"), false)];
-        found.extend(retired_files(&self.path).into_iter().map(|p| (p, false)));
+        let found = local_key_files(&self.path);
         let mut keys = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (p, current) in found {
-            if let Ok(k) = read_key(&p) {
+        for (i, p) in found.iter().enumerate() {
+            let current = i == 0;
+            if let Ok(k) = read_key(p) {
                 let id = local_kek_id(&k);
                 if current {
                     keys.0 = id.clone();
@@ -81,6 +81,14 @@ impl LocalKeyFile {
     fn key(&self, id: &str) -> Option<Key> {
         self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.get(id).cloned()
     }
+}
+
+/// The local key files: the key file itself first, then a rotation's pending `<file>.new` and the
+/// `<file>.retired-*` of earlier rotations (those that exist or not; readers skip missing ones).
+pub fn local_key_files(path: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![path.to_path_buf(), with_suffix(path, ".new")];
+    files.extend(retired_files(path));
+    files
 }
 
 /// The `<file>.retired-*` key files beside the key file (left by earlier rotations).

@@ -40,6 +40,14 @@ pub struct TransitKeys {
 }
 
 impl TransitKeys {
+    /// The key service the configuration names, with the local key file when one is left from
+    /// before the move (it still unwraps the study keys it wrapped).
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Self> {
+        let kek_file = config.kek_file();
+        let local = if kek_file.exists() { Some(LocalKeyFile::load_or_create(&kek_file)?.0) } else { None };
+        Self::new(&config.keys.transit, local)
+    }
+
     pub fn new(cfg: &TransitConfig, local: Option<LocalKeyFile>) -> anyhow::Result<Self> {
         let token = match (&cfg.token, &cfg.token_file) {
             (Some(t), _) => t.clone(),
@@ -75,7 +83,7 @@ impl TransitKeys {
     }
 
     /// The KEK id stored beside a study key wrapped with `version` of the transit key.
-    fn kek_id(&self, version: u64) -> String {
+    pub fn kek_id(&self, version: u64) -> String {
         format!("transit:{}/{}:v{version}", self.mount, self.key)
     }
 

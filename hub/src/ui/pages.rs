@@ -97,11 +97,13 @@ fn transfers_table(ctx: &Ctx, state: &AppState, list: &[Transfer], inbound: bool
 fn ohif_link(ctx: &Ctx, state: &AppState, t: &Transfer, sender: bool) -> Markup {
     let uids: Vec<&str> = t.studies.iter().map(|s| s.study_uid.as_str()).collect();
     match crate::ohif::study_link(state, &uids) {
-        Some(link) if t.state != "draft" || sender => {
-            html! { a.ohif href=(link) target="_blank" rel="noopener" { (ctx.t("transfer.ohif")) } }
-        }
+        Some(link) if t.state != "draft" || sender => ohif_anchor(ctx, &link),
         _ => html! {},
     }
+}
+
+fn ohif_anchor(ctx: &Ctx, link: &str) -> Markup {
+    html! { a.ohif href=(link) target="_blank" rel="noopener" { (ctx.t("transfer.ohif")) } }
 }
 
 async fn my_transfers(State(state): State<AppState>, ctx: Ctx) -> Response {
@@ -239,7 +241,7 @@ async fn transfer_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<S
                 td { @if t.state != "draft" || rel == Relation::Sender {
                     a href={"/viewer/" (t.id) "/" (s.study_uid)} { (ctx.t("transfer.view")) }
                     @if let Some(link) = crate::ohif::study_link(&state, &[s.study_uid.as_str()]) {
-                        " · " a.ohif href=(link) target="_blank" rel="noopener" { (ctx.t("transfer.ohif")) }
+                        " · " (ohif_anchor(&ctx, &link))
                     }
                 } }
             } } }
