@@ -118,6 +118,7 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
             dlx_downloads: Arc::new(tokio::sync::Semaphore::new(config.shares.dlx_parallel_downloads.max(1) as usize)),
             secret,
             config: Arc::new(config),
+            index: crate::ingest::index::IndexWriter::start(pools.write.clone(), pools.dialect),
             db: pools.read,
             db_write: pools.write,
             dialect: pools.dialect,

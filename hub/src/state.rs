@@ -17,6 +17,8 @@ pub struct AppState {
     /// Writes: one connection on SQLite so writers queue instead of spinning on the lock.
     pub db_write: Db,
     pub dialect: Dialect,
+    /// The group-commit writer of the instance index (ingest's database writes).
+    pub index: crate::ingest::index::IndexWriter,
     pub blobs: BlobStore,
     pub keys: Keyring,
     pub admin_token: SecretString,

@@ -191,6 +191,85 @@ async fn stow_reports_partial_success_and_duplicates_by_policy() {
     assert_eq!(back[0], b);
 }
 
+/// Concurrent uploads share index transactions (group commit, one savepoint per instance): one
+/// instance refused inside a batch must leave the others of the batch stored and leave nothing
+/// of its own — not even the study row it inserted before its series turned out to belong to
+/// another study.
+#[tokio::test]
+async fn concurrent_uploads_commit_together_but_fail_alone() {
+    let app = spawn_app().await;
+    let (study, series) = (uid(), uid());
+    let contested: Vec<String> = (0..4).map(|_| uid()).collect();
+    let clients = 6;
+    let mut requests = Vec::new();
+    let mut unique = 0;
+    let mut stray_studies = Vec::new();
+    for c in 0..clients {
+        let mut parts = Vec::new();
+        for sop in &contested {
+            // Each client's version of the contested instances differs from the others'.
+            let mut s = Synth::new(&study, &series, sop);
+            s.patient_id = format!("PID-{c}");
+            parts.push((sop.clone(), s.bytes()));
+        }
+        for _ in 0..8 {
+            let sop = uid();
+            parts.push((sop.clone(), Synth::new(&study, &series, &sop).bytes()));
+            unique += 1;
+        }
+        // A new study whose series is the shared study's: refused with 0xA900.
+        let stray = uid();
+        stray_studies.push(stray.clone());
+        parts.push((uid(), Synth::new(&stray, &series, &uid()).bytes()));
+        requests.push(parts);
+    }
+    let app_ref = &app;
+    let answers = futures_util::future::join_all(requests.iter().map(|parts| {
+        let app = app_ref;
+        let bodies: Vec<&[u8]> = parts.iter().map(|(_, b)| b.as_slice()).collect();
+        async move { app.stow(&bodies).await }
+    }))
+    .await;
+    let mut winners = std::collections::HashMap::new();
+    for (c, (status, body)) in answers.iter().enumerate() {
+        assert_eq!(*status, 202, "{body}");
+        let stored: Vec<String> = body["00081199"]["Value"]
+            .as_array()
+            .expect("stored")
+            .iter()
+            .filter_map(|r| json_str(r, "00081155"))
+            .collect();
+        let failed: Vec<(String, u64)> = body["00081198"]["Value"]
+            .as_array()
+            .expect("failed")
+            .iter()
+            .map(|r| (json_str(r, "00081155").unwrap_or_default(), r["00081197"]["Value"][0].as_u64().unwrap_or(0)))
+            .collect();
+        assert_eq!(stored.len() + failed.len(), requests[c].len(), "{body}");
+        for (sop, reason) in &failed {
+            if contested.contains(sop) {
+                assert_eq!(*reason, 0x0111, "{body}");
+            } else {
+                assert_eq!(*reason, 0xA900, "only the stray instance fails otherwise: {body}");
+            }
+        }
+        for sop in stored.iter().filter(|s| contested.contains(s)) {
+            assert!(winners.insert(sop.clone(), c).is_none(), "{sop} stored twice");
+        }
+    }
+    assert_eq!(winners.len(), contested.len(), "every contested instance is stored exactly once");
+    for (sop, c) in &winners {
+        let back = app.retrieve(&format!("/dicomweb/studies/{study}/series/{series}/instances/{sop}")).await;
+        let sent = &requests[*c].iter().find(|(s, _)| s == sop).expect("sent").1;
+        assert_eq!(&back[0], sent, "the winner's bytes are what is stored");
+    }
+    assert_eq!(app.instance_count().await, unique + contested.len());
+    assert_eq!(app.study_count().await, 1, "no study row is left of the refused instances");
+    for stray in &stray_studies {
+        assert!(app.qido(&format!("/dicomweb/studies?StudyInstanceUID={stray}")).await.is_empty());
+    }
+}
+
 #[tokio::test]
 async fn stow_to_a_study_url_refuses_other_studies() {
     let app = spawn_app().await;

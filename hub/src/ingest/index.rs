@@ -1,14 +1,22 @@
-//! Index writes: one transaction per instance makes it visible together with its study and
-//! series rows, and removes its `pending_blobs` entry.
+//! Index writes with group commit. Every received instance becomes visible in a transaction
+//! together with its study and series rows, and its `pending_blobs` entry goes in the same
+//! transaction. One writer task per hub takes whatever jobs are queued (pending-blob
+//! registrations, instances, forgotten blobs) and runs them in one transaction, each job inside
+//! its own savepoint, so one commit — one WAL fsync on SQLite — serves many instances while each
+//! job still succeeds or fails on its own. Nobody is answered before the commit is durable.
+
+use std::sync::Arc;
 
 use sqlx::Row;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::describe::Described;
 use super::{Failure, Outcome, reason};
-use crate::db::{Dialect, is_unique_violation, now_ms};
+use crate::db::{Db, Dialect, is_unique_violation, now_ms};
 use crate::state::AppState;
 use crate::storage::crypto::Key;
 
+#[derive(Clone)]
 pub struct NewBlob {
     pub path: String,
     pub key: Key,
@@ -16,16 +24,209 @@ pub struct NewBlob {
     pub sha256: String,
 }
 
+/// Jobs taken into one transaction at most.
+const MAX_BATCH: usize = 64;
+
+enum Job {
+    /// Lists a blob in `pending_blobs` before any of its bytes reach the store.
+    Register { path: String, reply: oneshot::Sender<Result<(), sqlx::Error>> },
+    /// Indexes an instance whose blob is durable.
+    Insert { described: Arc<Described>, blob: NewBlob, wrapped_key: String, reply: oneshot::Sender<Result<Outcome, InsertError>> },
+    /// Removes the `pending_blobs` entry of a blob that was deleted.
+    Forget { path: String, reply: oneshot::Sender<Result<(), sqlx::Error>> },
+}
+
+/// The queue of the index writer tasks (one on SQLite, whose writes are serial anyway; a few on
+/// PostgreSQL so that per-statement round trips overlap).
+#[derive(Clone)]
+pub struct IndexWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for IndexWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IndexWriter")
+    }
+}
+
+impl IndexWriter {
+    /// Starts the writer tasks on `db` (the write pool). They end when every handle is dropped.
+    pub fn start(db: Db, dialect: Dialect) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
+        let rx = Arc::new(Mutex::new(rx));
+        let writers = match dialect {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => 4,
+        };
+        for _ in 0..writers {
+            let (db, rx) = (db.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let batch = {
+                        let mut rx = rx.lock().await;
+                        let Some(first) = rx.recv().await else { return };
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(job) => batch.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                        batch
+                    };
+                    run_batch(&db, dialect, batch).await;
+                }
+            });
+        }
+        Self { tx }
+    }
+
+    /// Lists `path` in `pending_blobs`; durable when this returns.
+    pub async fn register(&self, path: String) -> anyhow::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::Register { path, reply }).await.map_err(|_| anyhow::anyhow!("the index writer stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the index writer stopped"))?
+            .map_err(|e| anyhow::Error::new(e).context("cannot register pending blob"))
+    }
+
+    /// Removes `path` from `pending_blobs` (after the blob itself was deleted).
+    pub async fn forget(&self, path: String) -> anyhow::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::Forget { path, reply }).await.map_err(|_| anyhow::anyhow!("the index writer stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the index writer stopped"))?.map_err(anyhow::Error::new)
+    }
+
+    async fn insert(&self, described: Arc<Described>, blob: NewBlob, wrapped_key: String) -> Result<Outcome, InsertError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Insert { described, blob, wrapped_key, reply })
+            .await
+            .map_err(|_| InsertError::Db(sqlx::Error::PoolClosed))?;
+        rx.await.map_err(|_| InsertError::Db(sqlx::Error::PoolClosed))?
+    }
+}
+
+/// Runs one batch in one transaction and answers every job after the commit.
+async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
+    // Registrations first, then instances by study and series: batches of several hubs on one
+    // PostgreSQL then take the study/series row locks in the same order.
+    batch.sort_by(|a, b| job_order(a).cmp(&job_order(b)));
+    let mut results: Vec<Result<JobOk, sqlx::Error>> = Vec::with_capacity(batch.len());
+    let outcome: Result<(), sqlx::Error> = async {
+        let begin = match dialect {
+            // Take the write lock up front: a deferred transaction that reads first could fail
+            // to upgrade under WAL when another writer committed in between.
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        };
+        let mut tx = db.begin_with(begin).await?;
+        for job in &batch {
+            sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+            let r = run_job(&mut tx, job).await;
+            let keep = matches!(r, Ok(JobOk::Stored) | Ok(JobOk::Done));
+            let end = if keep { "RELEASE SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job" };
+            sqlx::query(end).execute(&mut *tx).await?;
+            if !keep {
+                sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
+            }
+            results.push(r);
+        }
+        tx.commit().await
+    }
+    .await;
+    for (i, job) in batch.into_iter().enumerate() {
+        let r: Result<JobOk, sqlx::Error> = match (&outcome, results.get_mut(i)) {
+            (Ok(()), Some(r)) => std::mem::replace(r, Ok(JobOk::Done)),
+            (Err(e), _) => Err(copy_error(e)),
+            (Ok(()), None) => Err(sqlx::Error::WorkerCrashed),
+        };
+        match job {
+            Job::Register { reply, .. } | Job::Forget { reply, .. } => {
+                let _ = reply.send(r.map(|_| ()));
+            }
+            Job::Insert { reply, .. } => {
+                let _ = reply.send(match r {
+                    Ok(JobOk::Stored) | Ok(JobOk::Done) => Ok(Outcome::Stored),
+                    Ok(JobOk::Duplicate) => Ok(Outcome::Duplicate),
+                    Ok(JobOk::Refused(f)) => Err(InsertError::Failure(f)),
+                    Err(e) => Err(InsertError::Db(e)),
+                });
+            }
+        }
+    }
+}
+
+fn job_order(job: &Job) -> (u8, &str, &str) {
+    match job {
+        Job::Register { .. } => (0, "", ""),
+        Job::Forget { .. } => (1, "", ""),
+        Job::Insert { described, .. } => (2, &described.study_uid, &described.series_uid),
+    }
+}
+
+/// What a job came to inside the batch.
+enum JobOk {
+    Done,
+    Stored,
+    Duplicate,
+    Refused(Failure),
+}
+
+/// The commit failed: every job of the batch gets the error (sqlx errors are not Clone).
+fn copy_error(e: &sqlx::Error) -> sqlx::Error {
+    match e {
+        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        other => sqlx::Error::Protocol(format!("the batch's transaction failed: {other}")),
+    }
+}
+
+async fn run_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &Job) -> Result<JobOk, sqlx::Error> {
+    match job {
+        Job::Register { path, .. } => {
+            sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)")
+                .bind(path)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?;
+            Ok(JobOk::Done)
+        }
+        Job::Forget { path, .. } => {
+            sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1").bind(path).execute(&mut **tx).await?;
+            Ok(JobOk::Done)
+        }
+        Job::Insert { described, blob, wrapped_key, .. } => match try_insert(tx, described, blob, wrapped_key).await {
+            Ok(Outcome::Duplicate) => Ok(JobOk::Duplicate),
+            Ok(_) => Ok(JobOk::Stored),
+            Err(InsertError::Failure(f)) => Ok(JobOk::Refused(f)),
+            Err(InsertError::Db(e)) => Err(e),
+        },
+    }
+}
+
 /// Policy for a SOP Instance UID that is already stored: the same bytes again is a success
 /// (`Duplicate`, nothing changes); different bytes are refused with 0x0111 and the stored
 /// instance stays as it is — an instance is immutable once stored.
-pub async fn insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<Outcome, Failure> {
+pub async fn insert(state: &AppState, d: Arc<Described>, blob: NewBlob) -> Result<Outcome, Failure> {
+    // The study key exists before the transaction (created race-free on its own).
+    let study_key = state
+        .keys
+        .study_key_or_create(&state.db, &state.db_write, &d.study_uid)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "study key unavailable");
+            Failure::new(reason::OUT_OF_RESOURCES, "the hub's key service is unavailable")
+        })?;
+    let wrapped_key = study_key.wrap(&blob.key.0, b"ferry-blob-key");
     for attempt in 0..3 {
-        match try_insert(state, d, blob).await {
+        match state.index.insert(d.clone(), blob.clone(), wrapped_key.clone()).await {
             Ok(o) => return Ok(o),
             Err(InsertError::Failure(f)) => return Err(f),
-            Err(InsertError::Db(e)) if is_unique_violation(&e) && attempt < 2 => {
-                // A concurrent upload of the same instance won; look again.
+            Err(InsertError::Db(e)) if retryable(&e) && attempt < 2 => {
+                // A concurrent upload of the same instance won (or two hubs' batches
+                // deadlocked on PostgreSQL); look again.
                 continue;
             }
             Err(InsertError::Db(e)) => {
@@ -35,6 +236,13 @@ pub async fn insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<O
         }
     }
     Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub's database is busy"))
+}
+
+/// Unique violations (another hub stored the same instance meanwhile), deadlocks and
+/// serialization failures: trying again can succeed.
+fn retryable(e: &sqlx::Error) -> bool {
+    is_unique_violation(e)
+        || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001")))
 }
 
 enum InsertError {
@@ -48,31 +256,20 @@ impl From<sqlx::Error> for InsertError {
     }
 }
 
-async fn try_insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<Outcome, InsertError> {
-    // The study key exists before the transaction (created race-free on its own).
-    let study_key = state
-        .keys
-        .study_key_or_create(&state.db, &state.db_write, &d.study_uid)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "study key unavailable");
-            InsertError::Failure(Failure::new(reason::OUT_OF_RESOURCES, "the hub's key service is unavailable"))
-        })?;
-    let wrapped_blob_key = study_key.wrap(&blob.key.0, b"ferry-blob-key");
-    let begin = match state.dialect {
-        // Take the write lock up front: a deferred transaction that reads first could fail to
-        // upgrade under WAL when another writer committed in between.
-        Dialect::Sqlite => "BEGIN IMMEDIATE",
-        Dialect::Postgres => "BEGIN",
-    };
-    let mut tx = state.db_write.begin_with(begin).await?;
+/// Indexes one instance inside the batch's transaction (within the job's savepoint, which the
+/// caller rolls back unless the outcome is `Stored`).
+async fn try_insert(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    d: &Described,
+    blob: &NewBlob,
+    wrapped_blob_key: &str,
+) -> Result<Outcome, InsertError> {
     if let Some(row) = sqlx::query("SELECT sha256 FROM instances WHERE sop_instance_uid = $1")
         .bind(&d.sop_instance_uid)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
     {
         let sha: String = row.try_get(0)?;
-        tx.rollback().await?;
         return if sha == blob.sha256 {
             Ok(Outcome::Duplicate)
         } else {
@@ -107,7 +304,7 @@ async fn try_insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<O
     .bind(s.referring_physician.to_uppercase())
     .bind(&d.metadata)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let se = &d.series;
     sqlx::query(
@@ -124,15 +321,14 @@ async fn try_insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<O
     .bind(&se.series_time)
     .bind(&d.metadata)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let owner: String = sqlx::query("SELECT study_uid FROM series WHERE series_uid = $1")
         .bind(&d.series_uid)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?
         .try_get(0)?;
     if owner != d.study_uid {
-        tx.rollback().await?;
         return Err(InsertError::Failure(Failure::new(
             reason::DATASET_MISMATCH,
             "the Series Instance UID already belongs to another study",
@@ -147,7 +343,7 @@ async fn try_insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<O
         .bind(&se.modality)
         .bind(now)
         .bind(format!("%|{}|%", se.modality.replace(['%', '_'], "")))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
     let layout = d.pixel.as_ref().and_then(|p| serde_json::to_string(p).ok());
@@ -166,17 +362,16 @@ async fn try_insert(state: &AppState, d: &Described, blob: &NewBlob) -> Result<O
     .bind(blob.size as i64)
     .bind(&blob.sha256)
     .bind(&blob.path)
-    .bind(&wrapped_blob_key)
+    .bind(wrapped_blob_key)
     .bind(layout)
     .bind(d.number_of_frames)
     .bind(&d.metadata)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1")
         .bind(&blob.path)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(Outcome::Stored)
 }

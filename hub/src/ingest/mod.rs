@@ -17,7 +17,6 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::db::now_ms;
 use crate::state::AppState;
 use crate::storage::crypto::Key;
 pub use describe::Described;
@@ -123,28 +122,23 @@ where
     // The blob is registered as pending before any byte of it reaches the store (the writer
     // waits for this), while receiving and encrypting already go on.
     let register = {
-        let db = state.db_write.clone();
+        let index = state.index.clone();
         let path = blob_path.clone();
-        tokio::spawn(async move {
-            sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)")
-                .bind(path)
-                .bind(now_ms())
-                .execute(&db)
-                .await
-                .map(|_| ())
-                .map_err(|e| anyhow::anyhow!("cannot register pending blob: {e}"))
-        })
+        tokio::spawn(async move { index.register(path).await })
     };
     let blob_key = Key::random();
     let mut writer = state.blobs.writer(&blob_path, &blob_key).with_gate(register);
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let max_head = limits.max_header_bytes;
+    // The walk also hashes what passes through it: SHA-256 runs on the walker's thread, beside
+    // the encryption on this one.
     let walker = tokio::task::spawn_blocking(move || {
-        let walked = parse::walk(ChannelReader::new(rx), max_head)?;
+        let mut reader = ChannelReader::new(rx);
+        let walked = parse::walk(&mut reader, max_head)?;
         let described = describe::describe(&walked)?;
-        Ok::<_, WalkFailure>((walked.total_len, described))
+        let (sha256, hashed) = reader.finish();
+        Ok::<_, WalkFailure>((walked.total_len, described, sha256, hashed))
     });
-    let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut tx = Some(tx);
     let mut failure: Option<Failure> = None;
@@ -170,7 +164,6 @@ where
                 }
             break;
         }
-        hasher.update(&chunk);
         if let Some(sender) = &tx
             && sender.send(chunk.clone()).await.is_err() {
                 // The walk stopped early: the file is not usable. Its error is reported below.
@@ -199,20 +192,20 @@ where
             Err(Failure::new(reason::CANNOT_UNDERSTAND, "the file could not be parsed"))
         }
         (None, Ok(Err(wf))) => Err(wf.into_failure()),
-        (None, Ok(Ok((total, d)))) if total != size => {
+        (None, Ok(Ok((total, d, _, hashed)))) if total != size || hashed != size => {
             // Cannot happen unless the walk stopped short; never index a partial read.
             Err(Failure::new(reason::CANNOT_UNDERSTAND, "the file has trailing bytes after the data set").with_uids(&d))
         }
-        (None, Ok(Ok((_, d)))) => match expected_study {
+        (None, Ok(Ok((_, d, sha, _)))) => match expected_study {
             Some(s) if s != d.study_uid => Err(Failure::new(
                 reason::PROCESSING_FAILURE,
                 "Study Instance UID differs from the study in the URL",
             )
             .with_uids(&d)),
-            _ => Ok(d),
+            _ => Ok((d, sha)),
         },
     };
-    let described = match described {
+    let (described, sha256) = match described {
         Ok(d) => d,
         Err(f) => {
             writer.abort().await;
@@ -220,7 +213,6 @@ where
             return Err(f);
         }
     };
-    let sha256 = hex::encode(hasher.finalize());
     Ok(Received { described, writer, blob_path, blob_key, size, sha256 })
 }
 
@@ -234,8 +226,9 @@ pub async fn commit(state: &AppState, r: Received) -> Result<Stored, Failure> {
         forget_blob(state, &blob_path).await;
         return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub could not store the file (storage or database unavailable)").with_uids(&described));
     }
+    let described = std::sync::Arc::new(described);
     let blob = index::NewBlob { path: blob_path.clone(), key: blob_key, size, sha256 };
-    match index::insert(state, &described, &blob).await {
+    match index::insert(state, described.clone(), blob).await {
         Ok(outcome) => {
             if outcome == Outcome::Duplicate {
                 forget_blob(state, &blob_path).await;
@@ -245,10 +238,10 @@ pub async fn commit(state: &AppState, r: Received) -> Result<Stored, Failure> {
             }
             Ok(Stored {
                 outcome,
-                sop_class_uid: described.sop_class_uid,
-                sop_instance_uid: described.sop_instance_uid,
-                study_uid: described.study_uid,
-                series_uid: described.series_uid,
+                sop_class_uid: described.sop_class_uid.clone(),
+                sop_instance_uid: described.sop_instance_uid.clone(),
+                study_uid: described.study_uid.clone(),
+                series_uid: described.series_uid.clone(),
             })
         }
         Err(f) => {
@@ -262,10 +255,7 @@ pub async fn commit(state: &AppState, r: Received) -> Result<Stored, Failure> {
 /// pending row stays and the sweeper retries later.
 async fn forget_blob(state: &AppState, path: &str) {
     if state.blobs.delete(path).await.is_ok() {
-        let _ = sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1")
-            .bind(path)
-            .execute(&state.db_write)
-            .await;
+        let _ = state.index.forget(path.to_string()).await;
     }
 }
 
@@ -305,15 +295,32 @@ impl WalkFailure {
     }
 }
 
-/// Blocking `Read` over chunks sent from the async side.
+/// Blocking `Read` over chunks sent from the async side; hashes every chunk it receives.
 pub struct ChannelReader {
     rx: mpsc::Receiver<Bytes>,
     cur: Bytes,
+    hasher: Sha256,
+    received: u64,
 }
 
 impl ChannelReader {
     pub fn new(rx: mpsc::Receiver<Bytes>) -> Self {
-        Self { rx, cur: Bytes::new() }
+        Self { rx, cur: Bytes::new(), hasher: Sha256::new(), received: 0 }
+    }
+
+    fn take(&mut self, b: Bytes) {
+        self.hasher.update(&b);
+        self.received += b.len() as u64;
+        self.cur = b;
+    }
+
+    /// Receives the rest (until the sender is dropped) and returns the hex SHA-256 and length of
+    /// everything received.
+    pub fn finish(mut self) -> (String, u64) {
+        while let Some(b) = self.rx.blocking_recv() {
+            self.take(b);
+        }
+        (hex::encode(self.hasher.finalize()), self.received)
     }
 }
 
@@ -321,7 +328,7 @@ impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
             match self.rx.blocking_recv() {
-                Some(b) => self.cur = b,
+                Some(b) => self.take(b),
                 None => return Ok(0),
             }
         }

@@ -103,23 +103,41 @@ impl Encryptor {
         (enc, header)
     }
 
-    fn seal(&mut self, out: &mut Vec<u8>, last: bool) -> anyhow::Result<()> {
+    /// Appends `plain` encrypted as the next chunk, and its tag.
+    fn seal_chunk(&mut self, plain: &[u8], out: &mut Vec<u8>, last: bool) -> anyhow::Result<()> {
         let nonce = chunk_nonce(&self.prefix, self.index, last)?;
         let start = out.len();
-        out.extend_from_slice(&self.pending);
+        out.extend_from_slice(plain);
         let tag = self
             .cipher
             .encrypt_inout_detached(&nonce, b"", (&mut out[start..]).into())
             .map_err(|_| anyhow::anyhow!("encryption failed"))?;
         out.extend_from_slice(&tag);
-        self.pending.clear();
         self.index += 1;
         Ok(())
+    }
+
+    fn seal(&mut self, out: &mut Vec<u8>, last: bool) -> anyhow::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let r = self.seal_chunk(&pending, out, last);
+        self.pending = pending;
+        self.pending.clear();
+        r
     }
 
     /// Encrypts every complete chunk; keeps the rest (a chunk is only sealed once it is known
     /// not to be the last one).
     pub fn update(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
+        if self.pending.len() == CHUNK && !data.is_empty() {
+            self.seal(out, false)?;
+        }
+        // Whole chunks with more data after them go straight from `data` (no copy into
+        // `pending`).
+        while self.pending.is_empty() && data.len() > CHUNK {
+            let (chunk, rest) = data.split_at(CHUNK);
+            self.seal_chunk(chunk, out, false)?;
+            data = rest;
+        }
         while !data.is_empty() {
             if self.pending.len() == CHUNK {
                 self.seal(out, false)?;
@@ -221,9 +239,15 @@ mod tests {
     #[test]
     fn round_trips_any_size_and_ranges() {
         let key = Key::random();
-        for len in [0usize, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 17] {
+        for (len, piece) in [0usize, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 17]
+            .into_iter()
+            // Pieces smaller than, equal to and larger than a chunk, and everything at once
+            // (which seals whole chunks straight from the input).
+            .flat_map(|len| [1usize, 10_000, CHUNK, CHUNK + 1, 2 * CHUNK + 3, usize::MAX].map(|p| (len, p)))
+            .filter(|&(len, p)| p != 1 || len <= CHUNK + 1)
+        {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-            let blob = seal_all(&key, &data, 10_000);
+            let blob = seal_all(&key, &data, piece);
             assert_eq!(blob.len() as u64, encrypted_len(len as u64));
             let dec = Decryptor::new(&key, &blob, len as u64).unwrap();
             let n = chunk_count(len as u64);

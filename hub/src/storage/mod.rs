@@ -23,6 +23,9 @@ use crypto::{CHUNK, Decryptor, Encryptor, HEADER_LEN, Key};
 /// Up to this much ciphertext is buffered and written with a single PUT; larger blobs switch to a
 /// multipart upload (S3 wants parts of at least 5 MiB).
 const SINGLE_PUT_MAX: usize = 8 << 20;
+/// Plaintext up to this size is encrypted on the async task that finishes the blob (about a
+/// millisecond of work); larger blobs are encrypted on a blocking thread.
+const SMALL_SEAL_MAX: usize = 1 << 20;
 /// Chunks fetched and decrypted as one piece when reading (2 MiB).
 const CHUNKS_PER_PIECE: u64 = 32;
 
@@ -86,13 +89,12 @@ impl BlobStore {
     /// Starts writing an encrypted blob at `path`.
     pub fn writer(&self, path: &str, key: &Key) -> BlobWriter {
         let (enc, header) = Encryptor::new(key);
-        let mut buf = Vec::with_capacity(256 * 1024);
-        buf.extend_from_slice(&header);
         BlobWriter {
             store: self.clone(),
             path: ObjPath::from(path),
             enc,
-            buf,
+            buf: header.to_vec(),
+            plain: Some(Vec::with_capacity(256 * 1024)),
             multipart: None,
             gate: None,
         }
@@ -216,14 +218,20 @@ fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
-/// Writes one encrypted blob. Small blobs go out in one PUT at [`finish`](Self::finish); large
-/// ones stream through a multipart upload. Dropping it without `finish` leaves no visible blob
-/// (multipart uploads are aborted by [`abort`](Self::abort); a single PUT never started).
+/// Writes one encrypted blob. Small blobs (up to [`SINGLE_PUT_MAX`]) are kept as plaintext in
+/// memory and encrypted at [`finish`](Self::finish) on a blocking thread, then go out in one PUT:
+/// the encryption runs beside the receiving of the next file instead of on the request's task.
+/// Larger ones are encrypted as they arrive and stream through a multipart upload. Dropping it
+/// without `finish` leaves no visible blob (multipart uploads are aborted by
+/// [`abort`](Self::abort); a single PUT never started).
 pub struct BlobWriter {
     store: BlobStore,
     path: ObjPath,
     enc: Encryptor,
+    /// Ciphertext not yet written (starts with the blob header).
     buf: Vec<u8>,
+    /// Plaintext of a blob still small enough for one PUT; `None` once it streams.
+    plain: Option<Vec<u8>>,
     multipart: Option<WriteMultipart>,
     gate: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -244,6 +252,15 @@ impl BlobWriter {
     }
 
     pub async fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        if let Some(plain) = self.plain.as_mut() {
+            if plain.len() + data.len() <= SINGLE_PUT_MAX {
+                plain.extend_from_slice(data);
+                return Ok(());
+            }
+            // Too large for one PUT: encrypt what came so far and stream from here on.
+            let plain = self.plain.take().unwrap_or_default();
+            self.enc.update(&plain, &mut self.buf)?;
+        }
         self.enc.update(data, &mut self.buf)?;
         if self.multipart.is_none() && self.buf.len() > SINGLE_PUT_MAX {
             self.pass_gate().await?;
@@ -262,6 +279,25 @@ impl BlobWriter {
     /// Completes the blob and makes it durable (fsync on the local backend).
     pub async fn finish(mut self) -> anyhow::Result<()> {
         self.pass_gate().await?;
+        if let Some(plain) = self.plain.take() {
+            let big = plain.len() > SMALL_SEAL_MAX;
+            let seal = move |enc: Encryptor, mut out: Vec<u8>| {
+                out.reserve(crypto::encrypted_len(plain.len() as u64) as usize);
+                let mut enc = enc;
+                enc.update(&plain, &mut out)?;
+                enc.finish(&mut out)?;
+                Ok::<_, anyhow::Error>(out)
+            };
+            let (enc, out) = (self.enc, std::mem::take(&mut self.buf));
+            // Up to 1 MiB (about a millisecond) is sealed right here; more on a blocking thread.
+            let out = if big {
+                tokio::task::spawn_blocking(move || seal(enc, out)).await.context("encryption task")??
+            } else {
+                seal(enc, out)?
+            };
+            self.store.store.put(&self.path, PutPayload::from(out)).await?;
+            return Ok(());
+        }
         self.enc.finish(&mut self.buf)?;
         match self.multipart.take() {
             Some(mut mp) => {
