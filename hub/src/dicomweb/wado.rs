@@ -133,9 +133,9 @@ async fn multipart_dicom(state: AppState, rows: Vec<InstanceRow>) -> AppResult<R
             let blobs = blobs.clone();
             async move {
                 match job {
-                    Job::Lit(b) => Ok(b),
+                    Job::Lit(b) => Ok(vec![b]),
                     Job::Piece(row, key, piece) => {
-                        let r = blobs.read_piece(&row.blob_path, key, row.size, piece).await;
+                        let r = blobs.read_piece_chunks(&row.blob_path, key, row.size, piece).await;
                         if let Err(e) = &r {
                             tracing::error!(error = %e, sop_instance_uid = %row.sop_instance_uid, "blob read failed mid-stream");
                         }
@@ -144,7 +144,13 @@ async fn multipart_dicom(state: AppState, rows: Vec<InstanceRow>) -> AppResult<R
                 }
             }
         })
-        .buffered(4);
+        .buffered(4)
+        .flat_map(|r: std::io::Result<Vec<Bytes>>| {
+            futures_util::stream::iter(match r {
+                Ok(parts) => parts.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        });
     let body = Body::from_stream(stream);
     let mut resp = Response::new(body);
     let ct = format!("multipart/related; type=\"application/dicom\"; boundary={b}");

@@ -214,6 +214,29 @@ impl Decryptor {
         Ok(buf.freeze())
     }
 
+    /// Decrypts consecutive chunks starting at chunk `first` where they lie and returns each
+    /// chunk's plaintext as a slice of the same buffer (the tags stay in between, unused).
+    pub fn open_chunks(&self, first: u64, mut buf: bytes::BytesMut) -> anyhow::Result<Vec<bytes::Bytes>> {
+        let mut bodies = Vec::with_capacity(buf.len() / (CHUNK + TAG_LEN) + 1);
+        let mut at = 0usize;
+        let mut index = first;
+        while at < buf.len() {
+            let take = (CHUNK + TAG_LEN).min(buf.len() - at);
+            anyhow::ensure!(take >= TAG_LEN, "truncated chunk");
+            let body_len = take - TAG_LEN;
+            let tag = Tag::try_from(&buf[at + body_len..at + take]).map_err(|_| anyhow::anyhow!("bad tag"))?;
+            let nonce = chunk_nonce(&self.prefix, index, index + 1 == self.chunks)?;
+            self.cipher
+                .decrypt_inout_detached(&nonce, b"", (&mut buf[at..at + body_len]).into(), &tag)
+                .map_err(|_| anyhow::anyhow!("blob chunk {index} failed authentication"))?;
+            bodies.push(at..at + body_len);
+            at += take;
+            index += 1;
+        }
+        let all = buf.freeze();
+        Ok(bodies.into_iter().map(|r| all.slice(r)).collect())
+    }
+
     /// Decrypts consecutive chunks starting at chunk `first`, given their ciphertext
     /// (as returned for [`chunk_span`]). Returns the plaintext.
     pub fn open(&self, first: u64, ciphertext: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -254,6 +277,9 @@ mod tests {
             let span = chunk_span(len as u64, 0, n - 1);
             let plain = dec.open(0, &blob[span.start as usize..span.end as usize]).unwrap();
             assert_eq!(plain, data);
+            let chunks = dec.open_chunks(0, bytes::BytesMut::from(&blob[span.start as usize..span.end as usize])).unwrap();
+            assert_eq!(chunks.len() as u64, n);
+            assert_eq!(chunks.concat(), data);
             let parts = dec.open_in_place(0, bytes::BytesMut::from(&blob[span.start as usize..span.end as usize])).unwrap();
             assert_eq!(parts.as_ref(), data.as_slice());
             if n > 1 {
