@@ -127,6 +127,10 @@ pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`. Default: SQLite at `<data_dir>/ferry.db`.
     pub url: Option<String>,
     pub max_connections: Option<u32>,
+    /// How long a request waits for a database connection before it fails with 503 (default
+    /// 15 s). While the database is unreachable, the hub keeps trying to reconnect for that
+    /// long, so a short outage only delays requests.
+    pub acquire_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -41,18 +41,31 @@ pub struct Pools {
     pub dialect: Dialect,
 }
 
+/// How long a request waits for a database connection by default before it fails (503).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Connects, runs the embedded migrations and sets up the write pool.
 pub async fn connect_pools(url: &str, max_connections: Option<u32>) -> anyhow::Result<Pools> {
-    let (read, dialect) = connect(url, max_connections).await?;
+    connect_pools_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// [`connect_pools`] with the time a request may wait for a connection: while the database is
+/// unreachable, new connections are retried for that long before the request fails.
+pub async fn connect_pools_with(url: &str, max_connections: Option<u32>, acquire_timeout: Duration) -> anyhow::Result<Pools> {
+    let (read, dialect) = connect_with(url, max_connections, acquire_timeout).await?;
     let write = match dialect {
         Dialect::Postgres => read.clone(),
-        Dialect::Sqlite => connect(url, Some(1)).await?.0,
+        Dialect::Sqlite => connect_with(url, Some(1), acquire_timeout).await?.0,
     };
     Ok(Pools { read, write, dialect })
 }
 
 /// Connects and runs the embedded migrations.
 pub async fn connect(url: &str, max_connections: Option<u32>) -> anyhow::Result<(Db, Dialect)> {
+    connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+async fn connect_with(url: &str, max_connections: Option<u32>, acquire_timeout: Duration) -> anyhow::Result<(Db, Dialect)> {
     sqlx::any::install_default_drivers();
     let dialect = Dialect::of(url)?;
     let max = max_connections.unwrap_or(match dialect {
@@ -61,7 +74,7 @@ pub async fn connect(url: &str, max_connections: Option<u32>) -> anyhow::Result<
     });
     let pool = AnyPoolOptions::new()
         .max_connections(max)
-        .acquire_timeout(Duration::from_secs(15))
+        .acquire_timeout(acquire_timeout)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {

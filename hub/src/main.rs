@@ -207,6 +207,17 @@ enum Job {
 /// for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
+/// Transparent huge pages off for the hub: mimalloc's fresh memory was faulted in (and zeroed)
+/// 2 MiB at a time, which cost about a tenth of STOW's CPU and doubled the resident size in the
+/// benchmark (bench/README.md). MIMALLOC_ALLOW_THP=1 in the environment keeps them on.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // A failure (an old kernel) only costs memory and speed.
+        let _ = nix::sys::prctl::set_thp_disable(true);
+    }
+}
+
 /// mimalloc 3 keeps freed memory for a second before giving it back to the system. Ingest frees
 /// and allocates ~0.5 MB buffers hundreds of times a second, so a second's worth stayed resident
 /// (the benchmark's STOW peaked at ~138 MB). 100 ms keeps the benefit of reuse and halves that;
@@ -222,6 +233,7 @@ fn tune_allocator() {
 
 fn main() -> std::process::ExitCode {
     tune_allocator();
+    no_huge_pages();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(run()),
         Err(e) => {

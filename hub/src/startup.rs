@@ -80,7 +80,12 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
         let pools =
-            crate::db::connect_pools(&config.database_url(), config.database.max_connections).await?;
+            crate::db::connect_pools_with(
+                &config.database_url(),
+                config.database.max_connections,
+                config.database.acquire_timeout_secs.map_or(crate::db::DEFAULT_ACQUIRE_TIMEOUT, std::time::Duration::from_secs),
+            )
+            .await?;
         crate::metrics::init();
         let chained = crate::audit::chain_unchained(&pools.write).await.context("chaining the audit trail")?;
         if chained > 0 {

@@ -131,7 +131,13 @@ async fn postgresql_restarted_under_load_fails_requests_cleanly_and_the_hub_reco
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let pg = crate::peers::Postgres::start();
-    let app = spawn_app_at(tempfile::tempdir().unwrap(), Some(pg.url.clone()), |c| c.database.max_connections = Some(8)).await;
+    // Requests wait up to 2 s for a connection (instead of 15): the 3-second outage below
+    // outlasts that, so requests fail (503) instead of only being delayed.
+    let app = spawn_app_at(tempfile::tempdir().unwrap(), Some(pg.url.clone()), |c| {
+        c.database.max_connections = Some(8);
+        c.database.acquire_timeout_secs = Some(2);
+    })
+    .await;
     let stop = Arc::new(AtomicBool::new(false));
     type Stored = Vec<(String, Vec<u8>)>;
     let stored: Arc<Mutex<Stored>> = Arc::default();

@@ -176,7 +176,7 @@ where
                 }
                 break;
             }
-        if let Err(e) = writer.write(&chunk).await {
+        if let Err(e) = writer.write_bytes(chunk).await {
             tracing::error!(error = %format!("{e:#}"), "blob write failed");
             failure = Some(Failure::new(reason::OUT_OF_RESOURCES, "the hub could not store the file (storage or database unavailable)"));
             drain(body).await;

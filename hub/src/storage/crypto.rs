@@ -149,6 +149,39 @@ impl Encryptor {
         Ok(())
     }
 
+    /// Encrypts a whole blob given as consecutive buffers, when nothing was fed before: each
+    /// chunk is copied once, straight into its place in `out` (after what `out` holds, e.g. the
+    /// header), and encrypted there.
+    pub fn seal_parts(mut self, parts: &[bytes::Bytes], mut out: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        anyhow::ensure!(self.index == 0 && self.pending.is_empty(), "seal_parts needs a fresh encryptor");
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let chunks = chunk_count(total as u64);
+        out.reserve(total + chunks as usize * TAG_LEN);
+        let mut rest = parts.iter().map(|p| &p[..]).filter(|p| !p.is_empty());
+        let mut cur: &[u8] = rest.next().unwrap_or(&[]);
+        for i in 0..chunks {
+            let start = out.len();
+            let mut want = CHUNK.min(total - i as usize * CHUNK);
+            while want > 0 {
+                if cur.is_empty() {
+                    cur = rest.next().ok_or_else(|| anyhow::anyhow!("parts shorter than their length"))?;
+                }
+                let take = want.min(cur.len());
+                out.extend_from_slice(&cur[..take]);
+                cur = &cur[take..];
+                want -= take;
+            }
+            let nonce = chunk_nonce(&self.prefix, self.index, i + 1 == chunks)?;
+            let tag = self
+                .cipher
+                .encrypt_inout_detached(&nonce, b"", (&mut out[start..]).into())
+                .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+            out.extend_from_slice(&tag);
+            self.index += 1;
+        }
+        Ok(out)
+    }
+
     pub fn finish(mut self, out: &mut Vec<u8>) -> anyhow::Result<()> {
         self.seal(out, true)
     }
@@ -286,6 +319,24 @@ mod tests {
                 let span = chunk_span(len as u64, 1, 1);
                 let part = dec.open(1, &blob[span.start as usize..span.end as usize]).unwrap();
                 assert_eq!(part, &data[CHUNK..(2 * CHUNK).min(len)]);
+            }
+        }
+    }
+
+    #[test]
+    fn seals_whole_blobs_from_parts() {
+        let key = Key::random();
+        for len in [0usize, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+            for split in [1usize, 7_000, CHUNK, CHUNK + 5, usize::MAX] {
+                let parts: Vec<bytes::Bytes> = data.chunks(split.min(len.max(1))).map(bytes::Bytes::copy_from_slice).collect();
+                let (enc, header) = Encryptor::new(&key);
+                let blob = enc.seal_parts(&parts, header.to_vec()).unwrap();
+                assert_eq!(blob.len() as u64, encrypted_len(len as u64));
+                let dec = Decryptor::new(&key, &blob, len as u64).unwrap();
+                let n = chunk_count(len as u64);
+                let span = chunk_span(len as u64, 0, n - 1);
+                assert_eq!(dec.open(0, &blob[span.start as usize..span.end as usize]).unwrap(), data);
             }
         }
     }

@@ -94,7 +94,7 @@ impl BlobStore {
             path: ObjPath::from(path),
             enc,
             buf: header.to_vec(),
-            plain: Some(Vec::with_capacity(256 * 1024)),
+            plain: Some(Plain::default()),
             multipart: None,
             gate: None,
         }
@@ -296,6 +296,13 @@ fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+/// Plaintext buffers of a small blob, in order.
+#[derive(Default)]
+struct Plain {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
 /// Writes one encrypted blob. Small blobs (up to [`SINGLE_PUT_MAX`]) are kept as plaintext in
 /// memory and encrypted at [`finish`](Self::finish) on a blocking thread, then go out in one PUT:
 /// the encryption runs beside the receiving of the next file instead of on the request's task.
@@ -308,8 +315,9 @@ pub struct BlobWriter {
     enc: Encryptor,
     /// Ciphertext not yet written (starts with the blob header).
     buf: Vec<u8>,
-    /// Plaintext of a blob still small enough for one PUT; `None` once it streams.
-    plain: Option<Vec<u8>>,
+    /// Plaintext of a blob still small enough for one PUT (the received buffers themselves, not
+    /// copied); `None` once it streams.
+    plain: Option<Plain>,
     multipart: Option<WriteMultipart>,
     gate: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -329,17 +337,25 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Adds plaintext (copied).
     pub async fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        self.write_bytes(Bytes::copy_from_slice(data)).await
+    }
+
+    /// Adds plaintext; a small blob keeps the buffer itself until [`finish`](Self::finish).
+    pub async fn write_bytes(&mut self, data: Bytes) -> anyhow::Result<()> {
         if let Some(plain) = self.plain.as_mut() {
-            if plain.len() + data.len() <= SINGLE_PUT_MAX {
-                plain.extend_from_slice(data);
+            if plain.len + data.len() <= SINGLE_PUT_MAX {
+                plain.len += data.len();
+                plain.parts.push(data);
                 return Ok(());
             }
             // Too large for one PUT: encrypt what came so far and stream from here on.
-            let plain = self.plain.take().unwrap_or_default();
-            self.enc.update(&plain, &mut self.buf)?;
+            for part in self.plain.take().map(|p| p.parts).unwrap_or_default() {
+                self.enc.update(&part, &mut self.buf)?;
+            }
         }
-        self.enc.update(data, &mut self.buf)?;
+        self.enc.update(&data, &mut self.buf)?;
         if self.multipart.is_none() && self.buf.len() > SINGLE_PUT_MAX {
             self.pass_gate().await?;
             let upload = self.store.store.put_multipart(&self.path).await?;
@@ -358,20 +374,14 @@ impl BlobWriter {
     pub async fn finish(mut self) -> anyhow::Result<()> {
         self.pass_gate().await?;
         if let Some(plain) = self.plain.take() {
-            let big = plain.len() > SMALL_SEAL_MAX;
-            let seal = move |enc: Encryptor, mut out: Vec<u8>| {
-                out.reserve(crypto::encrypted_len(plain.len() as u64) as usize);
-                let mut enc = enc;
-                enc.update(&plain, &mut out)?;
-                enc.finish(&mut out)?;
-                Ok::<_, anyhow::Error>(out)
-            };
+            let big = plain.len > SMALL_SEAL_MAX;
             let (enc, out) = (self.enc, std::mem::take(&mut self.buf));
+            let seal = move || enc.seal_parts(&plain.parts, out);
             // Up to 1 MiB (about a millisecond) is sealed right here; more on a blocking thread.
             let out = if big {
-                tokio::task::spawn_blocking(move || seal(enc, out)).await.context("encryption task")??
+                tokio::task::spawn_blocking(seal).await.context("encryption task")??
             } else {
-                seal(enc, out)?
+                seal()?
             };
             self.store.store.put(&self.path, PutPayload::from(out)).await?;
             return Ok(());
