@@ -111,37 +111,58 @@ async fn multipart_dicom(state: AppState, rows: Vec<InstanceRow>) -> AppResult<R
         let key = blob_key(&state, &mut study_key, &row).await?;
         keyed.push((row, key));
     }
-    // Every part header, piece of ciphertext and separator becomes one job; jobs run a few
-    // ahead of the socket (fetch + decrypt in parallel) and come out in order.
-    enum Job {
+    // Part headers, pieces of ciphertext and separators are grouped into jobs of about
+    // GROUP_BYTES (several small instances, or one piece of a large one); jobs run a few ahead
+    // of the socket (fetch + decrypt in parallel) and come out in order.
+    const GROUP_BYTES: u64 = 2 << 20;
+    enum Seg {
         Lit(Bytes),
-        Piece(std::sync::Arc<InstanceRow>, Key, crate::storage::Piece),
+        Piece,
     }
-    let mut jobs = Vec::new();
+    #[derive(Default)]
+    struct Group {
+        segs: Vec<Seg>,
+        pieces: Vec<crate::storage::PieceRead>,
+        bytes: u64,
+    }
+    let mut groups = vec![Group::default()];
     for (row, key) in keyed {
-        jobs.push(Job::Lit(Bytes::from(part_header.clone())));
-        let row = std::sync::Arc::new(row);
+        let path: std::sync::Arc<str> = row.blob_path.as_str().into();
+        let lit = |g: &mut Vec<Group>, b: Bytes| g.last_mut().map(|g| g.segs.push(Seg::Lit(b)));
+        lit(&mut groups, Bytes::from(part_header.clone()));
         for piece in crate::storage::BlobStore::pieces(row.size, 0..row.size) {
-            jobs.push(Job::Piece(row.clone(), key.clone(), piece));
+            let len = piece.trim.end - piece.trim.start;
+            if groups.last().is_some_and(|g| g.bytes > 0 && g.bytes + len > GROUP_BYTES) {
+                groups.push(Group::default());
+            }
+            if let Some(g) = groups.last_mut() {
+                g.segs.push(Seg::Piece);
+                g.pieces.push(crate::storage::PieceRead { path: path.clone(), key: key.clone(), plain_len: row.size, piece });
+                g.bytes += len;
+            }
         }
-        jobs.push(Job::Lit(Bytes::from_static(b"\r\n")));
+        lit(&mut groups, Bytes::from_static(b"\r\n"));
     }
-    jobs.push(Job::Lit(Bytes::from(closing)));
+    if let Some(g) = groups.last_mut() {
+        g.segs.push(Seg::Lit(Bytes::from(closing)));
+    }
     let blobs = state.blobs.clone();
-    let stream = futures_util::stream::iter(jobs)
-        .map(move |job| {
+    let stream = futures_util::stream::iter(groups)
+        .map(move |group| {
             let blobs = blobs.clone();
             async move {
-                match job {
-                    Job::Lit(b) => Ok(vec![b]),
-                    Job::Piece(row, key, piece) => {
-                        let r = blobs.read_piece_chunks(&row.blob_path, key, row.size, piece).await;
-                        if let Err(e) = &r {
-                            tracing::error!(error = %e, sop_instance_uid = %row.sop_instance_uid, "blob read failed mid-stream");
-                        }
-                        r
+                let mut read = blobs.read_pieces_chunks(group.pieces).await.inspect_err(|e| {
+                    tracing::error!(error = %e, "blob read failed mid-stream");
+                })?;
+                read.reverse();
+                let mut out = Vec::new();
+                for seg in group.segs {
+                    match seg {
+                        Seg::Lit(b) => out.push(b),
+                        Seg::Piece => out.extend(read.pop().unwrap_or_default()),
                     }
                 }
+                Ok(out)
             }
         })
         .buffered(4)
