@@ -112,7 +112,7 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
     // Registrations first, then instances by study and series: batches of several hubs on one
     // PostgreSQL then take the study/series row locks in the same order.
     batch.sort_by(|a, b| job_order(a).cmp(&job_order(b)));
-    let mut results: Vec<Result<JobOk, sqlx::Error>> = Vec::with_capacity(batch.len());
+    let mut results: Vec<Option<Result<JobOk, sqlx::Error>>> = (0..batch.len()).map(|_| None).collect();
     let outcome: Result<(), sqlx::Error> = async {
         let begin = match dialect {
             // Take the write lock up front: a deferred transaction that reads first could fail
@@ -121,23 +121,73 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
             Dialect::Postgres => "BEGIN",
         };
         let mut tx = db.begin_with(begin).await?;
-        for job in &batch {
-            sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
-            let r = run_job(&mut tx, job).await;
-            let keep = matches!(r, Ok(JobOk::Stored) | Ok(JobOk::Done));
-            let end = if keep { "RELEASE SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job" };
-            sqlx::query(end).execute(&mut *tx).await?;
-            if !keep {
-                sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
+        // Registrations and forgotten blobs: one statement each for the whole batch.
+        for (insert, kind) in [(true, 0u8), (false, 1u8)] {
+            let idx: Vec<usize> = (0..batch.len()).filter(|&i| job_order(&batch[i]).0 == kind).collect();
+            for part in idx.chunks(200) {
+                let paths: Vec<&str> = part
+                    .iter()
+                    .filter_map(|&i| match &batch[i] {
+                        Job::Register { path, .. } | Job::Forget { path, .. } => Some(path.as_str()),
+                        Job::Insert { .. } => None,
+                    })
+                    .collect();
+                // In a savepoint: a failure is theirs alone and does not abort the transaction.
+                sqlx::query("SAVEPOINT part").execute(&mut *tx).await?;
+                let r = pending_rows(&mut tx, insert, paths).await;
+                if r.is_err() {
+                    sqlx::query("ROLLBACK TO SAVEPOINT part").execute(&mut *tx).await?;
+                }
+                sqlx::query("RELEASE SAVEPOINT part").execute(&mut *tx).await?;
+                for &i in part {
+                    results[i] = Some(r.as_ref().map(|_| JobOk::Done).map_err(copy_error));
+                }
             }
-            results.push(r);
+        }
+        // Instances. What the batch already made sure of (a study row, a series and its study, a
+        // study's modality) is not written again; a job that writes only its instance row needs
+        // no savepoint on SQLite (a failing statement undoes itself there, while on PostgreSQL
+        // it aborts the whole transaction).
+        let mut known = Known::default();
+        let mut stored_paths = Vec::new();
+        for (i, job) in batch.iter().enumerate() {
+            let Job::Insert { described, blob, wrapped_key, .. } = job else { continue };
+            let plan = known.plan(described);
+            let guarded = dialect == Dialect::Postgres || plan.writes_more_than_the_instance();
+            if guarded {
+                sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+            }
+            let r = try_insert(&mut tx, described, blob, wrapped_key, &plan).await;
+            let keep = matches!(r, Ok(Outcome::Stored));
+            if guarded {
+                if keep {
+                    sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
+                } else {
+                    sqlx::query("ROLLBACK TO SAVEPOINT job").execute(&mut *tx).await?;
+                    sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
+                }
+            }
+            if keep {
+                known.learn(described);
+                stored_paths.push(blob.path.as_str());
+            }
+            results[i] = Some(match r {
+                Ok(Outcome::Stored) => Ok(JobOk::Stored),
+                Ok(Outcome::Duplicate) => Ok(JobOk::Duplicate),
+                Err(InsertError::Failure(f)) => Ok(JobOk::Refused(f)),
+                Err(InsertError::Db(e)) => Err(e),
+            });
+        }
+        // The stored instances' blobs are no longer pending.
+        for part in stored_paths.chunks(200) {
+            pending_rows(&mut tx, false, part.to_vec()).await?;
         }
         tx.commit().await
     }
     .await;
     for (i, job) in batch.into_iter().enumerate() {
-        let r: Result<JobOk, sqlx::Error> = match (&outcome, results.get_mut(i)) {
-            (Ok(()), Some(r)) => std::mem::replace(r, Ok(JobOk::Done)),
+        let r: Result<JobOk, sqlx::Error> = match (&outcome, results.get_mut(i).and_then(Option::take)) {
+            (Ok(()), Some(r)) => r,
             (Err(e), _) => Err(copy_error(e)),
             (Ok(()), None) => Err(sqlx::Error::WorkerCrashed),
         };
@@ -153,6 +203,74 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
                     Err(e) => Err(InsertError::Db(e)),
                 });
             }
+        }
+    }
+}
+
+/// Inserts (`insert`) or deletes `pending_blobs` rows for `paths`, in one statement.
+async fn pending_rows(tx: &mut sqlx::Transaction<'static, sqlx::Any>, insert: bool, paths: Vec<&str>) -> Result<(), sqlx::Error> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let sql = if insert {
+        let values: Vec<String> = (0..paths.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+        format!("INSERT INTO pending_blobs (blob_path, created_at) VALUES {}", values.join(", "))
+    } else {
+        let list: Vec<String> = (1..=paths.len()).map(|i| format!("${i}")).collect();
+        format!("DELETE FROM pending_blobs WHERE blob_path IN ({})", list.join(", "))
+    };
+    let now = now_ms();
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for p in paths {
+        q = q.bind(p.to_string());
+        if insert {
+            q = q.bind(now);
+        }
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// What a batch has already made sure of, so later instances of the same study and series
+/// write only their own row.
+#[derive(Default)]
+struct Known {
+    studies: std::collections::HashSet<String>,
+    /// series UID → its study UID
+    series: std::collections::HashMap<String, String>,
+    modalities: std::collections::HashSet<(String, String)>,
+}
+
+/// The writes one instance needs besides its own row.
+struct Plan {
+    study_row: bool,
+    /// `Some(study)` when the batch knows the series' study already.
+    series_owner: Option<String>,
+    modality: bool,
+}
+
+impl Plan {
+    fn writes_more_than_the_instance(&self) -> bool {
+        self.study_row || self.series_owner.is_none() || self.modality
+    }
+}
+
+impl Known {
+    fn plan(&self, d: &Described) -> Plan {
+        Plan {
+            study_row: !self.studies.contains(&d.study_uid),
+            series_owner: self.series.get(&d.series_uid).cloned(),
+            modality: !d.series.modality.is_empty()
+                && !self.modalities.contains(&(d.study_uid.clone(), d.series.modality.clone())),
+        }
+    }
+
+    /// After an instance was stored (its writes kept).
+    fn learn(&mut self, d: &Described) {
+        self.studies.insert(d.study_uid.clone());
+        self.series.insert(d.series_uid.clone(), d.study_uid.clone());
+        if !d.series.modality.is_empty() {
+            self.modalities.insert((d.study_uid.clone(), d.series.modality.clone()));
         }
     }
 }
@@ -180,29 +298,6 @@ fn copy_error(e: &sqlx::Error) -> sqlx::Error {
         sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
         sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
         other => sqlx::Error::Protocol(format!("the batch's transaction failed: {other}")),
-    }
-}
-
-async fn run_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &Job) -> Result<JobOk, sqlx::Error> {
-    match job {
-        Job::Register { path, .. } => {
-            sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)")
-                .bind(path)
-                .bind(now_ms())
-                .execute(&mut **tx)
-                .await?;
-            Ok(JobOk::Done)
-        }
-        Job::Forget { path, .. } => {
-            sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1").bind(path).execute(&mut **tx).await?;
-            Ok(JobOk::Done)
-        }
-        Job::Insert { described, blob, wrapped_key, .. } => match try_insert(tx, described, blob, wrapped_key).await {
-            Ok(Outcome::Duplicate) => Ok(JobOk::Duplicate),
-            Ok(_) => Ok(JobOk::Stored),
-            Err(InsertError::Failure(f)) => Ok(JobOk::Refused(f)),
-            Err(InsertError::Db(e)) => Err(e),
-        },
     }
 }
 
@@ -256,102 +351,93 @@ impl From<sqlx::Error> for InsertError {
     }
 }
 
-/// Indexes one instance inside the batch's transaction (within the job's savepoint, which the
-/// caller rolls back unless the outcome is `Stored`).
+/// Indexes one instance inside the batch's transaction. Refusals are decided before anything
+/// is written where possible; the caller rolls back the job's savepoint unless it is `Stored`.
 async fn try_insert(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     d: &Described,
     blob: &NewBlob,
     wrapped_blob_key: &str,
+    plan: &Plan,
 ) -> Result<Outcome, InsertError> {
-    if let Some(row) = sqlx::query("SELECT sha256 FROM instances WHERE sop_instance_uid = $1")
-        .bind(&d.sop_instance_uid)
-        .fetch_optional(&mut **tx)
-        .await?
-    {
-        let sha: String = row.try_get(0)?;
-        return if sha == blob.sha256 {
-            Ok(Outcome::Duplicate)
-        } else {
-            Err(InsertError::Failure(Failure::new(
-                reason::DUPLICATE_DIFFERENT,
-                "SOP Instance UID already stored with different content",
-            )))
-        };
-    }
     let now = now_ms();
-    let s = &d.study;
-    sqlx::query(
-        "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_norm, \
-         patient_birth_date, patient_sex, study_date, study_time, accession_number, study_id, \
-         study_description, referring_physician, referring_physician_norm, modalities, attrs, \
-         created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '|', $14, $15, $15) \
-         ON CONFLICT (study_uid) DO NOTHING",
-    )
-    .bind(&d.study_uid)
-    .bind(&s.patient_id)
-    .bind(&s.patient_name)
-    .bind(s.patient_name.to_uppercase())
-    .bind(&s.patient_birth_date)
-    .bind(&s.patient_sex)
-    .bind(&s.study_date)
-    .bind(&s.study_time)
-    .bind(&s.accession_number)
-    .bind(&s.study_id)
-    .bind(&s.study_description)
-    .bind(&s.referring_physician)
-    .bind(s.referring_physician.to_uppercase())
-    .bind(&d.metadata)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    let se = &d.series;
-    sqlx::query(
-        "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \
-         series_date, series_time, attrs, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (series_uid) DO NOTHING",
-    )
-    .bind(&d.series_uid)
-    .bind(&d.study_uid)
-    .bind(&se.modality)
-    .bind(&se.series_number)
-    .bind(&se.series_description)
-    .bind(&se.series_date)
-    .bind(&se.series_time)
-    .bind(&d.metadata)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    let owner: String = sqlx::query("SELECT study_uid FROM series WHERE series_uid = $1")
-        .bind(&d.series_uid)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get(0)?;
-    if owner != d.study_uid {
-        return Err(InsertError::Failure(Failure::new(
-            reason::DATASET_MISMATCH,
-            "the Series Instance UID already belongs to another study",
-        )));
+    let owner = match &plan.series_owner {
+        Some(o) => Some(o.clone()),
+        None => series_owner(tx, &d.series_uid).await?,
+    };
+    if owner.as_ref().is_some_and(|o| *o != d.study_uid) {
+        return Err(mismatch());
     }
-    if !se.modality.is_empty() {
+    if plan.study_row {
+        let s = &d.study;
+        sqlx::query(
+            "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_norm, \
+             patient_birth_date, patient_sex, study_date, study_time, accession_number, study_id, \
+             study_description, referring_physician, referring_physician_norm, modalities, attrs, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '|', $14, $15, $15) \
+             ON CONFLICT (study_uid) DO NOTHING",
+        )
+        .bind(&d.study_uid)
+        .bind(&s.patient_id)
+        .bind(&s.patient_name)
+        .bind(s.patient_name.to_uppercase())
+        .bind(&s.patient_birth_date)
+        .bind(&s.patient_sex)
+        .bind(&s.study_date)
+        .bind(&s.study_time)
+        .bind(&s.accession_number)
+        .bind(&s.study_id)
+        .bind(&s.study_description)
+        .bind(&s.referring_physician)
+        .bind(s.referring_physician.to_uppercase())
+        .bind(&d.metadata)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if owner.is_none() {
+        let se = &d.series;
+        sqlx::query(
+            "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \
+             series_date, series_time, attrs, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (series_uid) DO NOTHING",
+        )
+        .bind(&d.series_uid)
+        .bind(&d.study_uid)
+        .bind(&se.modality)
+        .bind(&se.series_number)
+        .bind(&se.series_description)
+        .bind(&se.series_date)
+        .bind(&se.series_time)
+        .bind(&d.metadata)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        // Another hub may have created the series meanwhile, for another study.
+        if series_owner(tx, &d.series_uid).await?.is_some_and(|o| o != d.study_uid) {
+            return Err(mismatch());
+        }
+    }
+    if plan.modality {
         sqlx::query(
             "UPDATE studies SET modalities = modalities || $2 || '|', updated_at = $3 \
              WHERE study_uid = $1 AND modalities NOT LIKE $4",
         )
         .bind(&d.study_uid)
-        .bind(&se.modality)
+        .bind(&d.series.modality)
         .bind(now)
-        .bind(format!("%|{}|%", se.modality.replace(['%', '_'], "")))
+        .bind(format!("%|{}|%", d.series.modality.replace(['%', '_'], "")))
         .execute(&mut **tx)
         .await?;
     }
     let layout = d.pixel.as_ref().and_then(|p| serde_json::to_string(p).ok());
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO instances (sop_instance_uid, series_uid, study_uid, sop_class_uid, \
          instance_number, transfer_syntax, size, sha256, blob_path, blob_key, pixel_layout, \
          number_of_frames, metadata, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (sop_instance_uid) DO NOTHING",
     )
     .bind(&d.sop_instance_uid)
     .bind(&d.series_uid)
@@ -368,10 +454,36 @@ async fn try_insert(
     .bind(&d.metadata)
     .bind(now)
     .execute(&mut **tx)
-    .await?;
-    sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1")
-        .bind(&blob.path)
-        .execute(&mut **tx)
-        .await?;
-    Ok(Outcome::Stored)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Outcome::Stored);
+    }
+    // Already stored: the same bytes are a success, other bytes are refused.
+    let sha: String = sqlx::query("SELECT sha256 FROM instances WHERE sop_instance_uid = $1")
+        .bind(&d.sop_instance_uid)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+    if sha == blob.sha256 {
+        Ok(Outcome::Duplicate)
+    } else {
+        Err(InsertError::Failure(Failure::new(
+            reason::DUPLICATE_DIFFERENT,
+            "SOP Instance UID already stored with different content",
+        )))
+    }
+}
+
+async fn series_owner(tx: &mut sqlx::Transaction<'static, sqlx::Any>, series_uid: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT study_uid FROM series WHERE series_uid = $1")
+        .bind(series_uid)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()
+}
+
+fn mismatch() -> InsertError {
+    InsertError::Failure(Failure::new(reason::DATASET_MISMATCH, "the Series Instance UID already belongs to another study"))
 }
