@@ -74,7 +74,12 @@ impl IndexWriter {
                         }
                         batch
                     };
-                    run_batch(&db, dialect, batch).await;
+                    // A panic would fail this batch's jobs (their answers are dropped), not stop
+                    // the writer: on SQLite it is the only one.
+                    let run = std::panic::AssertUnwindSafe(run_batch(&db, dialect, batch));
+                    if futures_util::FutureExt::catch_unwind(run).await.is_err() {
+                        tracing::error!("the index writer's batch panicked; its uploads failed");
+                    }
                 }
             });
         }
