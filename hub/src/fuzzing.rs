@@ -61,7 +61,23 @@ mod tests {
     #[test]
     fn a_forged_meta_element_length_is_refused_before_the_parser_sees_it() {
         let err = walk_error(include_bytes!("../fuzz/regressions/dicom-meta-length"));
+        // This input also has an element with an unknown VR, refused first since 2026-11-26.
+        assert!(err.contains("longer than the group") || err.contains("unknown value representation"), "{err}");
+        // The length check itself: (0002,0010) UI claiming 256 bytes in a 12-byte group.
+        let mut forged = vec![0u8; 128];
+        forged.extend_from_slice(b"DICM\x02\x00\x00\x00UL\x04\x00\x0c\x00\x00\x00");
+        forged.extend_from_slice(b"\x02\x00\x10\x00UI\x00\x011.2.");
+        let err = walk_error(&forged);
         assert!(err.contains("longer than the group"), "{err}");
+    }
+
+    /// Found by `hub/fuzz/run.sh` (2026-11-26, with `-malloc_limit_mb=200`): a meta element
+    /// with an unknown VR ("UA") passed the group check as a short element while dicom-object
+    /// read a 4-byte length and reserved 775 MB for a 529-byte upload. Unknown VRs are refused.
+    #[test]
+    fn an_unknown_vr_in_the_meta_group_is_refused() {
+        let err = walk_error(include_bytes!("../fuzz/regressions/dicom-meta-unknown-vr"));
+        assert!(err.contains("unknown value representation"), "{err}");
     }
 
     /// Found by `hub/fuzz/run.sh` (through STOW-RS): an element claiming 4 GB inside a sequence of

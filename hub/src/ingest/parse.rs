@@ -220,7 +220,17 @@ fn meta_group<R: Read>(tee: &Tee<R>) -> Result<Vec<u8>, ParseError> {
         if u16_at(i) != 0x0002 {
             return Err(bad("it holds an element outside group 0002"));
         }
-        let long = matches!(&rest[i + 4..i + 6], b"OB" | b"OW" | b"OF" | b"OD" | b"OL" | b"OV" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV");
+        // Explicit VR little endian: the VR says how long the length field is. An unknown VR is
+        // refused, since the parser would read its length differently from this check.
+        let vr = &rest[i + 4..i + 6];
+        let long = matches!(vr, b"OB" | b"OW" | b"OF" | b"OD" | b"OL" | b"OV" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV");
+        let short = matches!(
+            vr,
+            b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FL" | b"FD" | b"IS" | b"LO" | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL" | b"US"
+        );
+        if !long && !short {
+            return Err(bad("an element has an unknown value representation"));
+        }
         let (len, header) = if long {
             if i + 12 > rest.len() {
                 return Err(bad("an element header is cut off"));

@@ -223,33 +223,9 @@ impl Decryptor {
         Ok(Self { cipher: key.cipher(), prefix, chunks: chunk_count(plain_len) })
     }
 
-    /// Decrypts consecutive chunks starting at chunk `first` in place: the plaintext is moved
-    /// together over the tags, so no second buffer is allocated.
-    pub fn open_in_place(&self, first: u64, mut buf: bytes::BytesMut) -> anyhow::Result<bytes::Bytes> {
-        let mut write = 0usize;
-        let mut at = 0usize;
-        let mut index = first;
-        while at < buf.len() {
-            let take = (CHUNK + TAG_LEN).min(buf.len() - at);
-            anyhow::ensure!(take >= TAG_LEN, "truncated chunk");
-            let body_len = take - TAG_LEN;
-            let tag = Tag::try_from(&buf[at + body_len..at + take]).map_err(|_| anyhow::anyhow!("bad tag"))?;
-            let nonce = chunk_nonce(&self.prefix, index, index + 1 == self.chunks)?;
-            self.cipher
-                .decrypt_inout_detached(&nonce, b"", (&mut buf[at..at + body_len]).into(), &tag)
-                .map_err(|_| anyhow::anyhow!("blob chunk {index} failed authentication"))?;
-            buf.copy_within(at..at + body_len, write);
-            write += body_len;
-            at += take;
-            index += 1;
-        }
-        buf.truncate(write);
-        Ok(buf.freeze())
-    }
-
-    /// Decrypts consecutive chunks starting at chunk `first` where they lie and returns each
-    /// chunk's plaintext as a slice of the same buffer (the tags stay in between, unused).
-    pub fn open_chunks(&self, first: u64, mut buf: bytes::BytesMut) -> anyhow::Result<Vec<bytes::Bytes>> {
+    /// Decrypts consecutive chunks starting at chunk `first` where they lie (each chunk is
+    /// followed by its tag) and returns where each chunk's plaintext is in `buf`.
+    fn open_each(&self, first: u64, buf: &mut [u8]) -> anyhow::Result<Vec<std::ops::Range<usize>>> {
         let mut bodies = Vec::with_capacity(buf.len() / (CHUNK + TAG_LEN) + 1);
         let mut at = 0usize;
         let mut index = first;
@@ -266,6 +242,26 @@ impl Decryptor {
             at += take;
             index += 1;
         }
+        Ok(bodies)
+    }
+
+    /// Decrypts consecutive chunks starting at chunk `first` in place: the plaintext is moved
+    /// together over the tags, so no second buffer is allocated.
+    pub fn open_in_place(&self, first: u64, mut buf: bytes::BytesMut) -> anyhow::Result<bytes::Bytes> {
+        let mut write = 0usize;
+        for body in self.open_each(first, &mut buf)? {
+            let len = body.len();
+            buf.copy_within(body, write);
+            write += len;
+        }
+        buf.truncate(write);
+        Ok(buf.freeze())
+    }
+
+    /// Decrypts consecutive chunks starting at chunk `first` where they lie and returns each
+    /// chunk's plaintext as a slice of the same buffer (the tags stay in between, unused).
+    pub fn open_chunks(&self, first: u64, mut buf: bytes::BytesMut) -> anyhow::Result<Vec<bytes::Bytes>> {
+        let bodies = self.open_each(first, &mut buf)?;
         let all = buf.freeze();
         Ok(bodies.into_iter().map(|r| all.slice(r)).collect())
     }
