@@ -105,9 +105,14 @@ impl Encryptor {
 
     /// Appends `plain` encrypted as the next chunk, and its tag.
     fn seal_chunk(&mut self, plain: &[u8], out: &mut Vec<u8>, last: bool) -> anyhow::Result<()> {
-        let nonce = chunk_nonce(&self.prefix, self.index, last)?;
         let start = out.len();
         out.extend_from_slice(plain);
+        self.seal_tail(out, start, last)
+    }
+
+    /// Encrypts `out[start..]` in place as the next chunk and appends its tag.
+    fn seal_tail(&mut self, out: &mut Vec<u8>, start: usize, last: bool) -> anyhow::Result<()> {
+        let nonce = chunk_nonce(&self.prefix, self.index, last)?;
         let tag = self
             .cipher
             .encrypt_inout_detached(&nonce, b"", (&mut out[start..]).into())
@@ -171,13 +176,7 @@ impl Encryptor {
                 cur = &cur[take..];
                 want -= take;
             }
-            let nonce = chunk_nonce(&self.prefix, self.index, i + 1 == chunks)?;
-            let tag = self
-                .cipher
-                .encrypt_inout_detached(&nonce, b"", (&mut out[start..]).into())
-                .map_err(|_| anyhow::anyhow!("encryption failed"))?;
-            out.extend_from_slice(&tag);
-            self.index += 1;
+            self.seal_tail(&mut out, start, i + 1 == chunks)?;
         }
         Ok(out)
     }
