@@ -80,6 +80,15 @@ mod tests {
         assert!(err.contains("unknown value representation"), "{err}");
     }
 
+    /// Found by `hub/fuzz/run.sh` (2026-11-26): (0008,0016) with VR SL and a 30-byte value passed
+    /// the walk (which skips values); dicom-object read 7 values, lost its place by 2 bytes and
+    /// grew a buffer past 256 MB on a misread length. Binary numbers must come whole.
+    #[test]
+    fn a_binary_value_of_broken_length_is_refused() {
+        let err = walk_error(include_bytes!("../fuzz/regressions/describe-sl-odd-length"));
+        assert!(err.contains("not a multiple of 4"), "{err}");
+    }
+
     /// Found by `hub/fuzz/run.sh` (through STOW-RS): an element claiming 4 GB inside a sequence of
     /// defined length passed the walk (which skipped the sequence whole) and made dicom-object
     /// allocate and zero 4 GB while describing the head. Now every element must fit in its item.

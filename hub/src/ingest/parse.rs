@@ -288,6 +288,17 @@ fn dec_err(at: u64) -> impl FnOnce(dicom_parser::stateful::decode::Error) -> Wal
 /// that ends at byte `end` (an item or sequence of defined length). Every element must fit inside
 /// what holds it: the head is parsed again by dicom-object, which reserves what a length declares,
 /// so a forged length deep inside a sequence would otherwise cost gigabytes (found by fuzzing).
+/// The size of one value of a binary number VR.
+fn fixed_size(vr: dicom_core::VR) -> Option<u32> {
+    use dicom_core::VR;
+    match vr {
+        VR::SS | VR::US => Some(2),
+        VR::SL | VR::UL | VR::FL | VR::AT => Some(4),
+        VR::FD | VR::SV | VR::UV => Some(8),
+        _ => None,
+    }
+}
+
 fn walk_elements<D: StatefulDecode, R: Read>(
     dec: &mut D,
     tee: &Tee<R>,
@@ -324,6 +335,17 @@ fn walk_elements<D: StatefulDecode, R: Read>(
             && dec.position() + u64::from(len.0) > e
         {
             return Err(WalkError::Bad(format!("the element {tag} at byte {at} is longer than the item or sequence holding it")));
+        }
+        // A binary number's value must hold whole numbers: dicom-object reads whole values only
+        // and would lose its place after the rest (then misread a later length and reserve
+        // hundreds of megabytes; found by fuzzing, hub/fuzz/regressions/describe-sl-odd-length).
+        if let (Some(size), true) = (fixed_size(header.vr()), len.is_defined())
+            && len.0 % size != 0
+        {
+            return Err(WalkError::Bad(format!(
+                "the element {tag} at byte {at} has a value length of {} bytes, not a multiple of {size} as its VR requires",
+                len.0
+            )));
         }
         if tag == tags::PIXEL_DATA && depth == 0 {
             {
