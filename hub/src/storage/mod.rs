@@ -191,22 +191,14 @@ impl BlobStore {
         piece: Piece,
         open: fn(Decryptor, &Piece, bytes::BytesMut) -> anyhow::Result<T>,
     ) -> std::io::Result<T> {
-        let local = self.local_root.as_ref().map(|root| root.join(path));
-        let fetched = match local {
-            Some(_) => None,
-            None => Some(self.fetch_piece(path, plain_len, &piece).await?),
+        let source = match &self.local_root {
+            Some(root) => PieceSource::Local(root.join(path)),
+            None => {
+                let (header, buf) = self.fetch_piece(path, plain_len, &piece).await?;
+                PieceSource::Fetched(header, buf)
+            }
         };
-        tokio::task::spawn_blocking(move || {
-            let (header, buf) = match (fetched, local) {
-                (Some(f), _) => f,
-                (None, Some(file)) => read_local_piece(&file, plain_len, &piece)?,
-                (None, None) => return Err(io_err("no blob source")),
-            };
-            let dec = Decryptor::new(&key, &header, plain_len).map_err(io_err)?;
-            open(dec, &piece, buf).map_err(io_err)
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || open_piece(source, &key, plain_len, &piece, open)).await.map_err(std::io::Error::other)?
     }
 
     /// Fetches and decrypts one piece into one contiguous buffer.
@@ -236,11 +228,7 @@ impl BlobStore {
         tokio::task::spawn_blocking(move || {
             reads
                 .into_iter()
-                .map(|r| {
-                    let (header, buf) = read_local_piece(&root.join(&*r.path), r.plain_len, &r.piece)?;
-                    let dec = Decryptor::new(&r.key, &header, r.plain_len).map_err(io_err)?;
-                    open_chunks_trimmed(dec, &r.piece, buf).map_err(io_err)
-                })
+                .map(|r| open_piece(PieceSource::Local(root.join(&*r.path)), &r.key, r.plain_len, &r.piece, open_chunks_trimmed))
                 .collect()
         })
         .await
@@ -285,6 +273,29 @@ impl BlobStore {
         }
         Ok(out)
     }
+}
+
+/// Where a piece's ciphertext comes from: fetched already (object_store), or a local blob file
+/// that is read on the blocking thread that decrypts it.
+enum PieceSource {
+    Fetched([u8; HEADER_LEN], bytes::BytesMut),
+    Local(std::path::PathBuf),
+}
+
+/// Reads a piece if it is local, then decrypts it with `open` (on a blocking thread).
+fn open_piece<T>(
+    source: PieceSource,
+    key: &Key,
+    plain_len: u64,
+    piece: &Piece,
+    open: fn(Decryptor, &Piece, bytes::BytesMut) -> anyhow::Result<T>,
+) -> std::io::Result<T> {
+    let (header, buf) = match source {
+        PieceSource::Fetched(header, buf) => (header, buf),
+        PieceSource::Local(file) => read_local_piece(&file, plain_len, piece)?,
+    };
+    let dec = Decryptor::new(key, &header, plain_len).map_err(io_err)?;
+    open(dec, piece, buf).map_err(io_err)
 }
 
 /// Decrypts a piece chunk by chunk and keeps the plaintext its trim asks for.
