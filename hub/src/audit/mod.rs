@@ -11,6 +11,8 @@ use ferry_schemas::AuditEvent;
 use serde::Deserialize;
 use sqlx::Row;
 
+pub mod fhir;
+
 use crate::access::Principal;
 use crate::db::{Db, now_ms};
 use crate::error::{AppError, AppResult};
@@ -91,7 +93,8 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/audit", get(api_query))
 }
 
-/// `GET /api/v1/audit`: filters, newest first; `format=jsonl` for an export as JSON lines.
+/// `GET /api/v1/audit`: filters, newest first; `format=jsonl` for an export as JSON lines,
+/// `format=fhir` as FHIR R4 `AuditEvent` resources (NDJSON).
 #[derive(Debug, Deserialize, Default)]
 pub struct AuditQuery {
     pub actor: Option<String>,
@@ -130,10 +133,11 @@ async fn api_query(
         }
         Some(ids)
     };
-    let jsonl = match q.format.as_deref() {
-        None | Some("json") => false,
-        Some("jsonl") => true,
-        Some(other) => return Err(AppError::BadRequest(format!("format is json or jsonl, not {other:?}"))),
+    let format = match q.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("jsonl") => Format::JsonLines,
+        Some("fhir") => Format::Fhir,
+        Some(other) => return Err(AppError::BadRequest(format!("format is json, jsonl or fhir, not {other:?}"))),
     };
     let limit = q.limit.unwrap_or(500).clamp(1, 100_000);
     let mut conds: Vec<String> = vec!["seq IS NOT NULL".into()];
@@ -220,15 +224,35 @@ async fn api_query(
         },
     )
     .await?;
-    if jsonl {
+    let lines = |line: &dyn Fn(&AuditEvent) -> serde_json::Result<String>| -> AppResult<String> {
         let mut body = String::new();
         for e in &events {
-            body.push_str(&serde_json::to_string(e).map_err(|e| AppError::Internal(e.into()))?);
+            body.push_str(&line(e).map_err(|e| AppError::Internal(e.into()))?);
             body.push('\n');
         }
-        return Ok(([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.jsonl\"")], body).into_response());
+        Ok(body)
+    };
+    match format {
+        Format::Json => Ok(Json(events).into_response()),
+        Format::JsonLines => {
+            let body = lines(&|e| serde_json::to_string(e))?;
+            Ok(([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.jsonl\"")], body).into_response())
+        }
+        Format::Fhir => {
+            let body = lines(&|e| serde_json::to_string(&fhir::audit_event(e, &state.base_url)))?;
+            Ok(([(header::CONTENT_TYPE, "application/fhir+ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.ndjson\"")], body).into_response())
+        }
     }
-    Ok(Json(events).into_response())
+}
+
+/// How `GET /api/v1/audit` answers.
+enum Format {
+    /// A JSON array of [`AuditEvent`]s.
+    Json,
+    /// One [`AuditEvent`] per line.
+    JsonLines,
+    /// One FHIR R4 `AuditEvent` resource per line ([`fhir`]).
+    Fhir,
 }
 
 /// One thing that happened.
