@@ -731,7 +731,7 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     let logs = tempfile::tempdir().expect("tmp");
     let img = image();
     let mut net = Net::default();
-    for (service, port) in [("postgres", 5432), ("seaweedfs", 8333), ("idp", 9000), ("hub", 8080)] {
+    for (service, port) in [("seaweedfs", 8333), ("idp", 9000), ("hub", 8080)] {
         net.add(service, port, free_port(), &compose);
     }
 
@@ -740,7 +740,7 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     let env = service_env(svc("postgres"));
     let pg = Postgres::start();
     let pg_port = pg.url.rsplit_once(':').expect("port").1.split('/').next().expect("port").parse::<u16>().expect("port");
-    net.ports.insert(("postgres".into(), 5432), pg_port);
+    net.add("postgres", 5432, pg_port, &compose);
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(&pg.url).await.expect("connect");
     assert_eq!(env["POSTGRES_USER"], "ferry", "the private server's superuser");
