@@ -188,3 +188,68 @@ async fn changes_to_communities_members_and_connectors_are_recorded() {
     let theirs: Vec<Value> = other.get(&app, "/api/v1/audit?object_kind=connector").send().await.unwrap().json().await.unwrap();
     assert!(theirs.is_empty(), "{theirs:?}");
 }
+
+/// The audit page: a community admin sees their community's records, filters them by share,
+/// person, study and dates, and gets export links for the selection; another clinic's admin sees
+/// none of them, a member without admin rights is refused, and viewing the page is recorded.
+#[tokio::test]
+async fn the_audit_page_filters_and_exports_what_an_admin_may_read() {
+    let app = spawn_app_with(|_| {}).await;
+    let staff = clinic(&app).await;
+    app.add_member("RAD1", "mta@rad.example", "admin").await;
+    let study = uid();
+    let issued = share_files(&app, &staff, &study_files(&study, 1), json!({})).await;
+    let (code, id) = (issued["code"].as_str().unwrap(), issued["share"]["id"].as_str().unwrap());
+    assert_eq!(redeem(&app, code, "19991231").await.1, 401);
+    assert_eq!(redeem(&app, code, BIRTH).await.1, 200);
+    app.community("Klinik Andere", "aNd1", "Homburg").await;
+    let other = app.person("chef@andere.example", "Chef Andere").await;
+    app.add_member("aNd1", "chef@andere.example", "admin").await;
+    let member = app.person("member@rad.example", "Mitglied").await;
+    app.add_member("RAD1", "member@rad.example", "member").await;
+
+    let page = |who: &crate::people::Person, query: &str| {
+        let r = who.browser.get(app.url(&format!("/audit{query}"))).header("accept-language", "en").send();
+        async move {
+            let r = r.await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let rows = |html: &str, action: &str, result: &str| html.matches(&format!("data-action=\"{action}\" data-result=\"{result}\"")).count();
+
+    // The admin's view of the share: the issue, the failed and the good redemption; the nav links here.
+    let (status, html) = page(&staff, &format!("?share={id}")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("href=\"/audit\""), "the navigation links the page for admins");
+    assert_eq!((rows(&html, "share.issue", "ok"), rows(&html, "share.redeem", "denied"), rows(&html, "share.redeem", "ok")), (1, 1, 1), "{html}");
+    assert!(!html.contains("Mustermann") && !html.contains(code), "no names and no codes");
+    // Export links carry the same selection.
+    let export = html.split("href=\"").filter_map(|s| s.split('"').next()).find(|h| h.contains("format=fhir")).expect("a FHIR export link").replace("&amp;", "&");
+    assert!(export.contains(&format!("share={id}")), "{export}");
+    let r = staff.browser.get(app.url(&export)).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/fhir+ndjson");
+    assert_eq!(r.text().await.unwrap().lines().count(), html.matches("data-action=").count(), "the export holds the rows shown");
+    // By person (their email), by study, by dates.
+    let (_, html) = page(&staff, "?email=mta%40rad.example&action=share.issue").await;
+    assert_eq!(rows(&html, "share.issue", "ok"), 1, "{html}");
+    let (_, html) = page(&staff, "?email=nobody%40example.test").await;
+    assert!(html.contains("No records for this selection."));
+    let (_, html) = page(&staff, &format!("?study={study}")).await;
+    assert!(rows(&html, "share.redeem", "ok") == 1, "{html}");
+    let (_, html) = page(&staff, &format!("?share={id}&from=2000-01-01&to=2000-12-31")).await;
+    assert!(html.contains("No records for this selection."));
+    let (status, html) = page(&staff, "?from=2026-02-30").await;
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("is not a date"));
+    // Other clinic: nothing of it; no admin rights: refused, and no link.
+    let (status, html) = page(&other, &format!("?share={id}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("No records for this selection."));
+    let (status, html) = page(&member, "").await;
+    assert_eq!(status, 403, "{html}");
+    let home = member.browser.get(app.url("/app")).send().await.unwrap().text().await.unwrap();
+    assert!(!home.contains("href=\"/audit\""));
+    // Each view was recorded.
+    let reads: Vec<Value> = app.client.get(app.url(&format!("/api/v1/audit?action=audit.read&actor=user:{}", staff.id))).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert!(reads.len() >= 6, "{reads:?}");
+}

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use sqlx::Row;
 
 pub mod fhir;
+pub mod page;
 
 use crate::access::Principal;
 use crate::db::{Db, now_ms};
@@ -90,7 +91,7 @@ pub async fn dicomweb(State(state): State<AppState>, req: axum::extract::Request
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/audit", get(api_query))
+    Router::new().route("/api/v1/audit", get(api_query)).route("/audit", get(page::audit_page))
 }
 
 /// `GET /api/v1/audit`: filters, newest first; `format=jsonl` for an export as JSON lines,
@@ -121,8 +122,38 @@ async fn api_query(
     who: Principal,
     crate::error::ApiQuery(q): crate::error::ApiQuery<AuditQuery>,
 ) -> AppResult<Response> {
-    // Hub admins read everything; community admins the events of their communities' shares and
-    // transfers; nobody else anything.
+    let format = match q.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("jsonl") => Format::JsonLines,
+        Some("fhir") => Format::Fhir,
+        Some(other) => return Err(AppError::BadRequest(format!("format is json, jsonl or fhir, not {other:?}"))),
+    };
+    let events = query(&state, &who, &crate::shares::client_addr(&ci), &q).await?;
+    let lines = |line: &dyn Fn(&AuditEvent) -> serde_json::Result<String>| -> AppResult<String> {
+        let mut body = String::new();
+        for e in &events {
+            body.push_str(&line(e).map_err(|e| AppError::Internal(e.into()))?);
+            body.push('\n');
+        }
+        Ok(body)
+    };
+    match format {
+        Format::Json => Ok(Json(events).into_response()),
+        Format::JsonLines => {
+            let body = lines(&|e| serde_json::to_string(e))?;
+            Ok(([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.jsonl\"")], body).into_response())
+        }
+        Format::Fhir => {
+            let body = lines(&|e| serde_json::to_string(&fhir::audit_event(e, &state.base_url)))?;
+            Ok(([(header::CONTENT_TYPE, "application/fhir+ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.ndjson\"")], body).into_response())
+        }
+    }
+}
+
+/// The records `who` may read that match `q`, newest first; the read is itself recorded.
+/// Hub admins read everything; community admins the events of their communities' shares,
+/// transfers, connectors and studies; nobody else anything.
+pub async fn query(state: &AppState, who: &Principal, client_addr: &str, q: &AuditQuery) -> AppResult<Vec<AuditEvent>> {
     let scope: Option<Vec<String>> = if who.is_admin() {
         None
     } else {
@@ -132,12 +163,6 @@ async fn api_query(
             return Err(AppError::ForbiddenBecause("the audit trail is for hub and community admins".into()));
         }
         Some(ids)
-    };
-    let format = match q.format.as_deref() {
-        None | Some("json") => Format::Json,
-        Some("jsonl") => Format::JsonLines,
-        Some("fhir") => Format::Fhir,
-        Some(other) => return Err(AppError::BadRequest(format!("format is json, jsonl or fhir, not {other:?}"))),
     };
     let limit = q.limit.unwrap_or(500).clamp(1, 100_000);
     let mut conds: Vec<String> = vec!["seq IS NOT NULL".into()];
@@ -215,7 +240,7 @@ async fn api_query(
         &state.db_write,
         Event {
             actor: &who.log_id(),
-            client_addr: &crate::shares::client_addr(&ci),
+            client_addr,
             action: "audit.read",
             object_kind: "audit",
             object_id: "",
@@ -224,25 +249,7 @@ async fn api_query(
         },
     )
     .await?;
-    let lines = |line: &dyn Fn(&AuditEvent) -> serde_json::Result<String>| -> AppResult<String> {
-        let mut body = String::new();
-        for e in &events {
-            body.push_str(&line(e).map_err(|e| AppError::Internal(e.into()))?);
-            body.push('\n');
-        }
-        Ok(body)
-    };
-    match format {
-        Format::Json => Ok(Json(events).into_response()),
-        Format::JsonLines => {
-            let body = lines(&|e| serde_json::to_string(e))?;
-            Ok(([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.jsonl\"")], body).into_response())
-        }
-        Format::Fhir => {
-            let body = lines(&|e| serde_json::to_string(&fhir::audit_event(e, &state.base_url)))?;
-            Ok(([(header::CONTENT_TYPE, "application/fhir+ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.ndjson\"")], body).into_response())
-        }
-    }
+    Ok(events)
 }
 
 /// How `GET /api/v1/audit` answers.

@@ -117,6 +117,7 @@ pub fn layout(ctx: &Ctx, title: &str, content: Markup) -> Markup {
                                 a href={"/communities/" (m.community) "/manage"} { (ctx.t("nav.manage")) ": " (m.community_name) }
                             }
                             @if a.hub_admin { a href="/admin" { (ctx.t("nav.admin")) } }
+                            @if a.hub_admin || a.memberships.iter().any(|m| m.role == "admin") { a href="/audit" { (ctx.t("nav.audit")) } }
                             a href="/account" { (ctx.t("nav.account")) }
                             form.inline method="post" action="/logout" { button.link type="submit" { (ctx.t("nav.logout")) } }
                         } @else {
