@@ -3,7 +3,7 @@
 # missing (quietly and idempotently), builds the workspace, runs the unit and end-to-end tests on
 # SQLite, then the end-to-end tests again on a private PostgreSQL cluster it starts on loopback.
 # Peers: Orthanc + DICOMweb plugin, dcmtk, PostgreSQL, chromium, poppler-utils and zbar-tools (the
-# access sheet's PDF and QR code) (apt); pydicom, dicomweb-client,
+# access sheet's PDF and QR code), systemd (systemd-analyze verify of the units) (apt); pydicom, dicomweb-client,
 # SeaweedFS, schemathesis, fhir.resources, helm, kubernetes-validate, check-jsonschema, awscli (pip); oidc-provider, playwright-core (npm, tests/node); the OHIF viewer (npm, target/ohif).
 #
 #   tests/run.sh            everything
@@ -24,6 +24,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 command -v pdftoppm >/dev/null || missing+=(poppler-utils)
 command -v zbarimg >/dev/null || missing+=(zbar-tools)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (apt)"
   as_root apt-get update -qq

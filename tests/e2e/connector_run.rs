@@ -82,7 +82,7 @@ pub fn dimse(name: &str, port: u16, called: &str, extra: &str) -> String {
     format!("[[pacs]]\nname = {name:?}\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {port}\ncalled_ae = {called:?}\ncalling_ae = \"FERRYTEST\"\n{extra}\n")
 }
 
-async fn transfer_state(app: &TestApp, who: &crate::people::Person, id: &str) -> Value {
+pub async fn transfer_state(app: &TestApp, who: &crate::people::Person, id: &str) -> Value {
     who.get(app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap()
 }
 

@@ -31,6 +31,11 @@ use crate::helpers::*;
 use crate::peers::{OpenBao, Orthanc, Postgres, free_port, node_dir};
 use crate::s3::SeaweedFs;
 
+/// reqwest here is built without a default TLS crypto provider.
+fn tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -163,14 +168,16 @@ impl Rootfs {
         self.paths.iter().map(|(at, host)| Rule { from: at.clone(), to: host.display().to_string(), path: true }).collect()
     }
 
-    /// Writes the mounted files, rewritten. An absolute path in them that is not a mount (nor
-    /// one the image brings) fails: with a read-only root file system it could not be written,
+    /// Writes the mounted files, rewritten. An absolute path in them (outside comments) that is
+    /// not a mount (nor one the image brings) fails: with a read-only root file system it could not be written,
     /// and here it would land on the host.
     fn write(&self, rewrite: &Rewrite) {
         for (p, contents) in &self.files {
             let contents = rewrite.text(contents);
-            for quoted in contents.split('"').skip(1).step_by(2) {
-                self.assert_inside(quoted, &p.display().to_string());
+            for line in contents.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                for quoted in line.split('"').skip(1).step_by(2) {
+                    self.assert_inside(quoted, &p.display().to_string());
+                }
             }
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             std::fs::write(p, contents).expect("write");
@@ -524,6 +531,7 @@ async fn run_pods(docs: &[Value], secrets: &Secrets, ports: &[u16], logs: &Path)
 
 #[tokio::test]
 async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
+    tls();
     // Lint and schema checks: the default values and a set that takes every other branch.
     let oidc = ["oidc.providers[0].id=klinikum", "oidc.providers[0].label=Klinikum", "oidc.providers[0].issuer=https://login.klinikum.example", "oidc.providers[0].clientId=ferry"];
     let mut variant: Vec<String> = oidc.iter().map(|s| s.to_string()).collect();
@@ -721,6 +729,7 @@ fn orthanc_setting(name: &str) -> String {
 
 #[tokio::test]
 async fn the_compose_file_validates_and_its_services_run_the_demo() {
+    tls();
     let file = compose_dir().join("compose.yaml");
     tool("check-jsonschema", &["--builtin-schema", "vendor.compose-spec", file.to_str().expect("path")]);
     let compose = yaml_docs(&std::fs::read_to_string(&file).expect("compose")).remove(0);
@@ -937,4 +946,135 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
         p.assert_running();
     }
     drop((conn_proc, hub_proc, idp_proc, weed, pg));
+}
+
+// --- systemd ---------------------------------------------------------------------------------------
+
+/// The `[Service]` settings of one of `deploy/`'s systemd units (key → values in order).
+fn unit_service(name: &str) -> BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(repo().join("deploy").join(name)).expect("unit");
+    let mut section = "";
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[Service]" {
+            let (k, v) = line.split_once('=').expect("key=value");
+            out.entry(k.into()).or_default().push(v.into());
+        }
+    }
+    out
+}
+
+/// The command a unit's `ExecStart=` runs, in a root where only what the unit makes writable
+/// (`ReadWritePaths=`, `StateDirectory=`; `ProtectSystem=strict` keeps the rest read-only) and the
+/// files the operator puts in place exist; its `Environment=` and `EnvironmentFile=` set.
+fn unit_command(name: &str, fs: &mut Rootfs, files: &[(&str, String)], mut rewrite: Rewrite) -> Command {
+    let unit = unit_service(name);
+    assert_eq!(unit["ProtectSystem"], ["strict"], "{name}");
+    let state = unit["StateDirectory"].iter().map(|d| format!("/var/lib/{d}"));
+    for dir in unit["ReadWritePaths"].iter().cloned().chain(state) {
+        fs.scratch(&dir);
+    }
+    for (at, contents) in files {
+        fs.file(at, contents);
+    }
+    rewrite.rules.extend(fs.rules());
+    fs.write(&rewrite);
+    let exec: Vec<&str> = unit["ExecStart"][0].split_whitespace().collect();
+    let program = exec[0].strip_prefix("/usr/local/bin/").unwrap_or_else(|| panic!("{name} runs {}", exec[0]));
+    let mut env = BTreeMap::new();
+    for e in unit.get("Environment").into_iter().flatten() {
+        let (k, v) = e.split_once('=').expect("K=V");
+        env.insert(k.to_string(), v.to_string());
+    }
+    for f in unit.get("EnvironmentFile").into_iter().flatten() {
+        let path = fs.host(f.trim_start_matches('-'));
+        for line in std::fs::read_to_string(&path).unwrap_or_default().lines().filter(|l| !l.starts_with('#')) {
+            if let Some((k, v)) = line.split_once('=') {
+                env.insert(k.trim().into(), v.trim().into());
+            }
+        }
+    }
+    let mut cmd = container_command(&image_binary(program));
+    cmd.args(exec[1..].iter().map(|a| rewrite.value(a))).envs(fs.env(&rewrite, &env));
+    cmd
+}
+
+#[tokio::test]
+async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_configs() {
+    tls();
+    // systemd-analyze verify, in a root with the units, the binaries and systemd's own units.
+    let root = tempfile::tempdir().expect("tmp");
+    for dir in ["usr/local/bin", "etc/systemd/system", "usr/lib/systemd"] {
+        std::fs::create_dir_all(root.path().join(dir)).expect("mkdir");
+    }
+    for bin in ["ferry-hub", "ferry-connector"] {
+        // verify looks for an executable there (inside the root: a link out of it would not do);
+        // the run below uses the real binaries.
+        use std::os::unix::fs::PermissionsExt;
+        let at = root.path().join("usr/local/bin").join(bin);
+        std::fs::write(&at, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let copied = Command::new("cp").args(["-r", "/lib/systemd/system"]).arg(root.path().join("usr/lib/systemd/")).status().expect("cp");
+    assert!(copied.success(), "systemd's units (Debian package systemd)");
+    let mut units = Vec::new();
+    for name in ["ferry-hub.service", "ferry-connector.service"] {
+        let to = root.path().join("etc/systemd/system").join(name);
+        std::fs::copy(repo().join("deploy").join(name), &to).expect("copy");
+        units.push(to);
+    }
+    let out = Command::new("systemd-analyze").arg("verify").arg(format!("--root={}", root.path().display())).args(&units).output().expect("systemd-analyze");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
+
+    // The hub as ferry-hub.service starts it, the example configuration installed as its config.
+    let logs = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let mut fs = Rootfs::new();
+    let example = std::fs::read_to_string(repo().join("deploy/ferry-hub.example.toml")).expect("example");
+    let listen = Rewrite { rules: vec![Rule { from: "127.0.0.1:8080".into(), to: format!("127.0.0.1:{port}"), path: false }], ..Default::default() };
+    let cmd = unit_command("ferry-hub.service", &mut fs, &[("/etc/ferry/ferry-hub.toml", example)], listen);
+    let mut hub = Proc::spawn("hub", cmd, logs.path());
+    hub.wait_ready(port, "/readyz").await;
+    let state = fs.host("/var/lib/ferry");
+    assert!(state.join("ferry.db").exists() && state.join("keys/kek.hex").exists(), "database and keys in the state directory");
+    assert!(hub.stdout().contains("/setup?token="), "the first admin's setup link, for the journal");
+    let log = hub.stderr();
+    assert!(log.lines().count() > 0 && log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "JSON logs (the unit's Environment=):\n{log}");
+    drop(hub);
+
+    // The connector as ferry-connector.service starts it: the example configuration, the secret in
+    // its EnvironmentFile; it delivers a transfer into a PACS (Orthanc).
+    let app = spawn_app().await;
+    app.community("Radiologie Unit", "uNt1", "Homburg").await;
+    let (id, secret) = app.connector("uNt1").await;
+    let orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
+    let example = std::fs::read_to_string(repo().join("deploy/ferry-connector.example.toml")).expect("example");
+    let env_file = format!("FERRY_CONNECTOR_HUB__CLIENT_ID={id}\nFERRY_CONNECTOR_HUB__CLIENT_SECRET={secret}\n");
+    let rule = |from: &str, to: String| Rule { from: from.into(), to, path: false };
+    let site = Rewrite {
+        rules: vec![rule("https://ferry.example.org", app.base.clone()), rule("\"pacs.klinik.local\"", "\"127.0.0.1\"".into()), rule("port = 104", format!("port = {}", orthanc.dicom))],
+        ..Default::default()
+    };
+    let mut fs = Rootfs::new();
+    let cmd = unit_command("ferry-connector.service", &mut fs, &[("/etc/ferry/ferry-connector.toml", example), ("/etc/ferry/ferry-connector.env", env_file)], site);
+    let mut connector = Proc::spawn("connector", cmd, logs.path());
+    let referrer = app.person("unit.ref@example.test", "Dr. Unit").await;
+    let (_, files) = study(2);
+    let named: Vec<(&str, Vec<u8>)> = files.iter().map(|f| ("x.dcm", f.clone())).collect();
+    let t = app.send_transfer(&referrer, "uNt1", &named).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        connector.assert_running();
+        let seen = crate::connector_run::transfer_state(&app, &referrer, text(&t["id"])).await;
+        if seen["state"] == "stored" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not stored: {seen}\n{}", connector.stderr());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(orthanc.stored().await.len(), 2);
+    assert!(fs.host("/var/lib/ferry-connector").read_dir().expect("state").next().is_some(), "state in the unit's StateDirectory");
 }
