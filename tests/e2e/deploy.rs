@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::helpers::*;
-use crate::peers::{OpenBao, Orthanc, Postgres, free_port, node_dir};
+use crate::peers::{OpenBao, Orthanc, Postgres, assert_listens_on_loopback_only, free_port, node_dir};
 use crate::s3::SeaweedFs;
 
 /// reqwest here is built without a default TLS crypto provider.
@@ -523,6 +523,7 @@ async fn run_pods(docs: &[Value], secrets: &Secrets, ports: &[u16], logs: &Path)
     let c = &deployment["spec"]["template"]["spec"]["containers"][0];
     for ((pod, _), port) in pods.iter_mut().zip(ports) {
         pod.wait_ready(*port, text(&c["readinessProbe"]["httpGet"]["path"])).await;
+        assert_listens_on_loopback_only(*port);
         let live = reqwest::get(format!("http://127.0.0.1:{port}{}", text(&c["livenessProbe"]["httpGet"]["path"]))).await.expect("liveness");
         assert_eq!(live.status(), 200, "liveness probe");
     }
@@ -827,6 +828,9 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     let mut hub_proc = Proc::spawn("hub", cmd, logs.path());
     let hub_port = net.port("hub", 8080);
     hub_proc.wait_ready(hub_port, "/readyz").await;
+    for port in [hub_port, net.port("idp", 9000), net.port("seaweedfs", 8333)] {
+        assert_listens_on_loopback_only(port);
+    }
     let public = rw.value(&env["FERRY_PUBLIC_URL"]);
     assert_eq!(public, format!("http://localhost:{hub_port}"));
 
@@ -1038,6 +1042,7 @@ async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_con
     let cmd = unit_command("ferry-hub.service", &mut fs, &[("/etc/ferry/ferry-hub.toml", example)], listen);
     let mut hub = Proc::spawn("hub", cmd, logs.path());
     hub.wait_ready(port, "/readyz").await;
+    assert_listens_on_loopback_only(port);
     let state = fs.host("/var/lib/ferry");
     assert!(state.join("ferry.db").exists() && state.join("keys/kek.hex").exists(), "database and keys in the state directory");
     assert!(hub.stdout().contains("/setup?token="), "the first admin's setup link, for the journal");
