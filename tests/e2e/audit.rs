@@ -238,6 +238,13 @@ async fn the_audit_page_filters_and_exports_what_an_admin_may_read() {
     assert!(rows(&html, "share.redeem", "ok") == 1, "{html}");
     let (_, html) = page(&staff, &format!("?share={id}&from=2000-01-01&to=2000-12-31")).await;
     assert!(html.contains("No records for this selection."));
+    let today = {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let out = std::process::Command::new("date").args(["-u", "-d", &format!("@{now}"), "+%F"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (_, html) = page(&staff, &format!("?share={id}&from={today}&to={today}")).await;
+    assert_eq!(rows(&html, "share.redeem", "denied"), 1, "from and to are whole UTC days, both included: {html}");
     let (status, html) = page(&staff, "?from=2026-02-30").await;
     assert_eq!(status, 400, "{html}");
     assert!(html.contains("is not a date"));
@@ -245,6 +252,20 @@ async fn the_audit_page_filters_and_exports_what_an_admin_may_read() {
     let (status, html) = page(&other, &format!("?share={id}")).await;
     assert_eq!(status, 200);
     assert!(html.contains("No records for this selection."));
+    let (_, html) = page(&other, "").await;
+    assert!(!html.contains(id) && !html.contains(&study) && !html.contains(&staff.id), "{html}");
+    // A study UID is no secret: the other clinic's admin sends a transfer of the same study to
+    // their own clinic, but still sees only what their own people did with it.
+    let r = staff.get(&app, &format!("/dicomweb/studies/{study}/metadata")).header("accept", "application/dicom+json").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let files = study_files(&study, 1);
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    app.send_transfer(&other, "aNd1", &refs).await;
+    let theirs: Vec<Value> = other.get(&app, &format!("/api/v1/audit?study={study}")).send().await.unwrap().json().await.unwrap();
+    assert!(theirs.iter().any(|e| e["object_kind"] == "transfer"), "their own transfer: {theirs:?}");
+    assert!(!theirs.iter().any(|e| e["actor"] == format!("user:{}", staff.id)), "not the first clinic's reads: {theirs:?}");
+    let mine: Vec<Value> = staff.get(&app, &format!("/api/v1/audit?study={study}&action=dicomweb.read")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(mine.len(), 1, "the first clinic sees its own read: {mine:?}");
     let (status, html) = page(&member, "").await;
     assert_eq!(status, 403, "{html}");
     let home = member.browser.get(app.url("/app")).send().await.unwrap().text().await.unwrap();

@@ -133,23 +133,55 @@ struct Rootfs {
     root: tempfile::TempDir,
     paths: Vec<(String, PathBuf)>,
     files: Vec<(PathBuf, String)>,
+    /// Where the container may write (emptyDirs, volumes, a unit's writable paths).
+    writable: Vec<PathBuf>,
 }
 
 impl Rootfs {
     fn new() -> Rootfs {
-        Rootfs { root: tempfile::tempdir().expect("tmp"), paths: Vec::new(), files: Vec::new() }
+        Rootfs { root: tempfile::tempdir().expect("tmp"), paths: Vec::new(), files: Vec::new(), writable: Vec::new() }
     }
 
     fn host(&self, at: &str) -> PathBuf {
         self.root.path().join(at.trim_start_matches('/'))
     }
 
-    /// An empty directory at `at` (an emptyDir or a named volume).
+    /// An empty writable directory at `at` (an emptyDir or a named volume).
     fn scratch(&mut self, at: &str) -> PathBuf {
+        let p = self.dir(at);
+        self.writable.push(p.clone());
+        p
+    }
+
+    /// A directory at `at` for read-only files (a Secret volume).
+    fn dir(&mut self, at: &str) -> PathBuf {
         let p = self.host(at);
         std::fs::create_dir_all(&p).expect("mkdir");
         self.paths.push((at.to_string(), p.clone()));
         p
+    }
+
+    /// Fails when the process wrote anywhere but where it may: a new file outside the writable
+    /// places (in the root's read-only parts, a Secret's folder, its working directory "/"), or a
+    /// changed mounted file. A read-only root file system (or ProtectSystem=strict) would have
+    /// refused it.
+    fn assert_writes_only_where_allowed(&self) {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() { walk(&p, out) } else { out.push(p) }
+            }
+        }
+        let mut found = Vec::new();
+        walk(self.root.path(), &mut found);
+        for p in found {
+            if self.writable.iter().any(|w| p.starts_with(w)) {
+                continue;
+            }
+            let given = self.files.iter().find(|(f, _)| *f == p);
+            let contents = given.unwrap_or_else(|| panic!("{} was written outside the writable places", p.display()));
+            assert_eq!(std::fs::read_to_string(&p).ok().as_ref(), Some(&contents.1), "{} was changed", p.display());
+        }
     }
 
     /// A file at `at` with `contents`, written by [`Rootfs::write`] once every path is known.
@@ -169,14 +201,18 @@ impl Rootfs {
     }
 
     /// Writes the mounted files, rewritten. An absolute path in them (outside comments) that is
-    /// not a mount (nor one the image brings) fails: with a read-only root file system it could not be written,
-    /// and here it would land on the host.
-    fn write(&self, rewrite: &Rewrite) {
+    /// not a mount (nor one the image brings) fails: with a read-only root file system it could
+    /// not be written, and here it would land on the host.
+    fn write(&mut self, rewrite: &Rewrite) {
+        for (_, contents) in &mut self.files {
+            *contents = rewrite.text(contents);
+        }
         for (p, contents) in &self.files {
-            let contents = rewrite.text(contents);
             for line in contents.lines().filter(|l| !l.trim_start().starts_with('#')) {
-                for quoted in line.split('"').skip(1).step_by(2) {
-                    self.assert_inside(quoted, &p.display().to_string());
+                for quote in ['"', '\''] {
+                    for quoted in line.split(quote).skip(1).step_by(2) {
+                        self.assert_inside(quoted, &p.display().to_string());
+                    }
                 }
             }
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -457,7 +493,7 @@ fn pod_command(docs: &[Value], secrets: &Secrets, port: u16) -> (Command, Rootfs
             match m.get("subPath") {
                 Some(key) => fs.file(at, &secret(name, text(key))),
                 None => {
-                    fs.scratch(at);
+                    fs.dir(at);
                     let keys: Vec<String> = secrets.get(name).unwrap_or_else(|| panic!("Secret {name}")).keys().cloned().collect();
                     for key in keys {
                         fs.file(&format!("{at}/{key}"), &secret(name, &key));
@@ -479,20 +515,30 @@ fn pod_command(docs: &[Value], secrets: &Secrets, port: u16) -> (Command, Rootfs
     fs.write(&rewrite);
 
     let mut env: BTreeMap<String, String> = image.env.iter().cloned().collect();
+    let mut from_secrets = BTreeMap::new();
     for e in c["env"].as_array().expect("env") {
-        let value = match (e.get("value"), e.get("valueFrom")) {
-            (Some(v), None) => text(v).to_string(),
-            (None, Some(from)) => secret(text(&from["secretKeyRef"]["name"]), text(&from["secretKeyRef"]["key"])),
+        let name = text(&e["name"]).to_string();
+        match (e.get("value"), e.get("valueFrom")) {
+            (Some(v), None) => {
+                env.insert(name, text(v).to_string());
+            }
+            // Opaque to the container: passed as they are.
+            (None, Some(from)) => {
+                env.remove(&name);
+                from_secrets.insert(name, secret(text(&from["secretKeyRef"]["name"]), text(&from["secretKeyRef"]["key"])));
+            }
             _ => panic!("env entry {e}"),
-        };
-        env.insert(text(&e["name"]).into(), value);
+        }
     }
     let strings = |v: &Value| -> Option<Vec<String>> { v.as_array().map(|a| a.iter().map(|s| text(s).to_string()).collect()) };
     let command = strings(&c["command"]).unwrap_or(image.entrypoint);
     let args = strings(&c["args"]).unwrap_or(image.cmd);
     let mut cmd = container_command(&image_binary(&command[0]));
     cmd.args(command[1..].iter().chain(&args).map(|a| rewrite.value(a)));
-    cmd.envs(fs.env(&rewrite, &env));
+    cmd.envs(fs.env(&rewrite, &env)).envs(&from_secrets);
+    if fs.paths.iter().any(|(at, _)| at == "/tmp") {
+        cmd.env("TMPDIR", fs.host("/tmp"));
+    }
     cmd.current_dir(rewrite.value(&image.workdir));
     (cmd, fs)
 }
@@ -599,8 +645,9 @@ async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
     assert_eq!(reqwest::get(format!("{a}/ohif/")).await.unwrap().status(), 200, "the viewer at the image's /opt/ohif");
     let metrics = reqwest::Client::new().get(format!("{a}/metrics")).bearer_auth("helm-admin-token").send().await.unwrap();
     assert_eq!(metrics.status(), 200);
-    for (pod, _) in &mut pods {
+    for (pod, fs) in &mut pods {
         pod.assert_running();
+        fs.assert_writes_only_where_allowed();
         let log = pod.stderr();
         assert!(log.lines().count() > 0 && log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "JSON logs (the image's FERRY_LOG__FORMAT, the chart's [log] format):\n{log}");
     }
@@ -626,8 +673,13 @@ async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
     let (uid2, files) = study(2);
     assert_eq!(stow(&base, "helm-admin-token", &files).await, 200);
     assert_eq!(retrieve(&base, "helm-admin-token", &format!("/dicomweb/studies/{uid2}")).await.len(), 2);
-    let (_, wrapped) = bao.api(reqwest::Method::GET, "transit/keys/ferry-kek", None).await;
-    assert_eq!(wrapped["data"]["name"], "ferry-kek", "the transit key the chart names is the one in use");
+    let pool = sqlx::AnyPool::connect(&db).await.expect("connect");
+    let wrapped: String = sqlx::query_scalar("SELECT wrapped_key FROM study_keys WHERE study_uid = $1").bind(&uid2).fetch_one(&pool).await.expect("key");
+    pool.close().await;
+    assert!(wrapped.starts_with("vault:v1:"), "the study key is wrapped by the key service the chart points at");
+    for (_, fs) in &pods {
+        fs.assert_writes_only_where_allowed();
+    }
     drop(pods);
 }
 
@@ -635,6 +687,13 @@ async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
 
 fn compose_dir() -> PathBuf {
     repo().join("deploy/compose")
+}
+
+/// A file the compose file refers to, which must be part of the repository.
+fn in_repo(path: &Path) -> PathBuf {
+    let p = path.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(p.starts_with(repo().canonicalize().expect("repo")), "{} is outside the repository", p.display());
+    p
 }
 
 /// Where the compose services are reached from the host: each (service, container port) gets a
@@ -689,7 +748,7 @@ impl Net {
 fn service_env(service: &Value) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for f in service["env_file"].as_array().into_iter().flatten() {
-        for line in std::fs::read_to_string(compose_dir().join(text(f))).expect("env file").lines() {
+        for line in std::fs::read_to_string(in_repo(&compose_dir().join(text(f)))).expect("env file").lines() {
             if let Some((k, v)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
                 env.insert(k.trim().to_string(), v.trim().to_string());
             }
@@ -709,7 +768,7 @@ fn service_volumes(service: &Value, fs: &mut Rootfs, replace: &BTreeMap<String, 
         let mut parts = spec.split(':');
         let (src, at) = (parts.next().expect("source"), parts.next().expect("target"));
         if src.starts_with('.') {
-            let host = compose_dir().join(src);
+            let host = in_repo(&compose_dir().join(src));
             let contents = replace.get(src).cloned().unwrap_or_else(|| std::fs::read_to_string(&host).unwrap_or_else(|e| panic!("{spec}: {e}")));
             fs.file(at, &contents);
         } else {
@@ -757,6 +816,7 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE ferry PASSWORD '{}'", env["POSTGRES_PASSWORD"]))).execute(&admin).await.expect("password");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", env["POSTGRES_DB"]))).execute(&admin).await.expect("database");
     admin.close().await;
+    pg.require_passwords();
     let check: Vec<String> = svc("postgres")["healthcheck"]["test"].as_array().expect("test").iter().map(|s| text(s).to_string()).collect();
     assert_eq!(check[0], "CMD");
     let ok = Command::new(&check[1]).args(&check[2..]).args(["-h", "127.0.0.1", "-p", &pg_port.to_string()]).output().expect("pg_isready");
@@ -795,7 +855,7 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     for v in idp["volumes"].as_array().expect("volumes") {
         let src = text(v).split(':').next().expect("src");
         let name = Path::new(src).file_name().expect("name");
-        assert_eq!(compose_dir().join(src).canonicalize().expect("exists"), node_dir().join(name).canonicalize().expect("exists"));
+        assert_eq!(in_repo(&compose_dir().join(src)), node_dir().join(name).canonicalize().expect("exists"));
     }
     let script = text(&idp["command"][2]);
     assert!(script.ends_with("&& node idp.mjs"), "{script}");
@@ -949,6 +1009,8 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     for p in [&mut hub_proc, &mut idp_proc] {
         p.assert_running();
     }
+    fs_hub.assert_writes_only_where_allowed();
+    fs_conn.assert_writes_only_where_allowed();
     drop((conn_proc, hub_proc, idp_proc, weed, pg));
 }
 
@@ -994,7 +1056,9 @@ fn unit_command(name: &str, fs: &mut Rootfs, files: &[(&str, String)], mut rewri
     }
     for f in unit.get("EnvironmentFile").into_iter().flatten() {
         let path = fs.host(f.trim_start_matches('-'));
-        for line in std::fs::read_to_string(&path).unwrap_or_default().lines().filter(|l| !l.starts_with('#')) {
+        // Without a leading '-', systemd refuses to start when the file is missing.
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| if f.starts_with('-') { String::new() } else { panic!("{name}: {f}: {e}") });
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
             if let Some((k, v)) = line.split_once('=') {
                 env.insert(k.trim().into(), v.trim().into());
             }
@@ -1002,6 +1066,11 @@ fn unit_command(name: &str, fs: &mut Rootfs, files: &[(&str, String)], mut rewri
     }
     let mut cmd = container_command(&image_binary(program));
     cmd.args(exec[1..].iter().map(|a| rewrite.value(a))).envs(fs.env(&rewrite, &env));
+    // systemd starts it in "/" (no WorkingDirectory=), with a private /tmp (PrivateTmp=).
+    cmd.current_dir(fs.root.path());
+    if unit.get("PrivateTmp").is_some_and(|v| v == &["true"]) {
+        cmd.env("TMPDIR", fs.scratch("/tmp"));
+    }
     cmd
 }
 
@@ -1048,6 +1117,7 @@ async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_con
     assert!(hub.stdout().contains("/setup?token="), "the first admin's setup link, for the journal");
     let log = hub.stderr();
     assert!(log.lines().count() > 0 && log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "JSON logs (the unit's Environment=):\n{log}");
+    fs.assert_writes_only_where_allowed();
     drop(hub);
 
     // The connector as ferry-connector.service starts it: the example configuration, the secret in
@@ -1082,4 +1152,5 @@ async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_con
     }
     assert_eq!(orthanc.stored().await.len(), 2);
     assert!(fs.host("/var/lib/ferry-connector").read_dir().expect("state").next().is_some(), "state in the unit's StateDirectory");
+    fs.assert_writes_only_where_allowed();
 }

@@ -590,6 +590,15 @@ impl Postgres {
         assert!(ok.success(), "pg_ctl start");
     }
 
+    /// From now on connections over TCP must give the role's password (as a packaged server
+    /// asks for); the tests' own connections had been trusted.
+    pub fn require_passwords(&self) {
+        let hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n";
+        std::fs::write(self.data.join("pg_hba.conf"), hba).expect("pg_hba.conf");
+        let ok = as_postgres(&format!("{}/pg_ctl -D {} reload >/dev/null", self.bin.display(), self.data.display()));
+        assert!(ok.success(), "pg_ctl reload");
+    }
+
     /// Stops the server at once, as a crash would (open connections break).
     pub fn stop(&self) {
         let _ = as_postgres(&format!("{}/pg_ctl -D {} -m immediate stop >/dev/null 2>&1", self.bin.display(), self.data.display()));

@@ -18,7 +18,7 @@ const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 fn event_type(action: &str) -> Value {
     let dcm = |code: &str, display: &str| json!({ "system": DCM, "code": code, "display": display });
     match action {
-        "account.sign_in" | "share.redeem" | "share.unlock" => dcm("110114", "User Authentication"),
+        "account.sign_in" | "share.redeem" => dcm("110114", "User Authentication"),
         "dicomweb.search" => dcm("110112", "Query"),
         "dicomweb.store" => dcm("110107", "Import"),
         "dicomweb.read" | "share.report" => dcm("110103", "DICOM Instances Accessed"),
@@ -32,10 +32,12 @@ fn event_type(action: &str) -> Value {
 fn event_action(action: &str) -> &'static str {
     let verb = action.rsplit('.').next().unwrap_or(action);
     match verb {
-        "create" | "register" | "issue" | "store" | "forward" | "attach" => "C",
+        "create" | "register" | "issue" | "store" | "forward" | "attach" | "draft" => "C",
         "read" | "search" | "download" | "report" | "view" => "R",
-        "extend" | "configure" | "rotate" | "unlock" | "reissue" | "link" | "update" => "U",
-        "delete" | "revoke" | "purge" => "D",
+        "extend" | "configure" | "rotate" | "unlock" | "reissue" | "link" | "update" | "set" => "U",
+        // A transfer's or a referrer's new state.
+        "sent" | "received" | "stored" | "failed" | "done" | "rejected" | "approved" | "pending" => "U",
+        "delete" | "revoke" | "purge" | "remove" => "D",
         _ => "E",
     }
 }
@@ -139,6 +141,9 @@ mod tests {
         assert_eq!(event_action("share.extend"), "U");
         assert_eq!(event_action("share.report.attach"), "C");
         assert_eq!(event_action("share.revoke"), "D");
+        assert_eq!(event_action("community.member.remove"), "D");
+        assert_eq!(event_action("transfer.stored"), "U");
+        assert_eq!(event_type("share.unlock")["code"], "rest");
         assert_eq!(outcome("denied"), "4");
     }
 }

@@ -210,7 +210,10 @@ pub async fn query(state: &AppState, who: &Principal, client_addr: &str, q: &Aud
              OR (object_kind = 'connector' AND object_id IN (SELECT id FROM connectors WHERE community_id IN ({list}))) \
              OR (object_kind = 'study' AND (object_id IN (SELECT ti.study_uid FROM transfer_instances ti JOIN transfers t ON t.id = ti.transfer_id \
                     WHERE t.community_id IN ({list}) AND t.state <> 'draft') \
-                 OR object_id IN (SELECT si.study_uid FROM share_instances si JOIN shares sh ON sh.id = si.share_id WHERE sh.community_id IN ({list})))))"
+                 OR object_id IN (SELECT si.study_uid FROM share_instances si JOIN shares sh ON sh.id = si.share_id WHERE sh.community_id IN ({list}))) \
+                 AND (actor IN (SELECT 'user:' || user_id FROM memberships WHERE community_id IN ({list})) \
+                 OR actor IN (SELECT 'connector:' || id FROM connectors WHERE community_id IN ({list})) \
+                 OR actor IN (SELECT 'share:' || id FROM shares WHERE community_id IN ({list})))))"
         ));
     }
     let mut times = vec![];

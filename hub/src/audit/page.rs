@@ -55,7 +55,8 @@ fn some(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// The API query of the filters; a person's email becomes their `user:` actor.
+/// The API query of the filters; a person's email becomes their `user:` actor (in place of a
+/// principal given as such).
 async fn to_query(state: &AppState, f: &Filters) -> Result<AuditQuery, AppError> {
     let mut actor = some(&f.actor);
     if let Some(email) = some(&f.email) {
@@ -120,12 +121,12 @@ pub async fn audit_page(State(state): State<AppState>, ci: ConnectInfo<std::net:
                 (field("patient_id", ctx.t("transfer.pid"), &f.patient_id, "text"))
             }
             div.row {
+                (field("actor", ctx.t("audit.actor"), &f.actor, "text"))
                 (field("share", ctx.t("audit.share"), &f.share, "text"))
                 (field("transfer", ctx.t("audit.transfer"), &f.transfer, "text"))
                 (field("from", ctx.t("audit.from"), &f.from, "date"))
                 (field("to", ctx.t("audit.to"), &f.to, "date"))
             }
-            @if !f.actor.is_empty() { input type="hidden" name="actor" value=(f.actor); }
             button type="submit" { (ctx.t("inbound.filter")) }
         }
         p {

@@ -65,6 +65,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("audit.intro", "Wer hat wann was getan – Zugriffe, Code-Eingaben (auch fehlgeschlagene), Downloads und Änderungen. Einträge enthalten nur Kennungen, keine Patientendaten; jeder Aufruf dieser Seite wird selbst protokolliert.", "Who did what and when – access, code redemptions (failed ones too), downloads and changes. Records hold identifiers only, no patient data; each view of this page is itself recorded."),
     ("audit.person", "Person (E-Mail)", "Person (email)"),
     ("audit.action", "Aktion", "Action"),
+    ("audit.actor", "Kennung (user:…, connector:…, share:…)", "Principal (user:…, connector:…, share:…)"),
     ("audit.study", "Study Instance UID", "Study Instance UID"),
     ("audit.share", "Freigabe (ID)", "Share (ID)"),
     ("audit.transfer", "Sendung (ID)", "Transfer (ID)"),
