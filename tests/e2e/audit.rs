@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{TOKEN, TestApp, spawn_app_with, uid};
+use crate::people::Person;
 use crate::shares::{BIRTH, clinic, redeem, share_files, study_files};
 
 fn verify(app: &TestApp) -> (bool, String) {
@@ -17,19 +18,27 @@ fn verify(app: &TestApp) -> (bool, String) {
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
-#[tokio::test]
-async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tampering() {
-    let app = spawn_app_with(|_| {}).await;
-    let staff = clinic(&app).await;
+/// Two clinics with an admin each ("RAD1": mta@rad.example, "aNd1": chef@andere.example); the
+/// first shares `study`, and its code is answered once wrongly, then rightly. Returns both admins
+/// and the issued share.
+async fn two_clinics(app: &TestApp, study: &str) -> (Person, Person, Value) {
+    let staff = clinic(app).await;
     app.add_member("RAD1", "mta@rad.example", "admin").await;
-    let issued = share_files(&app, &staff, &study_files(&uid(), 1), json!({})).await;
-    let (code, id) = (issued["code"].as_str().unwrap(), issued["share"]["id"].as_str().unwrap());
-    assert_eq!(redeem(&app, code, "19991231").await.1, 401);
-    assert_eq!(redeem(&app, code, BIRTH).await.1, 200);
-    // Another clinic with its own admin and share.
+    let issued = share_files(app, &staff, &study_files(study, 1), json!({})).await;
+    let code = issued["code"].as_str().unwrap();
+    assert_eq!(redeem(app, code, "19991231").await.1, 401);
+    assert_eq!(redeem(app, code, BIRTH).await.1, 200);
     app.community("Klinik Andere", "aNd1", "Homburg").await;
     let other = app.person("chef@andere.example", "Chef Andere").await;
     app.add_member("aNd1", "chef@andere.example", "admin").await;
+    (staff, other, issued)
+}
+
+#[tokio::test]
+async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tampering() {
+    let app = spawn_app_with(|_| {}).await;
+    let (staff, other, issued) = two_clinics(&app, &uid()).await;
+    let (code, id) = (issued["code"].as_str().unwrap(), issued["share"]["id"].as_str().unwrap());
 
     // The operator reads everything, newest first, filtered by share.
     let all: Vec<Value> = app.client.get(app.url(&format!("/api/v1/audit?share={id}"))).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
@@ -195,20 +204,13 @@ async fn changes_to_communities_members_and_connectors_are_recorded() {
 #[tokio::test]
 async fn the_audit_page_filters_and_exports_what_an_admin_may_read() {
     let app = spawn_app_with(|_| {}).await;
-    let staff = clinic(&app).await;
-    app.add_member("RAD1", "mta@rad.example", "admin").await;
     let study = uid();
-    let issued = share_files(&app, &staff, &study_files(&study, 1), json!({})).await;
+    let (staff, other, issued) = two_clinics(&app, &study).await;
     let (code, id) = (issued["code"].as_str().unwrap(), issued["share"]["id"].as_str().unwrap());
-    assert_eq!(redeem(&app, code, "19991231").await.1, 401);
-    assert_eq!(redeem(&app, code, BIRTH).await.1, 200);
-    app.community("Klinik Andere", "aNd1", "Homburg").await;
-    let other = app.person("chef@andere.example", "Chef Andere").await;
-    app.add_member("aNd1", "chef@andere.example", "admin").await;
     let member = app.person("member@rad.example", "Mitglied").await;
     app.add_member("RAD1", "member@rad.example", "member").await;
 
-    let page = |who: &crate::people::Person, query: &str| {
+    let page = |who: &Person, query: &str| {
         let r = who.browser.get(app.url(&format!("/audit{query}"))).header("accept-language", "en").send();
         async move {
             let r = r.await.unwrap();
