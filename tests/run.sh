@@ -74,7 +74,7 @@ cargo deny --log-level error check licenses bans sources
 # Security advisories: the RustSec database is a git repository on GitHub. Where it can be
 # fetched, an advisory fails the suite; where it cannot (this project's CI machines have no route
 # to GitHub), the suite says so plainly and goes on.
-if cargo deny fetch db >/dev/null 2>&1; then
+if timeout 300 cargo deny fetch db >/dev/null 2>&1; then
   say "security advisories (cargo deny check advisories)"
   cargo deny --log-level error check advisories
 else
