@@ -224,7 +224,8 @@ async fn the_audit_page_filters_and_exports_what_an_admin_may_read() {
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("href=\"/audit\""), "the navigation links the page for admins");
     assert_eq!((rows(&html, "share.issue", "ok"), rows(&html, "share.redeem", "denied"), rows(&html, "share.redeem", "ok")), (1, 1, 1), "{html}");
-    assert!(!html.contains("Mustermann") && !html.contains(code), "no names and no codes");
+    assert!(!html.contains("Mustermann") && !html.contains(code), "no patient names and no codes");
+    assert!(html.contains("Maria Staff"), "staff are named beside their id");
     // Export links carry the same selection.
     let export = html.split("href=\"").filter_map(|s| s.split('"').next()).find(|h| h.contains("format=fhir")).expect("a FHIR export link").replace("&amp;", "&");
     assert!(export.contains(&format!("share={id}")), "{export}");

@@ -2,8 +2,9 @@
 //! registers, confirms the email, signs in locally, finds the clinic by "saarbruecken", drops a
 //! study folder (the page shows what it found), sends it with a progress bar (through a broken
 //! request, retried, and a file the hub refuses, named and left out), links the account
-//! to the real OpenID provider; a clinic member on a phone sees it in the worklist, opens the
-//! viewer, marks it done; the referrer signs in through the provider and sees the new state.
+//! to the real OpenID provider; the clinic's admin on a phone sees it in the worklist, opens the
+//! viewer, marks it done, finds that in the audit trail; the referrer signs in through the
+//! provider and sees the new state.
 //! Screenshots of the key pages go to `target/test-artifacts/browser/`.
 
 use crate::helpers::{Synth, uid};
@@ -16,7 +17,7 @@ async fn referrer_to_clinic_and_back_in_chromium() {
     let hub = app.base.clone();
     app.community("Radiologie Klinikum Saarbrücken", "bM1X", "Saarbrücken").await;
     app.person("mta@klinikum.example", "MTA Klinikum").await;
-    app.add_member("bM1X", "mta@klinikum.example", "member").await;
+    app.add_member("bM1X", "mta@klinikum.example", "admin").await;
 
     // A CD-like folder: two images of one series, the DICOMDIR and a README beside them.
     let folder = tempfile::tempdir().unwrap();
@@ -60,7 +61,7 @@ async fn referrer_to_clinic_and_back_in_chromium() {
     assert_eq!(row, ("done".to_string(), "Im PACS, Termin steht".to_string()));
     let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM transfer_instances").fetch_one(&app.state.db).await.unwrap();
     assert_eq!(n.0, 2, "the README and the refused file were not sent, both images were");
-    for shot in ["03-send-summary", "05-worklist-phone", "06-viewer-phone", "08-referrer-sees-done"] {
+    for shot in ["03-send-summary", "05-worklist-phone", "06-viewer-phone", "07b-audit-phone", "08-referrer-sees-done"] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
     drop(idp);

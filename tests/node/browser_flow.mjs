@@ -129,7 +129,8 @@ try {
   await page.getByRole('button', { name: 'Abmelden' }).click();
   await page.waitForURL(`${HUB}/`);
 
-  // --- the clinic: a member on a phone sees it in the worklist, opens it, marks it done ---
+  // --- the clinic: its admin on a phone sees it in the worklist, opens it, marks it done, and
+  //     finds that in the audit trail ---
   step = 'member sign in';
   const clinic = await browser.newContext({ locale: 'en-GB', viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   const cp = await clinic.newPage();
@@ -166,6 +167,16 @@ try {
   await cp.waitForURL(transferUrl);
   expect((await cp.locator('h1 .badge').innerText()) === 'Done', 'state done for the clinic');
   await shot(cp, '07-done');
+
+  step = 'audit trail';
+  await cp.goto(`${HUB}/audit`);
+  await cp.getByLabel('Action').fill('transfer.done');
+  await cp.getByRole('button', { name: 'Filter' }).click();
+  await cp.waitForURL((u) => u.pathname === '/audit' && u.search.includes('action=transfer.done'));
+  const done = cp.locator('tr[data-action="transfer.done"]');
+  expect((await done.count()) === 1 && (await done.innerText()).includes('MTA Klinikum'), 'the audit trail shows who marked it done');
+  expect(!(await cp.locator('main').innerText()).includes(PATIENT), 'no patient name in the audit trail');
+  await shot(cp, '07b-audit-phone');
 
   // --- the referrer signs in through the OpenID provider and sees the outcome ---
   step = 'referrer OIDC sign in';

@@ -78,6 +78,25 @@ async fn to_query(state: &AppState, f: &Filters) -> Result<AuditQuery, AppError>
     })
 }
 
+/// The names of the accounts among the records' actors (staff and referrers, never patients), so
+/// the page can say who; the id stays beside the name.
+async fn account_names(state: &AppState, events: &[ferry_schemas::AuditEvent]) -> Result<std::collections::HashMap<String, String>, AppError> {
+    let mut ids: Vec<&str> = events.iter().filter_map(|e| e.actor.strip_prefix("user:")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut names = std::collections::HashMap::new();
+    for chunk in ids.chunks(200) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT id, name FROM users WHERE id IN ({})", params.join(", "));
+        let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        names.extend(q.fetch_all(&state.db).await?.into_iter().map(|(id, name)| (format!("user:{id}"), name)));
+    }
+    Ok(names)
+}
+
 /// The export link of the selection shown.
 fn export_link(q: &AuditQuery, format: &str) -> String {
     let mut pairs: Vec<(&str, String)> = vec![("format", format.into()), ("limit", "100000".into())];
@@ -105,6 +124,10 @@ pub async fn audit_page(State(state): State<AppState>, ci: ConnectInfo<std::net:
     };
     let events = match super::query(&state, &who, &crate::shares::client_addr(&ci), &q).await {
         Ok(v) => v,
+        Err(e) => return error_page(&ctx, e),
+    };
+    let names = match account_names(&state, &events).await {
+        Ok(n) => n,
         Err(e) => return error_page(&ctx, e),
     };
     let field = |id: &'static str, label: &'static str, value: &str, kind: &'static str| {
@@ -147,7 +170,12 @@ pub async fn audit_page(State(state): State<AppState>, ci: ConnectInfo<std::net:
                         tr data-action=(e.action) data-result=(e.result) {
                             td { (e.seq.unwrap_or_default()) }
                             td { (time_ms(ctx.lang, e.at)) }
-                            td { a href={"/audit?actor=" (crate::ui::urlencode(&e.actor))} { code { (e.actor) } } @if !e.client_addr.is_empty() { br; small { (e.client_addr) } } }
+                            td {
+                                a href={"/audit?actor=" (crate::ui::urlencode(&e.actor))} {
+                                    @if let Some(name) = names.get(&e.actor) { (name) br; small { code { (e.actor) } } } @else { code { (e.actor) } }
+                                }
+                                @if !e.client_addr.is_empty() { br; small { (e.client_addr) } }
+                            }
                             td { a href={"/audit?action=" (crate::ui::urlencode(&e.action))} { (e.action) } }
                             td { (e.object_kind) @if !e.object_id.is_empty() { br; small { code { (e.object_id) } } } }
                             td { @if e.result == "ok" { span.badge { (e.result) } } @else { span.badge.state-failed { (e.result) } } }
