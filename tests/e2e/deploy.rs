@@ -14,10 +14,15 @@
 //!   ports mapped to loopback ports, and the demo is walked the way the file's comments describe
 //!   it, up to a study arriving in Orthanc.
 //!
-//! A container's paths are directories of a per-container root on the host: every path the
-//! container sees (a mount, or `/opt/ohif` that the image brings) is rewritten to its host place
-//! in the environment and in mounted files. What is not covered: the images themselves (the
-//! Dockerfile's build steps) and the cluster's or compose's own machinery.
+//! - The systemd units pass `systemd-analyze verify`, and the hub and the connector are started
+//!   as the units start them, with `deploy/*.example.toml` installed as their configuration.
+//!
+//! A container's (or unit's) paths are directories of a per-process root on the host: every path
+//! it sees (a mount, a unit's writable path, or `/opt/ohif` that the image brings) is rewritten to
+//! its host place in the environment and in mounted files. A path that is none of these fails, and
+//! after the run nothing may have been written outside the writable places (what a read-only root
+//! file system or `ProtectSystem=strict` would enforce). What is not covered: the images
+//! themselves (the Dockerfile's build steps) and the engines' own machinery.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
