@@ -89,6 +89,15 @@ mod tests {
         assert!(err.contains("not a multiple of 4"), "{err}");
     }
 
+    /// Found by `hub/fuzz/run.sh 600` (2026-11-26, DICOM target): the same with an "other" VR —
+    /// an SR whose (0008,1199) inside two sequences became OL with 106 bytes. dicom-object read
+    /// 26 whole values, lost its place by 2 bytes and reserved 775 MB for a misread length.
+    #[test]
+    fn an_other_long_value_of_broken_length_is_refused() {
+        let err = walk_error(include_bytes!("../fuzz/regressions/describe-ol-odd-length"));
+        assert!(err.contains("not a multiple of 4"), "{err}");
+    }
+
     /// Found by `hub/fuzz/run.sh` (through STOW-RS): an element claiming 4 GB inside a sequence of
     /// defined length passed the walk (which skipped the sequence whole) and made dicom-object
     /// allocate and zero 4 GB while describing the head. Now every element must fit in its item.

@@ -288,13 +288,14 @@ fn dec_err(at: u64) -> impl FnOnce(dicom_parser::stateful::decode::Error) -> Wal
 /// that ends at byte `end` (an item or sequence of defined length). Every element must fit inside
 /// what holds it: the head is parsed again by dicom-object, which reserves what a length declares,
 /// so a forged length deep inside a sequence would otherwise cost gigabytes (found by fuzzing).
-/// The size of one value of a binary number VR.
+/// The size of one value of a binary number VR, the "other" ones (OW, OL, OF, OD, OV) included:
+/// dicom-object reads those as arrays of numbers too.
 fn fixed_size(vr: dicom_core::VR) -> Option<u32> {
     use dicom_core::VR;
     match vr {
-        VR::SS | VR::US => Some(2),
-        VR::SL | VR::UL | VR::FL | VR::AT => Some(4),
-        VR::FD | VR::SV | VR::UV => Some(8),
+        VR::SS | VR::US | VR::OW => Some(2),
+        VR::SL | VR::UL | VR::FL | VR::AT | VR::OL | VR::OF => Some(4),
+        VR::FD | VR::SV | VR::UV | VR::OD | VR::OV => Some(8),
         _ => None,
     }
 }
@@ -338,8 +339,10 @@ fn walk_elements<D: StatefulDecode, R: Read>(
         }
         // A binary number's value must hold whole numbers: dicom-object reads whole values only
         // and would lose its place after the rest (then misread a later length and reserve
-        // hundreds of megabytes; found by fuzzing, hub/fuzz/regressions/describe-sl-odd-length).
+        // hundreds of megabytes; found by fuzzing, hub/fuzz/regressions/describe-sl-odd-length and
+        // describe-ol-odd-length). The top-level pixel data is not parsed by dicom-object.
         if let (Some(size), true) = (fixed_size(header.vr()), len.is_defined())
+            && !(tag == tags::PIXEL_DATA && depth == 0)
             && len.0 % size != 0
         {
             return Err(WalkError::Bad(format!(
