@@ -275,6 +275,12 @@ impl Proc {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
+    /// Every line it logged is JSON (and it logged something).
+    fn assert_json_logs(&self, why: &str) {
+        let log = self.stderr();
+        assert!(log.lines().count() > 0 && log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "JSON logs ({why}):\n{log}");
+    }
+
     fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("{} exited ({status}):\n{}\n{}", self.name, self.stdout(), self.stderr());
@@ -653,8 +659,7 @@ async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
     for (pod, fs) in &mut pods {
         pod.assert_running();
         fs.assert_writes_only_where_allowed();
-        let log = pod.stderr();
-        assert!(log.lines().count() > 0 && log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "JSON logs (the image's FERRY_LOG__FORMAT, the chart's [log] format):\n{log}");
+        pod.assert_json_logs("the image's FERRY_LOG__FORMAT, the chart's [log] format");
     }
     drop(pods);
 
@@ -749,15 +754,19 @@ impl Net {
     }
 }
 
+/// The variables of an env file (`KEY=VALUE` lines; `#` comments), as compose and systemd read it.
+fn env_file_vars(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+}
+
 /// A service's environment: `env_file`s, then `environment`.
 fn service_env(service: &Value) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for f in service["env_file"].as_array().into_iter().flatten() {
-        for line in std::fs::read_to_string(in_repo(&compose_dir().join(text(f)))).expect("env file").lines() {
-            if let Some((k, v)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
-                env.insert(k.trim().to_string(), v.trim().to_string());
-            }
-        }
+        env.extend(env_file_vars(&std::fs::read_to_string(in_repo(&compose_dir().join(text(f)))).expect("env file")));
     }
     for (k, v) in service["environment"].as_object().into_iter().flatten() {
         env.insert(k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
@@ -767,14 +776,14 @@ fn service_env(service: &Value) -> BTreeMap<String, String> {
 
 /// A service's volumes in its root: bind-mounted files of the compose folder, named volumes as
 /// empty directories.
-fn service_volumes(service: &Value, fs: &mut Rootfs, replace: &BTreeMap<String, String>) {
+fn service_volumes(service: &Value, fs: &mut Rootfs) {
     for v in service["volumes"].as_array().into_iter().flatten() {
         let spec = text(v);
         let mut parts = spec.split(':');
         let (src, at) = (parts.next().expect("source"), parts.next().expect("target"));
         if src.starts_with('.') {
             let host = in_repo(&compose_dir().join(src));
-            let contents = replace.get(src).cloned().unwrap_or_else(|| std::fs::read_to_string(&host).unwrap_or_else(|e| panic!("{spec}: {e}")));
+            let contents = std::fs::read_to_string(&host).unwrap_or_else(|e| panic!("{spec}: {e}"));
             fs.file(at, &contents);
         } else {
             fs.scratch(at);
@@ -813,7 +822,7 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     // when its healthcheck passes.
     let env = service_env(svc("postgres"));
     let pg = Postgres::start();
-    let pg_port = pg.url.rsplit_once(':').expect("port").1.split('/').next().expect("port").parse::<u16>().expect("port");
+    let pg_port = pg.port;
     net.add("postgres", 5432, pg_port, &compose);
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(&pg.url).await.expect("connect");
@@ -829,7 +838,7 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
 
     // seaweedfs: its command line and s3.json (the credentials the hub and the bucket job use).
     let mut fs_weed = Rootfs::new();
-    service_volumes(svc("seaweedfs"), &mut fs_weed, &BTreeMap::new());
+    service_volumes(svc("seaweedfs"), &mut fs_weed);
     let rw = net.rewrite("seaweedfs", &fs_weed);
     fs_weed.write(&rw);
     let args: Vec<String> = text(&svc("seaweedfs")["command"]).split_whitespace().map(|a| rw.text(a)).collect();
@@ -882,7 +891,7 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     let hub = svc("hub");
     assert!(hub["entrypoint"].is_null() && hub["command"].is_null());
     let mut fs_hub = Rootfs::new();
-    service_volumes(hub, &mut fs_hub, &BTreeMap::new());
+    service_volumes(hub, &mut fs_hub);
     fs_hub.image_path("/opt/ohif", crate::viewer::ohif_dir());
     let rw = net.rewrite("hub", &fs_hub);
     fs_hub.write(&rw);
@@ -946,18 +955,8 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
 
     let connector = svc("connector");
     assert_eq!(connector["profiles"], json!(["clinic"]));
-    let env_file = text(&connector["env_file"][0]);
-    let edited: String = std::fs::read_to_string(compose_dir().join(env_file))
-        .expect("connector.env")
-        .lines()
-        .map(|l| match l.split_once('=') {
-            Some(("FERRY_CONNECTOR_HUB__CLIENT_ID", _)) => format!("FERRY_CONNECTOR_HUB__CLIENT_ID={}\n", text(&creds["client_id"])),
-            Some(("FERRY_CONNECTOR_HUB__CLIENT_SECRET", _)) => format!("FERRY_CONNECTOR_HUB__CLIENT_SECRET={}\n", text(&creds["client_secret"])),
-            _ => format!("{l}\n"),
-        })
-        .collect();
     let mut fs_conn = Rootfs::new();
-    service_volumes(connector, &mut fs_conn, &BTreeMap::new());
+    service_volumes(connector, &mut fs_conn);
     if !fs_conn.paths.iter().any(|(at, _)| *at == img.workdir) {
         fs_conn.scratch(&img.workdir);
     }
@@ -965,10 +964,10 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     fs_conn.write(&rw);
     let mut env: BTreeMap<String, String> = img.env.iter().cloned().collect();
     env.extend(service_env(connector));
-    for line in edited.lines() {
-        if let Some((k, v)) = line.split_once('=') {
-            env.insert(k.into(), v.into());
-        }
+    // What the operator puts into connector.env in place of its placeholders.
+    for (key, value) in [("FERRY_CONNECTOR_HUB__CLIENT_ID", &creds["client_id"]), ("FERRY_CONNECTOR_HUB__CLIENT_SECRET", &creds["client_secret"])] {
+        assert!(env.contains_key(key), "connector.env names {key}");
+        env.insert(key.into(), text(value).into());
     }
     let strings = |v: &Value| -> Vec<String> { v.as_array().expect("list").iter().map(|s| rw.value(text(s))).collect() };
     let (entry, args) = (strings(&connector["entrypoint"]), strings(&connector["command"]));
@@ -1063,11 +1062,7 @@ fn unit_command(name: &str, fs: &mut Rootfs, files: &[(&str, String)], mut rewri
         let path = fs.host(f.trim_start_matches('-'));
         // Without a leading '-', systemd refuses to start when the file is missing.
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| if f.starts_with('-') { String::new() } else { panic!("{name}: {f}: {e}") });
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            if let Some((k, v)) = line.split_once('=') {
-                env.insert(k.trim().into(), v.trim().into());
-            }
-        }
+        env.extend(env_file_vars(&text));
     }
     let mut cmd = container_command(&image_binary(program));
     cmd.args(exec[1..].iter().map(|a| rewrite.value(a))).envs(fs.env(&rewrite, &env));
@@ -1120,8 +1115,7 @@ async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_con
     let state = fs.host("/var/lib/ferry");
     assert!(state.join("ferry.db").exists() && state.join("keys/kek.hex").exists(), "database and keys in the state directory");
     assert!(hub.stdout().contains("/setup?token="), "the first admin's setup link, for the journal");
-    let log = hub.stderr();
-    assert!(log.lines().count() > 0 && log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "JSON logs (the unit's Environment=):\n{log}");
+    hub.assert_json_logs("the unit's Environment=");
     fs.assert_writes_only_where_allowed();
     drop(hub);
 

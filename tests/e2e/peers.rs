@@ -543,7 +543,7 @@ pub struct Postgres {
     pub url: String,
     bin: std::path::PathBuf,
     data: std::path::PathBuf,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 

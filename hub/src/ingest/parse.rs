@@ -284,10 +284,6 @@ fn dec_err(at: u64) -> impl FnOnce(dicom_parser::stateful::decode::Error) -> Wal
     }
 }
 
-/// Walks the elements of the data set, of an item (`in_item`: up to its delimiter), or of a part
-/// that ends at byte `end` (an item or sequence of defined length). Every element must fit inside
-/// what holds it: the head is parsed again by dicom-object, which reserves what a length declares,
-/// so a forged length deep inside a sequence would otherwise cost gigabytes (found by fuzzing).
 /// The size of one value of a binary number VR, the "other" ones (OW, OL, OF, OD, OV) included:
 /// dicom-object reads those as arrays of numbers too.
 fn fixed_size(vr: dicom_core::VR) -> Option<u32> {
@@ -300,6 +296,10 @@ fn fixed_size(vr: dicom_core::VR) -> Option<u32> {
     }
 }
 
+/// Walks the elements of the data set, of an item (`in_item`: up to its delimiter), or of a part
+/// that ends at byte `end` (an item or sequence of defined length). Every element must fit inside
+/// what holds it: the head is parsed again by dicom-object, which reserves what a length declares,
+/// so a forged length deep inside a sequence would otherwise cost gigabytes (found by fuzzing).
 fn walk_elements<D: StatefulDecode, R: Read>(
     dec: &mut D,
     tee: &Tee<R>,
