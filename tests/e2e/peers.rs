@@ -66,8 +66,19 @@ pub fn assert_listens_on_loopback_only(port: u16) {
     assert!(seen > 0, "nothing listens on port {port}");
 }
 
+/// A loopback port nothing listens on, and that no other call in this test run has handed out:
+/// tests run side by side and many bind their port only seconds later (after a database or a
+/// peer started), so the system could otherwise give the same free port to two of them.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A dcmtk command-line server (storescp, wlmscpfs) for one test; killed on drop.
