@@ -83,6 +83,8 @@ async fn connect_with(url: &str, max_connections: Option<u32>, acquire_timeout: 
                     sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    // Deleted rows are overwritten with zeros, not left in free pages.
+                    sqlx::query("PRAGMA secure_delete = ON").execute(&mut *conn).await?;
                 }
                 Ok(())
             })
@@ -102,6 +104,19 @@ fn migrator() -> Migrator {
         })
         .collect();
     Migrator::with_migrations(migrations)
+}
+
+/// After deleting patient data: on SQLite, moves the write-ahead log into the database file and
+/// truncates it, so the deleted rows' old page images leave the disk (with `secure_delete` on,
+/// the database file's freed space is zeroed). PostgreSQL reclaims dead rows by (auto)VACUUM;
+/// OPERATIONS.md says what operators do there. Failing here is not fatal: a later purge or
+/// SQLite's own checkpoints finish the job.
+pub async fn reclaim_deleted(db: &Db, dialect: Dialect) {
+    if dialect == Dialect::Sqlite
+        && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(db).await
+    {
+        tracing::warn!(error = %e, "WAL checkpoint after a purge failed");
+    }
 }
 
 /// Milliseconds since the Unix epoch, the time format of every table.

@@ -19,6 +19,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod index;
 pub mod ingest;
 pub mod metrics;
 pub mod ohif;

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "connectors", include_str!("../migrations/0005_connectors.sql")),
     (6, "shares and audit", include_str!("../migrations/0006_shares.sql")),
     (7, "audit chain", include_str!("../migrations/0007_audit_chain.sql")),
+    (8, "tenant index", include_str!("../migrations/0008_tenant_index.sql")),
 ];
 
 /// The OpenAPI document of the hub's own (non-DICOMweb) API.

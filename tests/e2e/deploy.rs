@@ -684,7 +684,7 @@ async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
     assert_eq!(stow(&base, "helm-admin-token", &files).await, 200);
     assert_eq!(retrieve(&base, "helm-admin-token", &format!("/dicomweb/studies/{uid2}")).await.len(), 2);
     let pool = sqlx::AnyPool::connect(&db).await.expect("connect");
-    let wrapped: String = sqlx::query_scalar("SELECT wrapped_key FROM study_keys WHERE study_uid = $1").bind(&uid2).fetch_one(&pool).await.expect("key");
+    let wrapped: String = sqlx::query_scalar("SELECT wrapped_key FROM study_keys WHERE key_id = $1").bind(format!("hub|{uid2}")).fetch_one(&pool).await.expect("key");
     pool.close().await;
     assert!(wrapped.starts_with("vault:v1:"), "the study key is wrapped by the key service the chart points at");
     for (_, fs) in &pods {

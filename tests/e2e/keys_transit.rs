@@ -38,8 +38,8 @@ async fn the_kek_moves_to_openbao_transit_rotates_there_and_the_old_keys_are_not
     let ids = kek_ids(&app).await;
     assert_eq!(ids.len(), 2);
     assert!(ids.iter().any(|i| i == "transit:transit/ferry-kek:v1"), "{ids:?}");
-    let wrapped_v1: String = sqlx::query_scalar("SELECT wrapped_key FROM study_keys WHERE study_uid = $1")
-        .bind(&second.study)
+    let wrapped_v1: String = sqlx::query_scalar("SELECT wrapped_key FROM study_keys WHERE key_id = $1")
+        .bind(format!("hub|{}", second.study))
         .fetch_one(&app.state.db)
         .await
         .unwrap();
@@ -49,7 +49,7 @@ async fn the_kek_moves_to_openbao_transit_rotates_there_and_the_old_keys_are_not
         .api(
             reqwest::Method::POST,
             "transit/decrypt/ferry-kek",
-            Some(serde_json::json!({"ciphertext": wrapped_v1, "associated_data": base64_of(&format!("ferry-study-key:{}", first.study))})),
+            Some(serde_json::json!({"ciphertext": wrapped_v1, "associated_data": base64_of(&format!("ferry-study-key:hub|{}", first.study))})),
         )
         .await;
     assert_eq!(s, 400, "{body}");
@@ -63,7 +63,7 @@ async fn the_kek_moves_to_openbao_transit_rotates_there_and_the_old_keys_are_not
         .api(
             reqwest::Method::POST,
             "transit/decrypt/ferry-kek",
-            Some(serde_json::json!({"ciphertext": wrapped_v1, "associated_data": base64_of(&format!("ferry-study-key:{}", second.study))})),
+            Some(serde_json::json!({"ciphertext": wrapped_v1, "associated_data": base64_of(&format!("ferry-study-key:hub|{}", second.study))})),
         )
         .await;
     assert_eq!(s, 400, "the old key version no longer unwraps: {body}");

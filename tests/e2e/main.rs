@@ -31,5 +31,6 @@ mod shares;
 mod storage;
 mod transfers;
 mod stow_wado;
+mod tenancy;
 mod uploads;
 mod viewer;

@@ -35,7 +35,9 @@ async fn shredding_a_study_key_makes_its_blobs_unreadable() {
     assert_eq!(app.stow(&[&Synth::new(&study, &series, &sop).bytes(), &keep.bytes()]).await.0, 200);
     let path = format!("/dicomweb/studies/{study}/series/{series}/instances/{sop}");
     assert_eq!(app.get(&path, "*/*").await.status(), 200);
-    assert!(app.state.keys.shred_study(&app.state.db, &study).await.expect("shred"));
+    // The operator's STOW-RS writes rows of origin `hub`; their data key is `hub|<study>`.
+    let key_id = format!("hub|{study}");
+    assert!(app.state.keys.shred_study(&app.state.db, &key_id).await.expect("shred"));
     let r = app.get(&path, "*/*").await;
     assert_eq!(r.status(), 410, "a shredded study is gone");
     assert_eq!(app.get(&format!("{path}/rendered"), "image/png").await.status(), 410);
@@ -45,7 +47,7 @@ async fn shredding_a_study_key_makes_its_blobs_unreadable() {
         .fetch_one(&app.state.db)
         .await
         .expect("row");
-    assert!(app.state.keys.blob_key(&app.state.db, &study, &wrapped).await.is_err());
+    assert!(app.state.keys.blob_key(&app.state.db, &key_id, &wrapped).await.is_err());
     // Other studies are untouched.
     assert_eq!(app.retrieve(&format!("/dicomweb/studies/{}", keep.study)).await[0], keep.bytes());
 }

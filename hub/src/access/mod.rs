@@ -1,6 +1,7 @@
 //! Who is asking, and what they may see. Every request is authenticated here (operator token,
 //! personal access token, or browser session), and every DICOMweb search and retrieve restricts
-//! its SQL through [`StudyScope::condition`] — the single access check of the hub.
+//! its SQL through [`StudyScope::condition`] — the single access check of the hub. It matches
+//! index rows by origin and UID (the tenancy model of [`crate::index`]).
 //!
 //! What a signed-in user sees: the instances of the transfers they sent, and the instances of
 //! the transfers (no longer drafts) sent to a community they are a member of. Hub admins manage
@@ -94,9 +95,14 @@ pub enum StudyScope {
 }
 
 impl StudyScope {
-    /// An SQL condition restricting `column` (a UID of the given level) to what this scope may
-    /// see, or `None` when unrestricted. `bind` adds a text parameter and returns its placeholder.
-    pub fn condition(&self, column: &str, level: Level, bind: &mut dyn FnMut(String) -> String) -> Option<String> {
+    /// An SQL condition restricting the row named by (`origin`, `column`) — a row of the given
+    /// level, keyed by its origin and UID — to the rows this scope's holdings link, or `None` when
+    /// unrestricted. Rows are matched by origin *and* UID: a UID alone proves nothing, since
+    /// anyone can write any UID into a file (see [`crate::index`]). `bind` adds a text parameter
+    /// and returns its placeholder.
+    pub fn condition(&self, origin: &str, column: &str, level: Level, bind: &mut dyn FnMut(String) -> String) -> Option<String> {
+        let field = level.column();
+        let row = format!("({origin}, {column})");
         match self {
             StudyScope::All => None,
             StudyScope::Transfers { user_id } => {
@@ -104,30 +110,25 @@ impl StudyScope {
                 let member = bind(user_id.clone());
                 let staff = bind(user_id.clone());
                 Some(format!(
-                    "({column} IN (SELECT ti.{field} FROM transfer_instances ti \
+                    "({row} IN (SELECT ti.origin, ti.{field} FROM transfer_instances ti \
                      JOIN transfers t ON t.id = ti.transfer_id \
                      WHERE t.sender_id = {sender} OR (t.state <> 'draft' AND t.community_id IN \
                      (SELECT m.community_id FROM memberships m WHERE m.user_id = {member}))) \
-                     OR {column} IN (SELECT si.{field} FROM share_instances si JOIN shares s ON s.id = si.share_id \
+                     OR {row} IN (SELECT si.origin, si.{field} FROM share_instances si JOIN shares s ON s.id = si.share_id \
                      WHERE s.purged_at IS NULL AND s.community_id IN \
-                     (SELECT m.community_id FROM memberships m WHERE m.user_id = {staff})))",
-                    field = level.column()
+                     (SELECT m.community_id FROM memberships m WHERE m.user_id = {staff})))"
                 ))
             }
             StudyScope::Community { community_id } => {
                 let c = bind(community_id.clone());
                 Some(format!(
-                    "{column} IN (SELECT ti.{field} FROM transfer_instances ti \
-                     JOIN transfers t ON t.id = ti.transfer_id WHERE t.state <> 'draft' AND t.community_id = {c})",
-                    field = level.column()
+                    "{row} IN (SELECT ti.origin, ti.{field} FROM transfer_instances ti \
+                     JOIN transfers t ON t.id = ti.transfer_id WHERE t.state <> 'draft' AND t.community_id = {c})"
                 ))
             }
             StudyScope::Share { share_id } => {
                 let sh = bind(share_id.clone());
-                Some(format!(
-                    "{column} IN (SELECT si.{field} FROM share_instances si WHERE si.share_id = {sh})",
-                    field = level.column()
-                ))
+                Some(format!("{row} IN (SELECT si.origin, si.{field} FROM share_instances si WHERE si.share_id = {sh})"))
             }
         }
     }

@@ -9,8 +9,6 @@
 //! The same layout serves a share's download, a DLX download and a transfer's download, so
 //! whatever Ferry hands out can be imported by a PACS or viewer from its DICOMDIR.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use maud::{DOCTYPE, html};
 use sqlx::Row;
@@ -20,8 +18,8 @@ use super::{Plan, Source};
 use crate::dicomweb::db::{COLUMNS_I, InstanceRow, from_row};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
-use crate::storage::crypto::Key;
-use crate::transfers::db::Linked;
+use crate::index::Holding;
+use crate::storage::keys::KeyCache;
 
 /// An instance with the patient, study and series attributes its DICOMDIR records need.
 pub struct Item {
@@ -47,17 +45,19 @@ pub struct Report {
     pub size: u64,
     pub blob_path: String,
     pub blob_key: String,
+    pub key_id: String,
 }
 
 /// The instances linked to a transfer or share (optionally one study of it), in PDI order.
-pub async fn items(state: &AppState, linked: Linked, id: &str, study: Option<&str>) -> AppResult<Vec<Item>> {
+pub async fn items(state: &AppState, linked: Holding, id: &str, study: Option<&str>) -> AppResult<Vec<Item>> {
     let (table, key) = (linked.table(), linked.key());
     let mut sql = format!(
         "SELECT {COLUMNS_I}, i.instance_number, s.patient_id, s.patient_name, s.patient_birth_date, s.patient_sex, \
          s.study_date, s.study_time, s.study_description, s.study_id, s.accession_number, se.modality, \
          se.series_number, se.series_description \
-         FROM {table} l JOIN instances i ON i.sop_instance_uid = l.sop_instance_uid \
-         JOIN series se ON se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid \
+         FROM {table} l JOIN instances i ON i.origin = l.origin AND i.sop_instance_uid = l.sop_instance_uid \
+         JOIN series se ON se.origin = i.origin AND se.series_uid = i.series_uid \
+         JOIN studies s ON s.origin = i.origin AND s.study_uid = i.study_uid \
          WHERE l.{key} = $1"
     );
     if study.is_some() {
@@ -76,42 +76,23 @@ pub async fn items(state: &AppState, linked: Linked, id: &str, study: Option<&st
         .map(|r| {
             Ok(Item {
                 row: from_row(r)?,
-                instance_number: r.try_get(10)?,
-                patient_id: r.try_get(11)?,
-                patient_name: r.try_get(12)?,
-                birth_date: r.try_get(13)?,
-                sex: r.try_get(14)?,
-                study_date: r.try_get(15)?,
-                study_time: r.try_get(16)?,
-                study_description: r.try_get(17)?,
-                study_id: r.try_get(18)?,
-                accession: r.try_get(19)?,
-                modality: r.try_get(20)?,
-                series_number: r.try_get(21)?,
-                series_description: r.try_get(22)?,
+                instance_number: r.try_get(12)?,
+                patient_id: r.try_get(13)?,
+                patient_name: r.try_get(14)?,
+                birth_date: r.try_get(15)?,
+                sex: r.try_get(16)?,
+                study_date: r.try_get(17)?,
+                study_time: r.try_get(18)?,
+                study_description: r.try_get(19)?,
+                study_id: r.try_get(20)?,
+                accession: r.try_get(21)?,
+                modality: r.try_get(22)?,
+                series_number: r.try_get(23)?,
+                series_description: r.try_get(24)?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(AppError::from)
-}
-
-/// Study keys, unwrapped once per study; a shredded study is 410 Gone.
-#[derive(Default)]
-pub struct Keys(HashMap<String, Key>);
-
-impl Keys {
-    pub async fn blob_key(&mut self, state: &AppState, study_uid: &str, wrapped: &str) -> AppResult<Key> {
-        if !self.0.contains_key(study_uid) {
-            let k = state
-                .keys
-                .study_key(&state.db, study_uid)
-                .await?
-                .ok_or_else(|| AppError::Gone("the study's data has been deleted".into()))?;
-            self.0.insert(study_uid.to_string(), k);
-        }
-        let study = &self.0[study_uid];
-        study.unwrap_key(wrapped, b"ferry-blob-key").map_err(AppError::Internal)
-    }
 }
 
 /// A name component of at most 8 characters: `prefix` and a zero-padded number.
@@ -125,7 +106,7 @@ fn component(prefix: &str, n: usize, width: usize) -> AppResult<String> {
 
 /// Lays out `items` (in PDI order) and `reports` as an archive.
 pub async fn plan(state: &AppState, items: Vec<Item>, reports: Vec<Report>, title: &str) -> AppResult<Plan> {
-    let mut keys = Keys::default();
+    let mut keys = KeyCache::default();
     let mut patients: Vec<Patient> = Vec::new();
     let mut files = Vec::with_capacity(items.len());
     let mut index = Vec::new();
@@ -184,7 +165,7 @@ pub async fn plan(state: &AppState, items: Vec<Item>, reports: Vec<Report>, titl
         if let Some(s) = index.last_mut().and_then(|e| e.3.last_mut()) {
             s.2 += 1;
         }
-        let key = keys.blob_key(state, &it.row.study_uid, &it.row.blob_key).await?;
+        let key = keys.blob_key(&state.keys, &state.db, &it.row.key_id, &it.row.blob_key).await?;
         files.push((file_id.join("/"), it.row.size, it.row.blob_path.clone(), key));
     }
     let mut plan = Plan::default();
@@ -194,7 +175,7 @@ pub async fn plan(state: &AppState, items: Vec<Item>, reports: Vec<Report>, titl
     let mut report_files = Vec::new();
     for (n, r) in reports.iter().enumerate() {
         let name = format!("IHE_PDI/REPORTS/REPORT{:02}.PDF", n + 1);
-        let key = keys.blob_key(state, &r.study_uid, &r.blob_key).await?;
+        let key = keys.blob_key(&state.keys, &state.db, &r.key_id, &r.blob_key).await?;
         report_names.push(name.clone());
         report_files.push((name, r.size, r.blob_path.clone(), key));
     }

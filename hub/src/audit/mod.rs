@@ -195,8 +195,8 @@ pub async fn query(state: &AppState, who: &Principal, client_addr: &str, q: &Aud
         let p = arg(&mut binds, pid);
         conds.push(format!(
             "((object_kind = 'share' AND object_id IN (SELECT id FROM shares WHERE patient_id = {p} \
-                UNION SELECT si.share_id FROM share_instances si JOIN studies s ON s.study_uid = si.study_uid WHERE s.patient_id = {p})) \
-             OR (object_kind = 'transfer' AND object_id IN (SELECT ti.transfer_id FROM transfer_instances ti JOIN studies s ON s.study_uid = ti.study_uid WHERE s.patient_id = {p})) \
+                UNION SELECT si.share_id FROM share_instances si JOIN studies s ON s.origin = si.origin AND s.study_uid = si.study_uid WHERE s.patient_id = {p})) \
+             OR (object_kind = 'transfer' AND object_id IN (SELECT ti.transfer_id FROM transfer_instances ti JOIN studies s ON s.origin = ti.origin AND s.study_uid = ti.study_uid WHERE s.patient_id = {p})) \
              OR (object_kind = 'study' AND object_id IN (SELECT study_uid FROM studies WHERE patient_id = {p})))"
         ));
     }

@@ -188,7 +188,7 @@ pub async fn restore(config: &Config, from: &Path, keys_from: Option<&Path>) -> 
     // Check: migrations (an upgrade restores too), every study key unwraps, every blob is there.
     let pools = crate::db::connect_pools(&url, Some(2)).await?;
     let keys = crate::startup::key_provider(config).await?;
-    let studies: Vec<String> = sqlx::query_scalar("SELECT study_uid FROM study_keys").fetch_all(&pools.read).await?;
+    let studies: Vec<String> = sqlx::query_scalar("SELECT key_id FROM study_keys").fetch_all(&pools.read).await?;
     for s in &studies {
         keys.study_key(&pools.read, s)
             .await

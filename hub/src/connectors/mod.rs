@@ -337,7 +337,7 @@ async fn api_claim(State(state): State<AppState>, who: Principal, headers: Heade
         let rows = sqlx::query(
             "SELECT i.study_uid, i.series_uid, i.sop_instance_uid, i.size, i.sha256, \
              (SELECT COUNT(*) FROM transfer_acks a WHERE a.transfer_id = ti.transfer_id AND a.sop_instance_uid = ti.sop_instance_uid) \
-             FROM transfer_instances ti JOIN instances i ON i.sop_instance_uid = ti.sop_instance_uid \
+             FROM transfer_instances ti JOIN instances i ON i.origin = ti.origin AND i.sop_instance_uid = ti.sop_instance_uid \
              WHERE ti.transfer_id = $1 ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid",
         )
         .bind(&id)

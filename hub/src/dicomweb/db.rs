@@ -19,16 +19,21 @@ pub struct InstanceRow {
     pub blob_key: String,
     pub pixel_layout: Option<PixelLayout>,
     pub number_of_frames: i64,
+    /// Who wrote the row (see [`crate::index`]) and the data key that wraps its blob key.
+    pub origin: String,
+    pub key_id: String,
 }
 
 const COLUMNS: &str = "study_uid, series_uid, sop_instance_uid, sop_class_uid, transfer_syntax, \
-     size, blob_path, blob_key, pixel_layout, number_of_frames";
+     size, blob_path, blob_key, pixel_layout, number_of_frames, origin, key_id";
 /// The same columns of `instances i` in a join, for [`from_row`].
 pub const COLUMNS_I: &str = "i.study_uid, i.series_uid, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, \
-     i.size, i.blob_path, i.blob_key, i.pixel_layout, i.number_of_frames";
-const ORDER: &str = "ORDER BY series_uid, instance_number, sop_instance_uid";
+     i.size, i.blob_path, i.blob_key, i.pixel_layout, i.number_of_frames, i.origin, i.key_id";
+/// Retrieve order; rows of several origins under one SOP Instance UID come together, the
+/// oldest origin's first.
+const ORDER: &str = "ORDER BY series_uid, instance_number, sop_instance_uid, created_at, origin";
 
-/// An instance row from the first ten columns ([`COLUMNS_I`] order).
+/// An instance row from the first twelve columns ([`COLUMNS_I`] order).
 pub fn from_row(r: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
     let layout: Option<String> = r.try_get(8)?;
     Ok(InstanceRow {
@@ -42,6 +47,8 @@ pub fn from_row(r: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
         blob_key: r.try_get(7)?,
         pixel_layout: layout.and_then(|l| serde_json::from_str(&l).ok()),
         number_of_frames: r.try_get(9)?,
+        origin: r.try_get(10)?,
+        key_id: r.try_get(11)?,
     })
 }
 
@@ -55,7 +62,7 @@ async fn scoped(
     series: Option<&str>,
     instance: Option<&str>,
 ) -> Result<Vec<AnyRow>, sqlx::Error> {
-    let mut sql = format!("SELECT {columns} FROM instances WHERE study_uid = $1");
+    let mut sql = format!("SELECT {columns}, sop_instance_uid FROM instances WHERE study_uid = $1");
     let mut binds: Vec<String> = vec![study.to_string()];
     for (column, value) in [("series_uid", series), ("sop_instance_uid", instance)] {
         if let Some(v) = value {
@@ -67,7 +74,7 @@ async fn scoped(
         binds.push(v);
         format!("${}", binds.len())
     };
-    if let Some(cond) = scope.condition("sop_instance_uid", Level::Instance, &mut bind) {
+    if let Some(cond) = scope.condition("origin", "sop_instance_uid", Level::Instance, &mut bind) {
         sql.push_str(" AND ");
         sql.push_str(&cond);
     }
@@ -77,7 +84,18 @@ async fn scoped(
     for b in binds {
         q = q.bind(b);
     }
-    q.fetch_all(db).await
+    let rows = q.fetch_all(db).await?;
+    // One row per SOP Instance UID: where the caller may see rows of several origins under one
+    // UID, the first in retrieve order.
+    let last = rows.first().map(|r| r.columns().len() - 1).unwrap_or(0);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        if seen.insert(r.try_get::<String, _>(last)?) {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 /// Instances of a study, series or single instance (`None` levels are not constrained) that

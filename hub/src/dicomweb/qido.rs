@@ -367,51 +367,55 @@ async fn run_search(
             _ => ignored.push(tag_key(*tag)),
         }
     }
+    // Rows are matched by origin and UID (see crate::index): a caller sees the rows its
+    // holdings link, and counts and modalities come from those rows only.
     let scope = principal.study_scope();
-    let (scope_column, scope_level) = match level {
-        Level::Study => ("s.study_uid", crate::access::Level::Study),
-        Level::Series => ("se.series_uid", crate::access::Level::Series),
-        Level::Instance => ("i.sop_instance_uid", crate::access::Level::Instance),
+    let (scope_origin, scope_column, scope_level) = match level {
+        Level::Study => ("s.origin", "s.study_uid", crate::access::Level::Study),
+        Level::Series => ("se.origin", "se.series_uid", crate::access::Level::Series),
+        Level::Instance => ("i.origin", "i.sop_instance_uid", crate::access::Level::Instance),
     };
-    if let Some(cond) = scope.condition(scope_column, scope_level, &mut |v| b.bind(BindValue::Text(v))) {
+    if let Some(cond) = scope.condition(scope_origin, scope_column, scope_level, &mut |v| b.bind(BindValue::Text(v))) {
         b.clauses.push(cond);
     }
-    // Counts of related series/instances: only what the caller may see.
-    let count_filter = |b: &mut SqlBuilder, column: &str| {
+    let visible = |b: &mut SqlBuilder, alias: &str| {
         scope
-            .condition(column, crate::access::Level::Instance, &mut |v| b.bind(BindValue::Text(v)))
+            .condition(&format!("{alias}.origin"), &format!("{alias}.sop_instance_uid"), crate::access::Level::Instance, &mut |v| {
+                b.bind(BindValue::Text(v))
+            })
             .map(|c| format!(" AND {c}"))
             .unwrap_or_default()
     };
-    // Unrestricted callers count series from the series table; scoped ones count the distinct
-    // series of the instances they may see.
-    let series_count = match count_filter(&mut b, "x.sop_instance_uid") {
-        f if f.is_empty() => "SELECT COUNT(*) FROM series x WHERE x.study_uid = s.study_uid".to_string(),
-        f => format!("SELECT COUNT(DISTINCT x.series_uid) FROM instances x WHERE x.study_uid = s.study_uid{f}"),
+    let series_count = {
+        let f = visible(&mut b, "x");
+        format!("SELECT COUNT(DISTINCT x.series_uid) FROM instances x WHERE x.study_uid = s.study_uid{f}")
     };
-    let study_count = count_filter(&mut b, "y.sop_instance_uid");
+    let instance_count = {
+        let f = visible(&mut b, "y");
+        match level {
+            Level::Series => format!("SELECT COUNT(DISTINCT y.sop_instance_uid) FROM instances y WHERE y.series_uid = se.series_uid{f}"),
+            _ => format!("SELECT COUNT(DISTINCT y.sop_instance_uid) FROM instances y WHERE y.study_uid = s.study_uid{f}"),
+        }
+    };
     let where_ = if b.clauses.is_empty() { String::new() } else { format!("WHERE {}", b.clauses.join(" AND ")) };
     let limit_p = b.bind(BindValue::Int(search.limit + 1));
     let offset_p = b.bind(BindValue::Int(search.offset));
     let sql = match level {
         Level::Study => format!(
-            "SELECT s.study_uid, s.attrs, s.modalities, \
-             ({series_count}), \
-             (SELECT COUNT(*) FROM instances y WHERE y.study_uid = s.study_uid{study_count}) \
-             FROM studies s {where_} ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid \
+            "SELECT s.study_uid, s.attrs, s.modalities, ({series_count}), ({instance_count}) \
+             FROM studies s {where_} ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid, s.created_at, s.origin \
              LIMIT {limit_p} OFFSET {offset_p}"
         ),
         Level::Series => format!(
-            "SELECT se.study_uid, se.series_uid, se.attrs, \
-             (SELECT COUNT(*) FROM instances y WHERE y.series_uid = se.series_uid{study_count}) \
-             FROM series se JOIN studies s ON s.study_uid = se.study_uid {where_} \
-             ORDER BY se.study_uid, se.created_at, se.series_uid LIMIT {limit_p} OFFSET {offset_p}"
+            "SELECT se.study_uid, se.series_uid, se.attrs, ({instance_count}) \
+             FROM series se JOIN studies s ON s.origin = se.origin AND s.study_uid = se.study_uid {where_} \
+             ORDER BY se.study_uid, se.created_at, se.series_uid, se.origin LIMIT {limit_p} OFFSET {offset_p}"
         ),
         Level::Instance => format!(
             "SELECT i.study_uid, i.series_uid, i.sop_instance_uid, i.metadata, i.number_of_frames \
-             FROM instances i JOIN series se ON se.series_uid = i.series_uid \
-             JOIN studies s ON s.study_uid = i.study_uid {where_} \
-             ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid \
+             FROM instances i JOIN series se ON se.origin = i.origin AND se.series_uid = i.series_uid \
+             JOIN studies s ON s.origin = i.origin AND s.study_uid = i.study_uid {where_} \
+             ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid, i.created_at, i.origin \
              LIMIT {limit_p} OFFSET {offset_p}"
         ),
     };
@@ -425,17 +429,39 @@ async fn run_search(
     let rows = q.fetch_all(&state.db).await?;
     let more = rows.len() as i64 > search.limit;
     let base = base_url(state, headers);
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows.iter().take(search.limit as usize) {
+    let rows: Vec<_> = rows.into_iter().take(search.limit as usize).collect();
+    // One result per UID: a caller who sees rows of several origins under one UID gets the first
+    // (attributes of one origin; counts over all it may see).
+    let uid_column = match level {
+        Level::Study => 0,
+        Level::Series => 1,
+        Level::Instance => 2,
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut unique = Vec::with_capacity(rows.len());
+    for row in rows {
+        if seen.insert(row.try_get::<String, _>(uid_column)?) {
+            unique.push(row);
+        }
+    }
+    let modalities = match level {
+        Level::Study => Some(study_modalities(state, &scope, &unique).await?),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(unique.len());
+    for row in &unique {
         let obj = match level {
             Level::Study => {
                 let uid: String = row.try_get(0)?;
                 let attrs: String = row.try_get(1)?;
-                let modalities: String = row.try_get(2)?;
                 let nseries: i64 = row.try_get(3)?;
                 let ninst: i64 = row.try_get(4)?;
                 let mut computed = Map::new();
-                let mods: Vec<&str> = modalities.split('|').filter(|m| !m.is_empty()).collect();
+                let mods: Vec<&str> = modalities
+                    .as_ref()
+                    .and_then(|m| m.get(&uid))
+                    .map(|v| v.iter().map(String::as_str).collect())
+                    .unwrap_or_default();
                 computed.insert("00080061".into(), if mods.is_empty() { json!({"vr": "CS"}) } else { json!({"vr": "CS", "Value": mods}) });
                 computed.insert("00201206".into(), json!({"vr": "IS", "Value": [nseries]}));
                 computed.insert("00201208".into(), json!({"vr": "IS", "Value": [ninst]}));
@@ -469,6 +495,48 @@ async fn run_search(
         out.push(obj);
     }
     Ok(json_response(out, &ignored, more))
+}
+
+/// ModalitiesInStudy of each result: the modalities of the series the caller may see, whichever
+/// origin they come from.
+async fn study_modalities(
+    state: &AppState,
+    scope: &crate::access::StudyScope,
+    rows: &[sqlx::any::AnyRow],
+) -> AppResult<std::collections::HashMap<String, Vec<String>>> {
+    let mut out: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let mut binds: Vec<String> = Vec::new();
+    let mut bind = |v: String| {
+        binds.push(v);
+        format!("${}", binds.len())
+    };
+    let mut uids = Vec::with_capacity(rows.len());
+    for r in rows {
+        uids.push(bind(r.try_get::<String, _>(0)?));
+    }
+    let cond = scope
+        .condition("se.origin", "se.series_uid", crate::access::Level::Series, &mut bind)
+        .map(|c| format!(" AND {c}"))
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT DISTINCT se.study_uid, se.modality FROM series se WHERE se.study_uid IN ({}){cond} \
+         ORDER BY se.study_uid, se.modality",
+        uids.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for v in binds {
+        q = q.bind(v);
+    }
+    for r in q.fetch_all(&state.db).await? {
+        let (study, modality): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        if !modality.is_empty() {
+            out.entry(study).or_default().push(modality);
+        }
+    }
+    Ok(out)
 }
 
 /// Picks the default fields of the level, the requested `includefield`s (or all top-level

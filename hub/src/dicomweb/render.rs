@@ -125,7 +125,7 @@ async fn render(
     if frame == 0 || frame > frames {
         return Err(AppError::NotFound(format!("frame {frame} does not exist (the instance has {frames})")));
     }
-    let key = blob_key(state, &mut None, row).await?;
+    let key = blob_key(state, &mut crate::storage::keys::KeyCache::default(), row).await?;
     let _slot = state.render_slots.acquire().await.map_err(|e| AppError::Internal(e.into()))?;
     let file = state.blobs.read_all(&row.blob_path, key, row.size).await.map_err(AppError::Internal)?;
     let image = tokio::task::spawn_blocking(move || render_frame(&file, (frame - 1) as u32, &params, fmt))

@@ -77,7 +77,8 @@ async fn store_impl(
     let boundary = multipart_boundary(&headers)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut pipeline = ingest::Pipeline::<()>::new(&state);
+    // Only the operator stores through STOW-RS; its rows belong to no community.
+    let mut pipeline = ingest::Pipeline::<()>::new(&state, crate::index::Origin::Hub);
     let mut failed: Vec<Failure> = Vec::new();
     let mut parts = 0usize;
     loop {

@@ -18,6 +18,7 @@ use crate::access::Principal;
 use crate::error::{AppError, AppResult};
 use crate::ingest::describe::{BULK_BASE, valid_uid};
 use crate::state::AppState;
+use crate::storage::keys::KeyCache;
 use crate::storage::crypto::Key;
 
 /// Checks the UIDs of a path. What the principal may see is applied by the queries
@@ -45,21 +46,9 @@ async fn load(
     Ok(rows)
 }
 
-/// The study's data key, then each blob key: one key unwrap per study per request.
-pub async fn blob_key(state: &AppState, study_key: &mut Option<(String, Key)>, row: &InstanceRow) -> AppResult<Key> {
-    let key = match study_key {
-        Some((uid, k)) if *uid == row.study_uid => k.clone(),
-        _ => {
-            let k = state
-                .keys
-                .study_key(&state.db, &row.study_uid)
-                .await?
-                .ok_or_else(|| AppError::Gone("the study's data has been deleted".into()))?;
-            *study_key = Some((row.study_uid.clone(), k.clone()));
-            k
-        }
-    };
-    key.unwrap_key(&row.blob_key, b"ferry-blob-key").map_err(AppError::Internal)
+/// The blob key of an instance row: one data-key unwrap per study per request.
+pub async fn blob_key(state: &AppState, keys: &mut KeyCache, row: &InstanceRow) -> AppResult<Key> {
+    keys.blob_key(&state.keys, &state.db, &row.key_id, &row.blob_key).await
 }
 
 /// What the client accepts for a DICOM retrieve.
@@ -105,7 +94,7 @@ async fn multipart_dicom(state: AppState, rows: Vec<InstanceRow>) -> AppResult<R
     let total: u64 = rows.iter().map(|r| part_header.len() as u64 + r.size + 2).sum::<u64>()
         + closing.len() as u64;
     // Resolve keys before the first byte goes out, so a key problem is a clean error.
-    let mut study_key = None;
+    let mut study_key = KeyCache::default();
     let mut keyed = Vec::with_capacity(rows.len());
     for row in rows {
         let key = blob_key(&state, &mut study_key, &row).await?;
@@ -181,7 +170,7 @@ async fn multipart_dicom(state: AppState, rows: Vec<InstanceRow>) -> AppResult<R
 }
 
 async fn single_dicom(state: AppState, row: InstanceRow) -> AppResult<Response> {
-    let key = blob_key(&state, &mut None, &row).await?;
+    let key = blob_key(&state, &mut KeyCache::default(), &row).await?;
     let stream = state.blobs.read(&row.blob_path, key, row.size, 0..row.size);
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/dicom"));
@@ -420,7 +409,7 @@ pub async fn retrieve_frames(
                 .unwrap_or_else(|| "application/octet-stream".into())
         )));
     };
-    let key = blob_key(&state, &mut None, row).await?;
+    let key = blob_key(&state, &mut KeyCache::default(), row).await?;
     let b = boundary();
     let mut body = Vec::new();
     for n in list {
@@ -448,7 +437,7 @@ pub async fn retrieve_bulk(
     if tag.len() != 8 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(AppError::BadRequest("bulk data tag must be 8 hex digits".into()));
     }
-    let key = blob_key(&state, &mut None, row).await?;
+    let key = blob_key(&state, &mut KeyCache::default(), row).await?;
     let b = boundary();
     let mut body = Vec::new();
     if tag == "7FE00010" {

@@ -137,7 +137,7 @@ async fn items(state: &AppState, h: &ShareHolder) -> AppResult<Vec<DataItem>> {
             modalities: Some(s.modalities.join("\\")),
             patients_name: s.patient_name.clone(),
             patients_birthdate: s.patient_birth_date.clone(),
-            patients_sex: sex_of(state, &s.study_uid).await?,
+            patients_sex: sex_of(state, &h.share.id, &s.study_uid).await?,
             file_count: Some(s.instances),
         });
     }
@@ -159,9 +159,15 @@ async fn items(state: &AppState, h: &ShareHolder) -> AppResult<Vec<DataItem>> {
     Ok(out)
 }
 
-async fn sex_of(state: &AppState, study: &str) -> AppResult<String> {
+/// The patient's sex as the share's own study rows say it (not another tenant's rows of the
+/// same UID).
+async fn sex_of(state: &AppState, share_id: &str, study: &str) -> AppResult<String> {
     use sqlx::Row;
-    Ok(sqlx::query("SELECT patient_sex FROM studies WHERE study_uid = $1")
+    Ok(sqlx::query(
+        "SELECT s.patient_sex FROM studies s WHERE s.study_uid = $2 AND (s.origin, s.study_uid) IN \
+         (SELECT l.origin, l.study_uid FROM share_instances l WHERE l.share_id = $1) ORDER BY s.created_at, s.origin",
+    )
+        .bind(share_id)
         .bind(study)
         .fetch_optional(&state.db)
         .await?

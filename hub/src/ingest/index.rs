@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::describe::Described;
 use super::{Failure, Outcome, reason};
 use crate::db::{Db, Dialect, is_unique_violation, now_ms};
+use crate::index::Origin;
 use crate::state::AppState;
 use crate::storage::crypto::Key;
 
@@ -31,7 +32,7 @@ enum Job {
     /// Lists a blob in `pending_blobs` before any of its bytes reach the store.
     Register { path: String, reply: oneshot::Sender<Result<(), sqlx::Error>> },
     /// Indexes an instance whose blob is durable.
-    Insert { described: Arc<Described>, blob: NewBlob, wrapped_key: String, reply: oneshot::Sender<Result<Outcome, InsertError>> },
+    Insert { row: Arc<NewRow>, reply: oneshot::Sender<Result<Outcome, InsertError>> },
     /// Removes the `pending_blobs` entry of a blob that was deleted.
     Forget { path: String, reply: oneshot::Sender<Result<(), sqlx::Error>> },
 }
@@ -102,10 +103,10 @@ impl IndexWriter {
         rx.await.map_err(|_| anyhow::anyhow!("the index writer stopped"))?.map_err(anyhow::Error::new)
     }
 
-    async fn insert(&self, described: Arc<Described>, blob: NewBlob, wrapped_key: String) -> Result<Outcome, InsertError> {
+    async fn insert(&self, row: Arc<NewRow>) -> Result<Outcome, InsertError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::Insert { described, blob, wrapped_key, reply })
+            .send(Job::Insert { row, reply })
             .await
             .map_err(|_| InsertError::Db(sqlx::Error::PoolClosed))?;
         rx.await.map_err(|_| InsertError::Db(sqlx::Error::PoolClosed))?
@@ -156,14 +157,16 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
         let mut known = Known::default();
         let mut stored_paths = Vec::new();
         for (i, job) in batch.iter().enumerate() {
-            let Job::Insert { described, blob, wrapped_key, .. } = job else { continue };
-            let plan = known.plan(described);
-            let guarded = dialect == Dialect::Postgres || plan.writes_more_than_the_instance();
+            let Job::Insert { row, .. } = job else { continue };
+            let plan = known.plan(row);
+            let guarded = dialect == Dialect::Postgres || plan.writes_more_than_the_instance() || row.link.is_some();
             if guarded {
                 sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
             }
-            let r = try_insert(&mut tx, described, blob, wrapped_key, &plan).await;
-            let keep = matches!(r, Ok(Outcome::Stored));
+            let r = try_insert(&mut tx, row, &plan).await;
+            // A duplicate keeps its writes too: its link to the holding.
+            let keep = r.is_ok();
+            let stored = matches!(r, Ok(Outcome::Stored));
             if guarded {
                 if keep {
                     sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
@@ -172,9 +175,9 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
                     sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
                 }
             }
-            if keep {
-                known.learn(described);
-                stored_paths.push(blob.path.as_str());
+            if stored {
+                known.learn(row);
+                stored_paths.push(row.blob.path.as_str());
             }
             results[i] = Some(match r {
                 Ok(Outcome::Stored) => Ok(JobOk::Stored),
@@ -240,10 +243,12 @@ async fn pending_rows(tx: &mut sqlx::Transaction<'static, sqlx::Any>, insert: bo
 /// write only their own row.
 #[derive(Default)]
 struct Known {
-    studies: std::collections::HashSet<String>,
-    /// series UID → its study UID
-    series: std::collections::HashMap<String, String>,
-    modalities: std::collections::HashSet<(String, String)>,
+    /// (origin, study UID)
+    studies: std::collections::HashSet<(String, String)>,
+    /// (origin, series UID) → its study UID
+    series: std::collections::HashMap<(String, String), String>,
+    /// (origin, study UID, modality)
+    modalities: std::collections::HashSet<(String, String, String)>,
 }
 
 /// The writes one instance needs besides its own row.
@@ -261,30 +266,32 @@ impl Plan {
 }
 
 impl Known {
-    fn plan(&self, d: &Described) -> Plan {
+    fn plan(&self, row: &NewRow) -> Plan {
+        let (o, d) = (&row.origin, &row.described);
         Plan {
-            study_row: !self.studies.contains(&d.study_uid),
-            series_owner: self.series.get(&d.series_uid).cloned(),
+            study_row: !self.studies.contains(&(o.clone(), d.study_uid.clone())),
+            series_owner: self.series.get(&(o.clone(), d.series_uid.clone())).cloned(),
             modality: !d.series.modality.is_empty()
-                && !self.modalities.contains(&(d.study_uid.clone(), d.series.modality.clone())),
+                && !self.modalities.contains(&(o.clone(), d.study_uid.clone(), d.series.modality.clone())),
         }
     }
 
     /// After an instance was stored (its writes kept).
-    fn learn(&mut self, d: &Described) {
-        self.studies.insert(d.study_uid.clone());
-        self.series.insert(d.series_uid.clone(), d.study_uid.clone());
+    fn learn(&mut self, row: &NewRow) {
+        let (o, d) = (&row.origin, &row.described);
+        self.studies.insert((o.clone(), d.study_uid.clone()));
+        self.series.insert((o.clone(), d.series_uid.clone()), d.study_uid.clone());
         if !d.series.modality.is_empty() {
-            self.modalities.insert((d.study_uid.clone(), d.series.modality.clone()));
+            self.modalities.insert((o.clone(), d.study_uid.clone(), d.series.modality.clone()));
         }
     }
 }
 
-fn job_order(job: &Job) -> (u8, &str, &str) {
+fn job_order(job: &Job) -> (u8, &str, &str, &str) {
     match job {
-        Job::Register { .. } => (0, "", ""),
-        Job::Forget { .. } => (1, "", ""),
-        Job::Insert { described, .. } => (2, &described.study_uid, &described.series_uid),
+        Job::Register { .. } => (0, "", "", ""),
+        Job::Forget { .. } => (1, "", "", ""),
+        Job::Insert { row, .. } => (2, &row.origin, &row.described.study_uid, &row.described.series_uid),
     }
 }
 
@@ -306,22 +313,38 @@ fn copy_error(e: &sqlx::Error) -> sqlx::Error {
     }
 }
 
-/// Policy for a SOP Instance UID that is already stored: the same bytes again is a success
-/// (`Duplicate`, nothing changes); different bytes are refused with 0x0111 and the stored
-/// instance stays as it is — an instance is immutable once stored.
-pub async fn insert(state: &AppState, d: Arc<Described>, blob: NewBlob) -> Result<Outcome, Failure> {
-    // The study key exists before the transaction (created race-free on its own).
-    let study_key = state
-        .keys
-        .study_key_or_create(&state.db, &state.db_write, &d.study_uid)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "study key unavailable");
-            Failure::new(reason::OUT_OF_RESOURCES, "the hub's key service is unavailable")
-        })?;
-    let wrapped_key = study_key.wrap(&blob.key.0, b"ferry-blob-key");
+/// An instance to index: what was described, its durable blob, the data key that wraps the
+/// blob's key, and who wrote it.
+pub struct NewRow {
+    origin: String,
+    /// The holding the upload went into, linked in the same transaction.
+    link: Option<(crate::index::Holding, String)>,
+    key_id: String,
+    wrapped_key: String,
+    described: Arc<Described>,
+    blob: NewBlob,
+}
+
+/// Indexes an instance under `origin`. Policy for a SOP Instance UID that the same origin
+/// already stored: the same bytes again is a success (`Duplicate`, nothing changes); different
+/// bytes are refused with 0x0111 and the stored instance stays as it is — an instance is
+/// immutable once stored. Other origins' rows are never looked at: an upload learns nothing
+/// about what others stored under the same UIDs.
+pub async fn insert(state: &AppState, origin: &Origin, d: Arc<Described>, blob: NewBlob) -> Result<Outcome, Failure> {
+    // The data key exists before the transaction (created race-free on its own).
+    let key_id = origin.key_id(&d.study_uid);
+    let wrapped_key = state.keys.wrap_blob_key(&state.db, &state.db_write, &key_id, &blob.key).await.map_err(|e| {
+        tracing::error!(error = %format!("{e:#}"), "study key unavailable");
+        Failure::new(reason::OUT_OF_RESOURCES, "the hub's key service is unavailable")
+    })?;
+    let link = match origin {
+        Origin::Hub => None,
+        Origin::Transfer(id) => Some((crate::index::Holding::Transfer, id.clone())),
+        Origin::Share(id) => Some((crate::index::Holding::Share, id.clone())),
+    };
+    let row = Arc::new(NewRow { origin: origin.as_string(), link, key_id, wrapped_key, described: d, blob });
     for attempt in 0..3 {
-        match state.index.insert(d.clone(), blob.clone(), wrapped_key.clone()).await {
+        match state.index.insert(row.clone()).await {
             Ok(o) => return Ok(o),
             Err(InsertError::Failure(f)) => return Err(f),
             Err(InsertError::Db(e)) if retryable(&e) && attempt < 2 => {
@@ -358,17 +381,12 @@ impl From<sqlx::Error> for InsertError {
 
 /// Indexes one instance inside the batch's transaction. Refusals are decided before anything
 /// is written where possible; the caller rolls back the job's savepoint unless it is `Stored`.
-async fn try_insert(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    d: &Described,
-    blob: &NewBlob,
-    wrapped_blob_key: &str,
-    plan: &Plan,
-) -> Result<Outcome, InsertError> {
+async fn try_insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, row: &NewRow, plan: &Plan) -> Result<Outcome, InsertError> {
+    let (origin, d, blob) = (&row.origin, &*row.described, &row.blob);
     let now = now_ms();
     let owner = match &plan.series_owner {
         Some(o) => Some(o.clone()),
-        None => series_owner(tx, &d.series_uid).await?,
+        None => series_owner(tx, origin, &d.series_uid).await?,
     };
     if owner.as_ref().is_some_and(|o| *o != d.study_uid) {
         return Err(mismatch());
@@ -376,13 +394,14 @@ async fn try_insert(
     if plan.study_row {
         let s = &d.study;
         sqlx::query(
-            "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_norm, \
+            "INSERT INTO studies (origin, study_uid, patient_id, patient_name, patient_name_norm, \
              patient_birth_date, patient_sex, study_date, study_time, accession_number, study_id, \
              study_description, referring_physician, referring_physician_norm, modalities, attrs, \
              created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '|', $14, $15, $15) \
-             ON CONFLICT (study_uid) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '|', $15, $16, $16) \
+             ON CONFLICT (origin, study_uid) DO NOTHING",
         )
+        .bind(origin)
         .bind(&d.study_uid)
         .bind(&s.patient_id)
         .bind(&s.patient_name)
@@ -404,10 +423,11 @@ async fn try_insert(
     if owner.is_none() {
         let se = &d.series;
         sqlx::query(
-            "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \
+            "INSERT INTO series (origin, series_uid, study_uid, modality, series_number, series_description, \
              series_date, series_time, attrs, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (series_uid) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (origin, series_uid) DO NOTHING",
         )
+        .bind(origin)
         .bind(&d.series_uid)
         .bind(&d.study_uid)
         .bind(&se.modality)
@@ -420,15 +440,16 @@ async fn try_insert(
         .execute(&mut **tx)
         .await?;
         // Another hub may have created the series meanwhile, for another study.
-        if series_owner(tx, &d.series_uid).await?.is_some_and(|o| o != d.study_uid) {
+        if series_owner(tx, origin, &d.series_uid).await?.is_some_and(|o| o != d.study_uid) {
             return Err(mismatch());
         }
     }
     if plan.modality {
         sqlx::query(
-            "UPDATE studies SET modalities = modalities || $2 || '|', updated_at = $3 \
-             WHERE study_uid = $1 AND modalities NOT LIKE $4",
+            "UPDATE studies SET modalities = modalities || $3 || '|', updated_at = $4 \
+             WHERE origin = $1 AND study_uid = $2 AND modalities NOT LIKE $5",
         )
+        .bind(origin)
         .bind(&d.study_uid)
         .bind(&d.series.modality)
         .bind(now)
@@ -438,12 +459,13 @@ async fn try_insert(
     }
     let layout = d.pixel.as_ref().and_then(|p| serde_json::to_string(p).ok());
     let inserted = sqlx::query(
-        "INSERT INTO instances (sop_instance_uid, series_uid, study_uid, sop_class_uid, \
-         instance_number, transfer_syntax, size, sha256, blob_path, blob_key, pixel_layout, \
+        "INSERT INTO instances (origin, sop_instance_uid, series_uid, study_uid, sop_class_uid, \
+         instance_number, transfer_syntax, size, sha256, blob_path, blob_key, key_id, pixel_layout, \
          number_of_frames, metadata, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-         ON CONFLICT (sop_instance_uid) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         ON CONFLICT (origin, sop_instance_uid) DO NOTHING",
     )
+    .bind(origin)
     .bind(&d.sop_instance_uid)
     .bind(&d.series_uid)
     .bind(&d.study_uid)
@@ -453,7 +475,8 @@ async fn try_insert(
     .bind(blob.size as i64)
     .bind(&blob.sha256)
     .bind(&blob.path)
-    .bind(wrapped_blob_key)
+    .bind(&row.wrapped_key)
+    .bind(&row.key_id)
     .bind(layout)
     .bind(d.number_of_frames)
     .bind(&d.metadata)
@@ -461,27 +484,39 @@ async fn try_insert(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    if inserted == 1 {
-        return Ok(Outcome::Stored);
-    }
-    // Already stored: the same bytes are a success, other bytes are refused.
-    let sha: String = sqlx::query("SELECT sha256 FROM instances WHERE sop_instance_uid = $1")
-        .bind(&d.sop_instance_uid)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get(0)?;
-    if sha == blob.sha256 {
-        Ok(Outcome::Duplicate)
+    let outcome = if inserted == 1 {
+        Outcome::Stored
     } else {
-        Err(InsertError::Failure(Failure::new(
-            reason::DUPLICATE_DIFFERENT,
-            "SOP Instance UID already stored with different content",
-        )))
+        // Already stored by this origin: the same bytes are a success, other bytes are refused.
+        let sha: String = sqlx::query("SELECT sha256 FROM instances WHERE origin = $1 AND sop_instance_uid = $2")
+            .bind(origin)
+            .bind(&d.sop_instance_uid)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+        if sha != blob.sha256 {
+            return Err(InsertError::Failure(Failure::new(
+                reason::DUPLICATE_DIFFERENT,
+                "SOP Instance UID already stored with different content",
+            )));
+        }
+        Outcome::Duplicate
+    };
+    if let Some((holding, id)) = &row.link {
+        let r = crate::index::RowRef {
+            origin: origin.clone(),
+            sop_instance_uid: d.sop_instance_uid.clone(),
+            series_uid: d.series_uid.clone(),
+            study_uid: d.study_uid.clone(),
+        };
+        crate::index::insert_links(tx, *holding, id, std::slice::from_ref(&r)).await?;
     }
+    Ok(outcome)
 }
 
-async fn series_owner(tx: &mut sqlx::Transaction<'static, sqlx::Any>, series_uid: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query("SELECT study_uid FROM series WHERE series_uid = $1")
+async fn series_owner(tx: &mut sqlx::Transaction<'static, sqlx::Any>, origin: &str, series_uid: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT study_uid FROM series WHERE origin = $1 AND series_uid = $2")
+        .bind(origin)
         .bind(series_uid)
         .fetch_optional(&mut **tx)
         .await?

@@ -17,6 +17,7 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::index::{Origin, RowRef};
 use crate::state::AppState;
 use crate::storage::crypto::Key;
 pub use describe::Described;
@@ -49,6 +50,20 @@ pub struct Stored {
     pub sop_instance_uid: String,
     pub study_uid: String,
     pub series_uid: String,
+    /// The origin of the row (see [`crate::index`]).
+    pub origin: String,
+}
+
+impl Stored {
+    /// The stored row, the way links name it.
+    pub fn row_ref(&self) -> RowRef {
+        RowRef {
+            origin: self.origin.clone(),
+            sop_instance_uid: self.sop_instance_uid.clone(),
+            series_uid: self.series_uid.clone(),
+            study_uid: self.study_uid.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -217,9 +232,10 @@ where
 }
 
 /// Makes a received file durable (blob finished and synced) and visible (indexed in one
-/// transaction). Independent of the request body, so it can run while the next part arrives.
+/// transaction, under `origin`, linked to its holding). Independent of the request body, so it
+/// can run while the next part arrives.
 #[tracing::instrument(skip_all, fields(study_uid = %r.described.study_uid, sop_instance_uid = %r.described.sop_instance_uid))]
-pub async fn commit(state: &AppState, r: Received) -> Result<Stored, Failure> {
+pub async fn commit(state: &AppState, origin: &Origin, r: Received) -> Result<Stored, Failure> {
     let Received { described, writer, blob_path, blob_key, size, sha256 } = r;
     if let Err(e) = writer.finish().await {
         tracing::error!(error = %format!("{e:#}"), "blob finish failed");
@@ -228,7 +244,7 @@ pub async fn commit(state: &AppState, r: Received) -> Result<Stored, Failure> {
     }
     let described = std::sync::Arc::new(described);
     let blob = index::NewBlob { path: blob_path.clone(), key: blob_key, size, sha256 };
-    match index::insert(state, described.clone(), blob).await {
+    match index::insert(state, origin, described.clone(), blob).await {
         Ok(outcome) => {
             if outcome == Outcome::Duplicate {
                 forget_blob(state, &blob_path).await;
@@ -242,6 +258,7 @@ pub async fn commit(state: &AppState, r: Received) -> Result<Stored, Failure> {
                 sop_instance_uid: described.sop_instance_uid.clone(),
                 study_uid: described.study_uid.clone(),
                 series_uid: described.series_uid.clone(),
+                origin: origin.as_string(),
             })
         }
         Err(f) => {
@@ -343,6 +360,7 @@ impl std::io::Read for ChannelReader {
 /// request body, so fsyncs and index transactions overlap with receiving the next file.
 pub struct Pipeline<L> {
     state: AppState,
+    origin: Origin,
     inflight: std::collections::VecDeque<(L, tokio::task::JoinHandle<Result<Stored, Failure>>)>,
     done: Vec<(L, Result<Stored, Failure>)>,
 }
@@ -350,8 +368,9 @@ pub struct Pipeline<L> {
 const PIPELINE_DEPTH: usize = 4;
 
 impl<L> Pipeline<L> {
-    pub fn new(state: &AppState) -> Self {
-        Self { state: state.clone(), inflight: Default::default(), done: Vec::new() }
+    /// A pipeline whose files are indexed under `origin`.
+    pub fn new(state: &AppState, origin: Origin) -> Self {
+        Self { state: state.clone(), origin, inflight: Default::default(), done: Vec::new() }
     }
 
     async fn reap_one(&mut self) {
@@ -366,8 +385,8 @@ impl<L> Pipeline<L> {
 
     /// Queues a received file for commit; waits when too many are in flight.
     pub async fn push(&mut self, label: L, received: Received) {
-        let state = self.state.clone();
-        self.inflight.push_back((label, tokio::spawn(async move { commit(&state, received).await })));
+        let (state, origin) = (self.state.clone(), self.origin.clone());
+        self.inflight.push_back((label, tokio::spawn(async move { commit(&state, &origin, received).await })));
         while self.inflight.len() > PIPELINE_DEPTH {
             self.reap_one().await;
         }

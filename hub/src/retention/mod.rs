@@ -60,62 +60,26 @@ pub async fn purge_share(state: &AppState, id: &str) -> anyhow::Result<bool> {
         tx.rollback().await?;
         return Ok(false);
     }
-    let studies: Vec<String> = sqlx::query_scalar("SELECT DISTINCT study_uid FROM share_instances WHERE share_id = $1").bind(id).fetch_all(&mut *tx).await?;
-    let mut blobs: Vec<String> = sqlx::query_scalar("SELECT blob_path FROM share_reports WHERE share_id = $1").bind(id).fetch_all(&mut *tx).await?;
-    for sql in [
-        "DELETE FROM share_sessions WHERE share_id = $1",
-        "DELETE FROM share_reports WHERE share_id = $1",
-        "DELETE FROM share_instances WHERE share_id = $1",
-    ] {
+    let reports = sqlx::query("SELECT blob_path, key_id FROM share_reports WHERE share_id = $1").bind(id).fetch_all(&mut *tx).await?;
+    let mut report_blobs = Vec::new();
+    let mut report_keys = Vec::new();
+    for r in &reports {
+        report_blobs.push(r.try_get::<String, _>(0)?);
+        report_keys.push(r.try_get::<String, _>(1)?);
+    }
+    for sql in ["DELETE FROM share_sessions WHERE share_id = $1", "DELETE FROM share_reports WHERE share_id = $1"] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;
     }
-    let mut shredded = 0;
-    for study in &studies {
-        let unheld = sqlx::query(
-            "SELECT sop_instance_uid, blob_path FROM instances WHERE study_uid = $1 \
-             AND sop_instance_uid NOT IN (SELECT sop_instance_uid FROM transfer_instances WHERE study_uid = $1) \
-             AND sop_instance_uid NOT IN (SELECT sop_instance_uid FROM share_instances WHERE study_uid = $1)",
-        )
-        .bind(study)
-        .fetch_all(&mut *tx)
+    let released = crate::index::release(&mut tx, crate::index::Holding::Share, id, report_blobs, report_keys).await?;
+    // The row stays for the audit trail (who made it, when it was issued, expired, purged), but
+    // nothing of the patient: no ID, no note, no question, no answer.
+    sqlx::query("UPDATE shares SET patient_id = '', note = '', question_text = '', answer_hash = '' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
         .await?;
-        if unheld.is_empty() {
-            continue;
-        }
-        let total: i64 = sqlx::query("SELECT COUNT(*) FROM instances WHERE study_uid = $1").bind(study).fetch_one(&mut *tx).await?.try_get(0)?;
-        let whole_study = total as usize == unheld.len();
-        if whole_study {
-            // The data key first: from this commit on, no blob of the study can be decrypted.
-            sqlx::query("DELETE FROM study_keys WHERE study_uid = $1").bind(study).execute(&mut *tx).await?;
-            shredded += 1;
-        }
-        for r in &unheld {
-            let sop: String = r.try_get(0)?;
-            let path: String = r.try_get(1)?;
-            sqlx::query("DELETE FROM instances WHERE sop_instance_uid = $1").bind(&sop).execute(&mut *tx).await?;
-            blobs.push(path);
-        }
-        sqlx::query("DELETE FROM series WHERE study_uid = $1 AND series_uid NOT IN (SELECT series_uid FROM instances WHERE study_uid = $1)")
-            .bind(study)
-            .execute(&mut *tx)
-            .await?;
-        if whole_study {
-            sqlx::query("DELETE FROM studies WHERE study_uid = $1").bind(study).execute(&mut *tx).await?;
-        }
-    }
-    // Listed for the sweeper (as due at once) before the rows that named them are gone.
-    for path in &blobs {
-        sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, 0) ON CONFLICT (blob_path) DO NOTHING")
-            .bind(path)
-            .execute(&mut *tx)
-            .await?;
-    }
     tx.commit().await?;
-    for path in &blobs {
-        if state.blobs.delete(path).await.is_ok() {
-            let _ = sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1").bind(path).execute(&state.db_write).await;
-        }
-    }
+    state.blobs.delete_released(&state.db_write, &released.blobs).await;
+    let (blobs, shredded) = (released.blobs, released.shredded);
     audit::record(&state.db_write, Event {
         actor: "system",
         client_addr: "",
@@ -126,6 +90,7 @@ pub async fn purge_share(state: &AppState, id: &str) -> anyhow::Result<bool> {
         detail: &format!("{} blobs deleted, {shredded} studies shredded", blobs.len()),
     })
     .await?;
+    crate::db::reclaim_deleted(&state.db_write, state.dialect).await;
     tracing::info!(share = %id, blobs = blobs.len(), shredded, "share purged");
     Ok(true)
 }

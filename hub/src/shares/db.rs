@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::db::{Db, now_ms};
-use crate::transfers::db::{Linked, linked_studies};
+use crate::index::{Holding, RowRef, linked_studies};
 
 /// A share row as the handlers need it.
 #[derive(Debug, Clone)]
@@ -90,11 +90,19 @@ pub async fn find_by_code_hash(db: &Db, hash: &str) -> Result<Option<ShareRow>, 
         .transpose()
 }
 
+/// A report with where its blob is and the data key that wraps its key.
+pub struct StoredReport {
+    pub report: ShareReport,
+    pub blob_path: String,
+    pub blob_key: String,
+    pub key_id: String,
+}
+
 /// The reports of a share, in upload order.
-pub async fn reports(db: &Db, share_id: &str) -> Result<Vec<(ShareReport, String, String)>, sqlx::Error> {
+pub async fn reports(db: &Db, share_id: &str) -> Result<Vec<StoredReport>, sqlx::Error> {
     let now = now_ms();
     let rows = sqlx::query(
-        "SELECT id, study_uid, name, size, release_at, blob_path, blob_key FROM share_reports WHERE share_id = $1 ORDER BY created_at, id",
+        "SELECT id, study_uid, name, size, release_at, blob_path, blob_key, key_id FROM share_reports WHERE share_id = $1 ORDER BY created_at, id",
     )
     .bind(share_id)
     .fetch_all(db)
@@ -102,8 +110,8 @@ pub async fn reports(db: &Db, share_id: &str) -> Result<Vec<(ShareReport, String
     rows.iter()
         .map(|r| {
             let release_at: i64 = r.try_get(4)?;
-            Ok((
-                ShareReport {
+            Ok(StoredReport {
+                report: ShareReport {
                     id: r.try_get(0)?,
                     study_uid: r.try_get(1)?,
                     name: r.try_get(2)?,
@@ -111,9 +119,10 @@ pub async fn reports(db: &Db, share_id: &str) -> Result<Vec<(ShareReport, String
                     release_at,
                     released: release_at <= now,
                 },
-                r.try_get(5)?,
-                r.try_get(6)?,
-            ))
+                blob_path: r.try_get(5)?,
+                blob_key: r.try_get(6)?,
+                key_id: r.try_get(7)?,
+            })
         })
         .collect()
 }
@@ -122,8 +131,8 @@ pub async fn reports(db: &Db, share_id: &str) -> Result<Vec<(ShareReport, String
 pub async fn load(db: &Db, row: &ShareRow) -> Result<Share, sqlx::Error> {
     let now = now_ms();
     let c = sqlx::query("SELECT code, name FROM communities WHERE id = $1").bind(&row.community_id).fetch_one(db).await?;
-    let studies = linked_studies(db, Linked::Share, &row.id).await?;
-    let reports = reports(db, &row.id).await?.into_iter().map(|(r, _, _)| r).collect();
+    let studies = linked_studies(db, Holding::Share, &row.id).await?;
+    let reports = reports(db, &row.id).await?.into_iter().map(|r| r.report).collect();
     let patient_name = studies.first().map(|s| s.patient_name.clone()).unwrap_or_default();
     Ok(Share {
         id: row.id.clone(),
@@ -149,9 +158,9 @@ pub async fn load(db: &Db, row: &ShareRow) -> Result<Share, sqlx::Error> {
 }
 
 /// Links instances to a share (idempotent).
-pub async fn link_instances(db: &Db, id: &str, instances: &[(String, String, String)]) -> Result<(), sqlx::Error> {
+pub async fn link_instances(db: &Db, id: &str, instances: &[RowRef]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    crate::transfers::db::insert_links(&mut tx, Linked::Share, id, instances).await?;
+    crate::index::insert_links(&mut tx, Holding::Share, id, instances).await?;
     tx.commit().await
 }
 
@@ -169,19 +178,15 @@ pub async fn with_descendants(db: &Db, id: &str) -> Result<Vec<String>, sqlx::Er
     Ok(all)
 }
 
-/// Instances (SOP, series, study) of the given studies that a community holds: what came to it
-/// by transfer, and what it shared itself (issued shares whose data is still there).
-pub async fn held_instances(
-    db: &Db,
-    community_id: &str,
-    studies: &[String],
-    patient_id: Option<&str>,
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+/// Instance rows of the given studies (or of one patient's studies) that a community holds: what
+/// came to it by transfer, and what it shared itself (issued shares whose data is still there).
+/// The patient is looked up in the study rows of those holdings only.
+pub async fn held_instances(db: &Db, community_id: &str, studies: &[String], patient_id: Option<&str>) -> Result<Vec<RowRef>, sqlx::Error> {
     let mut binds: Vec<String> = vec![community_id.to_string()];
     let which = match patient_id {
         Some(p) => {
             binds.push(p.to_string());
-            "i.study_uid IN (SELECT study_uid FROM studies WHERE patient_id = $2)".to_string()
+            "(i.origin, i.study_uid) IN (SELECT origin, study_uid FROM studies WHERE patient_id = $2)".to_string()
         }
         None => {
             let list: Vec<String> = studies
@@ -195,35 +200,32 @@ pub async fn held_instances(
         }
     };
     let sql = format!(
-        "SELECT i.sop_instance_uid, i.series_uid, i.study_uid FROM instances i WHERE {which} AND \
-         (i.sop_instance_uid IN (SELECT ti.sop_instance_uid FROM transfer_instances ti JOIN transfers t ON t.id = ti.transfer_id \
-           WHERE t.community_id = $1 AND t.state <> 'draft') \
-          OR i.sop_instance_uid IN (SELECT si.sop_instance_uid FROM share_instances si JOIN shares s ON s.id = si.share_id \
-           WHERE s.community_id = $1 AND s.state <> 'draft' AND s.purged_at IS NULL)) \
-         ORDER BY i.study_uid, i.series_uid, i.sop_instance_uid"
+        "SELECT i.origin, i.sop_instance_uid, i.series_uid, i.study_uid FROM instances i WHERE {which} AND \
+         ((i.origin, i.sop_instance_uid) IN (SELECT ti.origin, ti.sop_instance_uid FROM transfer_instances ti \
+           JOIN transfers t ON t.id = ti.transfer_id WHERE t.community_id = $1 AND t.state <> 'draft') \
+          OR (i.origin, i.sop_instance_uid) IN (SELECT si.origin, si.sop_instance_uid FROM share_instances si \
+           JOIN shares s ON s.id = si.share_id WHERE s.community_id = $1 AND s.state <> 'draft' AND s.purged_at IS NULL)) \
+         ORDER BY i.study_uid, i.series_uid, i.sop_instance_uid, i.origin"
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for b in binds {
         q = q.bind(b);
     }
-    q.fetch_all(db)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect()
+    q.fetch_all(db).await?.iter().map(crate::index::row_ref).collect()
 }
 
-/// (patient id, birth date, study date) of each study.
-pub async fn study_facts(db: &Db, studies: &[String]) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-    let mut out = Vec::new();
-    for s in studies {
-        if let Some(r) = sqlx::query("SELECT patient_id, patient_birth_date, study_date FROM studies WHERE study_uid = $1")
-            .bind(s)
-            .fetch_optional(db)
-            .await?
-        {
-            out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
-        }
-    }
-    Ok(out)
+/// (patient id, birth date, study date) of each study a share links, from the study rows of
+/// the origins it links (never from what other tenants stored under the same UIDs).
+pub async fn study_facts(db: &Db, share_id: &str) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query(
+        "SELECT s.patient_id, s.patient_birth_date, s.study_date FROM studies s \
+         WHERE (s.origin, s.study_uid) IN (SELECT l.origin, l.study_uid FROM share_instances l WHERE l.share_id = $1) \
+         ORDER BY s.study_uid, s.origin",
+    )
+    .bind(share_id)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+    .collect()
 }

@@ -23,7 +23,7 @@ use crate::audit::{self, Event};
 use crate::db::now_ms;
 use crate::error::{ApiJson, AppError, AppResult};
 use crate::state::AppState;
-use crate::transfers::db::{Linked, linked_studies};
+use crate::index::{Holding, linked_studies};
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let limited = Router::new().route("/api/v1/redeem", post(api_redeem));
@@ -159,8 +159,8 @@ pub async fn view(state: &AppState, share: &ShareRow) -> AppResult<SharedView> {
     Ok(SharedView {
         community_name: name,
         expires_at: share.expires_at,
-        studies: linked_studies(&state.db, Linked::Share, &share.id).await?,
-        reports: db::reports(&state.db, &share.id).await?.into_iter().map(|(r, _, _)| r).collect(),
+        studies: linked_studies(&state.db, Holding::Share, &share.id).await?,
+        reports: db::reports(&state.db, &share.id).await?.into_iter().map(|r| r.report).collect(),
         can_forward: share.parent_id.is_none(),
     })
 }
@@ -171,15 +171,15 @@ async fn api_view(State(state): State<AppState>, h: ShareHolder) -> AppResult<Js
 
 /// The share (or one study of it) as a ZIP in IHE PDI layout, with the released reports.
 pub async fn download(state: &AppState, h: &ShareHolder, study: Option<&str>, client: &str) -> AppResult<Response> {
-    let items = crate::archive::pdi::items(state, Linked::Share, &h.share.id, study).await?;
+    let items = crate::archive::pdi::items(state, Holding::Share, &h.share.id, study).await?;
     if items.is_empty() {
         return Err(AppError::NotFound("no such study in this share".into()));
     }
     let reports = db::reports(&state.db, &h.share.id)
         .await?
         .into_iter()
-        .filter(|(r, _, _)| r.released && study.is_none_or(|s| s == r.study_uid))
-        .map(|(r, path, key)| crate::archive::pdi::Report { study_uid: r.study_uid, size: r.size, blob_path: path, blob_key: key })
+        .filter(|r| r.report.released && study.is_none_or(|s| s == r.report.study_uid))
+        .map(|r| crate::archive::pdi::Report { study_uid: r.report.study_uid, size: r.report.size, blob_path: r.blob_path, blob_key: r.blob_key, key_id: r.key_id })
         .collect();
     let title = "Medizinische Bilder / Medical images";
     let plan = crate::archive::pdi::plan(state, items, reports, title).await?;
@@ -208,12 +208,13 @@ async fn api_download_study(State(state): State<AppState>, ci: ConnectInfo<Socke
 /// A released report of the share, as the PDF.
 pub async fn report(state: &AppState, h: &ShareHolder, id: &str, client: &str) -> AppResult<Response> {
     let all = db::reports(&state.db, &h.share.id).await?;
-    let (r, path, key) = all.into_iter().find(|(r, _, _)| r.id == id).ok_or_else(|| AppError::NotFound("no such report".into()))?;
+    let stored = all.into_iter().find(|r| r.report.id == id).ok_or_else(|| AppError::NotFound("no such report".into()))?;
+    let (r, path) = (&stored.report, &stored.blob_path);
     if !r.released {
         return Err(AppError::NotFound("the report is not yet available".into()));
     }
-    let blob_key = crate::archive::pdi::Keys::default().blob_key(state, &r.study_uid, &key).await?;
-    let body = axum::body::Body::from_stream(state.blobs.read(&path, blob_key, r.size, 0..r.size));
+    let blob_key = crate::storage::keys::KeyCache::default().blob_key(&state.keys, &state.db, &stored.key_id, &stored.blob_key).await?;
+    let body = axum::body::Body::from_stream(state.blobs.read(path, blob_key, r.size, 0..r.size));
     audit::record(&state.db_write, Event { actor: &format!("share:{}", h.share.id), client_addr: client, action: "share.report", object_kind: "share", object_id: &h.share.id, result: "ok", detail: &r.id }).await?;
     let mut resp = Response::new(body);
     let hd = resp.headers_mut();

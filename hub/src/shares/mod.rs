@@ -141,7 +141,7 @@ async fn open_draft(
     created_by: &str,
     parent_id: Option<&str>,
     note: &str,
-    instances: &[(String, String, String)],
+    instances: &[crate::index::RowRef],
 ) -> AppResult<ShareRow> {
     let id = uuid::Uuid::new_v4().to_string();
     let mut tx = state.db_write.begin().await?;
@@ -157,7 +157,7 @@ async fn open_draft(
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
-    crate::transfers::db::insert_links(&mut tx, crate::transfers::db::Linked::Share, &id, instances).await?;
+    crate::index::insert_links(&mut tx, crate::index::Holding::Share, &id, instances).await?;
     tx.commit().await?;
     db::find(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("share vanished")))
 }
@@ -165,7 +165,7 @@ async fn open_draft(
 /// Issues a code for a share whose instances are linked: chooses the second factor, sets the
 /// expiry and stores the code's hash. The code (and password) leave only in the answer.
 pub(crate) async fn issue_linked(state: &AppState, actor: &str, row: &ShareRow, options: &ShareOptions, cap: Option<i64>) -> AppResult<IssuedShare> {
-    let studies: Vec<String> = crate::transfers::db::linked_studies(&state.db, crate::transfers::db::Linked::Share, &row.id)
+    let studies: Vec<String> = crate::index::linked_studies(&state.db, crate::index::Holding::Share, &row.id)
         .await?
         .into_iter()
         .map(|s| s.study_uid)
@@ -173,7 +173,7 @@ pub(crate) async fn issue_linked(state: &AppState, actor: &str, row: &ShareRow, 
     if studies.is_empty() {
         return Err(AppError::Conflict("the share holds no images yet; add files or studies first".into()));
     }
-    let facts = db::study_facts(&state.db, &studies).await?;
+    let facts = db::study_facts(&state.db, &row.id).await?;
     let factor = factor::choose(options, &facts).await?;
     let default_days: i64 = sqlx::query("SELECT default_share_days FROM communities WHERE id = $1")
         .bind(&row.community_id)
@@ -250,7 +250,7 @@ pub async fn create(state: &AppState, actor: &str, community_id: &str, n: &NewSh
     let note = clean_note(n.options.note.as_deref())?;
     let instances = if draft { Vec::new() } else { db::held_instances(&state.db, community_id, &n.studies, patient).await? };
     if !draft {
-        let mut found: Vec<&str> = instances.iter().map(|i| i.2.as_str()).collect();
+        let mut found: Vec<&str> = instances.iter().map(|i| i.study_uid.as_str()).collect();
         found.dedup();
         if let Some(missing) = n.studies.iter().find(|s| !found.contains(&s.as_str())) {
             return Err(AppError::NotFound(format!("the community holds no study {missing}")));
@@ -274,9 +274,20 @@ pub async fn create(state: &AppState, actor: &str, community_id: &str, n: &NewSh
     }
 }
 
+/// Removes a draft that never became a share, with every row, blob and data key only it needed.
 async fn discard_draft(state: &AppState, id: &str) {
-    let _ = sqlx::query("DELETE FROM share_instances WHERE share_id = $1").bind(id).execute(&state.db_write).await;
-    let _ = sqlx::query("DELETE FROM shares WHERE id = $1 AND state = 'draft'").bind(id).execute(&state.db_write).await;
+    let released: anyhow::Result<crate::index::Released> = async {
+        let mut tx = state.db_write.begin().await?;
+        let released = crate::index::release(&mut tx, crate::index::Holding::Share, id, vec![], vec![]).await?;
+        sqlx::query("DELETE FROM shares WHERE id = $1 AND state = 'draft'").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+    .await;
+    match released {
+        Ok(r) => state.blobs.delete_released(&state.db_write, &r.blobs).await,
+        Err(e) => tracing::warn!(share = %id, error = %format!("{e:#}"), "discarding a draft share failed; retention purges it later"),
+    }
 }
 
 /// A derived code for a subset of a share's studies that never outlives it (patients forward
@@ -286,17 +297,11 @@ pub async fn forward(state: &AppState, parent: &ShareRow, studies: &[String], op
     if parent.parent_id.is_some() {
         return Err(AppError::ForbiddenBecause("a forwarded code cannot be forwarded again".into()));
     }
-    let all: Vec<(String, String, String)> = sqlx::query("SELECT sop_instance_uid, series_uid, study_uid FROM share_instances WHERE share_id = $1")
-        .bind(&parent.id)
-        .fetch_all(&state.db)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-    if let Some(missing) = studies.iter().find(|s| !all.iter().any(|i| &i.2 == *s)) {
+    let all = crate::index::linked_rows(&state.db, crate::index::Holding::Share, &parent.id).await?;
+    if let Some(missing) = studies.iter().find(|s| !all.iter().any(|i| &i.study_uid == *s)) {
         return Err(AppError::NotFound(format!("the share holds no study {missing}")));
     }
-    let chosen: Vec<_> = all.into_iter().filter(|i| studies.is_empty() || studies.contains(&i.2)).collect();
+    let chosen: Vec<_> = all.into_iter().filter(|i| studies.is_empty() || studies.contains(&i.study_uid)).collect();
     let actor = format!("share:{}", parent.id);
     let row = open_draft(state, &parent.community_id, &actor, Some(&parent.id), "", &chosen).await?;
     let mut options = options.clone();
@@ -429,7 +434,7 @@ async fn api_add_files(State(state): State<AppState>, who: Principal, Path(id): 
     if row.state != "draft" {
         return Err(AppError::Conflict("this share was already issued; create a new one for more files".into()));
     }
-    let ingested = crate::uploads::ingest_body(&state, &headers, body).await?;
+    let ingested = crate::uploads::ingest_body(&state, &headers, body, crate::index::Holding::Share.origin(&id)).await?;
     db::link_instances(&state.db_write, &id, &ingested.instances).await?;
     tracing::info!(share = %id, stored = ingested.report.stored, failed = ingested.report.failed, "files added to share");
     Ok((ingested.status, Json(ingested.report)).into_response())

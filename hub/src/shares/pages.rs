@@ -465,7 +465,7 @@ async fn upload_submit(State(state): State<AppState>, ctx: Ctx, Query(q): Query<
         Err(draft) => draft,
         Ok(_) => return error_page(&ctx, AppError::Internal(anyhow::anyhow!("an upload share was issued without files"))),
     };
-    let ingested = page!(ctx, crate::uploads::ingest_body(&state, &headers, body).await);
+    let ingested = page!(ctx, crate::uploads::ingest_body(&state, &headers, body, crate::index::Holding::Share.origin(&draft.id)).await);
     page!(ctx, db::link_instances(&state.db_write, &draft.id, &ingested.instances).await.map_err(AppError::from));
     Redirect::to(&format!("/shares/{}", draft.id)).into_response()
 }

@@ -39,7 +39,7 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     if !pdf.starts_with(b"%PDF-") {
         return Err(AppError::UnsupportedMediaType("a report must be a PDF file".into()));
     }
-    let studies: Vec<String> = crate::transfers::db::linked_studies(&state.db, crate::transfers::db::Linked::Share, &share.id)
+    let studies: Vec<String> = crate::index::linked_studies(&state.db, crate::index::Holding::Share, &share.id)
         .await?
         .into_iter()
         .map(|s| s.study_uid)
@@ -62,9 +62,10 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(AppError::BadRequest("the report's name is too long or has control characters".into()));
     }
-    let study_key = state.keys.study_key_or_create(&state.db, &state.db_write, &study).await?;
+    // The share's own data key for the study: purging the share shreds the report with it.
+    let key_id = crate::index::Holding::Share.origin(&share.id).key_id(&study);
     let blob_key = Key::random();
-    let wrapped = study_key.wrap(&blob_key.0, b"ferry-blob-key");
+    let wrapped = state.keys.wrap_blob_key(&state.db, &state.db_write, &key_id, &blob_key).await?;
     let blob_path = format!("reports/{}", uuid::Uuid::new_v4().simple());
     sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)").bind(&blob_path).bind(now).execute(&state.db_write).await?;
     let mut w = state.blobs.writer(&blob_path, &blob_key);
@@ -73,8 +74,8 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     let id = uuid::Uuid::new_v4().to_string();
     let mut tx = state.db_write.begin().await?;
     sqlx::query(
-        "INSERT INTO share_reports (id, share_id, study_uid, name, size, sha256, blob_path, blob_key, release_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO share_reports (id, share_id, study_uid, name, size, sha256, blob_path, blob_key, key_id, release_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&id)
     .bind(&share.id)
@@ -84,6 +85,7 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     .bind(hex::encode(Sha256::digest(&pdf)))
     .bind(&blob_path)
     .bind(&wrapped)
+    .bind(&key_id)
     .bind(release_at)
     .bind(now)
     .execute(&mut *tx)

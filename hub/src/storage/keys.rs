@@ -165,7 +165,7 @@ pub async fn rotate_local(db: &Db, kek_file: &Path) -> anyhow::Result<Rotated> {
 async fn rewrap_all(db: &Db, known: &std::collections::HashMap<String, Key>, new: &Key, new_id: &str) -> anyhow::Result<u64> {
     let mut done = 0;
     loop {
-        let rows = sqlx::query("SELECT study_uid, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT 500").bind(new_id).fetch_all(db).await?;
+        let rows = sqlx::query("SELECT key_id, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT 500").bind(new_id).fetch_all(db).await?;
         if rows.is_empty() {
             return Ok(done);
         }
@@ -178,7 +178,7 @@ async fn rewrap_all(db: &Db, known: &std::collections::HashMap<String, Key>, new
             let context = Keyring::context(&study);
             let dek = kek.unwrap_key(&wrapped, context.as_bytes()).with_context(|| format!("unwrapping the data key of a study with {kek_id}"))?;
             let rewrapped = new.wrap(&dek.0, context.as_bytes());
-            let n = sqlx::query("UPDATE study_keys SET wrapped_key = $1, kek_id = $2 WHERE study_uid = $3 AND kek_id = $4")
+            let n = sqlx::query("UPDATE study_keys SET wrapped_key = $1, kek_id = $2 WHERE key_id = $3 AND kek_id = $4")
                 .bind(&rewrapped)
                 .bind(new_id)
                 .bind(&study)
@@ -317,6 +317,35 @@ type UnwrappedKeys = std::collections::HashMap<(String, String), (Key, std::time
 const UNWRAPPED_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 const UNWRAPPED_MAX: usize = 4096;
 
+/// Associated data of every wrapped blob key.
+const BLOB_KEY_CONTEXT: &[u8] = b"ferry-blob-key";
+
+/// The data keys one reader needs, one after another: a study's blobs share a key, so the last
+/// one is kept (a WADO-RS retrieve or a ZIP unwraps it once, not once per instance).
+#[derive(Default)]
+pub struct KeyCache {
+    last: Option<(String, Key)>,
+}
+
+impl KeyCache {
+    /// The key of a blob whose key is `wrapped` under the data key `key_id`; 410 Gone when the
+    /// data key was shredded.
+    pub async fn blob_key(&mut self, keyring: &Keyring, db: &Db, key_id: &str, wrapped: &str) -> Result<Key, crate::error::AppError> {
+        let data_key = match &self.last {
+            Some((id, k)) if id == key_id => k.clone(),
+            _ => {
+                let k = keyring
+                    .study_key(db, key_id)
+                    .await?
+                    .ok_or_else(|| crate::error::AppError::Gone("the study's data has been deleted".into()))?;
+                self.last = Some((key_id.to_string(), k.clone()));
+                k
+            }
+        };
+        data_key.unwrap_key(wrapped, BLOB_KEY_CONTEXT).map_err(crate::error::AppError::Internal)
+    }
+}
+
 /// Returned when a study has no data key any more (it was shredded).
 #[derive(Debug, thiserror::Error)]
 #[error("the study's data key is gone (shredded)")]
@@ -327,35 +356,35 @@ impl Keyring {
         Self { provider, unwrapped: Arc::default() }
     }
 
-    pub(crate) fn context(study_uid: &str) -> String {
-        format!("ferry-study-key:{study_uid}")
+    pub(crate) fn context(key_id: &str) -> String {
+        format!("ferry-study-key:{key_id}")
     }
 
     /// The study's data key, created (race-free across hub processes) when it has none yet.
-    pub async fn study_key_or_create(&self, db: &Db, write: &Db, study_uid: &str) -> anyhow::Result<Key> {
-        if let Some(k) = self.study_key(db, study_uid).await? {
+    pub async fn study_key_or_create(&self, db: &Db, write: &Db, key_id: &str) -> anyhow::Result<Key> {
+        if let Some(k) = self.study_key(db, key_id).await? {
             return Ok(k);
         }
         let dek = Key::random();
-        let (wrapped, kek_id) = self.provider.wrap(&dek, &Self::context(study_uid)).await?;
+        let (wrapped, kek_id) = self.provider.wrap(&dek, &Self::context(key_id)).await?;
         sqlx::query(
-            "INSERT INTO study_keys (study_uid, wrapped_key, kek_id, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (study_uid) DO NOTHING",
+            "INSERT INTO study_keys (key_id, wrapped_key, kek_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (key_id) DO NOTHING",
         )
-        .bind(study_uid)
+        .bind(key_id)
         .bind(&wrapped)
         .bind(&kek_id)
         .bind(now_ms())
         .execute(write)
         .await?;
         // Another upload may have won the race: use whichever key is stored.
-        self.study_key(write, study_uid).await?.context("study key vanished after insert")
+        self.study_key(write, key_id).await?.context("study key vanished after insert")
     }
 
     /// The study's data key, if it has one.
-    pub async fn study_key(&self, db: &Db, study_uid: &str) -> anyhow::Result<Option<Key>> {
-        let row = sqlx::query("SELECT wrapped_key, kek_id FROM study_keys WHERE study_uid = $1")
-            .bind(study_uid)
+    pub async fn study_key(&self, db: &Db, key_id: &str) -> anyhow::Result<Option<Key>> {
+        let row = sqlx::query("SELECT wrapped_key, kek_id FROM study_keys WHERE key_id = $1")
+            .bind(key_id)
             .fetch_optional(db)
             .await?;
         match row {
@@ -363,7 +392,7 @@ impl Keyring {
             Some(row) => {
                 let wrapped: String = row.try_get(0)?;
                 let kek_id: String = row.try_get(1)?;
-                let slot = (study_uid.to_string(), wrapped);
+                let slot = (key_id.to_string(), wrapped);
                 {
                     let cache = self.unwrapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     if let Some((k, at)) = cache.get(&slot)
@@ -371,7 +400,7 @@ impl Keyring {
                             return Ok(Some(k.clone()));
                         }
                 }
-                let key = self.provider.unwrap_key(&kek_id, &slot.1, &Self::context(study_uid)).await?;
+                let key = self.provider.unwrap_key(&kek_id, &slot.1, &Self::context(key_id)).await?;
                 let mut cache = self.unwrapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if cache.len() >= UNWRAPPED_MAX {
                     cache.retain(|_, (_, at)| at.elapsed() < UNWRAPPED_TTL);
@@ -385,16 +414,23 @@ impl Keyring {
         }
     }
 
-    /// Unwraps a blob key with the study's data key.
-    pub async fn blob_key(&self, db: &Db, study_uid: &str, wrapped: &str) -> anyhow::Result<Key> {
-        let study = self.study_key(db, study_uid).await?.ok_or(Shredded)?;
-        study.unwrap_key(wrapped, b"ferry-blob-key")
+    /// Unwraps a blob key with the data key `key_id`.
+    pub async fn blob_key(&self, db: &Db, key_id: &str, wrapped: &str) -> anyhow::Result<Key> {
+        let study = self.study_key(db, key_id).await?.ok_or(Shredded)?;
+        study.unwrap_key(wrapped, BLOB_KEY_CONTEXT)
+    }
+
+    /// Wraps a new blob's key with the data key `key_id`, which is created when it does not
+    /// exist yet. The one place where blob keys are wrapped.
+    pub async fn wrap_blob_key(&self, db: &Db, write: &Db, key_id: &str, blob_key: &Key) -> anyhow::Result<String> {
+        let study = self.study_key_or_create(db, write, key_id).await?;
+        Ok(study.wrap(&blob_key.0, BLOB_KEY_CONTEXT))
     }
 
     /// Crypto-shreds a study: its data key is deleted, so its blobs can never be decrypted.
-    pub async fn shred_study(&self, db: &Db, study_uid: &str) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM study_keys WHERE study_uid = $1")
-            .bind(study_uid)
+    pub async fn shred_study(&self, db: &Db, key_id: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM study_keys WHERE key_id = $1")
+            .bind(key_id)
             .execute(db)
             .await?;
         Ok(done.rows_affected() > 0)

@@ -109,6 +109,17 @@ impl BlobStore {
         }
     }
 
+    /// Deletes blobs that a committed transaction listed in `pending_blobs` (see
+    /// [`crate::index::release`]), each with its pending row; what fails stays listed for the
+    /// sweeper.
+    pub async fn delete_released(&self, db: &crate::db::Db, paths: &[String]) {
+        for path in paths {
+            if self.delete(path).await.is_ok() {
+                let _ = sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1").bind(path).execute(db).await;
+            }
+        }
+    }
+
     /// Deletes a blob; deleting a missing one is fine. On the local backend this also removes
     /// the staging files (`name#n`) of a multipart upload that a crash interrupted; on S3 a
     /// bucket lifecycle rule (AbortIncompleteMultipartUpload) does that.

@@ -186,7 +186,7 @@ impl TransitKeys {
         let current = self.kek_id(latest);
         let mut done = 0;
         loop {
-            let rows = sqlx::query("SELECT study_uid, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT 200")
+            let rows = sqlx::query("SELECT key_id, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT 200")
                 .bind(&current)
                 .fetch_all(db)
                 .await?;
@@ -198,7 +198,7 @@ impl TransitKeys {
                 let context = Keyring::context(&study);
                 let dek = self.unwrap_key(&kek_id, &wrapped, &context).await.context("re-wrapping a study key")?;
                 let (rewrapped, id) = self.wrap_key(&dek, &context).await?;
-                let n = sqlx::query("UPDATE study_keys SET wrapped_key = $1, kek_id = $2 WHERE study_uid = $3 AND kek_id = $4")
+                let n = sqlx::query("UPDATE study_keys SET wrapped_key = $1, kek_id = $2 WHERE key_id = $3 AND kek_id = $4")
                     .bind(&rewrapped)
                     .bind(&id)
                     .bind(&study)

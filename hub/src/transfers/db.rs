@@ -1,10 +1,11 @@
 //! SQL of the transfers feature.
 
-use ferry_schemas::{Transfer, TransferEvent, TransferSeries, TransferStudy};
+use ferry_schemas::{Transfer, TransferEvent, TransferStudy};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::db::{Db, now_ms};
+use crate::index::{Holding, RowRef};
 
 /// The bits of a transfer row the access checks need.
 #[derive(Debug, Clone)]
@@ -95,113 +96,15 @@ pub async fn add_event(db: &Db, id: &str, state: &str, message: &str, who: &crat
 
 /// The studies, series and sizes of what a transfer carries, from the index.
 pub async fn studies(db: &Db, id: &str) -> Result<Vec<TransferStudy>, sqlx::Error> {
-    linked_studies(db, Linked::Transfer, id).await
-}
-
-/// A table that links instances to a transfer or a share.
-#[derive(Debug, Clone, Copy)]
-pub enum Linked {
-    Transfer,
-    Share,
-}
-
-impl Linked {
-    /// The link table.
-    pub fn table(self) -> &'static str {
-        match self {
-            Linked::Transfer => "transfer_instances",
-            Linked::Share => "share_instances",
-        }
-    }
-
-    /// Its column naming the transfer or share.
-    pub fn key(self) -> &'static str {
-        match self {
-            Linked::Transfer => "transfer_id",
-            Linked::Share => "share_id",
-        }
-    }
-}
-
-/// The studies (with their series) of the instances linked to a transfer or a share.
-pub async fn linked_studies(db: &Db, linked: Linked, id: &str) -> Result<Vec<TransferStudy>, sqlx::Error> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
-         se.series_uid, se.modality, se.series_description, COUNT(*), CAST(SUM(i.size) AS BIGINT) \
-         FROM {} ti \
-         JOIN instances i ON i.sop_instance_uid = ti.sop_instance_uid \
-         JOIN series se ON se.series_uid = i.series_uid \
-         JOIN studies s ON s.study_uid = i.study_uid \
-         WHERE ti.{} = $1 \
-         GROUP BY s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
-         se.series_uid, se.modality, se.series_description \
-         ORDER BY s.study_date, s.study_uid, se.series_uid",
-        linked.table(),
-        linked.key()
-    )))
-    .bind(id)
-    .fetch_all(db)
-    .await?;
-    let mut out: Vec<TransferStudy> = Vec::new();
-    for r in &rows {
-        let study_uid: String = r.try_get(0)?;
-        let series = TransferSeries {
-            series_uid: r.try_get(6)?,
-            modality: r.try_get(7)?,
-            description: r.try_get(8)?,
-            instances: r.try_get::<i64, _>(9)? as u64,
-        };
-        let bytes = r.try_get::<i64, _>(10)? as u64;
-        if out.last().is_none_or(|s| s.study_uid != study_uid) {
-            out.push(TransferStudy {
-                study_uid,
-                patient_name: r.try_get(1)?,
-                patient_id: r.try_get(2)?,
-                patient_birth_date: r.try_get(3)?,
-                study_date: r.try_get(4)?,
-                description: r.try_get(5)?,
-                modalities: vec![],
-                instances: 0,
-                bytes: 0,
-                series: vec![],
-            });
-        }
-        if let Some(s) = out.last_mut() {
-            s.instances += series.instances;
-            s.bytes += bytes;
-            if !series.modality.is_empty() && !s.modalities.contains(&series.modality) {
-                s.modalities.push(series.modality.clone());
-            }
-            s.series.push(series);
-        }
-    }
-    Ok(out)
+    crate::index::linked_studies(db, Holding::Transfer, id).await
 }
 
 /// Links stored instances to a transfer (idempotent: a retried upload links nothing twice).
-pub async fn link_instances(db: &Db, id: &str, instances: &[(String, String, String)]) -> Result<(), sqlx::Error> {
+pub async fn link_instances(db: &Db, id: &str, rows: &[RowRef]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    insert_links(&mut tx, Linked::Transfer, id, instances).await?;
+    crate::index::insert_links(&mut tx, Holding::Transfer, id, rows).await?;
     sqlx::query("UPDATE transfers SET updated_at = $1 WHERE id = $2").bind(now_ms()).bind(id).execute(&mut *tx).await?;
     tx.commit().await
-}
-
-/// Links (SOP, series, study) triples to a transfer or share; already linked ones are skipped.
-pub async fn insert_links(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    linked: Linked,
-    id: &str,
-    instances: &[(String, String, String)],
-) -> Result<(), sqlx::Error> {
-    let (table, key) = (linked.table(), linked.key());
-    let sql = format!(
-        "INSERT INTO {table} ({key}, sop_instance_uid, series_uid, study_uid) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT ({key}, sop_instance_uid) DO NOTHING"
-    );
-    for (sop, series, study) in instances {
-        sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(id).bind(sop).bind(series).bind(study).execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 /// The role of a user in a community (`admin`, `member`) if any.

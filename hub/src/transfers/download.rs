@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use super::db::Linked;
+use crate::index::Holding;
 use crate::access::Principal;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -17,7 +17,7 @@ pub async fn api_download(
     Path(id): Path<String>,
 ) -> AppResult<Response> {
     let (t, _) = super::visible(&state, &who, &id).await?;
-    let items = crate::archive::pdi::items(&state, Linked::Transfer, &t.id, None).await?;
+    let items = crate::archive::pdi::items(&state, Holding::Transfer, &t.id, None).await?;
     if items.is_empty() {
         return Err(AppError::NotFound("the transfer holds no images".into()));
     }

@@ -156,7 +156,8 @@ pub async fn add_files(state: &AppState, who: &Principal, id: &str, headers: &He
     if t.state != "draft" {
         return Err(AppError::Conflict("this transfer was already sent; open a new one for more files".into()));
     }
-    let ingested = crate::uploads::ingest_body(state, headers, body).await?;
+    let origin = crate::index::Holding::Transfer.origin(id);
+    let ingested = crate::uploads::ingest_body(state, headers, body, origin).await?;
     db::link_instances(&state.db_write, id, &ingested.instances).await?;
     tracing::info!(transfer = %id, stored = ingested.report.stored, duplicates = ingested.report.duplicates, failed = ingested.report.failed, "files added to transfer");
     Ok(ingested)
@@ -327,13 +328,19 @@ pub async fn discard(state: &AppState, who: &Principal, id: &str) -> AppResult<(
     if t.state != "draft" {
         return Err(AppError::Conflict("a sent transfer cannot be discarded".into()));
     }
+    // Everything the draft uploaded goes with it: rows, blobs and data keys that no other
+    // holding links.
     let mut tx = state.db_write.begin().await?;
-    for table in ["transfer_instances", "transfer_events"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE transfer_id = $1"))).bind(id).execute(&mut *tx).await?;
+    let released = crate::index::release(&mut tx, crate::index::Holding::Transfer, id, vec![], vec![]).await?;
+    sqlx::query("DELETE FROM transfer_events WHERE transfer_id = $1").bind(id).execute(&mut *tx).await?;
+    let gone = sqlx::query("DELETE FROM transfers WHERE id = $1 AND state = 'draft'").bind(id).execute(&mut *tx).await?;
+    if gone.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Err(AppError::Conflict("a sent transfer cannot be discarded".into()));
     }
-    sqlx::query("DELETE FROM transfers WHERE id = $1 AND state = 'draft'").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
-    tracing::info!(transfer = %id, "draft discarded");
+    state.blobs.delete_released(&state.db_write, &released.blobs).await;
+    tracing::info!(transfer = %id, blobs = released.blobs.len(), shredded = released.shredded, "draft discarded");
     Ok(())
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::access::Principal;
 use crate::error::{AppError, AppResult};
+use crate::index::{Origin, RowRef};
 use crate::ingest::{self, Outcome};
 use crate::state::AppState;
 use spool::SpoolWriter;
@@ -33,14 +34,14 @@ pub fn router() -> Router<AppState> {
 #[derive(Default)]
 struct Report {
     files: Vec<UploadedFile>,
-    /// (SOP Instance UID, Series UID, Study UID) of every instance now in the hub.
-    instances: Vec<(String, String, String)>,
+    /// Every instance row now in the hub.
+    instances: Vec<RowRef>,
 }
 
 impl Report {
     fn push_result(&mut self, path: String, r: Result<ingest::Stored, ingest::Failure>) {
         if let Ok(s) = &r {
-            self.instances.push((s.sop_instance_uid.clone(), s.series_uid.clone(), s.study_uid.clone()));
+            self.instances.push(s.row_ref());
         }
         self.files.push(match r {
             Ok(s) => UploadedFile {
@@ -116,8 +117,8 @@ fn is_dicomdir(name: &str) -> bool {
 pub struct Ingested {
     pub status: StatusCode,
     pub report: UploadReport,
-    /// (SOP Instance UID, Series UID, Study UID), stored or already there with the same bytes.
-    pub instances: Vec<(String, String, String)>,
+    /// The rows stored, or already there with the same bytes.
+    pub instances: Vec<RowRef>,
 }
 
 async fn upload(
@@ -129,13 +130,14 @@ async fn upload(
     if !principal.can_store() {
         return Err(AppError::Forbidden);
     }
-    let Ingested { status, report, .. } = ingest_body(&state, &headers, body).await?;
+    let Ingested { status, report, .. } = ingest_body(&state, &headers, body, Origin::Hub).await?;
     tracing::info!(principal = %principal.log_id(), stored = report.stored, failed = report.failed, skipped = report.skipped, "upload handled");
     Ok((status, Json(report)).into_response())
 }
 
-/// Takes in a ZIP, a single DICOM file or a multipart/form-data folder upload.
-pub async fn ingest_body(state: &AppState, headers: &HeaderMap, body: Body) -> AppResult<Ingested> {
+/// Takes in a ZIP, a single DICOM file or a multipart/form-data folder upload, indexed under
+/// `origin` (and linked to it, when it is a transfer or share).
+pub async fn ingest_body(state: &AppState, headers: &HeaderMap, body: Body, origin: Origin) -> AppResult<Ingested> {
     let state = state.clone();
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -145,7 +147,7 @@ pub async fn ingest_body(state: &AppState, headers: &HeaderMap, body: Body) -> A
         .ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut report = Report::default();
-    let mut pipe = ingest::Pipeline::<String>::new(&state);
+    let mut pipe = ingest::Pipeline::<String>::new(&state, origin);
     match mime.essence.as_str() {
         "application/zip" | "application/x-zip-compressed" => {
             let mut stream = std::pin::pin!(stream);

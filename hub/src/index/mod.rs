@@ -1,0 +1,299 @@
+//! The study index and its tenancy model: which rows exist, who wrote them, and which holdings
+//! link them.
+//!
+//! A UID is chosen by whoever wrote the file: never a secret, never proof. So every instance,
+//! series and study row is keyed by its [`Origin`] — the holding whose upload wrote it (a
+//! transfer, a share, or the operator's own `hub` uploads) — together with its UID. Two tenants
+//! that send the same UIDs get separate rows, blobs and data keys; neither's upload changes what
+//! the other sees or learns. Transfers and shares are **holdings**: they link rows (by origin and
+//! UID), and what a caller may see is exactly the rows its holdings link (see
+//! [`crate::access::StudyScope`]). Study and series attributes come from rows of one origin, so
+//! they are derived only from files of the tenant that wrote them.
+//!
+//! Releasing a holding ([`release`]) removes its links and then every row, blob and data key that
+//! no other holding links any more.
+
+use ferry_schemas::{TransferSeries, TransferStudy};
+use sqlx::Row;
+
+use crate::db::Db;
+
+/// Who wrote a row: the holding an upload went into.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The operator's STOW-RS and uploads (the operator token); they belong to no community.
+    Hub,
+    Transfer(String),
+    Share(String),
+}
+
+impl Origin {
+    /// The stored form: `hub`, `transfer:<id>`, `share:<id>`.
+    pub fn as_string(&self) -> String {
+        match self {
+            Origin::Hub => "hub".into(),
+            Origin::Transfer(id) => format!("transfer:{id}"),
+            Origin::Share(id) => format!("share:{id}"),
+        }
+    }
+
+    /// The data key that wraps the blobs of this origin's rows of one study.
+    pub fn key_id(&self, study_uid: &str) -> String {
+        format!("{}|{study_uid}", self.as_string())
+    }
+}
+
+/// A transfer or a share: what links instance rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    Transfer,
+    Share,
+}
+
+impl Holding {
+    /// The link table.
+    pub fn table(self) -> &'static str {
+        match self {
+            Holding::Transfer => "transfer_instances",
+            Holding::Share => "share_instances",
+        }
+    }
+
+    /// Its column naming the transfer or share.
+    pub fn key(self) -> &'static str {
+        match self {
+            Holding::Transfer => "transfer_id",
+            Holding::Share => "share_id",
+        }
+    }
+
+    /// The origin of what is uploaded into holding `id`.
+    pub fn origin(self, id: &str) -> Origin {
+        match self {
+            Holding::Transfer => Origin::Transfer(id.to_string()),
+            Holding::Share => Origin::Share(id.to_string()),
+        }
+    }
+}
+
+/// One instance row, named the way links name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowRef {
+    pub origin: String,
+    pub sop_instance_uid: String,
+    pub series_uid: String,
+    pub study_uid: String,
+}
+
+/// Links instance rows to a transfer or share; already linked SOP Instance UIDs are skipped
+/// (a holding shows one instance per UID).
+pub async fn insert_links(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    holding: Holding,
+    id: &str,
+    rows: &[RowRef],
+) -> Result<(), sqlx::Error> {
+    let (table, key) = (holding.table(), holding.key());
+    let sql = format!(
+        "INSERT INTO {table} ({key}, origin, sop_instance_uid, series_uid, study_uid) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT ({key}, sop_instance_uid) DO NOTHING"
+    );
+    for r in rows {
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(id)
+            .bind(&r.origin)
+            .bind(&r.sop_instance_uid)
+            .bind(&r.series_uid)
+            .bind(&r.study_uid)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The rows a holding links.
+pub async fn linked_rows(db: &Db, holding: Holding, id: &str) -> Result<Vec<RowRef>, sqlx::Error> {
+    let sql = format!(
+        "SELECT origin, sop_instance_uid, series_uid, study_uid FROM {} WHERE {} = $1 \
+         ORDER BY study_uid, series_uid, sop_instance_uid",
+        holding.table(),
+        holding.key()
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(db).await?;
+    rows.iter().map(row_ref).collect()
+}
+
+/// A [`RowRef`] from the columns origin, SOP, series, study.
+pub fn row_ref(r: &sqlx::any::AnyRow) -> Result<RowRef, sqlx::Error> {
+    Ok(RowRef { origin: r.try_get(0)?, sop_instance_uid: r.try_get(1)?, series_uid: r.try_get(2)?, study_uid: r.try_get(3)? })
+}
+
+/// The studies (with their series) of the rows linked to a transfer or a share. Rows of several
+/// origins under one Study Instance UID are shown as one study (attributes of the first origin).
+pub async fn linked_studies(db: &Db, holding: Holding, id: &str) -> Result<Vec<TransferStudy>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
+         se.series_uid, se.modality, se.series_description, COUNT(*), CAST(SUM(i.size) AS BIGINT), s.origin \
+         FROM {} l \
+         JOIN instances i ON i.origin = l.origin AND i.sop_instance_uid = l.sop_instance_uid \
+         JOIN series se ON se.origin = i.origin AND se.series_uid = i.series_uid \
+         JOIN studies s ON s.origin = i.origin AND s.study_uid = i.study_uid \
+         WHERE l.{} = $1 \
+         GROUP BY s.origin, s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
+         se.series_uid, se.modality, se.series_description \
+         ORDER BY s.study_uid, s.origin, se.series_uid",
+        holding.table(),
+        holding.key()
+    )))
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    let mut out: Vec<TransferStudy> = Vec::new();
+    for r in &rows {
+        let study_uid: String = r.try_get(0)?;
+        let series = TransferSeries {
+            series_uid: r.try_get(6)?,
+            modality: r.try_get(7)?,
+            description: r.try_get(8)?,
+            instances: r.try_get::<i64, _>(9)? as u64,
+        };
+        let bytes = r.try_get::<i64, _>(10)? as u64;
+        if out.last().is_none_or(|s| s.study_uid != study_uid) {
+            out.push(TransferStudy {
+                study_uid,
+                patient_name: r.try_get(1)?,
+                patient_id: r.try_get(2)?,
+                patient_birth_date: r.try_get(3)?,
+                study_date: r.try_get(4)?,
+                description: r.try_get(5)?,
+                modalities: vec![],
+                instances: 0,
+                bytes: 0,
+                series: vec![],
+            });
+        }
+        if let Some(s) = out.last_mut() {
+            s.instances += series.instances;
+            s.bytes += bytes;
+            if !series.modality.is_empty() && !s.modalities.contains(&series.modality) {
+                s.modalities.push(series.modality.clone());
+            }
+            match s.series.iter_mut().find(|x| x.series_uid == series.series_uid) {
+                Some(x) => x.instances += series.instances,
+                None => s.series.push(series),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.study_date.cmp(&b.study_date).then_with(|| a.study_uid.cmp(&b.study_uid)));
+    Ok(out)
+}
+
+/// What [`release`] left for after the commit.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// Blobs no row names any more, listed in `pending_blobs` (due at once) in the same
+    /// transaction: delete them after the commit, or the sweeper will.
+    pub blobs: Vec<String>,
+    /// Data keys deleted (crypto-shredded).
+    pub shredded: u64,
+}
+
+/// Unlinks every row of holding `id` and deletes, inside `tx`, each row that no other holding
+/// links any more — the data key first where none of its rows is left, so the blobs can never be
+/// decrypted again — then the series and study rows left empty. Rows other holdings still link
+/// stay, whoever wrote them. `extra_blobs` and `extra_keys` are blobs and keys of the holding's
+/// own (reports) that go with it.
+pub async fn release(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    holding: Holding,
+    id: &str,
+    extra_blobs: Vec<String>,
+    extra_keys: Vec<String>,
+) -> Result<Released, sqlx::Error> {
+    let (table, key) = (holding.table(), holding.key());
+    let linked: Vec<RowRef> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT origin, sop_instance_uid, series_uid, study_uid FROM {table} WHERE {key} = $1"
+    )))
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(row_ref)
+    .collect::<Result<_, _>>()?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE {key} = $1"))).bind(id).execute(&mut **tx).await?;
+    let mut out = Released { blobs: extra_blobs, shredded: 0 };
+    let mut keys: Vec<String> = extra_keys;
+    let mut series: Vec<(String, String)> = Vec::new();
+    let mut studies: Vec<(String, String)> = Vec::new();
+    for r in &linked {
+        let gone = sqlx::query(
+            "DELETE FROM instances WHERE origin = $1 AND sop_instance_uid = $2 \
+             AND NOT EXISTS (SELECT 1 FROM transfer_instances l WHERE l.origin = $1 AND l.sop_instance_uid = $2) \
+             AND NOT EXISTS (SELECT 1 FROM share_instances l WHERE l.origin = $1 AND l.sop_instance_uid = $2) \
+             RETURNING blob_path, key_id",
+        )
+        .bind(&r.origin)
+        .bind(&r.sop_instance_uid)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = gone {
+            out.blobs.push(row.try_get(0)?);
+            keys.push(row.try_get(1)?);
+            series.push((r.origin.clone(), r.series_uid.clone()));
+            studies.push((r.origin.clone(), r.study_uid.clone()));
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    for list in [&mut series, &mut studies] {
+        list.sort();
+        list.dedup();
+    }
+    for k in &keys {
+        let n = sqlx::query(
+            "DELETE FROM study_keys WHERE key_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM instances WHERE key_id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM share_reports WHERE key_id = $1)",
+        )
+        .bind(k)
+        .execute(&mut **tx)
+        .await?;
+        out.shredded += n.rows_affected();
+    }
+    for (origin, uid) in &series {
+        sqlx::query(
+            "DELETE FROM series WHERE origin = $1 AND series_uid = $2 \
+             AND NOT EXISTS (SELECT 1 FROM instances WHERE origin = $1 AND series_uid = $2)",
+        )
+        .bind(origin)
+        .bind(uid)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (origin, uid) in &studies {
+        sqlx::query(
+            "DELETE FROM series WHERE origin = $1 AND study_uid = $2 AND NOT EXISTS \
+             (SELECT 1 FROM instances i WHERE i.origin = $1 AND i.series_uid = series.series_uid)",
+        )
+        .bind(origin)
+        .bind(uid)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM studies WHERE origin = $1 AND study_uid = $2 \
+             AND NOT EXISTS (SELECT 1 FROM instances WHERE origin = $1 AND study_uid = $2)",
+        )
+        .bind(origin)
+        .bind(uid)
+        .execute(&mut **tx)
+        .await?;
+    }
+    // Listed for the sweeper (as due at once) before the rows that named them are gone.
+    for path in &out.blobs {
+        sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, 0) ON CONFLICT (blob_path) DO NOTHING")
+            .bind(path)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(out)
+}
