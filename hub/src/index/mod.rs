@@ -223,7 +223,6 @@ pub async fn release(
     sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE {key} = $1"))).bind(id).execute(&mut **tx).await?;
     let mut out = Released { blobs: extra_blobs, shredded: 0 };
     let mut keys: Vec<String> = extra_keys;
-    let mut series: Vec<(String, String)> = Vec::new();
     let mut studies: Vec<(String, String)> = Vec::new();
     for r in &linked {
         let gone = sqlx::query(
@@ -239,16 +238,13 @@ pub async fn release(
         if let Some(row) = gone {
             out.blobs.push(row.try_get(0)?);
             keys.push(row.try_get(1)?);
-            series.push((r.origin.clone(), r.series_uid.clone()));
             studies.push((r.origin.clone(), r.study_uid.clone()));
         }
     }
     keys.sort();
     keys.dedup();
-    for list in [&mut series, &mut studies] {
-        list.sort();
-        list.dedup();
-    }
+    studies.sort();
+    studies.dedup();
     for k in &keys {
         let n = sqlx::query(
             "DELETE FROM study_keys WHERE key_id = $1 \
@@ -260,16 +256,7 @@ pub async fn release(
         .await?;
         out.shredded += n.rows_affected();
     }
-    for (origin, uid) in &series {
-        sqlx::query(
-            "DELETE FROM series WHERE origin = $1 AND series_uid = $2 \
-             AND NOT EXISTS (SELECT 1 FROM instances WHERE origin = $1 AND series_uid = $2)",
-        )
-        .bind(origin)
-        .bind(uid)
-        .execute(&mut **tx)
-        .await?;
-    }
+    // Series and study rows left without instances (every series of a touched study is looked at).
     for (origin, uid) in &studies {
         sqlx::query(
             "DELETE FROM series WHERE origin = $1 AND study_uid = $2 AND NOT EXISTS \
