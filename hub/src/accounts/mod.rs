@@ -223,32 +223,36 @@ pub async fn verify_email(state: &AppState, token: &str) -> AppResult<()> {
 pub async fn login(state: &AppState, email: &str, password_given: String) -> AppResult<(String, String)> {
     let email = email.trim().to_lowercase();
     let row = db::login_row(&state.db, &email).await?;
-    let stored = row.as_ref().and_then(|r| r.password_hash.clone());
+    let now = now_ms();
+    let auth = &state.config.auth;
+    // The attempt is counted (and the account locked when it reaches the limit) before the
+    // password is checked; without a claimed attempt it is not checked at all.
+    let attempt = match &row {
+        Some(r) => {
+            let lock = now + (auth.lockout_secs as i64) * 1000;
+            db::claim_login(&state.db_write, &r.id, now, (auth.max_failed_logins as i64).max(1), lock).await?
+        }
+        None => None,
+    };
+    let stored = row.as_ref().filter(|_| attempt.is_some()).and_then(|r| r.password_hash.clone());
+    // One argon2 verification in every case (the decoy where nothing is to be checked).
     let ok = password::verify(password_given, stored).await;
     let Some(row) = row else {
         audit_account(state, "", "account.sign_in", "denied", "unknown account").await?;
         return Err(AppError::SignInFailed(SIGN_IN_FAILED.into()));
     };
-    let now = now_ms();
-    let auth = &state.config.auth;
-    if row.disabled || row.locked_until > now {
+    let Some(attempt) = attempt else {
         audit_account(state, &row.id, "account.sign_in", "denied", if row.disabled { "disabled" } else { "locked" }).await?;
         return Err(AppError::SignInFailed(SIGN_IN_FAILED.into()));
-    }
+    };
     if !ok {
         audit_account(state, &row.id, "account.sign_in", "denied", "wrong password").await?;
-        let failed = row.failed_logins + 1;
-        if failed >= auth.max_failed_logins as i64 {
-            db::record_failure(&state.db_write, &row.id, 0, now + (auth.lockout_secs as i64) * 1000).await?;
+        if attempt.locks {
             tracing::warn!(user = %row.id, "account locked after repeated failed sign-ins");
-        } else {
-            db::record_failure(&state.db_write, &row.id, failed, 0).await?;
         }
         return Err(AppError::SignInFailed(SIGN_IN_FAILED.into()));
     }
-    if row.failed_logins != 0 {
-        db::record_failure(&state.db_write, &row.id, 0, 0).await?;
-    }
+    db::reset_logins(&state.db_write, &row.id).await?;
     if !row.email_verified {
         send_link(state, &email, Some(&row.id), "verify", VERIFY_LINK_MS).await?;
         return Err(AppError::ForbiddenBecause(

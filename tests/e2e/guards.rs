@@ -1,0 +1,143 @@
+//! The guards as an outsider meets them (issue 17, parts 2 and 3): lockouts of access codes and
+//! accounts under concurrent requests from several addresses, credentials that only a browser
+//! session may change, redirect targets, what a code lookup gives away, and what the hub leaves
+//! on disk and in its log.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{TOKEN, TestApp, spawn_app, spawn_app_with, uid};
+use crate::people::{PASSWORD, Person};
+use crate::shares::{clinic, share_files, study_files};
+
+/// A client that connects from the loopback address `ip` (127.0.0.2, …), with its own cookies
+/// and no redirects followed: another outsider for the per-address rate limits.
+fn from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<IpAddr>().expect("ip"))
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The audit records of a share, as its clinic's staff see them.
+async fn share_log(app: &TestApp, staff: &Person, id: &str) -> Vec<Value> {
+    staff.get(app, &format!("/api/v1/shares/{id}/log")).send().await.unwrap().json().await.unwrap()
+}
+
+/// Audit records by action, as the operator sees them.
+async fn audit(app: &TestApp, action: &str) -> Vec<Value> {
+    app.client.get(app.url(&format!("/api/v1/audit?action={action}&limit=1000"))).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap()
+}
+
+fn tfa(answer: &str) -> Value {
+    json!({"tfaAnswer": [{"questionId": "1", "answer": answer}]})
+}
+
+// ---- 1. access-code lockout under concurrency ---------------------------------------------------
+
+/// Thirty wrong answers at once from six addresses (by the redeem API and by DLX): exactly
+/// `shares.max_failed` (5) of them are checked and counted, the code locks, and the right answer
+/// — sent while they are still being answered, and again afterwards — is refused like a wrong one.
+#[tokio::test]
+async fn concurrent_wrong_answers_check_no_more_than_the_limit_and_lock_the_code() {
+    let app = spawn_app().await;
+    let max_failed = app.config.shares.max_failed as usize;
+    assert_eq!(max_failed, 5, "the documented default");
+    let staff = clinic(&app).await;
+    let issued = share_files(&app, &staff, &study_files(&uid(), 1), json!({"second_factor": "password"})).await;
+    let code = issued["code"].as_str().unwrap().to_string();
+    let password = issued["password"].as_str().unwrap().to_string();
+    let id = issued["share"]["id"].as_str().unwrap().to_string();
+
+    let clients: Vec<reqwest::Client> = (2..8).map(|i| from(&format!("127.0.0.{i}"))).collect();
+    let mut wrong = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        for j in 0..5 {
+            let guess = format!("WRONG-{i}{j}XXX");
+            let req = if (i + j) % 2 == 0 {
+                c.post(app.url("/api/v1/redeem")).json(&json!({"code": code, "answer": guess}))
+            } else {
+                c.post(app.url(&format!("/dlx/v1/tokentfa/{code}"))).json(&tfa(&guess))
+            };
+            wrong.push(req.send());
+        }
+    }
+    let holder = from("127.0.0.9");
+    let right = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        holder.post(app.url("/api/v1/redeem")).json(&json!({"code": code, "answer": password})).send().await.unwrap()
+    };
+    let (answers, right) = tokio::join!(join_all(wrong), right);
+    let statuses: Vec<u16> = answers.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 401), "every wrong answer is refused (none rate limited): {statuses:?}");
+    assert_eq!(right.status(), 401, "the right answer is not checked once the limit is reached");
+
+    let s: Value = staff.get(&app, &format!("/api/v1/shares/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(s["locked"], true);
+    assert_eq!(s["failed_attempts"], max_failed, "only the answers that were checked count");
+    let log = share_log(&app, &staff, &id).await;
+    let checked = log.iter().filter(|e| e["action"] == "share.redeem" && e["detail"].as_str().unwrap_or("").starts_with("wrong answer")).count();
+    assert_eq!(checked, max_failed, "exactly the limit of answers was checked: {log:#?}");
+    let refused = log.iter().filter(|e| e["action"] == "share.redeem" && e["detail"] == "locked").count();
+    assert_eq!(refused, 30 - max_failed + 1, "the others (and the right one) met the lock");
+
+    // Afterwards, still locked: the right answer gets the wrong answer's words.
+    let a = from("127.0.0.10");
+    let r = a.post(app.url("/api/v1/redeem")).json(&json!({"code": code, "answer": password})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let locked: Value = r.json().await.unwrap();
+    let r = a.post(app.url("/api/v1/redeem")).json(&json!({"code": code, "answer": "WRONG-AGAIN"})).send().await.unwrap();
+    let still: Value = r.json().await.unwrap();
+    assert_eq!(locked["detail"], still["detail"]);
+    let r = a.post(app.url(&format!("/dlx/v1/tokentfa/{code}"))).json(&tfa(&password)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // The clinic unlocks; then the right answer opens the share and the count starts again.
+    assert_eq!(staff.post(&app, &format!("/api/v1/shares/{id}/unlock")).send().await.unwrap().status(), 200);
+    let r = a.post(app.url("/api/v1/redeem")).json(&json!({"code": code, "answer": password})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let s: Value = staff.get(&app, &format!("/api/v1/shares/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((s["locked"].clone(), s["failed_attempts"].clone()), (json!(false), json!(0)));
+}
+
+// ---- 2. sign-in lockout under concurrency -------------------------------------------------------
+
+/// Fifteen wrong passwords at once from three addresses: each counts, the account locks after
+/// `auth.max_failed_logins` (5) — no more are checked — and the right password is refused with
+/// the same answer until the lock ends.
+#[tokio::test]
+async fn concurrent_wrong_passwords_lock_the_account() {
+    let app = spawn_app_with(|c| c.auth.lockout_secs = 3).await;
+    let max = app.config.auth.max_failed_logins as usize;
+    assert_eq!(max, 5, "the documented default");
+    let victim = app.person("vic@example.test", "Vic Tim").await;
+    let clients: Vec<reqwest::Client> = (2..5).map(|i| from(&format!("127.0.0.{i}"))).collect();
+    let tries = (0..15).map(|i| {
+        let c = &clients[i % clients.len()];
+        let req = if i % 2 == 0 {
+            c.post(app.url("/api/v1/auth/login")).json(&json!({"email": "vic@example.test", "password": format!("wrong password {i}")}))
+        } else {
+            c.post(app.url("/login")).form(&[("email", "vic@example.test"), ("password", &format!("wrong password {i}")), ("return_to", "/app")])
+        };
+        req.send()
+    });
+    let statuses: Vec<u16> = join_all(tries).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+
+    let checked = audit(&app, "account.sign_in").await.into_iter().filter(|e| e["object_id"] == victim.id.as_str() && e["detail"] == "wrong password").count();
+    assert_eq!(checked, max, "every wrong password counted, none checked past the lock");
+    // Locked: the right password gets exactly the answer of an unknown address.
+    let b = from("127.0.0.5");
+    let r = app.login(&b, "vic@example.test", PASSWORD).await;
+    assert_eq!(r.status(), 401);
+    let locked: Value = r.json().await.unwrap();
+    let unknown: Value = app.login(&b, "nobody@example.test", PASSWORD).await.json().await.unwrap();
+    assert_eq!(locked["detail"], unknown["detail"]);
+    assert_eq!(locked["title"], unknown["title"]);
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(app.login(&b, "vic@example.test", PASSWORD).await.status(), 200, "the lock ends");
+}
