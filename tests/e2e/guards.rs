@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{TOKEN, TestApp, spawn_app, spawn_app_with, uid};
-use crate::people::{PASSWORD, Person};
+use crate::people::{PASSWORD, Person, browser};
 use crate::shares::{clinic, share_files, study_files};
 
 /// A client that connects from the loopback address `ip` (127.0.0.2, …), with its own cookies
@@ -140,4 +140,68 @@ async fn concurrent_wrong_passwords_lock_the_account() {
     assert_eq!(locked["title"], unknown["title"]);
     tokio::time::sleep(Duration::from_millis(3200)).await;
     assert_eq!(app.login(&b, "vic@example.test", PASSWORD).await.status(), 200, "the lock ends");
+}
+
+// ---- 3. credentials change with a browser session only ------------------------------------------
+
+fn assert_problem_403(r: &reqwest::Response, what: &str) {
+    assert_eq!(r.status(), 403, "{what}");
+    assert_eq!(r.headers()["content-type"], "application/problem+json", "{what}");
+}
+
+/// A personal access token (or the operator token) can neither mint a token — through the web
+/// form or the API — nor revoke one, nor link a sign-in provider: each answers 403. Before, a
+/// leaked token minted a second one that outlived its own revocation.
+#[tokio::test]
+async fn a_bearer_token_cannot_change_the_account_or_its_credentials() {
+    let provider = ferry_hub::config::OidcProvider {
+        id: "klinikum".into(),
+        issuer: "http://127.0.0.1:9/unreachable".into(),
+        client_id: "ferry".into(),
+        ..Default::default()
+    };
+    let app = spawn_app_with(move |c| c.auth.oidc = vec![provider]).await;
+    let dora = app.person("dora@example.test", "Dora").await;
+    let tokens = |p: &Person| {
+        let r = p.browser.get(app.url("/api/v1/tokens"));
+        async move { r.send().await.unwrap().json::<Vec<Value>>().await.unwrap() }
+    };
+    let before = tokens(&dora).await;
+    assert_eq!(before.len(), 1);
+    let first_id = before[0]["id"].as_str().unwrap().to_string();
+
+    // The attack: the token alone asks the account page's form for another token.
+    let r = app.client.post(app.url("/account/tokens")).bearer_auth(&dora.token).form(&[("name", "minted"), ("expires_in_days", "365")]).send().await.unwrap();
+    assert_problem_403(&r, "web form, token creation");
+    assert!(!r.text().await.unwrap().contains("fpat_"));
+    let r = dora.post(&app, "/api/v1/tokens").json(&json!({"name": "minted"})).send().await.unwrap();
+    assert_problem_403(&r, "API, token creation");
+    let r = app.client.post(app.url("/api/v1/tokens")).bearer_auth(TOKEN).json(&json!({"name": "minted"})).send().await.unwrap();
+    assert_problem_403(&r, "API, token creation with the operator token");
+    assert_eq!(tokens(&dora).await.len(), 1, "no token was made");
+    // Nor can it revoke tokens.
+    let r = app.client.post(app.url(&format!("/account/tokens/{first_id}/revoke"))).bearer_auth(&dora.token).send().await.unwrap();
+    assert_problem_403(&r, "web form, token revocation");
+    let r = app.client.delete(app.url(&format!("/api/v1/tokens/{first_id}"))).bearer_auth(&dora.token).send().await.unwrap();
+    assert_problem_403(&r, "API, token revocation");
+    assert_eq!(dora.get(&app, "/api/v1/me").send().await.unwrap().status(), 200, "the token still works");
+    // Nor link a sign-in provider to the account; without any credential it is 401.
+    let r = app.client.get(app.url("/auth/oidc/klinikum/start?link=1&return_to=/account")).bearer_auth(&dora.token).send().await.unwrap();
+    assert_problem_403(&r, "linking a sign-in provider");
+    let r = browser().get(app.url("/auth/oidc/klinikum/start?link=1")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The signed-in browser does all of it (same-origin form posts).
+    let r = dora.browser.post(app.url("/account/tokens")).header("origin", &app.base).form(&[("name", "laptop"), ("expires_in_days", "30")]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let fresh = page.split("id=\"new-token\">").nth(1).and_then(|t| t.split('<').next()).unwrap_or_default().to_string();
+    assert!(fresh.starts_with("fpat_"), "{page}");
+    assert_eq!(app.client.get(app.url("/api/v1/me")).bearer_auth(&fresh).send().await.unwrap().status(), 200);
+    let r = dora.browser.post(app.url(&format!("/account/tokens/{first_id}/revoke"))).header("origin", &app.base).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(dora.get(&app, "/api/v1/me").send().await.unwrap().status(), 401, "revoked");
+    // A cross-site form post with the session is still refused.
+    let r = dora.browser.post(app.url("/account/tokens")).header("origin", "http://evil.example").form(&[("name", "evil")]).send().await.unwrap();
+    assert_eq!(r.status(), 403);
 }

@@ -27,7 +27,7 @@ use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
 
-use crate::access::{Principal, SESSION_COOKIE, Via};
+use crate::access::{Principal, SESSION_COOKIE};
 use crate::db::{is_unique_violation, now_ms};
 use crate::error::{ApiJson, AppError, AppResult};
 use crate::state::AppState;
@@ -479,11 +479,8 @@ fn token_from_row(r: &sqlx::any::AnyRow) -> Result<ApiToken, sqlx::Error> {
 }
 
 async fn api_create_token(State(state): State<AppState>, who: Principal, ApiJson(n): ApiJson<NewToken>) -> AppResult<Response> {
-    let user = who.require_user()?;
     // A leaked token must not be able to mint more tokens.
-    if user.via != Via::Session {
-        return Err(AppError::ForbiddenBecause("personal access tokens are created from a signed-in browser session".into()));
-    }
+    let user = who.require_session_user()?;
     let t = create_token(&state, &user.id, &n).await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
@@ -548,7 +545,7 @@ async fn api_list_tokens(State(state): State<AppState>, who: Principal) -> AppRe
 }
 
 async fn api_revoke_token(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> AppResult<StatusCode> {
-    let user = who.require_user()?;
+    let user = who.require_session_user()?;
     revoke_token(&state, &user.id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
