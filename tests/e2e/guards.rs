@@ -205,3 +205,42 @@ async fn a_bearer_token_cannot_change_the_account_or_its_credentials() {
     let r = dora.browser.post(app.url("/account/tokens")).header("origin", "http://evil.example").form(&[("name", "evil")]).send().await.unwrap();
     assert_eq!(r.status(), 403);
 }
+
+// ---- 4. redirects stay on the site --------------------------------------------------------------
+
+/// `return_to` values a browser would read as another host (a tab or newline it drops, a
+/// backslash it reads as a slash) fall back to the default, through the sign-in page, the
+/// sign-in form, the language switch and the OpenID Connect start; none is a 500.
+#[tokio::test]
+async fn return_to_never_leads_off_site_nor_to_an_error() {
+    let (app, idp) = crate::peers::hub_with_idp().await;
+    app.person("rita@example.test", "Rita").await;
+    let evil = ["/%09/evil.example", "/%0a/evil.example", "/%0d%0a/evil.example", "/%5C/evil.example", "%5C%5Cevil.example", "//evil.example"];
+    for e in evil {
+        let page = browser().get(app.url(&format!("/login?return_to={e}"))).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{e}");
+        let html = page.text().await.unwrap();
+        assert!(html.contains(r#"name="return_to" value="/app""#), "{e}: {html}");
+
+        let b = browser();
+        let raw = e.replace("%09", "\t").replace("%0a", "\n").replace("%0d", "\r").replace("%5C", "\\");
+        let r = b.post(app.url("/login")).form(&[("email", "rita@example.test"), ("password", PASSWORD), ("return_to", raw.as_str())]).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{e}");
+        assert_eq!(r.headers()["location"], "/app", "{e}");
+
+        let r = b.get(app.url(&format!("/lang/en?return_to={e}"))).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{e}");
+        assert_eq!(r.headers()["location"], "/", "{e}");
+
+        let r = browser().get(app.url(&format!("/auth/oidc/test/start?return_to={e}"))).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{e}");
+        assert!(r.headers()["location"].to_str().unwrap().starts_with(&idp.issuer), "{e}");
+    }
+    // Where the OpenID Connect sign-in will return to: the default, every time.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT return_to FROM oidc_logins").fetch_all(&app.state.db).await.unwrap();
+    assert_eq!(stored.len(), evil.len());
+    assert!(stored.iter().all(|r| r == "/app"), "{stored:?}");
+    // A path on the site still works.
+    let r = browser().post(app.url("/login")).form(&[("email", "rita@example.test"), ("password", PASSWORD), ("return_to", "/inbound?x=1")]).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/inbound?x=1");
+}

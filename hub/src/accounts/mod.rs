@@ -115,13 +115,20 @@ pub fn rate_limited_by(limit: &AuthLimit, routes: Router<AppState>) -> Router<Ap
     }
 }
 
-/// Only local paths (no scheme, no `//host`, no backslash tricks), else `default`: an open
-/// redirect after sign-in or a language switch would help phishing.
+/// Only paths on this site, else `default`: an open redirect after sign-in or a language switch
+/// would help phishing. Browsers drop tabs and newlines from a URL and read a backslash as a
+/// slash, so `/\t/evil.example` or `/\\evil.example` would lead to another host as `//…` does:
+/// a path must start with exactly one `/` and hold no control character and no backslash at all
+/// (which also keeps it a valid `Location` header, never a 500).
 pub fn local_path(path: Option<&str>, default: &str) -> String {
     match path {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        Some(p) if is_local_path(p) => p.to_string(),
         _ => default.into(),
     }
+}
+
+fn is_local_path(p: &str) -> bool {
+    p.starts_with('/') && !p.starts_with("//") && !p.chars().any(|c| c.is_control() || c == '\\')
 }
 
 /// Lower-cased, trimmed; checked for the shape of an address (the verification link proves it).
@@ -548,4 +555,37 @@ async fn api_revoke_token(State(state): State<AppState>, who: Principal, Path(id
     let user = who.require_session_user()?;
     revoke_token(&state, &user.id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn only_paths_on_this_site_are_redirect_targets() {
+        for ok in ["/app", "/transfers/1?x=2#y", "/a/b//c", "/s/view/1.2.3", "/%2F%2Fevil.example", "/ä"] {
+            assert_eq!(local_path(Some(ok), "/app"), ok, "{ok:?}");
+        }
+        let off_site = [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "\t//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\\/evil.example",
+            "https://evil.example/",
+            "evil.example",
+            " //evil.example",
+            "/\u{7f}/evil.example",
+            "/\u{85}/evil.example",
+            "/x\r\nSet-Cookie: a=b",
+            "",
+        ];
+        for bad in off_site {
+            assert_eq!(local_path(Some(bad), "/app"), "/app", "{bad:?}");
+        }
+        assert_eq!(local_path(None, "/"), "/");
+    }
 }
