@@ -244,3 +244,92 @@ async fn return_to_never_leads_off_site_nor_to_an_error() {
     let r = browser().post(app.url("/login")).form(&[("email", "rita@example.test"), ("password", PASSWORD), ("return_to", "/inbound?x=1")]).send().await.unwrap();
     assert_eq!(r.headers()["location"], "/inbound?x=1");
 }
+
+// ---- 5. looking a code up -----------------------------------------------------------------------
+
+/// Codes that exist and codes that don't (well-formed ones) are looked up with the same answers:
+/// a code with a one-time password looks like many unknown codes, byte for byte, through DLX and
+/// on the redeem page; each lookup costs from the per-address budget the answers draw on, and is
+/// audited.
+#[tokio::test]
+async fn looking_a_code_up_tells_nothing_a_guess_does_not() {
+    let app = spawn_app().await;
+    let burst = app.config.shares.rate_burst as usize;
+    let staff = clinic(&app).await;
+    let issued = share_files(&app, &staff, &study_files(&uid(), 1), json!({"second_factor": "password"})).await;
+    let code = issued["code"].as_str().unwrap().to_string();
+    let id = issued["share"]["id"].as_str().unwrap().to_string();
+    const HEADER: &str = "X-DICOM-LINK-EXCHANGE";
+
+    let lookup = |c: &reqwest::Client, code: &str| c.get(app.url(&format!("/dlx/v1/token/{code}"))).header(HEADER, "1").send();
+    let real = lookup(&from("127.0.0.2"), &code).await.unwrap();
+    assert_eq!(real.status(), 200);
+    let real_ct = real.headers()["content-type"].clone();
+    let real: Value = real.json().await.unwrap();
+    assert_eq!(real["tfaQuestion"][0]["questionType"], "PASSWORD", "the DLX contract: a real code asks its own question");
+
+    // Eight addresses look up 64 codes that name no share (within each one's budget).
+    let unknown: Vec<String> = (0..64).map(|_| ferry_hub::shares::code::AccessCode::generate().display()).filter(|c| *c != code).collect();
+    let clients: Vec<reqwest::Client> = (3..11).map(|i| from(&format!("127.0.0.{i}"))).collect();
+    let answers = join_all(unknown.iter().enumerate().map(|(i, c)| lookup(&clients[i % clients.len()], c))).await;
+    let mut same_as_real = Vec::new();
+    let mut types = std::collections::BTreeSet::new();
+    for (c, r) in unknown.iter().zip(answers) {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 200, "{c}");
+        assert_eq!(r.headers()["content-type"], real_ct);
+        let v: Value = r.json().await.unwrap();
+        types.insert(v["tfaQuestion"][0]["questionType"].as_str().unwrap().to_string());
+        if v == real {
+            same_as_real.push(c.clone());
+        }
+    }
+    assert!(!same_as_real.is_empty(), "some unknown codes answer exactly like the real code with a password");
+    assert!(types.iter().all(|t| ["PAT_BIRTH_DATE", "PASSWORD", "STUDY_DATE"].contains(&t.as_str())), "{types:?}");
+    assert!(types.len() > 1, "unknown codes don't all ask one question: {types:?}");
+    // An unknown code keeps its question (as a real one does), from anywhere.
+    let twin = &same_as_real[0];
+    let again: Value = lookup(&from("127.0.0.11"), twin).await.unwrap().json().await.unwrap();
+    assert_eq!(again, real);
+    // The redeem page of the QR link: the same page for both, but for the code itself.
+    let page = |code: &str| {
+        let r = from("127.0.0.12").get(app.url(&format!("/redeem?token={code}")));
+        let code = code.to_string();
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap().replace(&code, "CODE")
+        }
+    };
+    assert_eq!(page(&code).await, page(twin).await);
+    let portal: Value = from("127.0.0.12").get(app.url(&format!("/redeem?token={twin}"))).header(HEADER, "1").send().await.unwrap().json().await.unwrap();
+    assert_eq!(portal, real);
+
+    // One budget per address for looking up and answering.
+    let probe = from("127.0.0.13");
+    let mut statuses = Vec::new();
+    for c in unknown.iter().take(burst + 1) {
+        statuses.push(lookup(&probe, c).await.unwrap().status().as_u16());
+    }
+    assert!(statuses[..burst].iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(statuses[burst], 429, "the lookup is rate limited: {statuses:?}");
+    let r = probe.post(app.url(&format!("/dlx/v1/tokentfa/{code}"))).json(&tfa("x")).send().await.unwrap();
+    assert_eq!(r.status(), 429, "and answers share its budget");
+    let r = probe.get(app.url(&format!("/redeem?token={code}"))).send().await.unwrap();
+    assert_eq!(r.status(), 429, "so does the redeem link");
+    let r = from("127.0.0.14");
+    for _ in 0..burst {
+        r.post(app.url("/api/v1/redeem")).json(&json!({"code": unknown[0], "answer": "19700101"})).send().await.unwrap();
+    }
+    assert_eq!(lookup(&r, &code).await.unwrap().status(), 429, "answers use up the lookups' budget too");
+
+    // Audited: the real code's lookups in its share's log (with the address), the others too.
+    let log = share_log(&app, &staff, &id).await;
+    let mine: Vec<&Value> = log.iter().filter(|e| e["action"] == "share.lookup").collect();
+    assert!(mine.iter().any(|e| e["client_addr"] == "127.0.0.2"), "{log:#?}");
+    assert!(mine.iter().all(|e| e["actor"] == "anonymous" && !e.to_string().contains(&code)));
+    let all = audit(&app, "share.lookup").await;
+    let strangers = all.iter().filter(|e| e["detail"] == "unknown code" && e["object_id"] == "").count();
+    assert!(strangers >= unknown.len(), "{strangers} of {}", unknown.len());
+    assert!(all.iter().all(|e| unknown.iter().all(|u| !e.to_string().contains(u.as_str()))), "codes are never recorded");
+}

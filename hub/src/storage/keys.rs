@@ -236,6 +236,13 @@ impl HubSecret {
         hex::encode(hmac_sha256(&self.code_key, code.as_bytes()))
     }
 
+    /// A number 0–255 that only the hub can compute for a code (keyed like the code hash, in its
+    /// own domain): chooses the question shown for a code that names no share, so that one
+    /// stays the same on every lookup.
+    pub fn decoy_seed(&self, code: &str) -> u8 {
+        hmac_sha256(&self.code_key, format!("decoy-question\0{code}").as_bytes())[0]
+    }
+
     /// The key that signs and checks DLX bearer tokens (HS256).
     pub fn jwt_key(&self) -> hmac::Hmac<sha2::Sha256> {
         use hmac::Mac;
