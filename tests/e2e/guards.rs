@@ -3,13 +3,14 @@
 //! session may change, redirect targets, what a code lookup gives away, and what the hub leaves
 //! on disk and in its log.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{TOKEN, TestApp, spawn_app, spawn_app_with, uid};
+use crate::helpers::{Synth, TOKEN, TestApp, fresh_database, hub_binary, spawn_app, spawn_app_with, uid};
 use crate::people::{PASSWORD, Person, browser};
 use crate::shares::{clinic, share_files, study_files};
 
@@ -332,4 +333,194 @@ async fn looking_a_code_up_tells_nothing_a_guess_does_not() {
     let strangers = all.iter().filter(|e| e["detail"] == "unknown code" && e["object_id"] == "").count();
     assert!(strangers >= unknown.len(), "{strangers} of {}", unknown.len());
     assert!(all.iter().all(|e| unknown.iter().all(|u| !e.to_string().contains(u.as_str()))), "codes are never recorded");
+}
+
+// ---- 6. and 7. the data folder and the log ------------------------------------------------------
+
+/// The hub binary started under `umask 022`, its output (stdout and stderr) in `log`.
+struct HubProcess {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+    data: std::path::PathBuf,
+    sqlite: bool,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl HubProcess {
+    async fn start() -> Self {
+        // reqwest's TLS provider (in-process hubs install it; these tests start none).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (outer, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // Made by the hub itself.
+        let data = outer.path().join("ferry-data");
+        let log = logs.path().join("hub.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let database = fresh_database().await;
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"umask 022 && exec "$0" "$@""#)
+            .arg(hub_binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env_remove("FERRY_AUTH__ADMIN_TOKEN")
+            .env("FERRY_LOG__FILTER", "info")
+            .env_remove("RUST_LOG")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        if let Some(url) = &database {
+            cmd.env("FERRY_DATABASE__URL", url);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut hub = HubProcess { child, url: String::new(), log, data, sqlite: database.is_none(), _dirs: (outer, logs) };
+        for _ in 0..300 {
+            if let Some(url) = hub.output().lines().find_map(|l| l.trim().strip_prefix("Ferry hub listening on ").map(str::to_string)) {
+                hub.url = url;
+                return hub;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the hub did not start: {}", hub.output());
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// The operator token the hub generated into its data folder.
+    fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin-token")).unwrap().trim().to_string()
+    }
+
+    /// The mails in the outbox: (file, text).
+    fn mails(&self) -> Vec<(std::path::PathBuf, String)> {
+        let mut out: Vec<_> = std::fs::read_dir(self.data.join("outbox"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        out.sort();
+        out.into_iter().map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        }).collect()
+    }
+}
+
+async fn register(client: &reqwest::Client, hub: &HubProcess, email: &str) {
+    let r = client
+        .post(hub.url("/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": PASSWORD, "name": "Mia Muster", "practice": "", "address": "", "phone": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+/// Started with the usual umask 022, the hub still keeps everything it writes to itself: the
+/// data folder and every folder in it 0700 (blobs, outbox, keys, upload spool), every file 0600
+/// (the SQLite database with its -wal and -shm, blobs, mails, keys, the admin token).
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_folder_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let hub = HubProcess::start().await;
+    let client = reqwest::Client::new();
+    // A blob, by an upload of a ZIP (spooled on disk first), and a mail.
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file("IMG0001", zip::write::SimpleFileOptions::default()).unwrap();
+    w.write_all(&Synth::new(&uid(), &uid(), &uid()).bytes()).unwrap();
+    let body = w.finish().unwrap().into_inner();
+    let r = client.post(hub.url("/api/v1/uploads")).bearer_auth(hub.admin_token()).header("content-type", "application/zip").body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    register(&client, &hub, "mia@example.test").await;
+
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&hub.data), 0o700, "the data folder");
+    let mut seen = Vec::new();
+    let mut wrong = Vec::new();
+    let mut stack = vec![hub.data.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(&hub.data).unwrap().to_string_lossy().to_string();
+            let (m, want) = if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+                (mode(&p), 0o700)
+            } else {
+                (mode(&p), 0o600)
+            };
+            if m != want {
+                wrong.push(format!("{rel}: {m:o}, want {want:o}"));
+            }
+            seen.push(rel);
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    let has = |prefix: &str, n: usize| seen.iter().filter(|s| s.starts_with(prefix)).count() >= n;
+    assert!(has("blobs/", 2), "the blob folder and a blob in it: {seen:?}");
+    assert!(has("outbox/", 1), "a mail: {seen:?}");
+    assert!(has("keys/", 2) && has("admin-token", 1) && has("tmp", 1), "{seen:?}");
+    if hub.sqlite {
+        for f in ["ferry.db", "ferry.db-wal", "ferry.db-shm"] {
+            assert!(seen.iter().any(|s| s == f), "{f} in {seen:?}");
+        }
+    }
+}
+
+/// Without SMTP, mails go to the outbox; the log says that a mail was written and where, never
+/// the link in it (a password reset link signs its reader in) nor the address it is for.
+#[tokio::test]
+async fn mail_links_stay_out_of_the_log() {
+    let hub = HubProcess::start().await;
+    let client = reqwest::Client::new();
+    register(&client, &hub, "mia@example.test").await;
+    let r = client.post(hub.url("/api/v1/auth/password-reset")).json(&json!({"email": "mia@example.test"})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let mut mails = Vec::new();
+    for _ in 0..50 {
+        mails = hub.mails();
+        if mails.len() >= 2 && hub.output().matches("outbox").count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = hub.output();
+    let links: Vec<String> = mails
+        .iter()
+        .flat_map(|(_, text)| text.lines().filter(|l| l.contains("?token=")).map(|l| l.trim().to_string()).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(links.len(), 2, "a confirmation and a reset link in the outbox: {mails:?}");
+    assert!(links.iter().any(|l| l.starts_with(&hub.url("/reset?token="))), "{links:?}");
+    for link in &links {
+        let token = link.rsplit_once("token=").unwrap().1;
+        assert!(!log.contains(token), "a link's token is in the log:\n{log}");
+    }
+    assert!(!log.contains("mia@example.test"), "the recipient's address is in the log:\n{log}");
+    for (path, _) in &mails {
+        assert!(log.contains(&path.display().to_string()), "the log says where the mail is ({}):\n{log}", path.display());
+    }
+}
+
+// ---- 8. SQLite overwrites what it deletes -------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_connections_overwrite_deleted_content() {
+    let app = spawn_app().await;
+    if app.state.dialect != ferry_hub::db::Dialect::Sqlite {
+        return;
+    }
+    for pool in [&app.state.db, &app.state.db_write] {
+        let on: i64 = sqlx::query_scalar("PRAGMA secure_delete").fetch_one(pool).await.unwrap();
+        assert_eq!(on, 1);
+    }
 }
