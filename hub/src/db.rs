@@ -73,7 +73,7 @@ async fn connect_with(url: &str, max_connections: Option<u32>, acquire_timeout: 
     {
         // SQLite gives its -wal and -shm files the database file's mode: a database file made
         // 0600 here keeps all three private whatever the umask.
-        crate::storage::private::create_file(&path).with_context(|| format!("creating the database file {}", path.display()))?;
+        crate::files::create_file(&path).with_context(|| format!("creating the database file {}", path.display()))?;
     }
     let max = max_connections.unwrap_or(match dialect {
         Dialect::Sqlite => 8,

@@ -428,7 +428,7 @@ async fn run_share(config: Config, command: ShareCommand) -> anyhow::Result<()> 
 }
 
 async fn run_admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
-    ferry_hub::storage::private::create_dir(&config.data_dir)?;
+    ferry_hub::files::create_dir(&config.data_dir)?;
     let pools = ferry_hub::db::connect_pools(&config.database_url(), Some(2)).await?;
     match command {
         AdminCommand::CreateCommunity { name, city, code, address, departments, contact, no_inbound, logo } => {

@@ -72,7 +72,7 @@ impl Mailer {
     }
 
     async fn write_outbox(&self, mail: &Mail) -> anyhow::Result<()> {
-        crate::storage::private::create_dir_async(&self.outbox)
+        crate::files::create_dir_async(&self.outbox)
             .await
             .with_context(|| format!("creating {}", self.outbox.display()))?;
         let name = format!("{}-{}.eml", now_ms(), uuid::Uuid::new_v4());
@@ -81,7 +81,7 @@ impl Mailer {
             "From: {}\r\nTo: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
             self.from, mail.to, mail.subject, mail.body
         );
-        crate::storage::private::write_new(&path, text.into_bytes()).await.with_context(|| format!("writing {}", path.display()))?;
+        crate::files::write_new(&path, text.into_bytes()).await.with_context(|| format!("writing {}", path.display()))?;
         // Where it is, never what it says or to whom.
         tracing::info!(path = %path.display(), "no SMTP configured: mail written to the outbox");
         Ok(())

@@ -206,7 +206,7 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<(Key, bool)> {
         false
     } else {
         if let Some(dir) = path.parent() {
-            super::private::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::files::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let key = Key::random();
         write_private(path, hex::encode(key.0).as_bytes())

@@ -4,7 +4,6 @@
 
 pub mod crypto;
 pub mod keys;
-pub mod private;
 pub mod transit;
 pub mod sweep;
 
@@ -59,7 +58,7 @@ impl BlobStore {
         match config.storage.backend {
             StorageBackend::Local => {
                 let dir = config.blob_dir();
-                private::create_dir(&dir)
+                crate::files::create_dir(&dir)
                     .with_context(|| format!("creating blob folder {}", dir.display()))?;
                 let dir = dir.canonicalize()?;
                 // fsync of each file and its directory before a write returns: a blob counts as

@@ -1,6 +1,7 @@
 //! Folders and files only the hub's user may read: folders 0700, files 0600, whatever the
 //! process umask (the binary also sets the umask to 0077, which covers what libraries create,
-//! such as the local blob store's files).
+//! such as the local blob store's files). A foundation that uses nothing else of the hub: the
+//! database, storage, mail and uploads use it.
 
 use std::path::Path;
 
