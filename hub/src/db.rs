@@ -68,6 +68,13 @@ pub async fn connect(url: &str, max_connections: Option<u32>) -> anyhow::Result<
 async fn connect_with(url: &str, max_connections: Option<u32>, acquire_timeout: Duration) -> anyhow::Result<(Db, Dialect)> {
     sqlx::any::install_default_drivers();
     let dialect = Dialect::of(url)?;
+    if dialect == Dialect::Sqlite
+        && let Some(path) = sqlite_file(url)
+    {
+        // SQLite gives its -wal and -shm files the database file's mode: a database file made
+        // 0600 here keeps all three private whatever the umask.
+        crate::files::create_file(&path).with_context(|| format!("creating the database file {}", path.display()))?;
+    }
     let max = max_connections.unwrap_or(match dialect {
         Dialect::Sqlite => 8,
         Dialect::Postgres => 16,
@@ -83,7 +90,8 @@ async fn connect_with(url: &str, max_connections: Option<u32>, acquire_timeout: 
                     sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                    // Deleted rows are overwritten with zeros, not left in free pages.
+                    // Deleted rows (purged shares, used tokens, ended sessions) are overwritten
+                    // with zeros instead of lingering in free pages of the file.
                     sqlx::query("PRAGMA secure_delete = ON").execute(&mut *conn).await?;
                 }
                 Ok(())
@@ -94,6 +102,16 @@ async fn connect_with(url: &str, max_connections: Option<u32>, acquire_timeout: 
         .with_context(|| "cannot connect to the database")?;
     migrator().run(&pool).await.context("running database migrations")?;
     Ok((pool, dialect))
+}
+
+/// The file of an SQLite URL (`sqlite://path?…` or `sqlite:path`), unless it is in memory.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path.starts_with(':') || url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
 }
 
 fn migrator() -> Migrator {
@@ -127,4 +145,48 @@ pub fn now_ms() -> i64 {
 /// True when the error is a unique-constraint violation (both dialects).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(sqlite_file("sqlite:///tmp/x/ferry.db?mode=rwc"), Some("/tmp/x/ferry.db".into()));
+        assert_eq!(sqlite_file("sqlite://./ferry-data/ferry.db?mode=rwc"), Some("./ferry-data/ferry.db".into()));
+        assert_eq!(sqlite_file("sqlite:ferry.db"), Some("ferry.db".into()));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://file.db?mode=memory"), None);
+        assert_eq!(sqlite_file("postgres://x@y/z"), None);
+    }
+
+    /// Every connection of both pools overwrites deleted content (`secure_delete`), and the
+    /// database file is private (0600) even under a permissive umask.
+    #[tokio::test]
+    async fn sqlite_connections_delete_securely_and_the_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pools = connect_pools(&url, Some(3)).await.unwrap();
+        for pool in [&pools.read, &pools.write] {
+            // Several connections at once, so more than the first one is asked.
+            let mut held = Vec::new();
+            for _ in 0..pool.options().get_max_connections() {
+                let mut conn = pool.acquire().await.unwrap();
+                let on: i64 = sqlx::query_scalar("PRAGMA secure_delete").fetch_one(&mut *conn).await.unwrap();
+                assert_eq!(on, 1, "secure_delete on every connection");
+                held.push(conn);
+            }
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for name in ["ferry.db", "ferry.db-wal", "ferry.db-shm"] {
+                let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{name}");
+            }
+        }
+    }
 }

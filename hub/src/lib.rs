@@ -16,6 +16,7 @@ pub mod db;
 pub mod dicomweb;
 pub mod dlx;
 pub mod error;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

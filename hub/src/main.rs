@@ -231,9 +231,18 @@ fn tune_allocator() {
     }
 }
 
+/// What the hub writes — the database and its WAL, blobs, keys, mails, spooled uploads — is for
+/// its own user only, whatever umask it was started with: new folders 0700, new files 0600, also
+/// where a library creates them (the local blob store, SQLite). Set before any thread exists.
+fn private_umask() {
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
 fn main() -> std::process::ExitCode {
     tune_allocator();
     no_huge_pages();
+    private_umask();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(run()),
         Err(e) => {
@@ -419,7 +428,7 @@ async fn run_share(config: Config, command: ShareCommand) -> anyhow::Result<()> 
 }
 
 async fn run_admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)?;
+    ferry_hub::files::create_dir(&config.data_dir)?;
     let pools = ferry_hub::db::connect_pools(&config.database_url(), Some(2)).await?;
     match command {
         AdminCommand::CreateCommunity { name, city, code, address, departments, contact, no_inbound, logo } => {

@@ -77,7 +77,7 @@ impl Application {
 pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<AppState> {
         // One TLS crypto provider for the whole process (reqwest/object_store use rustls).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        std::fs::create_dir_all(&config.data_dir)
+        crate::files::create_dir(&config.data_dir)
             .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
         let pools =
             crate::db::connect_pools_with(
@@ -174,12 +174,9 @@ fn admin_token(config: &Config) -> anyhow::Result<SecretString> {
     }
     let token = crate::storage::crypto::Key::random();
     let token = hex::encode(token.0);
+    // Created 0600 before the token is written, so it is never readable by others.
+    crate::files::create_file(&path).with_context(|| format!("creating {}", path.display()))?;
     std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    }
     tracing::warn!(path = %path.display(), "generated an admin API token (development default); set auth.admin_token in production");
     Ok(SecretString::from(token))
 }

@@ -15,6 +15,7 @@ mod connector_run;
 mod connectors;
 mod crash;
 mod dlx;
+mod guards;
 mod helpers;
 mod hostile;
 mod keys_transit;

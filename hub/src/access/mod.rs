@@ -24,6 +24,9 @@ use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "ferry_session";
 
+/// Why a bearer token was refused for an account or credential change.
+pub const SESSION_NEEDED: &str = "account and credential changes need a signed-in browser session; a bearer token cannot make them";
+
 /// How a user proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -168,6 +171,18 @@ impl Principal {
     /// The signed-in account, or 403 for the operator token (which has no account).
     pub fn require_user(&self) -> Result<&User, AppError> {
         self.user().ok_or(AppError::Forbidden)
+    }
+
+    /// The signed-in account when it came with a browser session, else 403: account and
+    /// credential changes (tokens, linked sign-in providers) are never made with a bearer token,
+    /// so a leaked token can neither mint a credential that outlives its revocation nor take
+    /// the account over. The session's requests pass the cross-site checks ([`guard`]).
+    pub fn require_session_user(&self) -> Result<&User, AppError> {
+        let user = self.require_user()?;
+        if user.via != Via::Session {
+            return Err(AppError::ForbiddenBecause(SESSION_NEEDED.into()));
+        }
+        Ok(user)
     }
 
     /// A stable identifier for logs and audit (never personal data).

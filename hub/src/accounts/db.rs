@@ -75,13 +75,37 @@ pub async fn insert_user(db: &Db, u: &NewUser<'_>) -> Result<String, sqlx::Error
     Ok(id)
 }
 
-pub async fn record_failure(db: &Db, id: &str, failed: i64, locked_until: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET failed_logins = $1, locked_until = $2 WHERE id = $3")
-        .bind(failed)
-        .bind(locked_until)
-        .bind(id)
-        .execute(db)
-        .await?;
+/// A sign-in attempt, claimed before its password is checked.
+pub struct LoginAttempt {
+    /// This attempt locked the account (it reached the limit; the count starts again after the lock).
+    pub locks: bool,
+}
+
+/// Claims one sign-in attempt before the password is checked: counts it as a failure and, when
+/// the count reaches `max_failed`, locks the account until `lock_until` (the count starts again
+/// for the time after) — in one conditional statement, so sign-ins that arrive together are
+/// counted one by one and none is checked past the lock. `None`: the account is locked or
+/// disabled, and the password must not be checked.
+pub async fn claim_login(db: &Db, id: &str, now: i64, max_failed: i64, lock_until: i64) -> Result<Option<LoginAttempt>, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE users SET \
+         failed_logins = CASE WHEN failed_logins + 1 >= $3 THEN 0 ELSE failed_logins + 1 END, \
+         locked_until = CASE WHEN failed_logins + 1 >= $3 THEN $4 ELSE locked_until END \
+         WHERE id = $1 AND disabled = 0 AND locked_until <= $2 \
+         RETURNING locked_until",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(max_failed)
+    .bind(lock_until)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| Ok(LoginAttempt { locks: r.try_get::<i64, _>(0)? > now })).transpose()
+}
+
+/// A right password: the count starts again, and a lock its own attempt set is lifted.
+pub async fn reset_logins(db: &Db, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = $1").bind(id).execute(db).await?;
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! Outgoing mail (verification and reset links). With `mail.smtp_url` set, mails go out over
 //! SMTP (lettre; STARTTLS or TLS as the URL says). Without it — the development default — each
-//! message is printed to the hub's console and kept as a `.eml` file in the outbox folder
-//! (`<data_dir>/outbox`), where a developer or a test can pick up the link.
+//! message is kept as a `.eml` file (mode 0600) in the outbox folder (`<data_dir>/outbox`, 0700),
+//! where a developer or a test can pick up the link. The log says only that a mail was written
+//! and where: a link in it is a credential (a password reset signs its reader in), and logs
+//! travel further than the data folder; the recipient's address is personal data.
 
 use std::path::PathBuf;
 
@@ -48,7 +50,12 @@ impl Mailer {
             None => self.write_outbox(&mail).await,
         };
         if let Err(e) = result {
-            tracing::error!(error = %format!("{e:#}"), "could not deliver a mail");
+            // An SMTP server's answer may quote the recipient's address: never logged.
+            let mut error = format!("{e:#}");
+            if !mail.to.is_empty() {
+                error = error.replace(mail.to.as_str(), "<recipient>");
+            }
+            tracing::error!(%error, "could not deliver a mail");
         }
     }
 
@@ -65,7 +72,7 @@ impl Mailer {
     }
 
     async fn write_outbox(&self, mail: &Mail) -> anyhow::Result<()> {
-        tokio::fs::create_dir_all(&self.outbox)
+        crate::files::create_dir_async(&self.outbox)
             .await
             .with_context(|| format!("creating {}", self.outbox.display()))?;
         let name = format!("{}-{}.eml", now_ms(), uuid::Uuid::new_v4());
@@ -74,9 +81,9 @@ impl Mailer {
             "From: {}\r\nTo: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
             self.from, mail.to, mail.subject, mail.body
         );
-        tokio::fs::write(&path, text).await.with_context(|| format!("writing {}", path.display()))?;
-        // Development mode: the console is the mailbox.
-        tracing::info!(path = %path.display(), subject = %mail.subject, "mail (no SMTP configured):\n{}", mail.body);
+        crate::files::write_new(&path, text.into_bytes()).await.with_context(|| format!("writing {}", path.display()))?;
+        // Where it is, never what it says or to whom.
+        tracing::info!(path = %path.display(), "no SMTP configured: mail written to the outbox");
         Ok(())
     }
 }

@@ -27,7 +27,7 @@ use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
 
-use crate::access::{Principal, SESSION_COOKIE, Via};
+use crate::access::{Principal, SESSION_COOKIE};
 use crate::db::{is_unique_violation, now_ms};
 use crate::error::{ApiJson, AppError, AppResult};
 use crate::state::AppState;
@@ -115,13 +115,20 @@ pub fn rate_limited_by(limit: &AuthLimit, routes: Router<AppState>) -> Router<Ap
     }
 }
 
-/// Only local paths (no scheme, no `//host`, no backslash tricks), else `default`: an open
-/// redirect after sign-in or a language switch would help phishing.
+/// Only paths on this site, else `default`: an open redirect after sign-in or a language switch
+/// would help phishing. Browsers drop tabs and newlines from a URL and read a backslash as a
+/// slash, so `/\t/evil.example` or `/\\evil.example` would lead to another host as `//…` does:
+/// a path must start with exactly one `/` and hold no control character and no backslash at all
+/// (which also keeps it a valid `Location` header, never a 500).
 pub fn local_path(path: Option<&str>, default: &str) -> String {
     match path {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        Some(p) if is_local_path(p) => p.to_string(),
         _ => default.into(),
     }
+}
+
+fn is_local_path(p: &str) -> bool {
+    p.starts_with('/') && !p.starts_with("//") && !p.chars().any(|c| c.is_control() || c == '\\')
 }
 
 /// Lower-cased, trimmed; checked for the shape of an address (the verification link proves it).
@@ -223,32 +230,36 @@ pub async fn verify_email(state: &AppState, token: &str) -> AppResult<()> {
 pub async fn login(state: &AppState, email: &str, password_given: String) -> AppResult<(String, String)> {
     let email = email.trim().to_lowercase();
     let row = db::login_row(&state.db, &email).await?;
-    let stored = row.as_ref().and_then(|r| r.password_hash.clone());
+    let now = now_ms();
+    let auth = &state.config.auth;
+    // The attempt is counted (and the account locked when it reaches the limit) before the
+    // password is checked; without a claimed attempt it is not checked at all.
+    let attempt = match &row {
+        Some(r) => {
+            let lock = now + (auth.lockout_secs as i64) * 1000;
+            db::claim_login(&state.db_write, &r.id, now, (auth.max_failed_logins as i64).max(1), lock).await?
+        }
+        None => None,
+    };
+    let stored = row.as_ref().filter(|_| attempt.is_some()).and_then(|r| r.password_hash.clone());
+    // One argon2 verification in every case (the decoy where nothing is to be checked).
     let ok = password::verify(password_given, stored).await;
     let Some(row) = row else {
         audit_account(state, "", "account.sign_in", "denied", "unknown account").await?;
         return Err(AppError::SignInFailed(SIGN_IN_FAILED.into()));
     };
-    let now = now_ms();
-    let auth = &state.config.auth;
-    if row.disabled || row.locked_until > now {
+    let Some(attempt) = attempt else {
         audit_account(state, &row.id, "account.sign_in", "denied", if row.disabled { "disabled" } else { "locked" }).await?;
         return Err(AppError::SignInFailed(SIGN_IN_FAILED.into()));
-    }
+    };
     if !ok {
         audit_account(state, &row.id, "account.sign_in", "denied", "wrong password").await?;
-        let failed = row.failed_logins + 1;
-        if failed >= auth.max_failed_logins as i64 {
-            db::record_failure(&state.db_write, &row.id, 0, now + (auth.lockout_secs as i64) * 1000).await?;
+        if attempt.locks {
             tracing::warn!(user = %row.id, "account locked after repeated failed sign-ins");
-        } else {
-            db::record_failure(&state.db_write, &row.id, failed, 0).await?;
         }
         return Err(AppError::SignInFailed(SIGN_IN_FAILED.into()));
     }
-    if row.failed_logins != 0 {
-        db::record_failure(&state.db_write, &row.id, 0, 0).await?;
-    }
+    db::reset_logins(&state.db_write, &row.id).await?;
     if !row.email_verified {
         send_link(state, &email, Some(&row.id), "verify", VERIFY_LINK_MS).await?;
         return Err(AppError::ForbiddenBecause(
@@ -475,11 +486,8 @@ fn token_from_row(r: &sqlx::any::AnyRow) -> Result<ApiToken, sqlx::Error> {
 }
 
 async fn api_create_token(State(state): State<AppState>, who: Principal, ApiJson(n): ApiJson<NewToken>) -> AppResult<Response> {
-    let user = who.require_user()?;
     // A leaked token must not be able to mint more tokens.
-    if user.via != Via::Session {
-        return Err(AppError::ForbiddenBecause("personal access tokens are created from a signed-in browser session".into()));
-    }
+    let user = who.require_session_user()?;
     let t = create_token(&state, &user.id, &n).await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
@@ -544,7 +552,40 @@ async fn api_list_tokens(State(state): State<AppState>, who: Principal) -> AppRe
 }
 
 async fn api_revoke_token(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> AppResult<StatusCode> {
-    let user = who.require_user()?;
+    let user = who.require_session_user()?;
     revoke_token(&state, &user.id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn only_paths_on_this_site_are_redirect_targets() {
+        for ok in ["/app", "/transfers/1?x=2#y", "/a/b//c", "/s/view/1.2.3", "/%2F%2Fevil.example", "/ä"] {
+            assert_eq!(local_path(Some(ok), "/app"), ok, "{ok:?}");
+        }
+        let off_site = [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "\t//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\\/evil.example",
+            "https://evil.example/",
+            "evil.example",
+            " //evil.example",
+            "/\u{7f}/evil.example",
+            "/\u{85}/evil.example",
+            "/x\r\nSet-Cookie: a=b",
+            "",
+        ];
+        for bad in off_site {
+            assert_eq!(local_path(Some(bad), "/app"), "/app", "{bad:?}");
+        }
+        assert_eq!(local_path(None, "/"), "/");
+    }
 }

@@ -147,6 +147,12 @@ async fn start(
     crate::error::ApiQuery(q): crate::error::ApiQuery<StartParams>,
 ) -> AppResult<Response> {
     let p = provider(&state, &id)?.clone();
+    // Linking a provider to an account is a credential change: a browser session only.
+    let link_user = match (q.link.is_some(), &who) {
+        (true, Some(w)) => Some(w.require_session_user()?.id.clone()),
+        (true, None) => return Err(AppError::Unauthorized),
+        (false, _) => None,
+    };
     let http = http()?;
     let meta = metadata(&state, &p, &http).await?;
     let client = sign_in_client(&state, &p, meta)?;
@@ -156,11 +162,6 @@ async fn start(
         req = req.add_scope(Scope::new(s.into()));
     }
     let (url, csrf, nonce) = req.set_pkce_challenge(challenge).url();
-    let link_user = match (q.link.is_some(), who.as_ref().and_then(|w| w.user())) {
-        (true, Some(u)) if u.via == Via::Session => Some(u.id.clone()),
-        (true, _) => return Err(AppError::Unauthorized),
-        _ => None,
-    };
     sqlx::query("DELETE FROM oidc_logins WHERE expires_at < $1").bind(now_ms()).execute(&state.db_write).await?;
     sqlx::query(
         "INSERT INTO oidc_logins (state, provider, nonce, pkce_verifier, return_to, link_user_id, expires_at) \

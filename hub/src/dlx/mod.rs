@@ -1,8 +1,9 @@
 //! DICOM Link Exchange (DLX, DIN/TS 19455) v1: how a program — a PACS, a viewer, another portal,
 //! a clinic's connector — fetches what an access code unlocks.
 //!
-//! `GET /dlx/v1/api_info`; `GET /dlx/v1/token/{code}` always answers 200 with the question (a
-//! birth-date question for codes that don't exist, so codes cannot be enumerated);
+//! `GET /dlx/v1/api_info`; `GET /dlx/v1/token/{code}` always answers 200 with the question (for
+//! a code that doesn't exist a decoy that looks like a real code's, so codes cannot be
+//! enumerated; the lookup draws on the same per-address budget as answers and is audited);
 //! `POST /dlx/v1/tokentfa/{code}` answers a JWT (`application/jwt`), 401 for an unknown code or a
 //! wrong answer alike, 403 only for right answers to an expired share; with the JWT as bearer
 //! token `GET /dlx/v1/list`, `/download/{id}` (a study as a ZIP in IHE PDI layout, a report as its
@@ -15,8 +16,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ferry_schemas::dlx::{ApiInfo, DataItem, DataList, TfaAnswers, TokenInfo};
+use ferry_schemas::dlx::{ApiInfo, DataItem, DataList, Question, TfaAnswers, TokenInfo};
 
+use crate::audit;
 use crate::error::{AppError, AppResult};
 use crate::shares::code::AccessCode;
 use crate::shares::factor;
@@ -25,11 +27,11 @@ use crate::shares::redeem::{self, Outcome, SessionKind};
 use crate::state::AppState;
 
 pub fn router(state: &AppState) -> Router<AppState> {
-    let limited = Router::new().route("/dlx/v1/tokentfa/{value}", post(tokentfa));
+    // Looking a code up and answering draw on one budget per client address.
+    let limited = Router::new().route("/dlx/v1/tokentfa/{value}", post(tokentfa)).route("/dlx/v1/token/{value}", get(token));
     Router::new()
         .merge(crate::accounts::rate_limited_by(&state.redeem_limit, limited))
         .route("/dlx/v1/api_info", get(api_info))
-        .route("/dlx/v1/token/{value}", get(token))
         .route("/dlx/v1/list", get(list))
         .route("/dlx/v1/download/{id}", get(download))
         .route("/dlx/v1/downloadall", get(download_all))
@@ -47,20 +49,61 @@ async fn api_info(State(state): State<AppState>) -> Json<ApiInfo> {
     Json(info(&state))
 }
 
-/// The question for a code: the share's own, or the birth-date question for anything else.
-pub async fn questions(state: &AppState, value: &str) -> AppResult<TokenInfo> {
-    let q = match AccessCode::parse(value) {
-        Ok(code) => match redeem::lookup(state, &code).await? {
-            Some(s) => factor::question(&s.question_type, &s.question_text),
-            None => factor::question(factor::BIRTH_DATE, ""),
-        },
-        Err(_) => factor::question(factor::BIRTH_DATE, ""),
-    };
-    Ok(TokenInfo { api_info: vec![info(state)], tfa_question: vec![q] })
+/// What a lookup found, for the audit trail.
+enum Found {
+    Share(String),
+    Unknown,
+    Typo,
 }
 
-async fn token(State(state): State<AppState>, Path(value): Path<String>) -> AppResult<Json<TokenInfo>> {
-    Ok(Json(questions(&state, &value).await?))
+/// The question for a code: a share's own; for a well-formed code that names no share a decoy
+/// ([`factor::decoy_type`]: the same texts as real codes', chosen by the code's keyed hash, so
+/// the same on every lookup); for a malformed code (public arithmetic tells it) the birth date.
+async fn question_for(state: &AppState, value: &str) -> AppResult<(Question, Found)> {
+    Ok(match AccessCode::parse(value) {
+        Ok(code) => match redeem::lookup(state, &code).await? {
+            Some(s) => (factor::question(&s.question_type, &s.question_text), Found::Share(s.id)),
+            None => (factor::question(factor::decoy_type(state.secret.decoy_seed(code.as_str())), ""), Found::Unknown),
+        },
+        Err(_) => (factor::question(factor::BIRTH_DATE, ""), Found::Typo),
+    })
+}
+
+fn token_info(state: &AppState, q: Question) -> TokenInfo {
+    TokenInfo { api_info: vec![info(state)], tfa_question: vec![q] }
+}
+
+/// The question for a code, for a page that shows it again after an answer (that answer was
+/// rate limited and audited already).
+pub async fn questions(state: &AppState, value: &str) -> AppResult<TokenInfo> {
+    Ok(token_info(state, question_for(state, value).await?.0))
+}
+
+/// An outsider looks a code up (`/dlx/v1/token/{code}`, the redeem link): the question, with an
+/// audit record (share if known, client address; never the code). The routes are rate limited
+/// with the answers, so a lookup costs what a guess costs and tells no more.
+pub async fn lookup_questions(state: &AppState, value: &str, client: &str) -> AppResult<TokenInfo> {
+    let (q, found) = question_for(state, value).await?;
+    let (share_id, detail) = match &found {
+        Found::Share(id) => (id.as_str(), ""),
+        Found::Unknown => ("", "unknown code"),
+        Found::Typo => ("", "typo"),
+    };
+    audit::record(&state.db_write, audit::Event {
+        actor: "anonymous",
+        client_addr: client,
+        action: "share.lookup",
+        object_kind: "share",
+        object_id: share_id,
+        result: "ok",
+        detail,
+    })
+    .await?;
+    Ok(token_info(state, q))
+}
+
+async fn token(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, Path(value): Path<String>) -> AppResult<Json<TokenInfo>> {
+    Ok(Json(lookup_questions(&state, &value, &crate::shares::client_addr(&ci)).await?))
 }
 
 /// DLX errors carry no body beyond the status (401 and 403 have fixed meanings).

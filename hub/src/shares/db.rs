@@ -98,6 +98,51 @@ pub struct StoredReport {
     pub key_id: String,
 }
 
+/// Claims one attempt at a code's answer before the answer is checked: counts it as a wrong
+/// answer in a row and, when that count reaches `max_failed`, locks the code at once (until
+/// `lock_until`, the shortest lock) — all in one conditional statement, so however many requests
+/// arrive together, the database hands out attempts one at a time and none past the lock. The
+/// returned count is this attempt's place in the row; `None`: the code is locked or its share is
+/// not active, and the answer must not be checked. See `redeem::redeem` for the rest.
+pub async fn claim_attempt(db: &Db, id: &str, now: i64, max_failed: i64, lock_until: i64) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query(
+        "UPDATE shares SET failed_attempts = failed_attempts + 1, \
+         locked_until = CASE WHEN failed_attempts + 1 >= $3 THEN $4 ELSE locked_until END \
+         WHERE id = $1 AND state = 'active' AND purged_at IS NULL AND locked_until <= $2 \
+         RETURNING failed_attempts",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(max_failed)
+    .bind(lock_until)
+    .fetch_optional(db)
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()
+}
+
+/// A claimed attempt was wrong: the lock it earned (see `redeem::lock_until`), unless a right
+/// answer has reset the count since (then the row is no longer `failed` long).
+pub async fn lock_after_wrong(db: &Db, id: &str, failed: i64, lock_until: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE shares SET locked_until = $1 WHERE id = $2 AND failed_attempts >= $3 AND locked_until < $1")
+        .bind(lock_until)
+        .bind(id)
+        .bind(failed)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A right answer: the count starts again and a lock its own attempt set is lifted.
+pub async fn reset_attempts(db: &Db, id: &str, accessed_at: Option<i64>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE shares SET failed_attempts = 0, locked_until = 0, last_access_at = COALESCE($1, last_access_at) WHERE id = $2")
+        .bind(accessed_at)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// The reports of a share, in upload order.
 pub async fn reports(db: &Db, share_id: &str) -> Result<Vec<StoredReport>, sqlx::Error> {
     let now = now_ms();

@@ -124,6 +124,19 @@ pub async fn choose(options: &ShareOptions, facts: &[(String, String, String)]) 
     Ok(Factor { question_type, question_text: text, answer_hash, password })
 }
 
+/// The question type shown for a well-formed code that names no share, from the code's keyed
+/// [`decoy_seed`](crate::storage::keys::HubSecret::decoy_seed): half birth date (the default
+/// factor), a quarter each one-time password and study date. Every question a decoy shows is,
+/// text for text, one a real code shows, so a lookup does not tell a real code from an unknown
+/// one. A custom question is the clinic's own text and cannot be imitated: see hub/SECURITY.md.
+pub fn decoy_type(seed: u8) -> &'static str {
+    match seed {
+        0..=127 => BIRTH_DATE,
+        128..=191 => PASSWORD,
+        _ => STUDY_DATE,
+    }
+}
+
 /// The question as DLX and the redeem page ask it.
 pub fn question(question_type: &str, custom: &str) -> Question {
     let (format, de, en) = match question_type {

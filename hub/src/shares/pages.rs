@@ -25,10 +25,10 @@ use crate::state::AppState;
 use crate::ui::{Ctx, dicom_date, error_page, human_size, layout, person_name, time_ms};
 
 pub fn router(state: &AppState) -> Router<AppState> {
-    let limited = Router::new().route("/redeem", post(redeem_submit));
+    // The page looks the code of its link up: one budget with the answers, as in DLX.
+    let limited = Router::new().route("/redeem", get(redeem_page).post(redeem_submit));
     Router::new()
         .merge(crate::accounts::rate_limited_by(&state.redeem_limit, limited))
-        .route("/redeem", get(redeem_page))
         .route("/s", get(overview))
         .route("/s/view/{study}", get(view_study))
         .route("/s/forward", post(forward))
@@ -65,20 +65,35 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// The redeem page; asked with the DLX header it answers like `/dlx/v1/token/{value}`.
-async fn redeem_page(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
+/// The redeem page; asked with the DLX header it answers like `/dlx/v1/token/{value}`. A code in
+/// the link is looked up as there (audited; rate limited with the answers).
+async fn redeem_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Response {
     let token = q.token.unwrap_or_default();
+    let client = super::client_addr(&ci);
     if headers.contains_key(ferry_schemas::dlx::HEADER) {
-        return match crate::dlx::questions(&state, &token).await {
+        return match crate::dlx::lookup_questions(&state, &token, &client).await {
             Ok(info) => Json(info).into_response(),
             Err(e) => e.into_response(),
         };
     }
-    redeem_form(&state, &ctx, &token, None, StatusCode::OK).await
+    let lookup = (!token.trim().is_empty()).then_some(client.as_str());
+    redeem_form(&state, &ctx, &token, lookup, None, StatusCode::OK).await
 }
 
-async fn redeem_form(state: &AppState, ctx: &Ctx, token: &str, error: Option<&str>, status: StatusCode) -> Response {
-    let question = page!(ctx, crate::dlx::questions(state, token).await).tfa_question.into_iter().next();
+/// The form for `token`; `lookup`: the client address when the page looks the code up for an
+/// outsider (audited), `None` after an answer (audited already).
+async fn redeem_form(state: &AppState, ctx: &Ctx, token: &str, lookup: Option<&str>, error: Option<&str>, status: StatusCode) -> Response {
+    let info = match lookup {
+        Some(client) => crate::dlx::lookup_questions(state, token, client).await,
+        None => crate::dlx::questions(state, token).await,
+    };
+    let question = page!(ctx, info).tfa_question.into_iter().next();
     let text = question
         .as_ref()
         .and_then(|q| q.question.iter().find(|t| t.language == ctx.lang.code()).or(q.question.first()))
@@ -116,15 +131,15 @@ async fn redeem_submit(State(state): State<AppState>, ctx: Ctx, ci: ConnectInfo<
         Outcome::Granted { token, .. } => (jar.add(holder::cookie(&state, token)), Redirect::to("/s")).into_response(),
         Outcome::Denied => {
             let msg = ctx.l("Code oder Antwort stimmen nicht, oder der Code ist nach zu vielen falschen Antworten vorübergehend gesperrt.", "The code or the answer is wrong, or the code is locked for a while after too many wrong answers.");
-            redeem_form(&state, &ctx, &token, Some(msg), StatusCode::UNAUTHORIZED).await
+            redeem_form(&state, &ctx, &token, None, Some(msg), StatusCode::UNAUTHORIZED).await
         }
         Outcome::Expired => {
             let msg = ctx.l("Diese Freigabe ist abgelaufen. Die Praxis kann sie verlängern.", "This share has expired. The clinic can extend it.");
-            redeem_form(&state, &ctx, &token, Some(msg), StatusCode::FORBIDDEN).await
+            redeem_form(&state, &ctx, &token, None, Some(msg), StatusCode::FORBIDDEN).await
         }
         Outcome::Typo(_) => {
             let msg = ctx.l("Dieser Code enthält einen Tippfehler. Bitte prüfen Sie jedes Zeichen.", "This code has a typo. Please check every character.");
-            redeem_form(&state, &ctx, &token, Some(msg), StatusCode::BAD_REQUEST).await
+            redeem_form(&state, &ctx, &token, None, Some(msg), StatusCode::BAD_REQUEST).await
         }
     }
 }

@@ -10,9 +10,13 @@
 //!   `lockout_secs`, doubling with every further failure (at most a day); from
 //!   `hard_lock_after` on it stays locked until the clinic unlocks it. Requests per client
 //!   address are limited separately (tower-governor), and every attempt is audited.
+//! - The count and the lock are decided in the database before the answer is checked: each
+//!   attempt first claims its place in the row ([`db::claim_attempt`], one conditional UPDATE),
+//!   which locks the code when it reaches `max_failed`. Answers that arrive together are thus
+//!   handed out one at a time, and once the limit is reached none is checked until the lock
+//!   ends — not even a right one. A right answer then resets the count.
 
 use ferry_schemas::dlx::Answer;
-use sqlx::Row;
 
 use super::code::{AccessCode, CodeError};
 use super::db::{self, ShareRow};
@@ -67,35 +71,47 @@ pub async fn redeem(state: &AppState, code_input: &str, answers: &[Answer], kind
     };
     let share = lookup(state, &code).await?;
     let now = now_ms();
+    let cfg = &state.config.shares;
+    // The attempt is counted (and the code locked when it reaches the limit) before its answer
+    // is checked; without a claimed attempt the answer is not checked at all.
+    let attempt = match &share {
+        Some(s) => {
+            let first_lock = now + (cfg.lockout_secs.max(1) as i64) * 1000;
+            db::claim_attempt(&state.db_write, &s.id, now, (cfg.max_failed as i64).max(1), first_lock).await?
+        }
+        None => None,
+    };
     let given = answers.iter().find(|a| a.question_id.trim() == "1").map(|a| a.answer.as_str()).unwrap_or("");
     let (stored, normalized) = match &share {
-        Some(s) => (Some(s.answer_hash.clone()), factor::normalize(&s.question_type, given)),
+        Some(s) => (attempt.map(|_| s.answer_hash.clone()), factor::normalize(&s.question_type, given)),
         None => (None, factor::normalize(factor::BIRTH_DATE, given)),
     };
-    // Always one argon2 verification, whatever the case.
+    // Always one argon2 verification, whatever the case (against the decoy where the answer is
+    // not to be checked), so the timing tells nothing either.
     let right = password::verify(normalized, stored).await;
     let Some(share) = share else {
         return audited(state, client, "", "denied", "unknown code", Outcome::Denied).await;
     };
     let deny = |detail: String| audited(state, client, &share.id, "denied", detail, Outcome::Denied);
-    if share.purged_at.is_some() || !matches!(share.state.as_str(), "active") {
-        return deny(format!("share {}", share.state)).await;
-    }
-    if share.is_locked(now) {
+    let Some(failed) = attempt else {
+        if share.purged_at.is_some() || !matches!(share.state.as_str(), "active") {
+            return deny(format!("share {}", share.state)).await;
+        }
         return deny("locked".into()).await;
-    }
+    };
     if !right {
-        let failed = count_failure(state, &share, now).await?;
+        let lock = lock_until(failed, now, cfg.max_failed as i64, cfg.lockout_secs as i64, cfg.hard_lock_after as i64);
+        if lock > 0 {
+            crate::metrics::lockout();
+            db::lock_after_wrong(&state.db_write, &share.id, failed, lock).await?;
+        }
         return deny(format!("wrong answer ({failed} in a row)")).await;
     }
     if share.expires_at <= now {
+        db::reset_attempts(&state.db_write, &share.id, None).await?;
         return audited(state, client, &share.id, "expired", "", Outcome::Expired).await;
     }
-    sqlx::query("UPDATE shares SET failed_attempts = 0, locked_until = 0, last_access_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(&share.id)
-        .execute(&state.db_write)
-        .await?;
+    db::reset_attempts(&state.db_write, &share.id, Some(now)).await?;
     let (token, expires_at) = open_session(state, &share, kind).await?;
     let granted = Outcome::Granted { share_id: share.id.clone(), token, expires_at };
     audited(state, client, &share.id, "ok", kind.as_str(), granted).await
@@ -115,22 +131,6 @@ async fn audited(state: &AppState, client: &str, share_id: &str, result: &str, d
     })
     .await?;
     Ok(outcome)
-}
-
-/// Counts a wrong answer and sets the lock it earns. Returns the failures in a row.
-async fn count_failure(state: &AppState, share: &ShareRow, now: i64) -> AppResult<i64> {
-    let cfg = &state.config.shares;
-    let failed: i64 = sqlx::query("UPDATE shares SET failed_attempts = failed_attempts + 1 WHERE id = $1 RETURNING failed_attempts")
-        .bind(&share.id)
-        .fetch_one(&state.db_write)
-        .await?
-        .try_get(0)?;
-    let lock = lock_until(failed, now, cfg.max_failed as i64, cfg.lockout_secs as i64, cfg.hard_lock_after as i64);
-    if lock > 0 {
-        crate::metrics::lockout();
-        sqlx::query("UPDATE shares SET locked_until = $1 WHERE id = $2").bind(lock).bind(&share.id).execute(&state.db_write).await?;
-    }
-    Ok(failed)
 }
 
 /// Locked until when after `failed` wrong answers in a row (0: not locked).

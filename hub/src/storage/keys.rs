@@ -206,7 +206,7 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<(Key, bool)> {
         false
     } else {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::files::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let key = Key::random();
         write_private(path, hex::encode(key.0).as_bytes())
@@ -234,6 +234,13 @@ impl HubSecret {
     /// HMAC-SHA256 of an access code (already normalised), hex.
     pub fn code_hash(&self, code: &str) -> String {
         hex::encode(hmac_sha256(&self.code_key, code.as_bytes()))
+    }
+
+    /// A number 0–255 that only the hub can compute for a code (keyed like the code hash, in its
+    /// own domain): chooses the question shown for a code that names no share, so that one
+    /// stays the same on every lookup.
+    pub fn decoy_seed(&self, code: &str) -> u8 {
+        hmac_sha256(&self.code_key, format!("decoy-question\0{code}").as_bytes())[0]
     }
 
     /// The key that signs and checks DLX bearer tokens (HS256).

@@ -58,7 +58,7 @@ impl BlobStore {
         match config.storage.backend {
             StorageBackend::Local => {
                 let dir = config.blob_dir();
-                std::fs::create_dir_all(&dir)
+                crate::files::create_dir(&dir)
                     .with_context(|| format!("creating blob folder {}", dir.display()))?;
                 let dir = dir.canonicalize()?;
                 // fsync of each file and its directory before a write returns: a blob counts as

@@ -587,13 +587,19 @@ async fn account_page(state: &AppState, ctx: &Ctx, fresh: Option<ferry_schemas::
 }
 
 async fn create_token(State(state): State<AppState>, ctx: Ctx, Form(n): Form<NewToken>) -> Response {
-    let (_, a) = signed_in!(ctx);
+    let (who, a) = signed_in!(ctx);
+    if let Err(e) = who.require_session_user() {
+        return e.into_response();
+    }
     let t = page!(ctx, crate::accounts::create_token(&state, &a.id, &n).await);
     account_page(&state, &ctx, Some(t)).await
 }
 
 async fn revoke_token(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Response {
-    let (_, a) = signed_in!(ctx);
+    let (who, a) = signed_in!(ctx);
+    if let Err(e) = who.require_session_user() {
+        return e.into_response();
+    }
     page!(ctx, crate::accounts::revoke_token(&state, &a.id, &id).await);
     Redirect::to("/account").into_response()
 }

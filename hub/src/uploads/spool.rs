@@ -19,7 +19,7 @@ pub struct SpoolWriter {
 
 impl SpoolWriter {
     pub fn create(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        crate::files::create_dir(dir)?;
         let mut file = tempfile::tempfile_in(dir)?;
         let key = Key::random();
         let (enc, header) = Encryptor::new(&key);
