@@ -50,7 +50,13 @@ pub struct Outbound {
 
 impl Default for Outbound {
     fn default() -> Self {
-        Self { listen: String::new(), ae_title: default_calling_ae(), allowed_callers: vec![], settle_secs: default_settle_secs(), routes: vec![] }
+        Self {
+            listen: String::new(),
+            ae_title: default_calling_ae(),
+            allowed_callers: vec![],
+            settle_secs: default_settle_secs(),
+            routes: vec![],
+        }
     }
 }
 
@@ -325,7 +331,10 @@ impl Config {
             },
             _ => {}
         }
-        if r.unmatched == Unmatched::Prefix && matches!(r.patient_id, PatientIdRule::Mapping | PatientIdRule::Worklist) && r.prefix.is_empty() {
+        if r.unmatched == Unmatched::Prefix
+            && matches!(r.patient_id, PatientIdRule::Mapping | PatientIdRule::Worklist)
+            && r.prefix.is_empty()
+        {
             bail!("reconcile.unmatched = \"prefix\" needs reconcile.prefix (or set unmatched to keep or fail)");
         }
         if r.accession == AccessionRule::Worklist && r.patient_id != PatientIdRule::Worklist {

@@ -90,7 +90,9 @@ fn plain_ul_error(peer: &Peer, e: &dicom_ul::association::Error) -> anyhow::Erro
         E::NoAcceptedPresentationContexts { .. } => {
             anyhow::Error::new(AssociationRefused(format!("{head}: it accepts none of the SOP classes and transfer syntaxes offered")))
         }
-        _ if format!("{e}").contains("onnect") => anyhow::anyhow!("{head}: nothing answers there (is the PACS running, host and port right, a firewall in between?)"),
+        _ if format!("{e}").contains("onnect") => {
+            anyhow::anyhow!("{head}: nothing answers there (is the PACS running, host and port right, a firewall in between?)")
+        }
         _ => anyhow::anyhow!("{head}: {e}"),
     }
 }
@@ -207,9 +209,15 @@ fn pdu_name(p: &Pdu) -> &'static str {
 }
 
 /// Sends a command set as one P-DATA PDU.
-pub async fn send_command<A: AsyncAssociation<TcpStream> + Send>(assoc: &mut A, context_id: u8, elements: Vec<InMemElement>) -> anyhow::Result<()> {
+pub async fn send_command<A: AsyncAssociation<TcpStream> + Send>(
+    assoc: &mut A,
+    context_id: u8,
+    elements: Vec<InMemElement>,
+) -> anyhow::Result<()> {
     let data = encode_command(elements)?;
-    let pdu = Pdu::PData { data: vec![PDataValue { presentation_context_id: context_id, value_type: PDataValueType::Command, is_last: true, data }] };
+    let pdu = Pdu::PData {
+        data: vec![PDataValue { presentation_context_id: context_id, value_type: PDataValueType::Command, is_last: true, data }],
+    };
     AsyncAssociation::send(assoc, &pdu).await?;
     Ok(())
 }
@@ -221,7 +229,12 @@ pub async fn echo(peer: &Peer) -> anyhow::Result<()> {
     send_command(
         &mut a,
         pc,
-        vec![ui(tags::AFFECTED_SOP_CLASS_UID, VERIFICATION), us(tags::COMMAND_FIELD, C_ECHO_RQ), us(tags::MESSAGE_ID, 1), us(tags::COMMAND_DATA_SET_TYPE, NO_DATASET)],
+        vec![
+            ui(tags::AFFECTED_SOP_CLASS_UID, VERIFICATION),
+            us(tags::COMMAND_FIELD, C_ECHO_RQ),
+            us(tags::MESSAGE_ID, 1),
+            us(tags::COMMAND_DATA_SET_TYPE, NO_DATASET),
+        ],
     )
     .await?;
     let m = read_message(&mut a, &mut tokio::io::sink()).await?.context("the peer released instead of answering")?;
@@ -235,7 +248,9 @@ pub async fn echo(peer: &Peer) -> anyhow::Result<()> {
 fn accepted<'a>(a: &'a AsyncClientAssociation<TcpStream>, abstract_syntax: &'a str) -> impl Iterator<Item = (u8, &'a str)> + 'a {
     a.presentation_contexts()
         .iter()
-        .filter(move |pc| pc.reason == PresentationContextResultReason::Acceptance && pc.abstract_syntax.trim_end_matches('\0') == abstract_syntax)
+        .filter(move |pc| {
+            pc.reason == PresentationContextResultReason::Acceptance && pc.abstract_syntax.trim_end_matches('\0') == abstract_syntax
+        })
         .map(|pc| (pc.id, pc.transfer_syntax.trim_end_matches('\0')))
 }
 
@@ -365,7 +380,12 @@ pub async fn store_all(peer: &Peer, associations: usize, files: Vec<Outgoing>, r
     }
 }
 
-async fn worker(peer: &Peer, contexts: &[(String, Vec<String>)], queue: &Mutex<VecDeque<Outgoing>>, results: &tokio::sync::mpsc::UnboundedSender<StoreResult>) -> anyhow::Result<()> {
+async fn worker(
+    peer: &Peer,
+    contexts: &[(String, Vec<String>)],
+    queue: &Mutex<VecDeque<Outgoing>>,
+    results: &tokio::sync::mpsc::UnboundedSender<StoreResult>,
+) -> anyhow::Result<()> {
     let mut assoc = match peer.associate(contexts).await {
         Ok(a) => a,
         Err(e) => {
@@ -415,7 +435,10 @@ async fn store_one(assoc: &mut AsyncClientAssociation<TcpStream>, f: &Outgoing, 
         None => {
             return Ok(Stored::Refused(
                 0x0122,
-                format!("the PACS does not accept SOP class {} in transfer syntax {} (compressed images are sent as they are)", f.sop_class, f.transfer_syntax),
+                format!(
+                    "the PACS does not accept SOP class {} in transfer syntax {} (compressed images are sent as they are)",
+                    f.sop_class, f.transfer_syntax
+                ),
             ));
         }
     };
@@ -471,7 +494,10 @@ async fn store_one(assoc: &mut AsyncClientAssociation<TcpStream>, f: &Outgoing, 
     } else {
         let comment = text(&m.command, tags::ERROR_COMMENT);
         let extra = if comment.is_empty() { String::new() } else { format!(": {comment}") };
-        Ok(Stored::Refused(status, format!("the PACS refused {} with status 0x{status:04X} ({}){extra}", f.sop_instance, status_words(status))))
+        Ok(Stored::Refused(
+            status,
+            format!("the PACS refused {} with status 0x{status:04X} ({}){extra}", f.sop_instance, status_words(status)),
+        ))
     }
 }
 
@@ -505,7 +531,11 @@ pub async fn find_worklist(peer: &Peer, patient_name: &str, birth_date: &str) ->
     sps.put(DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::Empty));
     q.put(DataElement::new(tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE, VR::SQ, dicom_core::value::DataSetSequence::from(vec![sps])));
     let mut identifier = Vec::new();
-    let cs = if patient_name.is_ascii() { dicom_encoding::text::SpecificCharacterSet::default() } else { dicom_encoding::text::SpecificCharacterSet::ISO_IR_192 };
+    let cs = if patient_name.is_ascii() {
+        dicom_encoding::text::SpecificCharacterSet::default()
+    } else {
+        dicom_encoding::text::SpecificCharacterSet::ISO_IR_192
+    };
     q.write_dataset_with_ts_cs(&mut identifier, ts(&syntax)?, cs)?;
     send_command(
         &mut a,
@@ -519,8 +549,10 @@ pub async fn find_worklist(peer: &Peer, patient_name: &str, birth_date: &str) ->
         ],
     )
     .await?;
-    a.send(&Pdu::PData { data: vec![PDataValue { presentation_context_id: pc, value_type: PDataValueType::Data, is_last: true, data: identifier }] })
-        .await?;
+    a.send(&Pdu::PData {
+        data: vec![PDataValue { presentation_context_id: pc, value_type: PDataValueType::Data, is_last: true, data: identifier }],
+    })
+    .await?;
     let mut found = vec![];
     loop {
         let mut data = Vec::new();

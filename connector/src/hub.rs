@@ -36,7 +36,14 @@ impl<'c> AsyncHttpClient<'c> for Http {
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let resp = self.0.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await.map_err(|e| HttpError(format!("{e}")))?;
+            let resp = self
+                .0
+                .request(parts.method, parts.uri.to_string())
+                .headers(parts.headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| HttpError(format!("{e}")))?;
             let mut builder = oauth2::http::Response::builder().status(resp.status());
             for (k, v) in resp.headers() {
                 builder = builder.header(k, v);
@@ -84,7 +91,11 @@ impl Hub {
         headers.insert(reqwest::header::USER_AGENT, format!("ferry-connector/{}", env!("CARGO_PKG_VERSION")).parse()?);
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder().default_headers(headers).connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(120)).build()?,
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .connect_timeout(Duration::from_secs(10))
+                .read_timeout(Duration::from_secs(120))
+                .build()?,
             oauth: Http(reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(20)).build()?),
             client_id: client_id.into(),
             client_secret: client_secret.into(),
@@ -104,7 +115,9 @@ impl Hub {
             return Ok(t.clone());
         }
         let token_url = TokenUrl::new(format!("{}/oauth/token", self.base)).map_err(|e| HubError::Other(e.into()))?;
-        let client = BasicClient::new(ClientId::new(self.client_id.clone())).set_client_secret(ClientSecret::new(self.client_secret.clone())).set_token_uri(token_url);
+        let client = BasicClient::new(ClientId::new(self.client_id.clone()))
+            .set_client_secret(ClientSecret::new(self.client_secret.clone()))
+            .set_token_uri(token_url);
         let resp = client.exchange_client_credentials().request_async(&self.oauth).await.map_err(|e| match e {
             oauth2::RequestTokenError::ServerResponse(r) => HubError::Refused(format!(
                 "the hub refused the connector's credentials ({}); check client id and secret, or whether the connector was revoked",
@@ -127,7 +140,12 @@ impl Hub {
 
     /// Which connector the credentials belong to, and its community.
     pub async fn me(&mut self) -> anyhow::Result<ferry_schemas::ConnectorSelf> {
-        let resp = self.request(reqwest::Method::GET, "/api/v1/connector/me").await?.send().await.with_context(|| format!("cannot reach the hub at {}", self.base))?;
+        let resp = self
+            .request(reqwest::Method::GET, "/api/v1/connector/me")
+            .await?
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the hub at {}", self.base))?;
         if !resp.status().is_success() {
             bail!("the hub did not say which community the connector serves: HTTP {}", resp.status());
         }
@@ -182,7 +200,14 @@ impl Hub {
     /// the file gets its final name (a half-downloaded file never looks complete).
     pub async fn download(&self, token: &str, i: &ClaimedInstance, to: &Path) -> anyhow::Result<()> {
         let url = format!("{}/dicomweb/studies/{}/series/{}/instances/{}", self.base, i.study_uid, i.series_uid, i.sop_instance_uid);
-        let mut resp = self.http.get(url).bearer_auth(token).header("accept", "application/dicom").send().await.with_context(|| format!("cannot reach the hub at {}", self.base))?;
+        let mut resp = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .header("accept", "application/dicom")
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the hub at {}", self.base))?;
         if !resp.status().is_success() {
             bail!("downloading {} failed: HTTP {}", i.sop_instance_uid, resp.status());
         }

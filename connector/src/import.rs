@@ -59,7 +59,13 @@ fn date_answer(s: &str) -> String {
 }
 
 fn describe(q: &dlx::Question) -> String {
-    let text = q.question.iter().find(|t| t.language == "en").or_else(|| q.question.first()).map(|t| t.text.clone()).unwrap_or_else(|| q.question_type.clone());
+    let text = q
+        .question
+        .iter()
+        .find(|t| t.language == "en")
+        .or_else(|| q.question.first())
+        .map(|t| t.text.clone())
+        .unwrap_or_else(|| q.question_type.clone());
     let format = if q.answer_format == "DATE" { "a date, YYYYMMDD" } else { "text" };
     format!("{text} ({format})")
 }
@@ -79,7 +85,12 @@ pub async fn import(cfg: &Config, o: &ImportOptions) -> anyhow::Result<Imported>
     let code = code.replace(' ', "");
 
     // 1. The questions (a portal answers this for any code, so nothing is learnt yet).
-    let resp = http.get(format!("{base}/token/{code}")).header(dlx::HEADER, "1").send().await.with_context(|| format!("cannot reach the portal at {base}"))?;
+    let resp = http
+        .get(format!("{base}/token/{code}"))
+        .header(dlx::HEADER, "1")
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the portal at {base}"))?;
     if !resp.status().is_success() {
         bail!("the portal at {base} does not answer like a DLX portal (HTTP {} for the code's questions)", resp.status());
     }
@@ -93,15 +104,25 @@ pub async fn import(cfg: &Config, o: &ImportOptions) -> anyhow::Result<Imported>
             .tfa_question
             .iter()
             .zip(&o.answers)
-            .map(|(q, a)| Answer { question_id: q.question_id.clone(), answer: if q.answer_format == "DATE" { date_answer(a) } else { a.trim().to_string() } })
+            .map(|(q, a)| Answer {
+                question_id: q.question_id.clone(),
+                answer: if q.answer_format == "DATE" { date_answer(a) } else { a.trim().to_string() },
+            })
             .collect(),
     };
 
     // 2. Redeem.
-    let resp = http.post(format!("{base}/tokentfa/{code}")).json(&answers).send().await.with_context(|| format!("cannot reach the portal at {base}"))?;
+    let resp = http
+        .post(format!("{base}/tokentfa/{code}"))
+        .json(&answers)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the portal at {base}"))?;
     let token = match resp.status().as_u16() {
         200 => resp.text().await?.trim().to_string(),
-        401 => bail!("the portal did not accept the code or the answer (check both with the patient; every wrong answer counts, and the code locks after a few)"),
+        401 => bail!(
+            "the portal did not accept the code or the answer (check both with the patient; every wrong answer counts, and the code locks after a few)"
+        ),
         403 => bail!("the code is right, but what it shared has expired at the portal"),
         429 => bail!("the portal asks to wait before the next attempt (too many attempts from here)"),
         s => bail!("the portal answered HTTP {s} to the code"),
@@ -123,20 +144,33 @@ pub async fn import(cfg: &Config, o: &ImportOptions) -> anyhow::Result<Imported>
     let result = fetch_and_store(cfg, o, &http, &base, &token, &list, &work, &targets).await;
     let _ = std::fs::remove_dir_all(&work);
     match &result {
-        Ok(r) => state.event("import", &format!("{} instance(s) of {} study(ies) imported by code from {base}", r.instances, r.studies)).await?,
+        Ok(r) => {
+            state.event("import", &format!("{} instance(s) of {} study(ies) imported by code from {base}", r.instances, r.studies)).await?
+        }
         Err(e) => state.event("import", &format!("import by code from {base} failed: {e:#}")).await?,
     }
     result
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn fetch_and_store(cfg: &Config, o: &ImportOptions, http: &reqwest::Client, base: &str, token: &str, list: &DataList, work: &Path, targets: &[Target]) -> anyhow::Result<Imported> {
+async fn fetch_and_store(
+    cfg: &Config,
+    o: &ImportOptions,
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    list: &DataList,
+    work: &Path,
+    targets: &[Target],
+) -> anyhow::Result<Imported> {
     let mut imported = Imported { targets: targets.iter().map(|t| t.name.clone()).collect(), ..Default::default() };
     let mut files: Vec<PathBuf> = Vec::new();
     for (n, item) in list.data_item.iter().enumerate() {
         let is_pdf = item.mime_type.contains("pdf");
         let dest = work.join(format!("item{n}"));
-        download(http, &format!("{base}/download/{}", item.id), token, &dest).await.with_context(|| format!("downloading item {} of {}", n + 1, list.data_item.len()))?;
+        download(http, &format!("{base}/download/{}", item.id), token, &dest)
+            .await
+            .with_context(|| format!("downloading item {} of {}", n + 1, list.data_item.len()))?;
         if is_pdf {
             std::fs::create_dir_all(&o.reports_dir).with_context(|| format!("cannot create {}", o.reports_dir.display()))?;
             let clean: String = item.description.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(40).collect();

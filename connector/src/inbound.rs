@@ -47,7 +47,9 @@ pub struct Inbound {
 
 pub fn peer(t: &Target) -> Option<Peer> {
     match &t.kind {
-        TargetKind::Dimse { host, port, called_ae, calling_ae, .. } => Some(Peer { host: host.clone(), port: *port, called_ae: called_ae.clone(), calling_ae: calling_ae.clone() }),
+        TargetKind::Dimse { host, port, called_ae, calling_ae, .. } => {
+            Some(Peer { host: host.clone(), port: *port, called_ae: called_ae.clone(), calling_ae: calling_ae.clone() })
+        }
         TargetKind::Dicomweb { .. } => None,
     }
 }
@@ -105,12 +107,14 @@ impl Inbound {
         for t in &targets {
             delivered.insert(t.name.clone(), self.state.delivered(id, &t.name).await?);
         }
-        let needed: Vec<&ClaimedInstance> = pending.iter().copied().filter(|i| targets.iter().any(|t| !delivered[&t.name].contains(&i.sop_instance_uid))).collect();
+        let needed: Vec<&ClaimedInstance> =
+            pending.iter().copied().filter(|i| targets.iter().any(|t| !delivered[&t.name].contains(&i.sop_instance_uid))).collect();
 
         // 1. Download what is not in the spool yet.
         let spool = self.state.spool(id);
         tokio::fs::create_dir_all(&spool).await?;
-        let missing: Vec<&ClaimedInstance> = needed.iter().copied().filter(|i| !spool.join(format!("{}.dcm", i.sop_instance_uid)).exists()).collect();
+        let missing: Vec<&ClaimedInstance> =
+            needed.iter().copied().filter(|i| !spool.join(format!("{}.dcm", i.sop_instance_uid)).exists()).collect();
         if !missing.is_empty() {
             self.download(id, &missing, &spool).await?;
         }
@@ -183,7 +187,9 @@ impl Inbound {
         let msg = unreachable.unwrap_or_else(|| "not every instance was confirmed".into());
         let since = self.state.note_unreachable(id, &msg).await?;
         if now_ms() - since > self.cfg.inbound.give_up_after_secs as i64 * 1000 {
-            return self.fail(id, &format!("{summary}; the PACS could not be reached for {} minutes: {msg}", (now_ms() - since) / 60_000)).await;
+            return self
+                .fail(id, &format!("{summary}; the PACS could not be reached for {} minutes: {msg}", (now_ms() - since) / 60_000))
+                .await;
         }
         self.state.event("unreachable", &format!("transfer {id}: {msg}")).await?;
         Ok(Round::Retry { transfer: id.into(), reason: msg })
@@ -263,7 +269,12 @@ pub(crate) fn target_kind(t: &Target) -> &'static str {
 }
 
 /// Stores files into one target, one result per file on `results`.
-pub(crate) async fn store_into(t: &Target, http: &reqwest::Client, files: Vec<Outgoing>, results: tokio::sync::mpsc::UnboundedSender<dimse::StoreResult>) {
+pub(crate) async fn store_into(
+    t: &Target,
+    http: &reqwest::Client,
+    files: Vec<Outgoing>,
+    results: tokio::sync::mpsc::UnboundedSender<dimse::StoreResult>,
+) {
     match &t.kind {
         TargetKind::Dimse { associations, .. } => {
             if let Some(p) = peer(t) {
@@ -302,7 +313,9 @@ async fn stow(http: &reqwest::Client, stow_url: &str, f: &Outgoing) -> Result<St
         return Err(format!("the PACS answered HTTP {status}"));
     }
     let answer: serde_json::Value = resp.json().await.unwrap_or_default();
-    let stored = answer["00081199"]["Value"].as_array().is_some_and(|refs| refs.iter().any(|r| r["00081155"]["Value"][0].as_str() == Some(f.sop_instance.as_str())));
+    let stored = answer["00081199"]["Value"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| r["00081155"]["Value"][0].as_str() == Some(f.sop_instance.as_str())));
     if status.is_success() && stored {
         let warning = answer["00081196"]["Value"][0].as_u64().unwrap_or(0) as u16;
         return Ok(Stored::Ok(warning));

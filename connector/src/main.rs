@@ -142,7 +142,13 @@ async fn main() -> std::process::ExitCode {
             let o = ferry_connector::send::SendOptions { hub, token, community, note, appointment, urgent, paths, send_partial };
             let result = ferry_connector::send::send(&o, |p| {
                 let pct = (p.bytes_done * 100).checked_div(p.bytes_total).unwrap_or(100);
-                eprintln!("{pct:3}%  {}/{} files  {:.1}/{:.1} MB", p.files_done, p.files_total, p.bytes_done as f64 / 1e6, p.bytes_total as f64 / 1e6);
+                eprintln!(
+                    "{pct:3}%  {}/{} files  {:.1}/{:.1} MB",
+                    p.files_done,
+                    p.files_total,
+                    p.bytes_done as f64 / 1e6,
+                    p.bytes_total as f64 / 1e6
+                );
             })
             .await;
             match result {

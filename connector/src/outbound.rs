@@ -44,21 +44,24 @@ pub async fn add_instance(state: &State, study: &str, calling: &str, sop: &str, 
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let batch: String = sqlx::query_scalar("SELECT id FROM outbound_batches WHERE study_uid = $1 AND calling_ae = $2 AND state = 'receiving'")
-        .bind(study)
-        .bind(calling)
-        .fetch_one(&mut *tx)
-        .await?;
+    let batch: String =
+        sqlx::query_scalar("SELECT id FROM outbound_batches WHERE study_uid = $1 AND calling_ae = $2 AND state = 'receiving'")
+            .bind(study)
+            .bind(calling)
+            .fetch_one(&mut *tx)
+            .await?;
     let dir = batch_dir(state, &batch);
     std::fs::create_dir_all(&dir)?;
     std::fs::rename(file, dir.join(format!("{sop}.dcm")))?;
     std::fs::File::open(&dir)?.sync_all()?;
-    sqlx::query("INSERT INTO outbound_files (batch_id, sop_instance_uid, size) VALUES ($1, $2, $3) ON CONFLICT DO UPDATE SET size = excluded.size")
-        .bind(&batch)
-        .bind(sop)
-        .bind(size as i64)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbound_files (batch_id, sop_instance_uid, size) VALUES ($1, $2, $3) ON CONFLICT DO UPDATE SET size = excluded.size",
+    )
+    .bind(&batch)
+    .bind(sop)
+    .bind(size as i64)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("UPDATE outbound_batches SET last_at = $1 WHERE id = $2").bind(now).bind(&batch).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
@@ -102,7 +105,10 @@ pub fn matches(pattern: &str, value: &str) -> bool {
 
 /// The first route that takes a study sent by `calling` whose first instance is `first`.
 pub fn choose<'r>(routes: &'r [Route], calling: &str, first: &Path) -> anyhow::Result<Option<&'r Route>> {
-    let obj = dicom_object::OpenFileOptions::new().read_until(dicom_dictionary_std::tags::PIXEL_DATA).open_file(first).context("reading the study's first instance")?;
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(first)
+        .context("reading the study's first instance")?;
     Ok(routes.iter().find(|r| {
         r.calling_ae.as_deref().is_none_or(|ae| ae.eq_ignore_ascii_case(calling))
             && match (&r.tag, &r.value) {
@@ -148,7 +154,9 @@ impl Worker {
     pub async fn new(cfg: &Config, state: &State) -> anyhow::Result<Worker> {
         let instance = state.instance_id().await?;
         // Batches no route took are tried again with the (possibly changed) routes of this run.
-        sqlx::query("UPDATE outbound_batches SET state = 'routing', route = '', last_error = '' WHERE state = 'unrouted'").execute(&state.db).await?;
+        sqlx::query("UPDATE outbound_batches SET state = 'routing', route = '', last_error = '' WHERE state = 'unrouted'")
+            .execute(&state.db)
+            .await?;
         Ok(Worker {
             cfg: cfg.clone(),
             state: state.clone(),
@@ -170,10 +178,18 @@ impl Worker {
             .fetch_all(&self.state.db)
             .await?;
         for r in &due {
-            let b = Batch { id: r.try_get(0)?, calling_ae: r.try_get(1)?, route: r.try_get(2)?, share_id: r.try_get(3)?, attempts: r.try_get(4)? };
+            let b = Batch {
+                id: r.try_get(0)?,
+                calling_ae: r.try_get(1)?,
+                route: r.try_get(2)?,
+                share_id: r.try_get(3)?,
+                attempts: r.try_get(4)?,
+            };
             self.work(&b).await?;
         }
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbound_batches WHERE state IN ('receiving', 'routing')").fetch_one(&self.state.db).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbound_batches WHERE state IN ('receiving', 'routing')")
+            .fetch_one(&self.state.db)
+            .await?)
     }
 
     async fn work(&mut self, b: &Batch) -> anyhow::Result<()> {
@@ -185,10 +201,18 @@ impl Worker {
             let first = files[0].1.clone();
             let routes = self.cfg.outbound.routes.clone();
             let calling = b.calling_ae.clone();
-            let chosen = tokio::task::spawn_blocking(move || choose(&routes, &calling, &first).map(|r| r.map(|r| r.name.clone()))).await??;
+            let chosen =
+                tokio::task::spawn_blocking(move || choose(&routes, &calling, &first).map(|r| r.map(|r| r.name.clone()))).await??;
             let Some(name) = chosen else {
-                let msg = format!("no route takes this study (sent by {}); fix [[outbound.routes]] and restart the connector to route it again", b.calling_ae);
-                sqlx::query("UPDATE outbound_batches SET state = 'unrouted', last_error = $1 WHERE id = $2").bind(&msg).bind(&b.id).execute(&self.state.db).await?;
+                let msg = format!(
+                    "no route takes this study (sent by {}); fix [[outbound.routes]] and restart the connector to route it again",
+                    b.calling_ae
+                );
+                sqlx::query("UPDATE outbound_batches SET state = 'unrouted', last_error = $1 WHERE id = $2")
+                    .bind(&msg)
+                    .bind(&b.id)
+                    .execute(&self.state.db)
+                    .await?;
                 self.state.event("unrouted", &format!("outbound batch {}: {msg}", b.id)).await?;
                 return Ok(());
             };
@@ -202,7 +226,12 @@ impl Worker {
         };
         let result = match &route.action {
             RouteAction::Share { sheet_dir, print_command, second_factor, expires_in_days, note } => {
-                let options = ShareOptions { second_factor: second_factor.clone(), expires_in_days: *expires_in_days, note: note.clone(), ..Default::default() };
+                let options = ShareOptions {
+                    second_factor: second_factor.clone(),
+                    expires_in_days: *expires_in_days,
+                    note: note.clone(),
+                    ..Default::default()
+                };
                 self.share(b, &files, &options, sheet_dir, print_command).await
             }
             RouteAction::Transfer { community, sender_token, note } => {
@@ -221,7 +250,9 @@ impl Worker {
         };
         match result {
             Ok(what) => {
-                self.state.event("routed", &format!("outbound batch {} ({} instance(s)) by route {:?}: {what}", b.id, files.len(), route.name)).await?;
+                self.state
+                    .event("routed", &format!("outbound batch {} ({} instance(s)) by route {:?}: {what}", b.id, files.len(), route.name))
+                    .await?;
                 self.finish(b, "done", &what, "").await
             }
             Err(e) if is_final(&e) => self.finish(b, "failed", "", &format!("route {:?}: {e:#}", route.name)).await,
@@ -244,7 +275,10 @@ impl Worker {
 
     async fn files(&self, batch: &str) -> anyhow::Result<Vec<(String, PathBuf, u64)>> {
         let dir = batch_dir(&self.state, batch);
-        let rows = sqlx::query("SELECT sop_instance_uid, size FROM outbound_files WHERE batch_id = $1 ORDER BY sop_instance_uid").bind(batch).fetch_all(&self.state.db).await?;
+        let rows = sqlx::query("SELECT sop_instance_uid, size FROM outbound_files WHERE batch_id = $1 ORDER BY sop_instance_uid")
+            .bind(batch)
+            .fetch_all(&self.state.db)
+            .await?;
         rows.iter()
             .map(|r| {
                 let sop: String = r.try_get(0)?;
@@ -273,15 +307,34 @@ impl Worker {
         Ok(())
     }
 
-    async fn send_json<T: serde::de::DeserializeOwned>(&mut self, method: reqwest::Method, path: &str, body: &impl serde::Serialize) -> anyhow::Result<T> {
-        let resp = self.hub.request(method, path).await?.json(body).send().await.with_context(|| format!("cannot reach the hub at {}", self.hub.base()))?;
+    async fn send_json<T: serde::de::DeserializeOwned>(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .hub
+            .request(method, path)
+            .await?
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the hub at {}", self.hub.base()))?;
         if !resp.status().is_success() {
             return Err(send::problem(resp).await);
         }
         Ok(resp.json().await?)
     }
 
-    async fn share(&mut self, b: &Batch, files: &[(String, PathBuf, u64)], options: &ShareOptions, sheet_dir: &Path, print: &[String]) -> anyhow::Result<String> {
+    async fn share(
+        &mut self,
+        b: &Batch,
+        files: &[(String, PathBuf, u64)],
+        options: &ShareOptions,
+        sheet_dir: &Path,
+        print: &[String],
+    ) -> anyhow::Result<String> {
         if self.community.is_none() {
             self.community = Some(self.hub.me().await?.community);
         }
@@ -292,7 +345,11 @@ impl Worker {
                 // A draft takes no options; they come with `issue`.
                 let new = NewShare { community, studies: vec![], patient_id: None, options: ShareOptions::default() };
                 let draft: Share = self.send_json(reqwest::Method::POST, "/api/v1/shares", &new).await?;
-                sqlx::query("UPDATE outbound_batches SET share_id = $1 WHERE id = $2").bind(&draft.id).bind(&b.id).execute(&self.state.db).await?;
+                sqlx::query("UPDATE outbound_batches SET share_id = $1 WHERE id = $2")
+                    .bind(&draft.id)
+                    .bind(&b.id)
+                    .execute(&self.state.db)
+                    .await?;
                 draft.id
             }
         };
@@ -310,7 +367,13 @@ impl Worker {
                 let token = self.hub.token().await?;
                 let refs: Vec<&(String, PathBuf, u64)> = chunk.iter().collect();
                 let report = send::upload(&self.http, &url, &token, &refs).await?;
-                failed.extend(report.files.into_iter().filter(|f| f.outcome == "failed").map(|f| format!("{}: {}", f.path, f.reason.unwrap_or_default())));
+                failed.extend(
+                    report
+                        .files
+                        .into_iter()
+                        .filter(|f| f.outcome == "failed")
+                        .map(|f| format!("{}: {}", f.path, f.reason.unwrap_or_default())),
+                );
             }
             if !failed.is_empty() {
                 bail!(Final(format!("the hub did not take {} instance(s): {}", failed.len(), failed.join("; "))));
@@ -331,7 +394,8 @@ impl Worker {
             return Err(send::problem(resp).await);
         }
         let pdf = resp.bytes().await?;
-        let path = write_sheet(sheet_dir, &id, &pdf).map_err(|e| Final(format!("the sheet cannot be written into {}: {e:#}", sheet_dir.display())))?;
+        let path = write_sheet(sheet_dir, &id, &pdf)
+            .map_err(|e| Final(format!("the sheet cannot be written into {}: {e:#}", sheet_dir.display())))?;
         if let Some((program, args)) = print.split_first() {
             match tokio::process::Command::new(program).args(args).arg(&path).status().await {
                 Ok(s) if s.success() => {}
@@ -348,7 +412,16 @@ fn write_sheet(dir: &Path, share: &str, pdf: &[u8]) -> anyhow::Result<PathBuf> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let t = time::OffsetDateTime::now_utc();
-    let name = format!("share-{:04}{:02}{:02}-{:02}{:02}{:02}-{}.pdf", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second(), &share[..8.min(share.len())]);
+    let name = format!(
+        "share-{:04}{:02}{:02}-{:02}{:02}{:02}-{}.pdf",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        &share[..8.min(share.len())]
+    );
     let path = dir.join(name);
     let tmp = path.with_extension("pdf.part");
     let mut f = std::fs::File::create(&tmp)?;

@@ -97,7 +97,11 @@ impl Reconciler {
         let p = path.to_path_buf();
         let sent = tokio::task::spawn_blocking(move || -> anyhow::Result<Sent> {
             let obj = dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(&p)?;
-            Ok(Sent { patient_id: text(&obj, tags::PATIENT_ID), name: text(&obj, tags::PATIENT_NAME), birth_date: text(&obj, tags::PATIENT_BIRTH_DATE) })
+            Ok(Sent {
+                patient_id: text(&obj, tags::PATIENT_ID),
+                name: text(&obj, tags::PATIENT_NAME),
+                birth_date: text(&obj, tags::PATIENT_BIRTH_DATE),
+            })
         })
         .await??;
         let r = &self.rule;
@@ -118,7 +122,11 @@ impl Reconciler {
             PatientIdRule::Mapping => self.mapping.get(&sent.patient_id).map(|id| (id.clone(), None)),
             PatientIdRule::Worklist => {
                 let peer = self.worklist.as_ref().context("no worklist peer configured")?;
-                let entries = if sent.name.is_empty() || sent.birth_date.is_empty() { vec![] } else { dimse::find_worklist(peer, &sent.name, &sent.birth_date).await? };
+                let entries = if sent.name.is_empty() || sent.birth_date.is_empty() {
+                    vec![]
+                } else {
+                    dimse::find_worklist(peer, &sent.name, &sent.birth_date).await?
+                };
                 let mut ids: Vec<&str> = entries.iter().map(|e| e.patient_id.as_str()).filter(|s| !s.is_empty()).collect();
                 ids.sort_unstable();
                 ids.dedup();
@@ -142,7 +150,9 @@ impl Reconciler {
             None => match r.unmatched {
                 Unmatched::Keep => (None, None),
                 Unmatched::Prefix => (Some(prefixed()?), None),
-                Unmatched::Fail => bail!("the study's patient was found neither in the mapping table nor in the worklist (reconcile.unmatched = \"fail\")"),
+                Unmatched::Fail => {
+                    bail!("the study's patient was found neither in the mapping table nor in the worklist (reconcile.unmatched = \"fail\")")
+                }
             },
         };
         let new_id = new_id.filter(|id| *id != sent.patient_id);
@@ -167,7 +177,8 @@ pub fn apply(d: &Decision, src: &Path, dst: &Path) -> anyhow::Result<()> {
                 item.put(DataElement::new(tags::ISSUER_OF_PATIENT_ID, VR::LO, PrimitiveValue::from(old_issuer.as_str())));
             }
             item.put(DataElement::new(tags::TYPE_OF_PATIENT_ID, VR::CS, PrimitiveValue::from("TEXT")));
-            let mut items: Vec<InMemDicomObject> = obj.get(tags::OTHER_PATIENT_I_DS_SEQUENCE).and_then(|e| e.items()).map(|i| i.to_vec()).unwrap_or_default();
+            let mut items: Vec<InMemDicomObject> =
+                obj.get(tags::OTHER_PATIENT_I_DS_SEQUENCE).and_then(|e| e.items()).map(|i| i.to_vec()).unwrap_or_default();
             items.push(item);
             obj.put(DataElement::new(tags::OTHER_PATIENT_I_DS_SEQUENCE, VR::SQ, dicom_core::value::DataSetSequence::from(items)));
         }

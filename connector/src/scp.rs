@@ -26,7 +26,13 @@ struct Callers {
 }
 
 impl AccessControl for Callers {
-    fn check_access(&self, this_ae: &str, calling_ae: &str, called_ae: &str, _user: Option<&UserIdentity>) -> Result<(), AssociationRJServiceUserReason> {
+    fn check_access(
+        &self,
+        this_ae: &str,
+        calling_ae: &str,
+        called_ae: &str,
+        _user: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
         let trim = |s: &str| s.trim_end_matches(['\0', ' ']).trim_start().to_string();
         if trim(this_ae) != trim(called_ae) {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
@@ -152,7 +158,11 @@ async fn association(socket: TcpStream, o: &Outbound, state: &State, incoming: &
                     }
                 };
                 let _ = tokio::fs::remove_file(&part).await;
-                reply.extend([dimse::us(tags::COMMAND_FIELD, C_STORE_RSP), dimse::us(tags::STATUS, status), dimse::ui(tags::AFFECTED_SOP_INSTANCE_UID, &sop)]);
+                reply.extend([
+                    dimse::us(tags::COMMAND_FIELD, C_STORE_RSP),
+                    dimse::us(tags::STATUS, status),
+                    dimse::ui(tags::AFFECTED_SOP_INSTANCE_UID, &sop),
+                ]);
             }
             other => {
                 let _ = tokio::fs::remove_file(&part).await;
@@ -219,7 +229,8 @@ fn durable_study(file: &Path) -> Result<(String, u64), Failure> {
     let f = std::fs::File::open(file).map_err(|e| Failure::Resources(e.into()))?;
     f.sync_all().map_err(|e| Failure::Resources(e.into()))?;
     let size = f.metadata().map_err(|e| Failure::Resources(e.into()))?.len();
-    let obj = dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(file).map_err(|e| Failure::Unreadable(e.into()))?;
+    let obj =
+        dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(file).map_err(|e| Failure::Unreadable(e.into()))?;
     let study = text(&obj, tags::STUDY_INSTANCE_UID);
     if !is_uid(&study) {
         return Err(Failure::Unreadable(anyhow::anyhow!("the instance has no valid Study Instance UID")));

@@ -35,9 +35,8 @@ const BATCH_FILES: usize = 64;
 /// each is sent under (its path relative to the folder given).
 pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, PathBuf, u64)>> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf, u64)>) -> anyhow::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read the folder {}", dir.display()))?
-            .collect::<Result<_, _>>()?;
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir).with_context(|| format!("cannot read the folder {}", dir.display()))?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let p = e.path();
@@ -80,7 +79,11 @@ pub struct Refused {
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.detail.is_empty() { write!(f, "the hub answered HTTP {}", self.status) } else { write!(f, "the hub refused (HTTP {}): {}", self.status, self.detail) }
+        if self.detail.is_empty() {
+            write!(f, "the hub answered HTTP {}", self.status)
+        } else {
+            write!(f, "the hub refused (HTTP {}): {}", self.status, self.detail)
+        }
     }
 }
 
@@ -100,7 +103,12 @@ pub(crate) async fn problem(resp: reqwest::Response) -> anyhow::Error {
     anyhow::Error::new(Refused { status, detail })
 }
 
-pub(crate) async fn upload(client: &reqwest::Client, url: &str, token: &str, files: &[&(String, PathBuf, u64)]) -> anyhow::Result<UploadReport> {
+pub(crate) async fn upload(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    files: &[&(String, PathBuf, u64)],
+) -> anyhow::Result<UploadReport> {
     let mut form = reqwest::multipart::Form::new();
     for (name, path, len) in files {
         let f = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;

@@ -83,7 +83,8 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
                 Duration::from_secs(1 << backoff).min(Duration::from_secs(cfg.inbound.retry_max_secs.max(1)))
             }
         };
-        let beat = Heartbeat { version: env!("CARGO_PKG_VERSION").into(), queue_depth: inbound.queue_depth, last_error: last_error.clone() };
+        let beat =
+            Heartbeat { version: env!("CARGO_PKG_VERSION").into(), queue_depth: inbound.queue_depth, last_error: last_error.clone() };
         if let Err(e) = inbound.hub.heartbeat(&beat).await {
             tracing::debug!(error = %format!("{e:#}"), "heartbeat not delivered");
         }
@@ -133,15 +134,26 @@ pub async fn check(cfg: &Config) -> anyhow::Result<bool> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     for t in &cfg.pacs {
         match &t.kind {
-            TargetKind::Dimse { host, port, called_ae, .. } => match crate::dimse::echo(&inbound::peer(t).ok_or_else(|| anyhow::anyhow!("no peer"))?).await {
-                Ok(()) => line(true, format!("PACS {:?}: C-ECHO to {called_ae}@{host}:{port} answered", t.name)),
-                Err(e) => line(false, format!("PACS {:?}: {e:#}", t.name)),
-            },
+            TargetKind::Dimse { host, port, called_ae, .. } => {
+                match crate::dimse::echo(&inbound::peer(t).ok_or_else(|| anyhow::anyhow!("no peer"))?).await {
+                    Ok(()) => line(true, format!("PACS {:?}: C-ECHO to {called_ae}@{host}:{port} answered", t.name)),
+                    Err(e) => line(false, format!("PACS {:?}: {e:#}", t.name)),
+                }
+            }
             TargetKind::Dicomweb { url } => {
                 let probe = format!("{}/studies?limit=1", url.trim_end_matches('/'));
                 match http.get(&probe).header("accept", "application/dicom+json").send().await {
-                    Ok(r) if r.status().is_success() || r.status().as_u16() == 204 => line(true, format!("PACS {:?}: DICOMweb at {url} answers", t.name)),
-                    Ok(r) => line(false, format!("PACS {:?}: DICOMweb at {url} answered HTTP {} (is the URL the DICOMweb root, and does it need credentials?)", t.name, r.status())),
+                    Ok(r) if r.status().is_success() || r.status().as_u16() == 204 => {
+                        line(true, format!("PACS {:?}: DICOMweb at {url} answers", t.name))
+                    }
+                    Ok(r) => line(
+                        false,
+                        format!(
+                            "PACS {:?}: DICOMweb at {url} answered HTTP {} (is the URL the DICOMweb root, and does it need credentials?)",
+                            t.name,
+                            r.status()
+                        ),
+                    ),
                     Err(e) => line(false, format!("PACS {:?}: cannot reach DICOMweb at {url}: {e}", t.name)),
                 }
             }
@@ -185,7 +197,9 @@ pub async fn status(cfg: &Config) -> anyhow::Result<()> {
     let events = sqlx::query("SELECT at, kind, message FROM events ORDER BY at DESC LIMIT 10").fetch_all(&state.db).await?;
     for r in &events {
         let at: i64 = r.try_get(0)?;
-        let t = time::OffsetDateTime::from_unix_timestamp(at / 1000).map(|t| format!("{} {:02}:{:02}:{:02}Z", t.date(), t.hour(), t.minute(), t.second())).unwrap_or_default();
+        let t = time::OffsetDateTime::from_unix_timestamp(at / 1000)
+            .map(|t| format!("{} {:02}:{:02}:{:02}Z", t.date(), t.hour(), t.minute(), t.second()))
+            .unwrap_or_default();
         println!("{t} {} {}", r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
     }
     let outbound = sqlx::query("SELECT state, COUNT(*) FROM outbound_batches GROUP BY state ORDER BY state").fetch_all(&state.db).await?;

@@ -100,7 +100,10 @@ impl State {
     /// The random name of this connector installation, sent as `Ferry-Connector-Instance`.
     pub async fn instance_id(&self) -> anyhow::Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('instance', $1) ON CONFLICT (key) DO NOTHING").bind(&id).execute(&self.db).await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('instance', $1) ON CONFLICT (key) DO NOTHING")
+            .bind(&id)
+            .execute(&self.db)
+            .await?;
         Ok(sqlx::query("SELECT value FROM meta WHERE key = 'instance'").fetch_one(&self.db).await?.try_get(0)?)
     }
 
@@ -122,7 +125,11 @@ impl State {
     }
 
     pub async fn delivered(&self, transfer_id: &str, target: &str) -> anyhow::Result<std::collections::HashSet<String>> {
-        let rows = sqlx::query("SELECT sop_instance_uid FROM deliveries WHERE transfer_id = $1 AND target = $2").bind(transfer_id).bind(target).fetch_all(&self.db).await?;
+        let rows = sqlx::query("SELECT sop_instance_uid FROM deliveries WHERE transfer_id = $1 AND target = $2")
+            .bind(transfer_id)
+            .bind(target)
+            .fetch_all(&self.db)
+            .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
@@ -170,13 +177,18 @@ impl State {
     }
 
     pub async fn acked(&self, transfer_id: &str) -> anyhow::Result<std::collections::HashSet<String>> {
-        let all: Vec<String> = sqlx::query_scalar("SELECT sop_instance_uid FROM acks WHERE transfer_id = $1").bind(transfer_id).fetch_all(&self.db).await?;
+        let all: Vec<String> =
+            sqlx::query_scalar("SELECT sop_instance_uid FROM acks WHERE transfer_id = $1").bind(transfer_id).fetch_all(&self.db).await?;
         Ok(all.into_iter().collect())
     }
 
     /// Counts a refusal by the PACS; returns the refusals so far.
     pub async fn count_refusal(&self, transfer_id: &str, error: &str) -> anyhow::Result<u32> {
-        sqlx::query("UPDATE transfers SET refusals = refusals + 1, last_error = $1 WHERE id = $2").bind(error).bind(transfer_id).execute(&self.db).await?;
+        sqlx::query("UPDATE transfers SET refusals = refusals + 1, last_error = $1 WHERE id = $2")
+            .bind(error)
+            .bind(transfer_id)
+            .execute(&self.db)
+            .await?;
         let n: i64 = sqlx::query("SELECT refusals FROM transfers WHERE id = $1").bind(transfer_id).fetch_one(&self.db).await?.try_get(0)?;
         Ok(n as u32)
     }
@@ -210,7 +222,12 @@ impl State {
     }
 
     pub async fn event(&self, kind: &str, message: &str) -> anyhow::Result<()> {
-        sqlx::query("INSERT INTO events (at, kind, message) VALUES ($1, $2, $3)").bind(now_ms()).bind(kind).bind(message).execute(&self.db).await?;
+        sqlx::query("INSERT INTO events (at, kind, message) VALUES ($1, $2, $3)")
+            .bind(now_ms())
+            .bind(kind)
+            .bind(message)
+            .execute(&self.db)
+            .await?;
         sqlx::query("DELETE FROM events WHERE at < $1").bind(now_ms() - 30 * 24 * 3600 * 1000).execute(&self.db).await?;
         Ok(())
     }

@@ -393,11 +393,8 @@ impl Config {
             }
             None => fig = fig.merge(Toml::file("ferry-hub.toml")),
         }
-        let fig = fig
-            .merge(Env::prefixed("FERRY_").split("__"))
-            .merge(Serialized::defaults(cli));
-        let config: Config =
-            fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let fig = fig.merge(Env::prefixed("FERRY_").split("__")).merge(Serialized::defaults(cli));
+        let config: Config = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }
 
@@ -433,7 +430,9 @@ mod tests {
             let c = Config::load(Some(&root.join(file)), CliOverrides::default());
             assert!(c.is_ok(), "{file}: {:?}", c.err());
         }
-        let Ok(compose) = Config::load(Some(&root.join("deploy/compose/ferry-hub.toml")), CliOverrides::default()) else { panic!("compose") };
+        let Ok(compose) = Config::load(Some(&root.join("deploy/compose/ferry-hub.toml")), CliOverrides::default()) else {
+            panic!("compose")
+        };
         assert_eq!(compose.auth.oidc.len(), 1);
     }
 }

@@ -117,9 +117,7 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 fn migrator() -> Migrator {
     let migrations = ferry_schemas::MIGRATIONS
         .iter()
-        .map(|(version, desc, sql)| {
-            Migration::new(*version, (*desc).into(), MigrationType::Simple, sql.into_sql_str(), false)
-        })
+        .map(|(version, desc, sql)| Migration::new(*version, (*desc).into(), MigrationType::Simple, sql.into_sql_str(), false))
         .collect();
     Migrator::with_migrations(migrations)
 }

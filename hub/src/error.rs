@@ -50,9 +50,9 @@ fn database_down(e: &sqlx::Error) -> bool {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
         // SQLSTATE class 08 (connection exception), 57P01–57P03 (shutdown, crash, starting up),
         // 53300 (too many connections).
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")),
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300"))
+        }
         _ => false,
     }
 }
@@ -119,13 +119,7 @@ impl AppError {
 /// Builds a problem response; `request_id` is filled in by [`add_request_id`].
 pub fn problem(status: StatusCode, detail: Option<String>) -> Response {
     let title = status.canonical_reason().unwrap_or("Error").to_string();
-    let body = Problem {
-        type_: "about:blank".into(),
-        title,
-        status: status.as_u16(),
-        detail,
-        request_id: None,
-    };
+    let body = Problem { type_: "about:blank".into(), title, status: status.as_u16(), detail, request_id: None };
     let mut resp = (status, Json(body)).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     resp
@@ -147,15 +141,13 @@ impl IntoResponse for AppError {
         };
         let mut resp = problem(status, detail);
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="ferry""#),
-            );
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="ferry""#));
         }
         if let AppError::TooManyRequests(wait) = &self
-            && let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            && let Ok(v) = HeaderValue::from_str(&wait.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
@@ -166,16 +158,9 @@ impl IntoResponse for AppError {
 /// Middleware: copies the request id into every problem+json body, so a user's error report
 /// can be matched with the hub's log line.
 pub async fn add_request_id(req: Request, next: Next) -> Response {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let resp = next.run(req).await;
-    let is_problem = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let is_problem = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
     let Some(request_id) = request_id.filter(|_| is_problem) else {
         return resp;
     };
@@ -183,8 +168,7 @@ pub async fn add_request_id(req: Request, next: Next) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
         return problem(parts.status, None);
     };
-    let mut value: serde_json::Value =
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({}));
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({}));
     value["request_id"] = serde_json::Value::String(request_id);
     let body = serde_json::to_vec(&value).unwrap_or_default();
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -260,8 +244,7 @@ fn whole_numbers(value: &mut serde_json::Value) {
 /// Parses a JSON object body read by hand (one that may be empty, or has its own error
 /// wording), with the same rules as [`ApiJson`].
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))?;
     from_json_value(value, Top::Object)
 }
 

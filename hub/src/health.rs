@@ -21,9 +21,6 @@ async fn healthz() -> Json<Health> {
 }
 
 async fn readyz(State(state): State<AppState>) -> AppResult<Json<Health>> {
-    sqlx::query("SELECT 1")
-        .execute(&state.db)
-        .await
-        .map_err(|_| AppError::Unavailable("database not reachable".into()))?;
+    sqlx::query("SELECT 1").execute(&state.db).await.map_err(|_| AppError::Unavailable("database not reachable".into()))?;
     Ok(health("ready"))
 }

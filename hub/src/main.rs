@@ -295,7 +295,9 @@ async fn backup(config: Config, to: PathBuf, keys_to: Option<PathBuf>) -> anyhow
     println!("backed up the {} database and {} blob(s) ({} bytes, encrypted) to {}", m.database, m.blobs, m.blob_bytes, to.display());
     match keys_to {
         Some(k) => println!("the keys are in {}; keep them apart from the data backup", k.display()),
-        None => println!("the keys were not copied (--keys-to): without the hub secret and the key-encryption key this backup cannot be read"),
+        None => {
+            println!("the keys were not copied (--keys-to): without the hub secret and the key-encryption key this backup cannot be read")
+        }
     }
     Ok(())
 }
@@ -389,7 +391,8 @@ async fn run_share(config: Config, command: ShareCommand) -> anyhow::Result<()> 
     let err = |e: ferry_hub::error::AppError| anyhow::anyhow!("{e}");
     match command {
         ShareCommand::Create { community, studies, patient_id, second_factor, birth_date, days, note, sheet } => {
-            let community_id = ferry_hub::shares::managed_community(&state, &ferry_hub::access::Principal::Admin, &community).await.map_err(err)?;
+            let community_id =
+                ferry_hub::shares::managed_community(&state, &ferry_hub::access::Principal::Admin, &community).await.map_err(err)?;
             let n = ferry_schemas::NewShare {
                 community,
                 studies,
@@ -441,18 +444,8 @@ async fn run_admin(config: Config, command: AdminCommand) -> anyhow::Result<()> 
                 }
                 None => None,
             };
-            let new = ferry_schemas::NewCommunity {
-                name,
-                code,
-                city,
-                address,
-                departments,
-                contact,
-                accepts_inbound: Some(!no_inbound),
-            };
-            let c = ferry_hub::communities::create(&pools.write, "cli", &new)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let new = ferry_schemas::NewCommunity { name, code, city, address, departments, contact, accepts_inbound: Some(!no_inbound) };
+            let c = ferry_hub::communities::create(&pools.write, "cli", &new).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             if let Some(bytes) = logo {
                 let id = ferry_hub::communities::staff::community_id_in(&pools.read, &c.code).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                 ferry_hub::communities::logo::store(&pools.write, &id, &bytes).await.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -8,12 +8,12 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::Row;
 
@@ -53,9 +53,11 @@ pub async fn track(req: Request, next: Next) -> Response {
     let t0 = Instant::now();
     let resp = next.run(req).await;
     let status = format!("{}xx", resp.status().as_u16() / 100);
-    let bytes_out = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let bytes_out =
+        resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let labels = [("method", method), ("route", route)];
-    metrics::counter!("ferry_http_requests_total", "method" => labels[0].1.clone(), "route" => labels[1].1.clone(), "status" => status).increment(1);
+    metrics::counter!("ferry_http_requests_total", "method" => labels[0].1.clone(), "route" => labels[1].1.clone(), "status" => status)
+        .increment(1);
     metrics::histogram!("ferry_http_request_duration_seconds", &labels).record(t0.elapsed().as_secs_f64());
     metrics::counter!("ferry_http_request_bytes_total", &labels).increment(bytes_in);
     metrics::counter!("ferry_http_response_bytes_total", &labels).increment(bytes_out);

@@ -29,9 +29,7 @@ impl Application {
     /// Prepares everything (data folder, database + migrations, blob store, keys) and binds the
     /// listener; port 0 picks a free port, see [`port`](Self::port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let bound = listener.local_addr().context("reading the bound address")?;
         let state = build_state(config, bound).await?;
         Ok(Self { listener, state })
@@ -55,17 +53,12 @@ impl Application {
     }
 
     /// Serves until `stop` completes; in-flight requests are finished first.
-    pub async fn run_until(
-        self,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = self.state.clone();
         let app = router(state.clone());
         let sweeper = tokio::spawn(sweep_loop(state.clone()));
         let retention = tokio::spawn(retention_loop(state));
-        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop)
-            .await;
+        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(stop).await;
         sweeper.abort();
         retention.abort();
         served.context("HTTP server failed")
@@ -75,67 +68,63 @@ impl Application {
 /// Prepares everything a hub needs (data folder, database + migrations, blob store, keys) for
 /// a hub reachable at `bound` (unless `public_url` says otherwise). The CLI uses it too.
 pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<AppState> {
-        // One TLS crypto provider for the whole process (reqwest/object_store use rustls).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        crate::files::create_dir(&config.data_dir)
-            .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
-        let pools =
-            crate::db::connect_pools_with(
-                &config.database_url(),
-                config.database.max_connections,
-                config.database.acquire_timeout_secs.map_or(crate::db::DEFAULT_ACQUIRE_TIMEOUT, std::time::Duration::from_secs),
-            )
-            .await?;
-        crate::metrics::init();
-        let chained = crate::audit::chain_unchained(&pools.write).await.context("chaining the audit trail")?;
-        if chained > 0 {
-            tracing::info!(records = chained, "audit records written before the chain existed are now chained");
-        }
-        let blobs = BlobStore::from_config(&config)?;
-        let keys = key_provider(&config).await?;
-        let (secret, secret_created) = crate::storage::keys::HubSecret::load_or_create(&config.secret_file())?;
-        if secret_created {
-            tracing::warn!(
-                path = %config.secret_file().display(),
-                "generated a new hub secret (it keys the access-code hashes and signs DLX tokens); \
-                 back it up with the key-encryption key — without it no issued code works"
-            );
-        }
-        let admin_token = admin_token(&config)?;
-        let base_url = match &config.public_url {
-            Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://{bound}"),
-        };
-        let mailer = crate::accounts::mail::Mailer::new(
-            config.mail.outbox.clone().unwrap_or_else(|| config.data_dir.join("outbox")),
-            config.mail.from.clone().unwrap_or_else(|| "Ferry <ferry@localhost>".into()),
-            config.mail.smtp_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
-        )?;
-        let ohif = crate::ohif::from_config(&config)?;
-        let state = AppState {
-            ohif,
-            base_url,
-            mailer,
-            oidc: Default::default(),
-            auth_limit: crate::accounts::AuthLimit::new(&config.auth),
-            redeem_limit: crate::accounts::AuthLimit::with(config.shares.rate_burst, config.shares.rate_period_ms),
-            audit_recent: Default::default(),
-            dlx_downloads: Arc::new(tokio::sync::Semaphore::new(config.shares.dlx_parallel_downloads.max(1) as usize)),
-            secret,
-            config: Arc::new(config),
-            index: crate::ingest::index::IndexWriter::start(pools.write.clone(), pools.dialect),
-            db: pools.read,
-            db_write: pools.write,
-            dialect: pools.dialect,
-            blobs,
-            keys,
-            admin_token,
-            directory: Default::default(),
-            render_slots: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            )),
-        };
-        Ok(state)
+    // One TLS crypto provider for the whole process (reqwest/object_store use rustls).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::files::create_dir(&config.data_dir).with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
+    let pools = crate::db::connect_pools_with(
+        &config.database_url(),
+        config.database.max_connections,
+        config.database.acquire_timeout_secs.map_or(crate::db::DEFAULT_ACQUIRE_TIMEOUT, std::time::Duration::from_secs),
+    )
+    .await?;
+    crate::metrics::init();
+    let chained = crate::audit::chain_unchained(&pools.write).await.context("chaining the audit trail")?;
+    if chained > 0 {
+        tracing::info!(records = chained, "audit records written before the chain existed are now chained");
+    }
+    let blobs = BlobStore::from_config(&config)?;
+    let keys = key_provider(&config).await?;
+    let (secret, secret_created) = crate::storage::keys::HubSecret::load_or_create(&config.secret_file())?;
+    if secret_created {
+        tracing::warn!(
+            path = %config.secret_file().display(),
+            "generated a new hub secret (it keys the access-code hashes and signs DLX tokens); \
+             back it up with the key-encryption key — without it no issued code works"
+        );
+    }
+    let admin_token = admin_token(&config)?;
+    let base_url = match &config.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!("http://{bound}"),
+    };
+    let mailer = crate::accounts::mail::Mailer::new(
+        config.mail.outbox.clone().unwrap_or_else(|| config.data_dir.join("outbox")),
+        config.mail.from.clone().unwrap_or_else(|| "Ferry <ferry@localhost>".into()),
+        config.mail.smtp_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
+    )?;
+    let ohif = crate::ohif::from_config(&config)?;
+    let state = AppState {
+        ohif,
+        base_url,
+        mailer,
+        oidc: Default::default(),
+        auth_limit: crate::accounts::AuthLimit::new(&config.auth),
+        redeem_limit: crate::accounts::AuthLimit::with(config.shares.rate_burst, config.shares.rate_period_ms),
+        audit_recent: Default::default(),
+        dlx_downloads: Arc::new(tokio::sync::Semaphore::new(config.shares.dlx_parallel_downloads.max(1) as usize)),
+        secret,
+        config: Arc::new(config),
+        index: crate::ingest::index::IndexWriter::start(pools.write.clone(), pools.dialect),
+        db: pools.read,
+        db_write: pools.write,
+        dialect: pools.dialect,
+        blobs,
+        keys,
+        admin_token,
+        directory: Default::default(),
+        render_slots: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))),
+    };
+    Ok(state)
 }
 
 /// The key-encryption key's provider: the local key file (created when missing), or the
@@ -195,8 +184,7 @@ pub fn router(state: AppState) -> Router {
         .expose_headers([header::CONTENT_TYPE, header::CONTENT_LENGTH, header::WARNING, X_REQUEST_ID.clone()])
         .max_age(Duration::from_secs(3600));
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-        let request_id =
-            req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
         // The path only: query strings can carry search terms such as patient names.
         tracing::info_span!(
             "request",

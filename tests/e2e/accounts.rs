@@ -87,9 +87,21 @@ async fn a_password_reset_link_works_once_and_ends_other_sessions() {
     assert_eq!(r.status(), 202);
     let token = app.mailed_token("carla@example.test", "/reset").expect("reset link");
     let new = "a brand new passphrase";
-    let r = app.client.post(app.url("/api/v1/auth/password-reset/confirm")).json(&json!({"token": token, "password": new})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/auth/password-reset/confirm"))
+        .json(&json!({"token": token, "password": new}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let again = app.client.post(app.url("/api/v1/auth/password-reset/confirm")).json(&json!({"token": token, "password": "another passphrase"})).send().await.unwrap();
+    let again = app
+        .client
+        .post(app.url("/api/v1/auth/password-reset/confirm"))
+        .json(&json!({"token": token, "password": "another passphrase"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 400, "a reset link works once");
     assert_eq!(carla.browser.get(app.url("/api/v1/me")).send().await.unwrap().status(), 401, "old session ended");
     let b = browser();

@@ -41,9 +41,15 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
     let (code, id) = (issued["code"].as_str().unwrap(), issued["share"]["id"].as_str().unwrap());
 
     // The operator reads everything, newest first, filtered by share.
-    let all: Vec<Value> = app.client.get(app.url(&format!("/api/v1/audit?share={id}"))).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let all: Vec<Value> =
+        app.client.get(app.url(&format!("/api/v1/audit?share={id}"))).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     let actions: Vec<(&str, &str)> = all.iter().map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap())).collect();
-    assert!(actions.contains(&("share.redeem", "denied")) && actions.contains(&("share.redeem", "ok")) && actions.contains(&("share.issue", "ok")), "{actions:?}");
+    assert!(
+        actions.contains(&("share.redeem", "denied"))
+            && actions.contains(&("share.redeem", "ok"))
+            && actions.contains(&("share.issue", "ok")),
+        "{actions:?}"
+    );
     let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first: {seqs:?}");
     assert!(all.iter().all(|e| !e.to_string().contains("Mustermann") && !e.to_string().contains(code)), "no names, no codes in the trail");
@@ -65,7 +71,8 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
     let lines: Vec<Value> = r.text().await.unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     // Reading the trail is recorded too.
-    let reads: Vec<Value> = app.client.get(app.url("/api/v1/audit?action=audit.read")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let reads: Vec<Value> =
+        app.client.get(app.url("/api/v1/audit?action=audit.read")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     assert!(reads.len() >= 5);
 
     // Transfers and DICOMweb: state changes, the download, a study read (once per window, however
@@ -78,10 +85,16 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
     let tid = t["id"].as_str().unwrap();
     assert_eq!(staff.get(&app, &format!("/api/v1/transfers/{tid}/download")).send().await.unwrap().status(), 200);
     for _ in 0..3 {
-        let r = staff.get(&app, &format!("/dicomweb/studies/{study}/metadata")).header("accept", "application/dicom+json").send().await.unwrap();
+        let r = staff
+            .get(&app, &format!("/dicomweb/studies/{study}/metadata"))
+            .header("accept", "application/dicom+json")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let r = staff.get(&app, "/dicomweb/studies?PatientName=Muster*&limit=5").header("accept", "application/dicom+json").send().await.unwrap();
+    let r =
+        staff.get(&app, "/dicomweb/studies?PatientName=Muster*&limit=5").header("accept", "application/dicom+json").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let by_study: Vec<Value> = staff.get(&app, &format!("/api/v1/audit?study={study}")).send().await.unwrap().json().await.unwrap();
     let acts: Vec<&str> = by_study.iter().map(|e| e["action"].as_str().unwrap()).collect();
@@ -89,7 +102,8 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
         assert!(acts.contains(&want), "{want} in {acts:?}");
     }
     assert_eq!(acts.iter().filter(|a| **a == "dicomweb.read").count(), 1, "{acts:?}");
-    let searches: Vec<Value> = app.client.get(app.url("/api/v1/audit?action=dicomweb.search")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let searches: Vec<Value> =
+        app.client.get(app.url("/api/v1/audit?action=dicomweb.search")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     assert!(searches.iter().any(|e| e["detail"].as_str().unwrap().contains("PatientName")), "{searches:?}");
     assert!(!searches.iter().any(|e| e.to_string().contains("Muster")), "search values stay out of the trail");
     // The other clinic's admin sees none of it.
@@ -98,7 +112,8 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
 
     // Sign-ins (also failed ones) and token creation; never an email address.
     assert_eq!(app.login(&crate::people::browser(), "mta@rad.example", "wrong password").await.status(), 401);
-    let accounts: Vec<Value> = app.client.get(app.url("/api/v1/audit?object_kind=account")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let accounts: Vec<Value> =
+        app.client.get(app.url("/api/v1/audit?object_kind=account")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     let seen: Vec<(&str, &str)> = accounts.iter().map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap())).collect();
     for want in [("account.sign_in", "ok"), ("account.sign_in", "denied"), ("account.token.create", "ok")] {
         assert!(seen.contains(&want), "{want:?} in {seen:?}");
@@ -109,7 +124,8 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
 
     // The export as FHIR R4 AuditEvent resources: each one valid (fhir.resources, PyPI), with
     // DICOM's event codes, the outcome of refusals, a study by its UID; still no personal data.
-    let all: Vec<Value> = app.client.get(app.url("/api/v1/audit?limit=100000")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let all: Vec<Value> =
+        app.client.get(app.url("/api/v1/audit?limit=100000")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     let r = app.client.get(app.url("/api/v1/audit?format=fhir&limit=100000")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/fhir+ndjson");
@@ -121,7 +137,12 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (all.len() + 1).to_string(), "every record, and the read before this one");
     let events: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let of = |action: &str, result: &str| events.iter().find(|e| e["subtype"][0]["code"] == action && (result == "ok") == (e["outcome"] == "0")).unwrap_or_else(|| panic!("{action} {result}"));
+    let of = |action: &str, result: &str| {
+        events
+            .iter()
+            .find(|e| e["subtype"][0]["code"] == action && (result == "ok") == (e["outcome"] == "0"))
+            .unwrap_or_else(|| panic!("{action} {result}"))
+    };
     let denied = of("share.redeem", "denied");
     assert_eq!((&denied["type"]["code"], &denied["outcome"], &denied["action"]), (&json!("110114"), &json!("4"), &json!("E")));
     let read = of("dicomweb.read", "ok");
@@ -159,29 +180,70 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
 #[tokio::test]
 async fn changes_to_communities_members_and_connectors_are_recorded() {
     let app = spawn_app_with(|_| {}).await;
-    let r = app.client.post(app.url("/api/v1/communities")).bearer_auth(TOKEN).json(&json!({"name": "Radiologie Saarbrücken", "code": "RAD1", "city": "Saarbrücken"})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/communities"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "Radiologie Saarbrücken", "code": "RAD1", "city": "Saarbrücken"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let chef = app.person("chef@rad.example", "Chef Rad").await;
     app.add_member("RAD1", "chef@rad.example", "admin").await;
     let mta = app.person("mta@rad.example", "MTA Rad").await;
-    let r = chef.browser.put(app.url("/api/v1/communities/RAD1/members")).json(&json!({"email": "mta@rad.example", "role": "member"})).send().await.unwrap();
+    let r = chef
+        .browser
+        .put(app.url("/api/v1/communities/RAD1/members"))
+        .json(&json!({"email": "mta@rad.example", "role": "member"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let r = chef.browser.patch(app.url("/api/v1/communities/RAD1")).json(&json!({"requires_approval": true, "contact": "0681 1234"})).send().await.unwrap();
+    let r = chef
+        .browser
+        .patch(app.url("/api/v1/communities/RAD1"))
+        .json(&json!({"requires_approval": true, "contact": "0681 1234"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let referrer = app.person("dr@praxis.example", "Dr. Praxis").await;
-    let r = chef.browser.put(app.url(&format!("/api/v1/communities/RAD1/referrers/{}", referrer.id))).json(&json!({"status": "approved"})).send().await.unwrap();
+    let r = chef
+        .browser
+        .put(app.url(&format!("/api/v1/communities/RAD1/referrers/{}", referrer.id)))
+        .json(&json!({"status": "approved"}))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let r = chef.browser.post(app.url("/api/v1/communities/RAD1/connectors")).json(&json!({"name": "PACS-Anbindung"})).send().await.unwrap();
+    let r =
+        chef.browser.post(app.url("/api/v1/communities/RAD1/connectors")).json(&json!({"name": "PACS-Anbindung"})).send().await.unwrap();
     assert_eq!(r.status(), 201);
     let connector = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    assert_eq!(chef.browser.post(app.url(&format!("/api/v1/communities/RAD1/connectors/{connector}/rotate"))).send().await.unwrap().status(), 200);
-    assert_eq!(chef.browser.delete(app.url(&format!("/api/v1/communities/RAD1/connectors/{connector}"))).send().await.unwrap().status(), 204);
+    assert_eq!(
+        chef.browser.post(app.url(&format!("/api/v1/communities/RAD1/connectors/{connector}/rotate"))).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        chef.browser.delete(app.url(&format!("/api/v1/communities/RAD1/connectors/{connector}"))).send().await.unwrap().status(),
+        204
+    );
     assert_eq!(chef.browser.delete(app.url(&format!("/api/v1/communities/RAD1/members/{}", mta.id))).send().await.unwrap().status(), 204);
 
     let trail: Vec<Value> = chef.get(&app, "/api/v1/audit?limit=200").send().await.unwrap().json().await.unwrap();
-    let seen: Vec<(String, String)> = trail.iter().map(|e| (e["action"].as_str().unwrap().to_string(), e["actor"].as_str().unwrap().to_string())).collect();
+    let seen: Vec<(String, String)> =
+        trail.iter().map(|e| (e["action"].as_str().unwrap().to_string(), e["actor"].as_str().unwrap().to_string())).collect();
     let by_chef = format!("user:{}", chef.id);
-    for action in ["community.member.set", "community.configure", "community.referrer.approved", "connector.register", "connector.rotate", "connector.revoke", "community.member.remove"] {
+    for action in [
+        "community.member.set",
+        "community.configure",
+        "community.referrer.approved",
+        "connector.register",
+        "connector.rotate",
+        "connector.revoke",
+        "community.member.remove",
+    ] {
         assert!(seen.contains(&(action.to_string(), by_chef.clone())), "{action} by the community admin: {seen:?}");
     }
     assert!(seen.contains(&("community.create".to_string(), "admin".to_string())), "{seen:?}");
@@ -223,11 +285,20 @@ async fn the_audit_page_filters_and_exports_what_an_admin_may_read() {
     let (status, html) = page(&staff, &format!("?share={id}")).await;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("href=\"/audit\""), "the navigation links the page for admins");
-    assert_eq!((rows(&html, "share.issue", "ok"), rows(&html, "share.redeem", "denied"), rows(&html, "share.redeem", "ok")), (1, 1, 1), "{html}");
+    assert_eq!(
+        (rows(&html, "share.issue", "ok"), rows(&html, "share.redeem", "denied"), rows(&html, "share.redeem", "ok")),
+        (1, 1, 1),
+        "{html}"
+    );
     assert!(!html.contains("Mustermann") && !html.contains(code), "no patient names and no codes");
     assert!(html.contains("Maria Staff"), "staff are named beside their id");
     // Export links carry the same selection.
-    let export = html.split("href=\"").filter_map(|s| s.split('"').next()).find(|h| h.contains("format=fhir")).expect("a FHIR export link").replace("&amp;", "&");
+    let export = html
+        .split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|h| h.contains("format=fhir"))
+        .expect("a FHIR export link")
+        .replace("&amp;", "&");
     assert!(export.contains(&format!("share={id}")), "{export}");
     let r = staff.browser.get(app.url(&export)).send().await.unwrap();
     assert_eq!(r.headers()["content-type"], "application/fhir+ndjson");
@@ -259,7 +330,8 @@ async fn the_audit_page_filters_and_exports_what_an_admin_may_read() {
     assert!(!html.contains(id) && !html.contains(&study) && !html.contains(&staff.id), "{html}");
     // A study UID is no secret: the other clinic's admin sends a transfer of the same study to
     // their own clinic, but still sees only what their own people did with it.
-    let r = staff.get(&app, &format!("/dicomweb/studies/{study}/metadata")).header("accept", "application/dicom+json").send().await.unwrap();
+    let r =
+        staff.get(&app, &format!("/dicomweb/studies/{study}/metadata")).header("accept", "application/dicom+json").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let files = study_files(&study, 1);
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
@@ -267,13 +339,23 @@ async fn the_audit_page_filters_and_exports_what_an_admin_may_read() {
     let theirs: Vec<Value> = other.get(&app, &format!("/api/v1/audit?study={study}")).send().await.unwrap().json().await.unwrap();
     assert!(theirs.iter().any(|e| e["object_kind"] == "transfer"), "their own transfer: {theirs:?}");
     assert!(!theirs.iter().any(|e| e["actor"] == format!("user:{}", staff.id)), "not the first clinic's reads: {theirs:?}");
-    let mine: Vec<Value> = staff.get(&app, &format!("/api/v1/audit?study={study}&action=dicomweb.read")).send().await.unwrap().json().await.unwrap();
+    let mine: Vec<Value> =
+        staff.get(&app, &format!("/api/v1/audit?study={study}&action=dicomweb.read")).send().await.unwrap().json().await.unwrap();
     assert_eq!(mine.len(), 1, "the first clinic sees its own read: {mine:?}");
     let (status, html) = page(&member, "").await;
     assert_eq!(status, 403, "{html}");
     let home = member.browser.get(app.url("/app")).send().await.unwrap().text().await.unwrap();
     assert!(!home.contains("href=\"/audit\""));
     // Each view was recorded.
-    let reads: Vec<Value> = app.client.get(app.url(&format!("/api/v1/audit?action=audit.read&actor=user:{}", staff.id))).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let reads: Vec<Value> = app
+        .client
+        .get(app.url(&format!("/api/v1/audit?action=audit.read&actor=user:{}", staff.id)))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(reads.len() >= 6, "{reads:?}");
 }

@@ -23,7 +23,8 @@ async fn a_backup_restores_into_a_fresh_hub_with_images_codes_and_audit_trail() 
     // Backup while the hub runs; the keys go elsewhere.
     let backups = tempfile::tempdir().unwrap();
     let (data, keys) = (backups.path().join("data"), backups.path().join("keys"));
-    let (ok, out) = hub_cli(&app.database_url, app.dir.path(), &[], &["backup", data.to_str().unwrap(), "--keys-to", keys.to_str().unwrap()]);
+    let (ok, out) =
+        hub_cli(&app.database_url, app.dir.path(), &[], &["backup", data.to_str().unwrap(), "--keys-to", keys.to_str().unwrap()]);
     assert!(ok && out.contains("5 blob(s)"), "{out}");
     assert!(keys.join("kek.hex").exists() && keys.join("hub-secret.hex").exists());
     assert!(!data.join("keys").exists(), "no key in the data backup");

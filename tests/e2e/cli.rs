@@ -37,11 +37,7 @@ async fn serve_starts_with_no_config_prints_its_url_and_stops_on_sigterm() {
 #[tokio::test]
 async fn bad_configuration_is_explained() {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = Command::new(hub_binary())
-        .current_dir(dir.path())
-        .args(["--config", "missing.toml", "serve"])
-        .output()
-        .expect("run");
+    let out = Command::new(hub_binary()).current_dir(dir.path()).args(["--config", "missing.toml", "serve"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
     std::fs::write(dir.path().join("ferry-hub.toml"), "listen = \"not an address\"\n").expect("write");
@@ -64,7 +60,8 @@ async fn connector_check_reports_a_healthy_hub_and_explains_an_unreachable_one()
     let app = crate::helpers::spawn_app().await;
     let bin = hub_binary().with_file_name("ferry-connector");
     let base = app.base.clone();
-    let out = tokio::task::spawn_blocking(move || Command::new(&bin).args(["check", "--hub", &base]).output().expect("run")).await.expect("join");
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(&bin).args(["check", "--hub", &base]).output().expect("run")).await.expect("join");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hub OK"));
     let closed = crate::peers::free_port();
@@ -84,7 +81,8 @@ async fn connector_send_uploads_a_folder_with_progress_and_explains_mistakes() {
     std::fs::create_dir_all(cd.join("DICOM")).unwrap();
     let (st, se) = (crate::helpers::uid(), crate::helpers::uid());
     for i in 0..3 {
-        std::fs::write(cd.join("DICOM").join(format!("I{i}")), crate::helpers::Synth::new(&st, &se, &crate::helpers::uid()).bytes()).unwrap();
+        std::fs::write(cd.join("DICOM").join(format!("I{i}")), crate::helpers::Synth::new(&st, &se, &crate::helpers::uid()).bytes())
+            .unwrap();
     }
     std::fs::write(cd.join("README.TXT"), "hello").unwrap();
     std::fs::write(cd.join(".DS_Store"), "junk").unwrap();

@@ -28,7 +28,11 @@ async fn communities_are_created_and_found_the_way_people_type() {
     assert_eq!(status, 201, "{c}");
     assert_eq!(c["code"], "bM1X");
     assert_eq!(c["accepts_inbound"], true);
-    for (name, city) in [("Kardiologie Universitätsklinikum", "Homburg"), ("Praxis für Radiologie Dr. Groß", "Saarlouis"), ("Radiologie am Theater", "Berlin")] {
+    for (name, city) in [
+        ("Kardiologie Universitätsklinikum", "Homburg"),
+        ("Praxis für Radiologie Dr. Groß", "Saarlouis"),
+        ("Radiologie am Theater", "Berlin"),
+    ] {
         let (status, c) = create(&app, json!({"name": name, "city": city})).await;
         assert_eq!(status, 201);
         let code = c["code"].as_str().expect("code");
@@ -83,7 +87,15 @@ async fn bad_community_requests_are_explained() {
     assert_eq!((status, p["status"].as_u64()), (409, Some(409)), "{p}");
     assert_eq!(create(&app, json!({"name": "  "})).await.0, 400);
     assert_eq!(create(&app, json!({"name": "C", "code": "no spaces"})).await.0, 400);
-    let r = app.client.post(app.url("/api/v1/communities")).bearer_auth(TOKEN).header("content-type", "application/json").body("{not json").send().await.expect("post");
+    let r = app
+        .client
+        .post(app.url("/api/v1/communities"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let r = app.client.post(app.url("/api/v1/communities")).json(&json!({"name": "D"})).send().await.expect("post");
@@ -114,7 +126,9 @@ async fn community_admins_set_a_checked_logo_shown_in_the_directory() {
     let png = base64::engine::general_purpose::STANDARD
         .decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
         .unwrap();
-    let put = |token: &str, body: Vec<u8>| app.client.put(app.url("/api/v1/communities/lOgo/logo")).bearer_auth(token.to_string()).body(body).send();
+    let put = |token: &str, body: Vec<u8>| {
+        app.client.put(app.url("/api/v1/communities/lOgo/logo")).bearer_auth(token.to_string()).body(body).send()
+    };
     assert_eq!(put(&other.token, png.clone()).await.unwrap().status(), 403);
     assert_eq!(put(&admin.token, b"<svg onload=alert(1)>".to_vec()).await.unwrap().status(), 415);
     assert_eq!(put(&admin.token, vec![0x89; 300 * 1024]).await.unwrap().status(), 413);

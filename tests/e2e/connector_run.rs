@@ -65,7 +65,15 @@ impl Site {
     fn spooled(&self) -> usize {
         let spool = self.dir.path().join("state/spool");
         std::fs::read_dir(&spool)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| std::fs::read_dir(e.path()).map(|f| f.filter_map(|x| x.ok()).filter(|x| x.path().extension().is_some_and(|e| e == "dcm")).count()).unwrap_or(0)).sum())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| {
+                        std::fs::read_dir(e.path())
+                            .map(|f| f.filter_map(|x| x.ok()).filter(|x| x.path().extension().is_some_and(|e| e == "dcm")).count())
+                            .unwrap_or(0)
+                    })
+                    .sum()
+            })
             .unwrap_or(0)
     }
 }
@@ -79,7 +87,9 @@ fn sha(b: &[u8]) -> String {
 }
 
 pub fn dimse(name: &str, port: u16, called: &str, extra: &str) -> String {
-    format!("[[pacs]]\nname = {name:?}\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {port}\ncalled_ae = {called:?}\ncalling_ae = \"FERRYTEST\"\n{extra}\n")
+    format!(
+        "[[pacs]]\nname = {name:?}\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {port}\ncalled_ae = {called:?}\ncalling_ae = \"FERRYTEST\"\n{extra}\n"
+    )
 }
 
 pub async fn transfer_state(app: &TestApp, who: &crate::people::Person, id: &str) -> Value {
@@ -110,7 +120,9 @@ async fn the_connector_stores_by_c_store_into_orthanc_and_storescp() {
     let out = site.cmd(&["check"]).await;
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
-    for want in ["OK   hub", "OK   hub accepts the connector's credentials", "OK   PACS \"orthanc\": C-ECHO", "OK   PACS \"storescp\": C-ECHO"] {
+    for want in
+        ["OK   hub", "OK   hub accepts the connector's credentials", "OK   PACS \"orthanc\": C-ECHO", "OK   PACS \"storescp\": C-ECHO"]
+    {
         assert!(text.contains(want), "{want:?} missing in:\n{text}");
     }
 
@@ -157,7 +169,11 @@ async fn the_connector_stores_by_c_store_into_orthanc_and_storescp() {
     let text = stdout(&out);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("FAIL credentials: the hub refused the connector's credentials"), "{text}");
-    assert!(text.contains("FAIL PACS \"gone\": cannot open a DICOM association with NOBODY@127.0.0.1") && text.contains("nothing answers there"), "{text}");
+    assert!(
+        text.contains("FAIL PACS \"gone\": cannot open a DICOM association with NOBODY@127.0.0.1")
+            && text.contains("nothing answers there"),
+        "{text}"
+    );
     // A configuration that cannot work is refused with the reason.
     std::fs::write(&broken.config, "[hub]\nurl = \"ftp://x\"\n").unwrap();
     let out = broken.cmd(&["run", "--once"]).await;
@@ -191,7 +207,8 @@ async fn the_connector_reconciles_patient_ids_from_the_worklist() {
     s.patient_name = "Musterfrau^Anna".into();
     s.patient_id = "PID-0002".into();
     let unknown = s.bytes();
-    let t = app.send_transfer(&referrer, "rEc1", &[("a.dcm", known[0].clone()), ("b.dcm", known[1].clone()), ("c.dcm", unknown.clone())]).await;
+    let t =
+        app.send_transfer(&referrer, "rEc1", &[("a.dcm", known[0].clone()), ("b.dcm", known[1].clone()), ("c.dcm", unknown.clone())]).await;
     let id = t["id"].as_str().unwrap().to_string();
     let out = site.cmd(&["run", "--once"]).await;
     assert!(out.status.success(), "{}", stdout(&out));
@@ -205,10 +222,17 @@ async fn the_connector_reconciles_patient_ids_from_the_worklist() {
         let bytes = client.get(orthanc.url(&format!("/instances/{oid}/file"))).send().await.unwrap().bytes().await.unwrap();
         let got = dicom_object::from_reader(&bytes[128..]).unwrap();
         let sop = got.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap().trim_end_matches('\0').to_string();
-        let original = [&known[0], &known[1], &unknown].into_iter().find(|b| b.windows(sop.len()).any(|w| w == sop.as_bytes())).expect("sent");
+        let original =
+            [&known[0], &known[1], &unknown].into_iter().find(|b| b.windows(sop.len()).any(|w| w == sop.as_bytes())).expect("sent");
         let sent = dicom_object::from_reader(&original[128..]).unwrap();
         let text = |tag| got.element(tag).map(|e| e.to_str().unwrap().trim().to_string()).unwrap_or_default();
-        let other = got.element(tags::OTHER_PATIENT_I_DS_SEQUENCE).unwrap().items().unwrap()[0].element(tags::PATIENT_ID).unwrap().to_str().unwrap().trim().to_string();
+        let other = got.element(tags::OTHER_PATIENT_I_DS_SEQUENCE).unwrap().items().unwrap()[0]
+            .element(tags::PATIENT_ID)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim()
+            .to_string();
         if text(tags::PATIENT_NAME) == "Mustermann^Erika" {
             assert_eq!(text(tags::PATIENT_ID), "KL-4711");
             assert_eq!(text(tags::ISSUER_OF_PATIENT_ID), "KLINIKUM");
@@ -221,7 +245,9 @@ async fn the_connector_reconciles_patient_ids_from_the_worklist() {
             assert_eq!(other, "PID-0002");
         }
         // Everything else is as sent: UIDs, pixel data, every other attribute.
-        let rest = |o: &dicom_object::DefaultDicomObject| -> Vec<_> { o.iter().filter(|e| !reconciled.contains(&e.header().tag)).cloned().collect() };
+        let rest = |o: &dicom_object::DefaultDicomObject| -> Vec<_> {
+            o.iter().filter(|e| !reconciled.contains(&e.header().tag)).cloned().collect()
+        };
         assert_eq!(rest(&got), rest(&sent), "only the reconciled attributes changed");
     }
 }
@@ -237,7 +263,11 @@ async fn every_instance_arrives_once_through_hub_restart_connector_kill_and_pacs
     let referrer = app.person("fault.ref@example.test", "Dr. Fault").await;
     let creds = app.connector("fLt1").await;
     let mut orthanc = Orthanc::start(&format!("{}/dicomweb", app.base)).await;
-    let site = Site::new(&app, &creds, &format!("{}[inbound]\nretry_max_secs = 1\n", dimse("orthanc", orthanc.dicom, "ORTHANC", "associations = 2")));
+    let site = Site::new(
+        &app,
+        &creds,
+        &format!("{}[inbound]\nretry_max_secs = 1\n", dimse("orthanc", orthanc.dicom, "ORTHANC", "associations = 2")),
+    );
 
     const N: usize = 300;
     let (st, se) = (uid(), uid());

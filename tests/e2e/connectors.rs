@@ -36,9 +36,25 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     // Registration: only the community's admins; the secret is shown once.
     let r = referrer.post(&app, "/api/v1/communities/pAcs/connectors").json(&json!({"name": "x"})).send().await.unwrap();
     assert_eq!(r.status(), 403);
-    let c: Value = admin.post(&app, "/api/v1/communities/pAcs/connectors").json(&json!({"name": "Keller-Server"})).send().await.unwrap().json().await.unwrap();
+    let c: Value = admin
+        .post(&app, "/api/v1/communities/pAcs/connectors")
+        .json(&json!({"name": "Keller-Server"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let (cid, secret) = (c["client_id"].as_str().unwrap().to_string(), c["client_secret"].as_str().unwrap().to_string());
-    let c2: Value = admin.post(&app, "/api/v1/communities/pAcs/connectors").json(&json!({"name": "Zweitsystem"})).send().await.unwrap().json().await.unwrap();
+    let c2: Value = admin
+        .post(&app, "/api/v1/communities/pAcs/connectors")
+        .json(&json!({"name": "Zweitsystem"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let (cid2, secret2) = (c2["client_id"].as_str().unwrap().to_string(), c2["client_secret"].as_str().unwrap().to_string());
     let listed: Vec<Value> = admin.get(&app, "/api/v1/communities/pAcs/connectors").send().await.unwrap().json().await.unwrap();
     assert_eq!(listed.len(), 2);
@@ -67,7 +83,12 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     // Size and SHA-256 let the connector verify every download.
     use sha2::Digest;
     let mut want: Vec<(u64, String)> = files.iter().map(|(_, b)| (b.len() as u64, hex::encode(sha2::Sha256::digest(b)))).collect();
-    let mut got: Vec<(u64, String)> = claim["instances"].as_array().unwrap().iter().map(|i| (i["size"].as_u64().unwrap(), i["sha256"].as_str().unwrap().to_string())).collect();
+    let mut got: Vec<(u64, String)> = claim["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["size"].as_u64().unwrap(), i["sha256"].as_str().unwrap().to_string()))
+        .collect();
     want.sort();
     got.sort();
     assert_eq!(got, want);
@@ -76,7 +97,14 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     assert_eq!(seen["state"], "received");
     // The connector reads the instances through WADO-RS (its community's transfers only).
     let sop0 = claim["instances"][0]["sop_instance_uid"].as_str().unwrap().to_string();
-    let r = app.client.get(app.url(&format!("/dicomweb/studies/{st}/series/{se}/instances/{sop0}"))).bearer_auth(&one).header("accept", "application/dicom").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/dicomweb/studies/{st}/series/{se}/instances/{sop0}")))
+        .bearer_auth(&one)
+        .header("accept", "application/dicom")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // It acknowledges one instance and goes silent: the lease runs out, the other claims it and
@@ -91,11 +119,28 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     let acked: Vec<bool> = again["instances"].as_array().unwrap().iter().map(|i| i["acked"].as_bool().unwrap()).collect();
     assert_eq!(acked.iter().filter(|a| **a).count(), 1);
     // The first connector no longer holds it.
-    let stale = post(&one, &format!("/api/v1/connector/transfers/{id}/state")).json(&json!({"state": "failed", "message": "x"})).send().await.unwrap();
+    let stale = post(&one, &format!("/api/v1/connector/transfers/{id}/state"))
+        .json(&json!({"state": "failed", "message": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stale.status(), 409);
-    let rest: Vec<Value> = again["instances"].as_array().unwrap().iter().filter(|i| !i["acked"].as_bool().unwrap()).map(|i| json!({"sop_instance_uid": i["sop_instance_uid"], "status": 0xB000})).collect();
+    let rest: Vec<Value> = again["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| !i["acked"].as_bool().unwrap())
+        .map(|i| json!({"sop_instance_uid": i["sop_instance_uid"], "status": 0xB000}))
+        .collect();
     assert_eq!(post(&two, &format!("/api/v1/connector/transfers/{id}/acks")).json(&rest).send().await.unwrap().status(), 204);
-    let done: Value = post(&two, &format!("/api/v1/connector/transfers/{id}/state")).json(&json!({"state": "stored"})).send().await.unwrap().json().await.unwrap();
+    let done: Value = post(&two, &format!("/api/v1/connector/transfers/{id}/state"))
+        .json(&json!({"state": "stored"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(done["state"], "stored");
     let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
     let states: Vec<&str> = seen["events"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap()).collect();
@@ -108,7 +153,11 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     let id2 = t2["id"].as_str().unwrap().to_string();
     let claim: Value = post(&two, "/api/v1/connector/claim").send().await.unwrap().json().await.unwrap();
     assert_eq!(claim["transfer"]["id"], id2.as_str());
-    let r = post(&two, &format!("/api/v1/connector/transfers/{id2}/state")).json(&json!({"state": "failed", "message": "PACS refused: C-STORE status 0xA700 (out of resources)"})).send().await.unwrap();
+    let r = post(&two, &format!("/api/v1/connector/transfers/{id2}/state"))
+        .json(&json!({"state": "failed", "message": "PACS refused: C-STORE status 0xA700 (out of resources)"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id2}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(seen["state"], "failed");
@@ -116,19 +165,25 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
 
     // Heartbeat reaches the admins' list; a revoked connector is refused at once, a rotated
     // secret replaces the old one.
-    let r = post(&two, "/api/v1/connector/heartbeat").json(&json!({"version": "0.1.0", "queue_depth": 3, "last_error": ""})).send().await.unwrap();
+    let r = post(&two, "/api/v1/connector/heartbeat")
+        .json(&json!({"version": "0.1.0", "queue_depth": 3, "last_error": ""}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let listed: Vec<Value> = admin.get(&app, "/api/v1/communities/pAcs/connectors").send().await.unwrap().json().await.unwrap();
     let c2_row = listed.iter().find(|c| c["client_id"] == cid2.as_str()).unwrap();
     assert_eq!((c2_row["version"].as_str(), c2_row["queue_depth"].as_i64()), (Some("0.1.0"), Some(3)));
     assert!(c2_row["last_seen_at"].as_i64().is_some());
     let c2_id = c2["id"].as_str().unwrap();
-    let r = app.client.delete(app.url(&format!("/api/v1/communities/pAcs/connectors/{c2_id}"))).bearer_auth(&admin.token).send().await.unwrap();
+    let r =
+        app.client.delete(app.url(&format!("/api/v1/communities/pAcs/connectors/{c2_id}"))).bearer_auth(&admin.token).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(post(&two, "/api/v1/connector/claim").send().await.unwrap().status(), 401);
     assert_eq!(token(&app, &cid2, &secret2).await.status(), 401);
     let c1_id = c["id"].as_str().unwrap();
-    let rotated: Value = admin.post(&app, &format!("/api/v1/communities/pAcs/connectors/{c1_id}/rotate")).send().await.unwrap().json().await.unwrap();
+    let rotated: Value =
+        admin.post(&app, &format!("/api/v1/communities/pAcs/connectors/{c1_id}/rotate")).send().await.unwrap().json().await.unwrap();
     assert_eq!(post(&one, "/api/v1/connector/claim").send().await.unwrap().status(), 401, "old tokens end with the rotation");
     assert_eq!(token(&app, &cid, &secret).await.status(), 401);
     let fresh = access(&app, &cid, rotated["client_secret"].as_str().unwrap()).await;
@@ -137,19 +192,46 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     assert_eq!(own.status(), 200);
     let studies: Vec<Value> = app.client.get(app.url("/dicomweb/studies")).bearer_auth(&fresh).send().await.unwrap().json().await.unwrap();
     assert_eq!(studies.len(), 2);
-    let c3: Value = app.client.post(app.url("/api/v1/communities/oThr/connectors")).bearer_auth(crate::helpers::TOKEN).json(&json!({"name": "Trier"})).send().await.unwrap().json().await.unwrap();
+    let c3: Value = app
+        .client
+        .post(app.url("/api/v1/communities/oThr/connectors"))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&json!({"name": "Trier"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let stranger = access(&app, c3["client_id"].as_str().unwrap(), c3["client_secret"].as_str().unwrap()).await;
     assert_eq!(app.client.get(app.url(&format!("/api/v1/transfers/{id}"))).bearer_auth(&stranger).send().await.unwrap().status(), 404);
     let none: Vec<Value> = app.client.get(app.url("/dicomweb/studies")).bearer_auth(&stranger).send().await.unwrap().json().await.unwrap();
     assert!(none.is_empty());
     assert_eq!(post(&stranger, "/api/v1/connector/claim").send().await.unwrap().status(), 204);
-    let r = app.client.get(app.url(&format!("/dicomweb/studies/{st}/series/{se}/instances/{sop0}"))).bearer_auth(&stranger).header("accept", "application/dicom").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/dicomweb/studies/{st}/series/{se}/instances/{sop0}")))
+        .bearer_auth(&stranger)
+        .header("accept", "application/dicom")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     // The community's admin page shows the connectors with their heartbeat and registers new ones.
     let page = admin.get(&app, "/communities/pAcs/manage").send().await.unwrap().text().await.unwrap();
     assert!(page.contains("Keller-Server") && page.contains("Zweitsystem") && page.contains("revoked"), "{page}");
-    let page = app.client.post(app.url("/communities/pAcs/connectors")).bearer_auth(&admin.token).form(&[("name", "Web-Registrierung")]).send().await.unwrap().text().await.unwrap();
+    let page = app
+        .client
+        .post(app.url("/communities/pAcs/connectors"))
+        .bearer_auth(&admin.token)
+        .form(&[("name", "Web-Registrierung")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let secret = page.split("fcs_").nth(1).map(|s| s.chars().take(64).collect::<String>()).expect("the secret is shown once");
     let listed: Vec<Value> = admin.get(&app, "/api/v1/communities/pAcs/connectors").send().await.unwrap().json().await.unwrap();
     let web = listed.iter().find(|c| c["name"] == "Web-Registrierung").expect("registered");
@@ -185,7 +267,14 @@ async fn the_connector_pulls_a_transfer_into_orthanc_by_stow_rs() {
             ("FERRY_CONNECTOR_PACS", format!("[{{name=\"orthanc\",kind=\"dicomweb\",url=\"{stow}\"}}]")),
             ("FERRY_CONNECTOR_INBOUND__MAX_ATTEMPTS", "1".into()),
         ];
-        tokio::task::spawn_blocking(move || std::process::Command::new(bin).args(["run", "--once"]).envs(envs).current_dir(std::env::temp_dir()).output().expect("run connector"))
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .args(["run", "--once"])
+                .envs(envs)
+                .current_dir(std::env::temp_dir())
+                .output()
+                .expect("run connector")
+        })
     };
     let out = run(orthanc.url("/dicom-web")).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -197,7 +286,8 @@ async fn the_connector_pulls_a_transfer_into_orthanc_by_stow_rs() {
     assert_eq!(instances.len(), 3);
     let mut got = Vec::new();
     for i in &instances {
-        let bytes = reqwest::get(orthanc.url(&format!("/instances/{}/file", i["ID"].as_str().unwrap()))).await.unwrap().bytes().await.unwrap();
+        let bytes =
+            reqwest::get(orthanc.url(&format!("/instances/{}/file", i["ID"].as_str().unwrap()))).await.unwrap().bytes().await.unwrap();
         got.push(hex::encode(sha2::Sha256::digest(&bytes)));
     }
     let mut want: Vec<String> = files.iter().map(|b| hex::encode(sha2::Sha256::digest(b))).collect();

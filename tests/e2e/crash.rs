@@ -161,13 +161,15 @@ async fn postgresql_restarted_under_load_fails_requests_cleanly_and_the_hub_reco
                     .send()
                     .await
                     .expect("STOW-RS answers (no hang, no dropped connection)");
-                let (status, ct) = (r.status().as_u16(), r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default());
+                let (status, ct) =
+                    (r.status().as_u16(), r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default());
                 if status == 200 {
                     stored.lock().unwrap().push((format!("/dicomweb/studies/{}/series/{}/instances/{}", s.study, s.series, s.sop), bytes));
                 }
                 seen.lock().unwrap().push(("stow".into(), status, ct));
                 let r = client.get(format!("{base}/dicomweb/studies?limit=5")).bearer_auth(TOKEN).send().await.expect("QIDO-RS answers");
-                let (status, ct) = (r.status().as_u16(), r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default());
+                let (status, ct) =
+                    (r.status().as_u16(), r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default());
                 let retry = r.headers().get("retry-after").is_some();
                 seen.lock().unwrap().push((format!("qido{}", if retry { "+retry" } else { "" }), status, ct));
             }

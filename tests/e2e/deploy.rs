@@ -227,7 +227,8 @@ impl Rootfs {
 
     fn assert_inside(&self, value: &str, what: &str) {
         if value.starts_with('/') {
-            let inside = Path::new(value).starts_with(self.root.path()) || self.paths.iter().any(|(_, host)| Path::new(value).starts_with(host));
+            let inside =
+                Path::new(value).starts_with(self.root.path()) || self.paths.iter().any(|(_, host)| Path::new(value).starts_with(host));
             assert!(inside, "{what}: {value} is neither a mount nor in the image");
         }
     }
@@ -326,7 +327,10 @@ struct Image {
 fn image() -> Image {
     let file = std::fs::read_to_string(repo().join("deploy/Dockerfile")).expect("Dockerfile");
     let last = &file[file.rfind("\nFROM ").expect("a final stage")..];
-    assert!(last.contains("COPY --from=build /src/target/release/ferry-hub /src/target/release/ferry-connector /usr/local/bin/"), "the image's binaries");
+    assert!(
+        last.contains("COPY --from=build /src/target/release/ferry-hub /src/target/release/ferry-connector /usr/local/bin/"),
+        "the image's binaries"
+    );
     assert!(last.contains("COPY --from=ohif /opt/ohif /opt/ohif"), "the image's OHIF viewer");
     let mut img = Image { env: Vec::new(), entrypoint: Vec::new(), cmd: Vec::new(), workdir: "/".into() };
     for line in last.lines() {
@@ -581,7 +585,8 @@ async fn run_pods(docs: &[Value], secrets: &Secrets, ports: &[u16], logs: &Path)
     for ((pod, _), port) in pods.iter_mut().zip(ports) {
         pod.wait_ready(*port, text(&c["readinessProbe"]["httpGet"]["path"])).await;
         assert_listens_on_loopback_only(*port);
-        let live = reqwest::get(format!("http://127.0.0.1:{port}{}", text(&c["livenessProbe"]["httpGet"]["path"]))).await.expect("liveness");
+        let live =
+            reqwest::get(format!("http://127.0.0.1:{port}{}", text(&c["livenessProbe"]["httpGet"]["path"]))).await.expect("liveness");
         assert_eq!(live.status(), 200, "liveness probe");
     }
     pods
@@ -591,9 +596,24 @@ async fn run_pods(docs: &[Value], secrets: &Secrets, ports: &[u16], logs: &Path)
 async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
     tls();
     // Lint and schema checks: the default values and a set that takes every other branch.
-    let oidc = ["oidc.providers[0].id=klinikum", "oidc.providers[0].label=Klinikum", "oidc.providers[0].issuer=https://login.klinikum.example", "oidc.providers[0].clientId=ferry"];
+    let oidc = [
+        "oidc.providers[0].id=klinikum",
+        "oidc.providers[0].label=Klinikum",
+        "oidc.providers[0].issuer=https://login.klinikum.example",
+        "oidc.providers[0].clientId=ferry",
+    ];
     let mut variant: Vec<String> = oidc.iter().map(|s| s.to_string()).collect();
-    variant.extend(["oidc.providers[0].clientSecret=s3cret", "keys.provider=transit", "mail.smtpSecret=ferry-mail", "ingress.enabled=false", "viewer.ohif=false", "storage.s3.endpoint=http://seaweedfs-s3:8333"].map(String::from));
+    variant.extend(
+        [
+            "oidc.providers[0].clientSecret=s3cret",
+            "keys.provider=transit",
+            "mail.smtpSecret=ferry-mail",
+            "ingress.enabled=false",
+            "viewer.ohif=false",
+            "storage.s3.endpoint=http://seaweedfs-s3:8333",
+        ]
+        .map(String::from),
+    );
     tool("helm", &["lint", "--strict", &chart()]);
     let mut lint = vec!["lint".to_string(), "--strict".into(), chart()];
     for s in &variant {
@@ -605,7 +625,12 @@ async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
     assert_wired(&defaults);
     let c = &one(&defaults, "Deployment")["spec"]["template"]["spec"]["containers"][0];
     assert!(env_var(c, "FERRY_KEYS__TRANSIT__URL").is_none() && env_var(c, "FERRY_MAIL__SMTP_URL").is_none());
-    assert!(one(&defaults, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"].as_str().is_some_and(|s| s.len() == 64), "pods restart when the configuration changes");
+    assert!(
+        one(&defaults, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            .as_str()
+            .is_some_and(|s| s.len() == 64),
+        "pods restart when the configuration changes"
+    );
 
     let other = render(&variant);
     assert_wired(&other);
@@ -634,7 +659,11 @@ async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
     let logs = tempfile::tempdir().expect("tmp");
     let ports = [free_port(), free_port()];
     let public = format!("http://127.0.0.1:{}", ports[0]);
-    let docs = render(&[format!("publicUrl={public}"), format!("storage.s3.endpoint=http://127.0.0.1:{}", weed.s3), "storage.s3.allowHttp=true".into()]);
+    let docs = render(&[
+        format!("publicUrl={public}"),
+        format!("storage.s3.endpoint=http://127.0.0.1:{}", weed.s3),
+        "storage.s3.allowHttp=true".into(),
+    ]);
     assert_wired(&docs);
     let secrets = operator_secrets(&db, "helm-admin-token");
     let mut pods = run_pods(&docs, &secrets, &ports, logs.path()).await;
@@ -649,9 +678,23 @@ async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
     got.sort();
     want.sort();
     assert_eq!(got, want);
-    let r = reqwest::Client::new().post(format!("{b}/api/v1/communities")).bearer_auth("helm-admin-token").json(&json!({"name": "Radiologie Helm", "code": "hLm1"})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{b}/api/v1/communities"))
+        .bearer_auth("helm-admin-token")
+        .json(&json!({"name": "Radiologie Helm", "code": "hLm1"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
-    let found: Vec<Value> = reqwest::Client::new().get(format!("{a}/api/v1/communities?q=Helm")).bearer_auth("helm-admin-token").send().await.unwrap().json().await.unwrap();
+    let found: Vec<Value> = reqwest::Client::new()
+        .get(format!("{a}/api/v1/communities?q=Helm"))
+        .bearer_auth("helm-admin-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(reqwest::get(format!("{a}/ohif/")).await.unwrap().status(), 200, "the viewer at the image's /opt/ohif");
     let metrics = reqwest::Client::new().get(format!("{a}/metrics")).bearer_auth("helm-admin-token").send().await.unwrap();
@@ -684,7 +727,11 @@ async fn the_helm_chart_lints_validates_and_its_pods_run_as_one_hub() {
     assert_eq!(stow(&base, "helm-admin-token", &files).await, 200);
     assert_eq!(retrieve(&base, "helm-admin-token", &format!("/dicomweb/studies/{uid2}")).await.len(), 2);
     let pool = sqlx::AnyPool::connect(&db).await.expect("connect");
-    let wrapped: String = sqlx::query_scalar("SELECT wrapped_key FROM study_keys WHERE key_id = $1").bind(format!("hub|{uid2}")).fetch_one(&pool).await.expect("key");
+    let wrapped: String = sqlx::query_scalar("SELECT wrapped_key FROM study_keys WHERE key_id = $1")
+        .bind(format!("hub|{uid2}"))
+        .fetch_one(&pool)
+        .await
+        .expect("key");
     pool.close().await;
     assert!(wrapped.starts_with("vault:v1:"), "the study key is wrapped by the key service the chart points at");
     for (_, fs) in &pods {
@@ -794,11 +841,13 @@ fn service_volumes(service: &Value, fs: &mut Rootfs) {
 /// Orthanc's configuration from the orthancteam image's environment convention
 /// (`ORTHANC__DICOM_AET` is `DicomAet`).
 fn orthanc_setting(name: &str) -> String {
-    name.split('_').map(|w| {
-        let w = w.to_lowercase();
-        let mut c = w.chars();
-        c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
-    }).collect()
+    name.split('_')
+        .map(|w| {
+            let w = w.to_lowercase();
+            let mut c = w.chars();
+            c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -809,7 +858,11 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     let compose = yaml_docs(&std::fs::read_to_string(&file).expect("compose")).remove(0);
     let mut services: Vec<&str> = compose["services"].as_object().expect("services").keys().map(String::as_str).collect();
     services.sort_unstable();
-    assert_eq!(services, ["bucket", "connector", "hub", "idp", "orthanc", "postgres", "seaweedfs"], "this test runs every service of the file");
+    assert_eq!(
+        services,
+        ["bucket", "connector", "hub", "idp", "orthanc", "postgres", "seaweedfs"],
+        "this test runs every service of the file"
+    );
     let svc = |name: &str| &compose["services"][name];
     let logs = tempfile::tempdir().expect("tmp");
     let img = image();
@@ -827,7 +880,10 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(&pg.url).await.expect("connect");
     assert_eq!(env["POSTGRES_USER"], "ferry", "the private server's superuser");
-    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE ferry PASSWORD '{}'", env["POSTGRES_PASSWORD"]))).execute(&admin).await.expect("password");
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE ferry PASSWORD '{}'", env["POSTGRES_PASSWORD"])))
+        .execute(&admin)
+        .await
+        .expect("password");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", env["POSTGRES_DB"]))).execute(&admin).await.expect("database");
     admin.close().await;
     pg.require_passwords();
@@ -920,11 +976,26 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     assert!(link.starts_with(&format!("{public}/setup?token=")), "{link}");
     let admin = crate::people::browser();
     let token = link.rsplit_once("token=").expect("token").1;
-    let r = admin.post(format!("{public}/api/v1/auth/setup")).json(&json!({"token": token, "email": "admin@demo.example", "password": crate::people::PASSWORD, "name": "Demo Admin"})).send().await.unwrap();
+    let r = admin
+        .post(format!("{public}/api/v1/auth/setup"))
+        .json(&json!({"token": token, "email": "admin@demo.example", "password": crate::people::PASSWORD, "name": "Demo Admin"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    let r = admin.post(format!("{public}/api/v1/auth/login")).json(&json!({"email": "admin@demo.example", "password": crate::people::PASSWORD})).send().await.unwrap();
+    let r = admin
+        .post(format!("{public}/api/v1/auth/login"))
+        .json(&json!({"email": "admin@demo.example", "password": crate::people::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = admin.post(format!("{public}/api/v1/communities")).json(&json!({"name": "Radiologie Demo", "code": "dEm1", "city": "Saarbrücken"})).send().await.unwrap();
+    let r = admin
+        .post(format!("{public}/api/v1/communities"))
+        .json(&json!({"name": "Radiologie Demo", "code": "dEm1", "city": "Saarbrücken"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
 
     // "create a community, register a connector on its admin page, put client_id/secret into
@@ -965,7 +1036,9 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     let mut env: BTreeMap<String, String> = img.env.iter().cloned().collect();
     env.extend(service_env(connector));
     // What the operator puts into connector.env in place of its placeholders.
-    for (key, value) in [("FERRY_CONNECTOR_HUB__CLIENT_ID", &creds["client_id"]), ("FERRY_CONNECTOR_HUB__CLIENT_SECRET", &creds["client_secret"])] {
+    for (key, value) in
+        [("FERRY_CONNECTOR_HUB__CLIENT_ID", &creds["client_id"]), ("FERRY_CONNECTOR_HUB__CLIENT_SECRET", &creds["client_secret"])]
+    {
         assert!(env.contains_key(key), "connector.env names {key}");
         env.insert(key.into(), text(value).into());
     }
@@ -980,7 +1053,12 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     let referrer = crate::people::browser();
     let (_, r) = crate::oidc::sign_in_at(&referrer, &public, &issuer, "demo", "dr.demo").await;
     assert_eq!(r.status(), 303, "signed in through the demo provider");
-    let r = referrer.post(format!("{public}/api/v1/transfers")).json(&json!({"community": "dEm1", "reason": "Zweitmeinung", "appointment": "2026-12-01", "urgency": "routine"})).send().await.unwrap();
+    let r = referrer
+        .post(format!("{public}/api/v1/transfers"))
+        .json(&json!({"community": "dEm1", "reason": "Zweitmeinung", "appointment": "2026-12-01", "urgency": "routine"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let t: Value = r.json().await.unwrap();
     let id = text(&t["id"]).to_string();
@@ -1061,7 +1139,8 @@ fn unit_command(name: &str, fs: &mut Rootfs, files: &[(&str, String)], mut rewri
     for f in unit.get("EnvironmentFile").into_iter().flatten() {
         let path = fs.host(f.trim_start_matches('-'));
         // Without a leading '-', systemd refuses to start when the file is missing.
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| if f.starts_with('-') { String::new() } else { panic!("{name}: {f}: {e}") });
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| if f.starts_with('-') { String::new() } else { panic!("{name}: {f}: {e}") });
         env.extend(env_file_vars(&text));
     }
     let mut cmd = container_command(&image_binary(program));
@@ -1098,7 +1177,12 @@ async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_con
         std::fs::copy(repo().join("deploy").join(name), &to).expect("copy");
         units.push(to);
     }
-    let out = Command::new("systemd-analyze").arg("verify").arg(format!("--root={}", root.path().display())).args(&units).output().expect("systemd-analyze");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.path().display()))
+        .args(&units)
+        .output()
+        .expect("systemd-analyze");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
 
@@ -1107,7 +1191,8 @@ async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_con
     let port = free_port();
     let mut fs = Rootfs::new();
     let example = std::fs::read_to_string(repo().join("deploy/ferry-hub.example.toml")).expect("example");
-    let listen = Rewrite { rules: vec![Rule { from: "127.0.0.1:8080".into(), to: format!("127.0.0.1:{port}"), path: false }], ..Default::default() };
+    let listen =
+        Rewrite { rules: vec![Rule { from: "127.0.0.1:8080".into(), to: format!("127.0.0.1:{port}"), path: false }], ..Default::default() };
     let cmd = unit_command("ferry-hub.service", &mut fs, &[("/etc/ferry/ferry-hub.toml", example)], listen);
     let mut hub = Proc::spawn("hub", cmd, logs.path());
     hub.wait_ready(port, "/readyz").await;
@@ -1129,11 +1214,20 @@ async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_con
     let env_file = format!("FERRY_CONNECTOR_HUB__CLIENT_ID={id}\nFERRY_CONNECTOR_HUB__CLIENT_SECRET={secret}\n");
     let rule = |from: &str, to: String| Rule { from: from.into(), to, path: false };
     let site = Rewrite {
-        rules: vec![rule("https://ferry.example.org", app.base.clone()), rule("\"pacs.klinik.local\"", "\"127.0.0.1\"".into()), rule("port = 104", format!("port = {}", orthanc.dicom))],
+        rules: vec![
+            rule("https://ferry.example.org", app.base.clone()),
+            rule("\"pacs.klinik.local\"", "\"127.0.0.1\"".into()),
+            rule("port = 104", format!("port = {}", orthanc.dicom)),
+        ],
         ..Default::default()
     };
     let mut fs = Rootfs::new();
-    let cmd = unit_command("ferry-connector.service", &mut fs, &[("/etc/ferry/ferry-connector.toml", example), ("/etc/ferry/ferry-connector.env", env_file)], site);
+    let cmd = unit_command(
+        "ferry-connector.service",
+        &mut fs,
+        &[("/etc/ferry/ferry-connector.toml", example), ("/etc/ferry/ferry-connector.env", env_file)],
+        site,
+    );
     let mut connector = Proc::spawn("connector", cmd, logs.path());
     let referrer = app.person("unit.ref@example.test", "Dr. Unit").await;
     let (_, files) = study(2);

@@ -19,7 +19,13 @@ async fn a_dlx_client_redeems_lists_and_downloads() {
     let code = issued["code"].as_str().unwrap();
     let id = issued["share"]["id"].as_str().unwrap();
     let pdf = b"%PDF-1.7\n% report\n%%EOF\n".to_vec();
-    let r = staff.post(&app, &format!("/api/v1/shares/{id}/reports?study={s1}")).header("content-type", "application/pdf").body(pdf.clone()).send().await.unwrap();
+    let r = staff
+        .post(&app, &format!("/api/v1/shares/{id}/reports?study={s1}"))
+        .header("content-type", "application/pdf")
+        .body(pdf.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let c = &app.client;
 
@@ -117,7 +123,12 @@ async fn a_dlx_client_redeems_lists_and_downloads() {
     assert_eq!(c.get(app.url("/dlx/v1/list")).send().await.unwrap().status(), 401);
 
     // Expired: right answer 403, wrong answer still 401; the old bearer token stops working.
-    sqlx::query("UPDATE shares SET expires_at = $1 WHERE id = $2").bind(ferry_hub::db::now_ms() - 1000).bind(id).execute(&app.state.db_write).await.unwrap();
+    sqlx::query("UPDATE shares SET expires_at = $1 WHERE id = $2")
+        .bind(ferry_hub::db::now_ms() - 1000)
+        .bind(id)
+        .execute(&app.state.db_write)
+        .await
+        .unwrap();
     let r = c.post(app.url(&format!("/dlx/v1/tokentfa/{code}"))).json(&answer(BIRTH)).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let r = c.post(app.url(&format!("/dlx/v1/tokentfa/{code}"))).json(&answer("20000101")).send().await.unwrap();

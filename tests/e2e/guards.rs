@@ -32,7 +32,15 @@ async fn share_log(app: &TestApp, staff: &Person, id: &str) -> Vec<Value> {
 
 /// Audit records by action, as the operator sees them.
 async fn audit(app: &TestApp, action: &str) -> Vec<Value> {
-    app.client.get(app.url(&format!("/api/v1/audit?action={action}&limit=1000"))).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap()
+    app.client
+        .get(app.url(&format!("/api/v1/audit?action={action}&limit=1000")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 fn tfa(answer: &str) -> Value {
@@ -82,7 +90,8 @@ async fn concurrent_wrong_answers_check_no_more_than_the_limit_and_lock_the_code
     assert_eq!(s["locked"], true);
     assert_eq!(s["failed_attempts"], max_failed, "only the answers that were checked count");
     let log = share_log(&app, &staff, &id).await;
-    let checked = log.iter().filter(|e| e["action"] == "share.redeem" && e["detail"].as_str().unwrap_or("").starts_with("wrong answer")).count();
+    let checked =
+        log.iter().filter(|e| e["action"] == "share.redeem" && e["detail"].as_str().unwrap_or("").starts_with("wrong answer")).count();
     assert_eq!(checked, max_failed, "exactly the limit of answers was checked: {log:#?}");
     let refused = log.iter().filter(|e| e["action"] == "share.redeem" && e["detail"] == "locked").count();
     assert_eq!(refused, 30 - max_failed + 1, "the others (and the right one) met the lock");
@@ -122,14 +131,22 @@ async fn concurrent_wrong_passwords_lock_the_account() {
         let req = if i % 2 == 0 {
             c.post(app.url("/api/v1/auth/login")).json(&json!({"email": "vic@example.test", "password": format!("wrong password {i}")}))
         } else {
-            c.post(app.url("/login")).form(&[("email", "vic@example.test"), ("password", &format!("wrong password {i}")), ("return_to", "/app")])
+            c.post(app.url("/login")).form(&[
+                ("email", "vic@example.test"),
+                ("password", &format!("wrong password {i}")),
+                ("return_to", "/app"),
+            ])
         };
         req.send()
     });
     let statuses: Vec<u16> = join_all(tries).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
 
-    let checked = audit(&app, "account.sign_in").await.into_iter().filter(|e| e["object_id"] == victim.id.as_str() && e["detail"] == "wrong password").count();
+    let checked = audit(&app, "account.sign_in")
+        .await
+        .into_iter()
+        .filter(|e| e["object_id"] == victim.id.as_str() && e["detail"] == "wrong password")
+        .count();
     assert_eq!(checked, max, "every wrong password counted, none checked past the lock");
     // Locked: the right password gets exactly the answer of an unknown address.
     let b = from("127.0.0.5");
@@ -172,7 +189,14 @@ async fn a_bearer_token_cannot_change_the_account_or_its_credentials() {
     let first_id = before[0]["id"].as_str().unwrap().to_string();
 
     // The attack: the token alone asks the account page's form for another token.
-    let r = app.client.post(app.url("/account/tokens")).bearer_auth(&dora.token).form(&[("name", "minted"), ("expires_in_days", "365")]).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/account/tokens"))
+        .bearer_auth(&dora.token)
+        .form(&[("name", "minted"), ("expires_in_days", "365")])
+        .send()
+        .await
+        .unwrap();
     assert_problem_403(&r, "web form, token creation");
     assert!(!r.text().await.unwrap().contains("fpat_"));
     let r = dora.post(&app, "/api/v1/tokens").json(&json!({"name": "minted"})).send().await.unwrap();
@@ -193,7 +217,14 @@ async fn a_bearer_token_cannot_change_the_account_or_its_credentials() {
     assert_eq!(r.status(), 401);
 
     // The signed-in browser does all of it (same-origin form posts).
-    let r = dora.browser.post(app.url("/account/tokens")).header("origin", &app.base).form(&[("name", "laptop"), ("expires_in_days", "30")]).send().await.unwrap();
+    let r = dora
+        .browser
+        .post(app.url("/account/tokens"))
+        .header("origin", &app.base)
+        .form(&[("name", "laptop"), ("expires_in_days", "30")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     let fresh = page.split("id=\"new-token\">").nth(1).and_then(|t| t.split('<').next()).unwrap_or_default().to_string();
@@ -203,7 +234,14 @@ async fn a_bearer_token_cannot_change_the_account_or_its_credentials() {
     assert_eq!(r.status(), 303);
     assert_eq!(dora.get(&app, "/api/v1/me").send().await.unwrap().status(), 401, "revoked");
     // A cross-site form post with the session is still refused.
-    let r = dora.browser.post(app.url("/account/tokens")).header("origin", "http://evil.example").form(&[("name", "evil")]).send().await.unwrap();
+    let r = dora
+        .browser
+        .post(app.url("/account/tokens"))
+        .header("origin", "http://evil.example")
+        .form(&[("name", "evil")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }
 
@@ -216,7 +254,8 @@ async fn a_bearer_token_cannot_change_the_account_or_its_credentials() {
 async fn return_to_never_leads_off_site_nor_to_an_error() {
     let (app, idp) = crate::peers::hub_with_idp().await;
     app.person("rita@example.test", "Rita").await;
-    let evil = ["/%09/evil.example", "/%0a/evil.example", "/%0d%0a/evil.example", "/%5C/evil.example", "%5C%5Cevil.example", "//evil.example"];
+    let evil =
+        ["/%09/evil.example", "/%0a/evil.example", "/%0d%0a/evil.example", "/%5C/evil.example", "%5C%5Cevil.example", "//evil.example"];
     for e in evil {
         let page = browser().get(app.url(&format!("/login?return_to={e}"))).send().await.unwrap();
         assert_eq!(page.status(), 200, "{e}");
@@ -225,7 +264,12 @@ async fn return_to_never_leads_off_site_nor_to_an_error() {
 
         let b = browser();
         let raw = e.replace("%09", "\t").replace("%0a", "\n").replace("%0d", "\r").replace("%5C", "\\");
-        let r = b.post(app.url("/login")).form(&[("email", "rita@example.test"), ("password", PASSWORD), ("return_to", raw.as_str())]).send().await.unwrap();
+        let r = b
+            .post(app.url("/login"))
+            .form(&[("email", "rita@example.test"), ("password", PASSWORD), ("return_to", raw.as_str())])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 303, "{e}");
         assert_eq!(r.headers()["location"], "/app", "{e}");
 
@@ -242,7 +286,12 @@ async fn return_to_never_leads_off_site_nor_to_an_error() {
     assert_eq!(stored.len(), evil.len());
     assert!(stored.iter().all(|r| r == "/app"), "{stored:?}");
     // A path on the site still works.
-    let r = browser().post(app.url("/login")).form(&[("email", "rita@example.test"), ("password", PASSWORD), ("return_to", "/inbound?x=1")]).send().await.unwrap();
+    let r = browser()
+        .post(app.url("/login"))
+        .form(&[("email", "rita@example.test"), ("password", PASSWORD), ("return_to", "/inbound?x=1")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["location"], "/inbound?x=1");
 }
 
@@ -303,7 +352,8 @@ async fn looking_a_code_up_tells_nothing_a_guess_does_not() {
         }
     };
     assert_eq!(page(&code).await, page(twin).await);
-    let portal: Value = from("127.0.0.12").get(app.url(&format!("/redeem?token={twin}"))).header(HEADER, "1").send().await.unwrap().json().await.unwrap();
+    let portal: Value =
+        from("127.0.0.12").get(app.url(&format!("/redeem?token={twin}"))).header(HEADER, "1").send().await.unwrap().json().await.unwrap();
     assert_eq!(portal, real);
 
     // One budget per address for looking up and answering.
@@ -405,14 +455,15 @@ impl HubProcess {
 
     /// The mails in the outbox: (file, text).
     fn mails(&self) -> Vec<(std::path::PathBuf, String)> {
-        let mut out: Vec<_> = std::fs::read_dir(self.data.join("outbox"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let mut out: Vec<_> =
+            std::fs::read_dir(self.data.join("outbox")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         out.sort();
-        out.into_iter().map(|p| {
-            let text = std::fs::read_to_string(&p).unwrap();
-            (p, text)
-        }).collect()
+        out.into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                (p, text)
+            })
+            .collect()
     }
 }
 
@@ -440,7 +491,14 @@ async fn the_data_folder_is_private_whatever_the_umask() {
     w.start_file("IMG0001", zip::write::SimpleFileOptions::default()).unwrap();
     w.write_all(&Synth::new(&uid(), &uid(), &uid()).bytes()).unwrap();
     let body = w.finish().unwrap().into_inner();
-    let r = client.post(hub.url("/api/v1/uploads")).bearer_auth(hub.admin_token()).header("content-type", "application/zip").body(body).send().await.unwrap();
+    let r = client
+        .post(hub.url("/api/v1/uploads"))
+        .bearer_auth(hub.admin_token())
+        .header("content-type", "application/zip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     register(&client, &hub, "mia@example.test").await;
 

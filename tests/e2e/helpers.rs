@@ -49,10 +49,7 @@ pub async fn fresh_database() -> Option<String> {
     sqlx::any::install_default_drivers();
     let name = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
     let pool = sqlx::AnyPool::connect(&admin_url).await.expect("connect to TEST_DATABASE_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .expect("create test database");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.expect("create test database");
     pool.close().await;
     let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url);
     Some(format!("{base}/{name}"))
@@ -162,12 +159,8 @@ pub fn multipart(parts: &[&[u8]], boundary: &str) -> Vec<u8> {
 
 /// Splits a multipart body into its parts' payloads.
 pub fn split_multipart(content_type: &str, body: &[u8]) -> Vec<Vec<u8>> {
-    let boundary = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-        .expect("boundary")
-        .trim_matches('"')
-        .to_string();
+    let boundary =
+        content_type.split(';').find_map(|p| p.trim().strip_prefix("boundary=")).expect("boundary").trim_matches('"').to_string();
     let delim = format!("--{boundary}");
     let mut parts = Vec::new();
     let mut rest = body;
@@ -214,13 +207,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, accept: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
-            .header(ACCEPT, accept)
-            .send()
-            .await
-            .expect("get")
+        self.client.get(self.url(path)).header(AUTHORIZATION, format!("Bearer {TOKEN}")).header(ACCEPT, accept).send().await.expect("get")
     }
 
     pub async fn qido(&self, path_and_query: &str) -> Vec<serde_json::Value> {

@@ -67,12 +67,16 @@ async fn malformed_requests_get_problem_json() {
     assert_eq!(status, 400, "{text}");
     let (status, _, text) = post_raw(&app, Some("multipart/related; type=\"application/dicom\"; boundary=x"), Vec::new()).await;
     assert_eq!(status, 400, "empty body: {text}");
-    let (status, _, text) = post_raw(&app, Some("multipart/related; type=\"application/dicom\"; boundary=x"), b"garbage without boundaries".to_vec()).await;
+    let (status, _, text) =
+        post_raw(&app, Some("multipart/related; type=\"application/dicom\"; boundary=x"), b"garbage without boundaries".to_vec()).await;
     assert_eq!(status, 400, "{text}");
     // Unquoted parameters as some clients send them are fine.
-    let (status, _, text) = post_raw(&app, Some("multipart/related; type=application/dicom; boundary=ferrytest"), multipart(&[&file], "ferrytest")).await;
+    let (status, _, text) =
+        post_raw(&app, Some("multipart/related; type=application/dicom; boundary=ferrytest"), multipart(&[&file], "ferrytest")).await;
     assert_eq!(status, 200, "{text}");
-    let (status, _, text) = post_raw(&app, Some("multipart/related; boundary=\"ferry test\"; type=\"application/dicom\""), multipart(&[&file], "ferry test")).await;
+    let (status, _, text) =
+        post_raw(&app, Some("multipart/related; boundary=\"ferry test\"; type=\"application/dicom\""), multipart(&[&file], "ferry test"))
+            .await;
     assert_eq!(status, 200, "{text}");
     // A study UID in the URL that is not a UID.
     let (status, _) = app.stow_to("/dicomweb/studies/abc", &[&file]).await;

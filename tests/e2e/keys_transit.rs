@@ -11,7 +11,11 @@ use crate::helpers::*;
 use crate::peers::OpenBao;
 
 fn keys_cli(app: &TestApp, bao: &OpenBao, args: &[&str]) -> (bool, String) {
-    let env = [("FERRY_KEYS__PROVIDER", "transit"), ("FERRY_KEYS__TRANSIT__URL", bao.url.as_str()), ("FERRY_KEYS__TRANSIT__TOKEN", bao.token.as_str())];
+    let env = [
+        ("FERRY_KEYS__PROVIDER", "transit"),
+        ("FERRY_KEYS__TRANSIT__URL", bao.url.as_str()),
+        ("FERRY_KEYS__TRANSIT__TOKEN", bao.token.as_str()),
+    ];
     hub_cli(&app.database_url, app.dir.path(), &env, &[&["keys"], args].concat())
 }
 

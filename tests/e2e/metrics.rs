@@ -14,7 +14,14 @@ async fn the_operator_scrapes_request_ingest_redemption_and_connector_metrics() 
     assert!(r.status().is_client_error());
     app.community("Metrik Klinik", "mTr1", "Homburg").await;
     let token = app.connector_token(&app.connector("mTr1").await).await;
-    let r = app.client.post(app.url("/api/v1/connector/heartbeat")).bearer_auth(&token).json(&json!({"version": "t", "queue_depth": 3})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/connector/heartbeat"))
+        .bearer_auth(&token)
+        .json(&json!({"version": "t", "queue_depth": 3}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
 
     assert_eq!(app.client.get(app.url("/metrics")).send().await.unwrap().status(), 401);

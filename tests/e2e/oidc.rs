@@ -4,11 +4,17 @@
 
 use serde_json::Value;
 
-use crate::people::{PASSWORD, browser};
 use crate::peers::hub_with_idp;
+use crate::people::{PASSWORD, browser};
 
 fn location(r: &reqwest::Response, base: &str) -> String {
-    let l = r.headers().get("location").unwrap_or_else(|| panic!("no redirect from {} ({})", r.url(), r.status())).to_str().unwrap().to_string();
+    let l = r
+        .headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no redirect from {} ({})", r.url(), r.status()))
+        .to_str()
+        .unwrap()
+        .to_string();
     if l.starts_with('/') { format!("{base}{l}") } else { l }
 }
 
@@ -57,8 +63,20 @@ async fn sign_in_through_a_real_openid_provider_links_the_account_by_issuer_and_
     assert_eq!(me["name"], "Dr. Alice");
     assert_eq!(me["email_verified"], true);
     let first_id = me["id"].clone();
-    let signins: Vec<Value> = app.client.get(app.url("/api/v1/audit?action=account.sign_in")).bearer_auth(crate::helpers::TOKEN).send().await.unwrap().json().await.unwrap();
-    assert!(signins.iter().any(|e| e["object_id"] == first_id && e["detail"] == "oidc:test" && e["result"] == "ok"), "the sign-in is in the audit trail: {signins:?}");
+    let signins: Vec<Value> = app
+        .client
+        .get(app.url("/api/v1/audit?action=account.sign_in"))
+        .bearer_auth(crate::helpers::TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        signins.iter().any(|e| e["object_id"] == first_id && e["detail"] == "oidc:test" && e["result"] == "ok"),
+        "the sign-in is in the audit trail: {signins:?}"
+    );
 
     // The answer cannot be replayed, and a forged state is refused.
     let replay = browser().get(&callback).send().await.unwrap();
@@ -86,7 +104,12 @@ async fn sign_in_through_a_real_openid_provider_links_the_account_by_issuer_and_
     let auth = location(&r, &hub);
     let r = bob.get(&auth).send().await.unwrap();
     let interaction = location(&r, &idp.issuer);
-    let r = bob.post(format!("{interaction}/login")).form(&[("prompt", "login"), ("login", "bob@hospital.example"), ("password", "x")]).send().await.unwrap();
+    let r = bob
+        .post(format!("{interaction}/login"))
+        .form(&[("prompt", "login"), ("login", "bob@hospital.example"), ("password", "x")])
+        .send()
+        .await
+        .unwrap();
     let r = bob.get(location(&r, &idp.issuer)).send().await.unwrap();
     let r = bob.get(location(&r, &idp.issuer)).send().await.unwrap();
     assert_eq!(r.status(), 303, "{:?}", r.text().await);
@@ -108,8 +131,8 @@ async fn the_providers_access_tokens_work_as_api_bearer_tokens_for_linked_accoun
     // A client (say, a viewer) gets its own access token from the provider by code + PKCE.
     let b = browser();
     let verifier = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdef";
-    use sha2::Digest;
     use base64::Engine;
+    use sha2::Digest;
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let auth = format!(
         "{}/auth?response_type=code&client_id=ferry&redirect_uri={}&scope=openid%20email&state=s1&nonce=n1&code_challenge={challenge}&code_challenge_method=S256",
@@ -117,14 +140,20 @@ async fn the_providers_access_tokens_work_as_api_bearer_tokens_for_linked_accoun
     );
     let r = b.get(&auth).send().await.unwrap();
     let interaction = location(&r, &idp.issuer);
-    let r = b.post(format!("{interaction}/login")).form(&[("prompt", "login"), ("login", "carol"), ("password", "x")]).send().await.unwrap();
+    let r =
+        b.post(format!("{interaction}/login")).form(&[("prompt", "login"), ("login", "carol"), ("password", "x")]).send().await.unwrap();
     let r = b.get(location(&r, &idp.issuer)).send().await.unwrap();
     let cb = location(&r, &idp.issuer);
     let code = cb.split("code=").nth(1).unwrap().split('&').next().unwrap().to_string();
     let tokens: Value = reqwest::Client::new()
         .post(format!("{}/token", idp.issuer))
         .basic_auth("ferry", Some("idp-test-secret"))
-        .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", redirect.as_str()), ("code_verifier", verifier)])
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("code_verifier", verifier),
+        ])
         .send()
         .await
         .unwrap()

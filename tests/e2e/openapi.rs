@@ -67,7 +67,14 @@ async fn fixture(app: &TestApp) -> Fixture {
     let spare_token: Value = r.json().await.expect("token");
     // The clinic's connector, and a spare one to rotate and revoke.
     let connector = app.connector_token(&app.connector("RAD1").await).await;
-    let r = app.client.post(app.url("/api/v1/communities/RAD1/connectors")).bearer_auth(TOKEN).json(&json!({"name": "Spare"})).send().await.expect("connector");
+    let r = app
+        .client
+        .post(app.url("/api/v1/communities/RAD1/connectors"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "Spare"}))
+        .send()
+        .await
+        .expect("connector");
     assert_eq!(r.status(), 201);
     let spare_connector: Value = r.json().await.expect("connector");
     // Two access codes: one for the staff operations, one redeemed in a browser and by a DLX
@@ -76,7 +83,8 @@ async fn fixture(app: &TestApp) -> Fixture {
     let held_study = uid();
     let held = share_files(app, &staff, &study_files(&held_study, 1), json!({"birth_date": BIRTH})).await;
     let code = held["code"].as_str().expect("code").to_string();
-    let r = reqwest::Client::new().post(app.url("/api/v1/redeem")).json(&json!({"code": code, "answer": BIRTH})).send().await.expect("redeem");
+    let r =
+        reqwest::Client::new().post(app.url("/api/v1/redeem")).json(&json!({"code": code, "answer": BIRTH})).send().await.expect("redeem");
     assert_eq!(r.status(), 200);
     let share_session = set_cookie(&r, "ferry_share");
     let r = reqwest::Client::new()
@@ -156,8 +164,7 @@ async fn schemathesis(base: &str, config: &Path, filter: &[&str]) -> (bool, Stri
 fn complete(output: &str, phases: &[&str]) -> bool {
     let value = |label: &str| output.lines().find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()));
     let (Some(selected), Some(tested)) = (value("Selected:"), value("Tested:")) else { return false };
-    selected.split('/').next() == Some(tested.as_str())
-        && phases.iter().all(|p| output.lines().any(|l| l.trim() == format!("✅ {p}")))
+    selected.split('/').next() == Some(tested.as_str()) && phases.iter().all(|p| output.lines().any(|l| l.trim() == format!("✅ {p}")))
 }
 
 #[tokio::test]
@@ -179,6 +186,8 @@ async fn the_hub_answers_as_its_openapi_document_says() {
     assert!(ok, "schemathesis found the hub and its OpenAPI document disagreeing:\n{out}");
     assert!(complete(&out, &["Coverage", "Fuzzing"]), "not every phase ran:\n{out}");
     // What it could not reach (warnings) and the totals, for the log.
-    let summary = |out: &str| out.split_once("= WARNINGS =").or_else(|| out.split_once("= SUMMARY =")).map(|(_, s)| s.to_string()).unwrap_or_default();
+    let summary = |out: &str| {
+        out.split_once("= WARNINGS =").or_else(|| out.split_once("= SUMMARY =")).map(|(_, s)| s.to_string()).unwrap_or_default()
+    };
     eprintln!("schemathesis passed in {:.0?}:{}", t0.elapsed(), summary(&first));
 }

@@ -28,7 +28,9 @@ async fn orthanc_post(o: &Orthanc, path: &str, body: Value) -> (u16, String) {
 }
 
 fn code_in(text: &str) -> Option<String> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).find(|w| w.len() == 14 && w.as_bytes()[4] == b'-' && w.as_bytes()[9] == b'-').map(str::to_string)
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|w| w.len() == 14 && w.as_bytes()[4] == b'-' && w.as_bytes()[9] == b'-')
+        .map(str::to_string)
 }
 
 async fn wait_for<T>(site: &Site, what: &str, secs: u64, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
@@ -94,7 +96,12 @@ async fn the_pacs_sends_studies_that_become_a_sheet_or_a_transfer() {
         mr_id = orthanc_upload(&orthanc, f.clone()).await;
     }
     let client = reqwest::Client::new();
-    let r = client.put(orthanc.url("/modalities/ferry")).json(&json!({"AET": "FERRYOUT", "Host": "127.0.0.1", "Port": port})).send().await.unwrap();
+    let r = client
+        .put(orthanc.url("/modalities/ferry"))
+        .json(&json!({"AET": "FERRYOUT", "Host": "127.0.0.1", "Port": port}))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let (st, body) = orthanc_post(&orthanc, "/modalities/ferry/echo", json!({})).await;
     assert_eq!(st, 200, "C-ECHO from Orthanc: {body}");
@@ -109,7 +116,8 @@ async fn the_pacs_sends_studies_that_become_a_sheet_or_a_transfer() {
     .await;
     assert_eq!(transfer["instances"], 2);
     assert_eq!(transfer["reason"], "Befund anbei");
-    let studies: Vec<String> = transfer["studies"].as_array().unwrap().iter().map(|s| s["study_uid"].as_str().unwrap_or_default().to_string()).collect();
+    let studies: Vec<String> =
+        transfer["studies"].as_array().unwrap().iter().map(|s| s["study_uid"].as_str().unwrap_or_default().to_string()).collect();
     assert_eq!(studies, vec![mr.clone()], "{transfer}");
 
     // The CT study: a sheet in the folder, and a copy handed to the print command.
@@ -122,24 +130,37 @@ async fn the_pacs_sends_studies_that_become_a_sheet_or_a_transfer() {
     let pdf = std::fs::read(&sheet).unwrap();
     assert!(pdf.starts_with(b"%PDF"));
     assert_eq!(std::fs::read(printed.join(&name)).unwrap(), pdf);
-    let text = std::process::Command::new("pdftotext").arg(&sheet).arg("-").output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap();
+    let text = std::process::Command::new("pdftotext")
+        .arg(&sheet)
+        .arg("-")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap();
     let code = code_in(&text).unwrap_or_else(|| panic!("no code on the sheet: {text}"));
     let (holder, status, _) = crate::shares::redeem(&app, &code, crate::shares::BIRTH).await;
     assert_eq!(status, 200);
     let zip = holder.get(app.url("/api/v1/share/download")).send().await.unwrap().bytes().await.unwrap();
-    let mut got: Vec<String> = crate::shares::unzip(&zip).into_iter().filter(|(n, _)| n.contains("/IMG")).map(|(_, b)| sha(dataset(&b))).collect();
+    let mut got: Vec<String> =
+        crate::shares::unzip(&zip).into_iter().filter(|(n, _)| n.contains("/IMG")).map(|(_, b)| sha(dataset(&b))).collect();
     got.sort();
     let mut want: Vec<String> = ct_files.iter().map(|b| sha(dataset(b))).collect();
     want.sort();
     assert_eq!(got, want, "the code opens exactly the data sets Orthanc sent, byte for byte");
     let shares: Vec<Value> = staff.get(&app, "/api/v1/shares").send().await.unwrap().json().await.unwrap();
     assert_eq!(shares.len(), 1, "one share: the MR study went elsewhere");
-    assert!(shares[0]["expires_at"].as_i64().unwrap() < (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64) + 29 * 86_400_000);
+    assert!(
+        shares[0]["expires_at"].as_i64().unwrap()
+            < (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64) + 29 * 86_400_000
+    );
 
     // A caller the connector does not know is refused; nothing new is kept.
     let f = out.path().join("x.dcm");
     std::fs::write(&f, Synth::new(&uid(), &uid(), &uid()).bytes()).unwrap();
-    let o = std::process::Command::new("storescu").args(["-aet", "INTRUDER", "-aec", "FERRYOUT", "127.0.0.1", &port.to_string()]).arg(&f).output().unwrap();
+    let o = std::process::Command::new("storescu")
+        .args(["-aet", "INTRUDER", "-aec", "FERRYOUT", "127.0.0.1", &port.to_string()])
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(!o.status.success() || String::from_utf8_lossy(&o.stderr).contains("Rejected"), "{}", String::from_utf8_lossy(&o.stderr));
 
     let _ = child.kill();
@@ -179,7 +200,12 @@ async fn what_the_scp_confirmed_survives_a_killed_connector_and_a_hub_outage() {
         oid = orthanc_upload(&orthanc, f.clone()).await;
     }
     let client = reqwest::Client::new();
-    let r = client.put(orthanc.url("/modalities/ferry")).json(&json!({"AET": "FERRY", "Host": "127.0.0.1", "Port": port})).send().await.unwrap();
+    let r = client
+        .put(orthanc.url("/modalities/ferry"))
+        .json(&json!({"AET": "FERRY", "Host": "127.0.0.1", "Port": port}))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     let (st, body) = orthanc_post(&orthanc, "/modalities/ferry/store", json!({"Resources": [oid], "Synchronous": true})).await;
     assert_eq!(st, 200, "{body}");
@@ -198,7 +224,12 @@ async fn what_the_scp_confirmed_survives_a_killed_connector_and_a_hub_outage() {
     .await;
     let _ = child.kill();
     let _ = child.wait();
-    let text = std::process::Command::new("pdftotext").arg(&sheet).arg("-").output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap();
+    let text = std::process::Command::new("pdftotext")
+        .arg(&sheet)
+        .arg("-")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap();
     let code = code_in(&text).unwrap_or_else(|| panic!("no code on the sheet: {text}"));
     let shares: Vec<Value> = staff.get(&app, "/api/v1/shares").send().await.unwrap().json().await.unwrap();
     assert_eq!(shares.len(), 1, "exactly one share");
@@ -211,7 +242,8 @@ async fn what_the_scp_confirmed_survives_a_killed_connector_and_a_hub_outage() {
     let (holder, status, _) = crate::shares::redeem(&app, &code, &password).await;
     assert_eq!(status, 200, "password {password:?} from page 2: {}", pages[1]);
     let zip = holder.get(app.url("/api/v1/share/download")).send().await.unwrap().bytes().await.unwrap();
-    let mut got: Vec<String> = crate::shares::unzip(&zip).into_iter().filter(|(n, _)| n.contains("/IMG")).map(|(_, b)| sha(dataset(&b))).collect();
+    let mut got: Vec<String> =
+        crate::shares::unzip(&zip).into_iter().filter(|(n, _)| n.contains("/IMG")).map(|(_, b)| sha(dataset(&b))).collect();
     got.sort();
     let mut want: Vec<String> = files.iter().map(|b| sha(dataset(b))).collect();
     want.sort();
@@ -231,7 +263,13 @@ async fn staff_import_a_code_the_patient_brought_into_their_pacs() {
     let issued = crate::shares::share_files(&app, &staff, &files, json!({})).await;
     let code = issued["code"].as_str().unwrap().to_string();
     let id = issued["share"]["id"].as_str().unwrap();
-    let r = staff.post(&app, &format!("/api/v1/shares/{id}/reports")).header("content-type", "application/pdf").body(crate::shares::PDF.to_vec()).send().await.unwrap();
+    let r = staff
+        .post(&app, &format!("/api/v1/shares/{id}/reports"))
+        .header("content-type", "application/pdf")
+        .body(crate::shares::PDF.to_vec())
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
 
     app.community("Praxis Import", "iMp1", "Homburg").await;
@@ -240,7 +278,10 @@ async fn staff_import_a_code_the_patient_brought_into_their_pacs() {
     let site = Site::new(
         &app,
         &creds,
-        &format!("{}[inbound.reconcile]\npatient_id = \"prefix\"\nprefix = \"EXT-\"\nissuer = \"PRAXIS-IMP\"\n", dimse("orthanc", orthanc.dicom, "ORTHANC", "")),
+        &format!(
+            "{}[inbound.reconcile]\npatient_id = \"prefix\"\nprefix = \"EXT-\"\nissuer = \"PRAXIS-IMP\"\n",
+            dimse("orthanc", orthanc.dicom, "ORTHANC", "")
+        ),
     );
     let reports = site.dir.path().join("reports");
     let reports_arg = reports.to_str().unwrap().to_string();
@@ -263,7 +304,10 @@ async fn staff_import_a_code_the_patient_brought_into_their_pacs() {
     assert_eq!(std::fs::read(saved[0].path()).unwrap(), crate::shares::PDF);
 
     let stored = orthanc.stored().await;
-    let mut want: Vec<String> = files.iter().map(|(_, b)| dicom_object::from_reader(&b[128..]).map(|o| text_of(&o, dicom_dictionary_std::tags::SOP_INSTANCE_UID)).unwrap()).collect();
+    let mut want: Vec<String> = files
+        .iter()
+        .map(|(_, b)| dicom_object::from_reader(&b[128..]).map(|o| text_of(&o, dicom_dictionary_std::tags::SOP_INSTANCE_UID)).unwrap())
+        .collect();
     want.sort();
     assert_eq!(stored.keys().cloned().collect::<Vec<_>>(), want, "every instance once, same SOP Instance UIDs");
     let client = reqwest::Client::new();
@@ -275,8 +319,13 @@ async fn staff_import_a_code_the_patient_brought_into_their_pacs() {
         assert_eq!(text_of(&obj, dicom_dictionary_std::tags::ISSUER_OF_PATIENT_ID), "PRAXIS-IMP");
         assert_eq!(text_of(&obj, dicom_dictionary_std::tags::STUDY_INSTANCE_UID), study);
         let sop = text_of(&obj, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
-        let original = files.iter().map(|(_, b)| dicom_object::from_reader(&b[128..]).unwrap()).find(|o| text_of(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID) == sop).unwrap();
-        let px = |o: &dicom_object::DefaultDicomObject| o.element(dicom_dictionary_std::tags::PIXEL_DATA).unwrap().to_bytes().unwrap().to_vec();
+        let original = files
+            .iter()
+            .map(|(_, b)| dicom_object::from_reader(&b[128..]).unwrap())
+            .find(|o| text_of(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID) == sop)
+            .unwrap();
+        let px =
+            |o: &dicom_object::DefaultDicomObject| o.element(dicom_dictionary_std::tags::PIXEL_DATA).unwrap().to_bytes().unwrap().to_vec();
         assert_eq!(px(&obj), px(&original), "pixel data unchanged");
     }
     // Importing again changes nothing in the PACS (it keeps each instance once).

@@ -11,11 +11,9 @@ async fn python_dicomweb_client_stores_searches_and_retrieves_byte_identical() {
     let app = spawn_app().await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/dicomweb_client_check.py");
     let base = format!("{}/dicomweb", app.base);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3").arg(script).arg(base).arg(TOKEN).output().expect("python3")
-    })
-    .await
-    .expect("join");
+    let out = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(base).arg(TOKEN).output().expect("python3"))
+        .await
+        .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "dicomweb-client check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("all checks passed"));
@@ -165,7 +163,8 @@ for i, (name, birth, pid, issuer, acc) in enumerate(json.loads(sys.argv[2])):
 
     /// Files storescp received, by SOP Instance UID (read with dcmdump-free parsing).
     pub fn received(&self) -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(self.dir.path()).expect("dir").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        let mut v: Vec<_> =
+            std::fs::read_dir(self.dir.path()).expect("dir").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
         v.sort();
         v
     }
@@ -190,7 +189,8 @@ impl Drop for Orthanc {
 
 impl Orthanc {
     pub async fn start(ferry_dicomweb: &str) -> Orthanc {
-        let server = serde_json::json!({ "Url": format!("{ferry_dicomweb}/"), "HttpHeaders": { "Authorization": format!("Bearer {TOKEN}") } });
+        let server =
+            serde_json::json!({ "Url": format!("{ferry_dicomweb}/"), "HttpHeaders": { "Authorization": format!("Bearer {TOKEN}") } });
         Self::start_configured(move |c| c["DicomWeb"]["Servers"] = serde_json::json!({ "ferry": server })).await
     }
 
@@ -230,8 +230,17 @@ impl Orthanc {
     }
 
     fn spawn(cfg: &std::path::Path) -> Child {
-        let bin = ["/usr/sbin/Orthanc", "/usr/bin/Orthanc"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("Orthanc is installed (tests/run.sh installs it)");
-        Command::new(bin).arg(cfg).env("LD_PRELOAD", bind_loopback()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start Orthanc")
+        let bin = ["/usr/sbin/Orthanc", "/usr/bin/Orthanc"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("Orthanc is installed (tests/run.sh installs it)");
+        Command::new(bin)
+            .arg(cfg)
+            .env("LD_PRELOAD", bind_loopback())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start Orthanc")
     }
 
     async fn wait_up(&self) {
@@ -267,7 +276,8 @@ impl Orthanc {
         let ids: Vec<String> = client.get(self.url("/instances")).send().await.expect("list").json().await.expect("json");
         let mut out = std::collections::BTreeMap::new();
         for id in ids {
-            let tags: serde_json::Value = client.get(self.url(&format!("/instances/{id}/simplified-tags"))).send().await.expect("tags").json().await.expect("json");
+            let tags: serde_json::Value =
+                client.get(self.url(&format!("/instances/{id}/simplified-tags"))).send().await.expect("tags").json().await.expect("json");
             let bytes = client.get(self.url(&format!("/instances/{id}/file"))).send().await.expect("file").bytes().await.expect("bytes");
             let sop = tags["SOPInstanceUID"].as_str().expect("sop").to_string();
             assert!(out.insert(sop, hex::encode(sha2::Sha256::digest(dataset(&bytes)))).is_none(), "an instance is in the PACS twice");
@@ -305,7 +315,14 @@ async fn orthanc_queries_and_retrieves_a_study_from_the_hub() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(qido(serde_json::json!({"Uri": "/studies"})).await.len(), 3);
     // WADO-RS retrieve of the synthetic study and of the CT study into Orthanc.
-    let ct_study = dicom_object::from_reader(&ct[128..]).expect("ct").element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID).expect("uid").to_str().expect("s").trim_end_matches('\0').to_string();
+    let ct_study = dicom_object::from_reader(&ct[128..])
+        .expect("ct")
+        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
+        .expect("uid")
+        .to_str()
+        .expect("s")
+        .trim_end_matches('\0')
+        .to_string();
     for uid in [study, ct_study] {
         let r = client
             .post(orthanc.url("/dicom-web/servers/ferry/retrieve"))
@@ -501,10 +518,11 @@ impl OpenBao {
         let mut up = false;
         for _ in 0..150 {
             if let Ok(r) = client.get(format!("{}/v1/sys/health", bao.url)).send().await
-                && r.status() == 200 {
-                    up = true;
-                    break;
-                }
+                && r.status() == 200
+            {
+                up = true;
+                break;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert!(up, "OpenBao did not start: {}", std::fs::read_to_string(bao._dir.path().join("bao.log")).unwrap_or_default());

@@ -31,20 +31,14 @@ impl Person {
 
 /// A client with its own cookie jar, never following redirects (tests look at them).
 pub fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client")
 }
 
 impl TestApp {
     /// The mails the hub wrote to its outbox for `to`, oldest first.
     pub fn mails_to(&self, to: &str) -> Vec<String> {
         let dir = self.dir.path().join("outbox");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let mut files: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         files.sort();
         files
             .into_iter()
@@ -56,9 +50,7 @@ impl TestApp {
     /// The token of the newest link to `path` (e.g. `/verify`) mailed to `to`.
     pub fn mailed_token(&self, to: &str, path: &str) -> Option<String> {
         let prefix = format!("{}{path}?token=", self.base);
-        self.mails_to(to).iter().rev().find_map(|m| {
-            m.lines().find_map(|l| l.trim().strip_prefix(&prefix).map(|t| t.trim().to_string()))
-        })
+        self.mails_to(to).iter().rev().find_map(|m| m.lines().find_map(|l| l.trim().strip_prefix(&prefix).map(|t| t.trim().to_string())))
     }
 
     pub async fn register_raw(&self, email: &str, name: &str, password: &str) -> reqwest::Response {
@@ -72,12 +64,7 @@ impl TestApp {
     }
 
     pub async fn login(&self, browser: &reqwest::Client, email: &str, password: &str) -> reqwest::Response {
-        browser
-            .post(self.url("/api/v1/auth/login"))
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .expect("login")
+        browser.post(self.url("/api/v1/auth/login")).json(&json!({"email": email, "password": password})).send().await.expect("login")
     }
 
     /// Registers, confirms the email through the mailed link, signs in, creates a token.
@@ -91,12 +78,7 @@ impl TestApp {
         let r = self.login(&browser, email, PASSWORD).await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
         let me: Value = r.json().await.expect("me");
-        let r = browser
-            .post(self.url("/api/v1/tokens"))
-            .json(&json!({"name": "tests"}))
-            .send()
-            .await
-            .expect("token");
+        let r = browser.post(self.url("/api/v1/tokens")).json(&json!({"name": "tests"})).send().await.expect("token");
         assert_eq!(r.status(), 201);
         let t: Value = r.json().await.expect("token json");
         Person {
@@ -109,16 +91,19 @@ impl TestApp {
 
     /// A hub admin account (through the library, as `ferry-hub admin create-user --admin`).
     pub async fn hub_admin(&self, email: &str) -> Person {
-        ferry_hub::accounts::create_user_cli(&self.state.db_write, email, "Hub Admin", PASSWORD.into(), true)
-            .await
-            .expect("create admin");
+        ferry_hub::accounts::create_user_cli(&self.state.db_write, email, "Hub Admin", PASSWORD.into(), true).await.expect("create admin");
         let browser = browser();
         let r = self.login(&browser, email, PASSWORD).await;
         assert_eq!(r.status(), 200);
         let me: Value = r.json().await.expect("me");
         let r = browser.post(self.url("/api/v1/tokens")).json(&json!({"name": "tests"})).send().await.expect("token");
         let t: Value = r.json().await.expect("token json");
-        Person { id: me["id"].as_str().expect("id").into(), email: email.into(), browser, token: t["token"].as_str().expect("token").into() }
+        Person {
+            id: me["id"].as_str().expect("id").into(),
+            email: email.into(),
+            browser,
+            token: t["token"].as_str().expect("token").into(),
+        }
     }
 
     pub async fn community(&self, name: &str, code: &str, city: &str) {

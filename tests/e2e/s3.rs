@@ -33,7 +33,14 @@ impl SeaweedFs {
     pub async fn start(bucket: &str) -> SeaweedFs {
         let dir = tempfile::tempdir().expect("tmp");
         let s3 = free_port();
-        let args = ["server".into(), format!("-dir={}", dir.path().display()), "-filer".into(), "-s3".into(), "-volume.max=4".into(), format!("-s3.port={s3}")];
+        let args = [
+            "server".into(),
+            format!("-dir={}", dir.path().display()),
+            "-filer".into(),
+            "-s3".into(),
+            "-volume.max=4".into(),
+            format!("-s3.port={s3}"),
+        ];
         let w = Self::spawn(&args, s3, dir).await;
         let client = reqwest::Client::new();
         // Ready when the bucket exists and an object can be written into it (the volume server
@@ -44,7 +51,12 @@ impl SeaweedFs {
                 bucket_made = client.put(format!("http://127.0.0.1:{s3}/{bucket}")).send().await.is_ok_and(|r| r.status().is_success());
             }
             if bucket_made
-                && client.put(format!("http://127.0.0.1:{s3}/{bucket}/ready-probe")).body("ok").send().await.is_ok_and(|r| r.status().is_success())
+                && client
+                    .put(format!("http://127.0.0.1:{s3}/{bucket}/ready-probe"))
+                    .body("ok")
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
             {
                 let _ = client.delete(format!("http://127.0.0.1:{s3}/{bucket}/ready-probe")).send().await;
                 return w;
@@ -100,7 +112,12 @@ async fn hub_on_s3_storage_round_trips_and_keeps_the_bucket_unreadable() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(app.retrieve(&format!("/dicomweb/studies/{}", big.study)).await[0], big_bytes);
     let frame = 1024 * 1024 * 2;
-    let r = app.get(&format!("/dicomweb/studies/{}/series/{}/instances/{}/frames/3", big.study, big.series, big.sop), "multipart/related; type=application/octet-stream").await;
+    let r = app
+        .get(
+            &format!("/dicomweb/studies/{}/series/{}/instances/{}/frames/3", big.study, big.series, big.sop),
+            "multipart/related; type=application/octet-stream",
+        )
+        .await;
     let ct = r.headers()["content-type"].to_str().expect("ct").to_string();
     let start = big_bytes.len() - 5 * frame;
     assert!(split_multipart(&ct, &r.bytes().await.expect("body"))[0] == big_bytes[start + 2 * frame..start + 3 * frame]);

@@ -55,7 +55,8 @@ async fn two_hubs_on_one_database_and_bucket_behave_as_one() {
     }
     assert_eq!(redeem_at(&b, &code, BIRTH).await, 401, "locked on B after wrong answers through A and B");
     assert_eq!(redeem_at(&a, &code, BIRTH).await, 401, "and on A");
-    let share: Value = staff.get(&b, &format!("/api/v1/shares/{}", issued["share"]["id"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+    let share: Value =
+        staff.get(&b, &format!("/api/v1/shares/{}", issued["share"]["id"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
     assert_eq!(share["failed_attempts"], 5);
     assert_eq!(share["locked"], true);
 
@@ -81,7 +82,11 @@ async fn two_hubs_on_one_database_and_bucket_behave_as_one() {
     let (ra, rb) = tokio::join!(ferry_hub::retention::run_once(&a.state), ferry_hub::retention::run_once(&b.state));
     ra.unwrap();
     rb.unwrap();
-    let purges: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'share.purge' AND object_id = $1").bind(&oid).fetch_one(&a.state.db).await.unwrap();
+    let purges: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = 'share.purge' AND object_id = $1")
+        .bind(&oid)
+        .fetch_one(&a.state.db)
+        .await
+        .unwrap();
     assert_eq!(purges, 1, "purged exactly once");
 
     // 5. Both append to the audit trail at once: still one intact chain.

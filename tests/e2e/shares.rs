@@ -92,7 +92,10 @@ pub fn check_pdi(zip_bytes: &[u8], originals: &[Vec<u8>]) -> tempfile::TempDir {
     let mut dicom = 0;
     for (name, bytes) in &entries {
         if name.starts_with("STUD") {
-            assert!(name.split('/').all(|c| c.len() <= 8 && c.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_')), "{name}");
+            assert!(
+                name.split('/').all(|c| c.len() <= 8 && c.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_')),
+                "{name}"
+            );
             assert!(want.contains(&sha(bytes)), "{name} is not byte-identical to a sent file");
             dicom += 1;
         }
@@ -207,13 +210,34 @@ async fn staff_share_a_study_and_the_patient_views_downloads_and_imports_it() {
     assert_eq!(patient.get(app.url(&format!("/api/v1/shares/{id}"))).send().await.unwrap().status(), 404);
 
     // A report held back for 24 hours, and one released now.
-    let later = staff.post(&app, &format!("/api/v1/shares/{id}/reports?release_in_hours=24")).header("content-type", "application/pdf").body(PDF.to_vec()).send().await.unwrap();
+    let later = staff
+        .post(&app, &format!("/api/v1/shares/{id}/reports?release_in_hours=24"))
+        .header("content-type", "application/pdf")
+        .body(PDF.to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(later.status(), 201, "{}", later.text().await.unwrap());
     let later: Value = later.json().await.unwrap();
     assert_eq!(later["released"], false);
-    let not_pdf = staff.post(&app, &format!("/api/v1/shares/{id}/reports")).header("content-type", "application/pdf").body(b"hello".to_vec()).send().await.unwrap();
+    let not_pdf = staff
+        .post(&app, &format!("/api/v1/shares/{id}/reports"))
+        .header("content-type", "application/pdf")
+        .body(b"hello".to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(not_pdf.status(), 415);
-    let now: Value = staff.post(&app, &format!("/api/v1/shares/{id}/reports")).header("content-type", "application/pdf").body(PDF.to_vec()).send().await.unwrap().json().await.unwrap();
+    let now: Value = staff
+        .post(&app, &format!("/api/v1/shares/{id}/reports"))
+        .header("content-type", "application/pdf")
+        .body(PDF.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let view: Value = patient.get(app.url("/api/v1/share")).send().await.unwrap().json().await.unwrap();
     assert_eq!(view["reports"].as_array().unwrap().len(), 2);
     let held = patient.get(app.url(&format!("/api/v1/share/reports/{}", later["id"].as_str().unwrap()))).send().await.unwrap();
@@ -261,7 +285,8 @@ async fn staff_share_a_study_and_the_patient_views_downloads_and_imports_it() {
     let s = staff_share(&app, &staff, &id).await;
     assert!(s["last_access_at"].is_i64());
     let log: Vec<Value> = staff.get(&app, &format!("/api/v1/shares/{id}/log")).send().await.unwrap().json().await.unwrap();
-    let actions: Vec<(String, String)> = log.iter().map(|e| (e["action"].as_str().unwrap().into(), e["result"].as_str().unwrap().into())).collect();
+    let actions: Vec<(String, String)> =
+        log.iter().map(|e| (e["action"].as_str().unwrap().into(), e["result"].as_str().unwrap().into())).collect();
     assert!(actions.contains(&("share.redeem".into(), "ok".into())));
     assert!(actions.contains(&("share.redeem".into(), "denied".into())));
     assert!(actions.contains(&("share.download".into(), "ok".into())));
@@ -325,9 +350,15 @@ async fn revoking_ends_sessions_and_forwarded_codes_and_extension_moves_the_expi
     // Two studies of the patient came to the clinic by transfer; staff share both by patient ID.
     let referrer = app.person("doc@praxis.example", "Dr. Sender").await;
     let (a, b) = (uid(), uid());
-    let files: Vec<(&str, Vec<u8>)> = vec![("a.dcm", Synth::new(&a, &uid(), &uid()).bytes()), ("b.dcm", Synth::new(&b, &uid(), &uid()).bytes())];
+    let files: Vec<(&str, Vec<u8>)> =
+        vec![("a.dcm", Synth::new(&a, &uid(), &uid()).bytes()), ("b.dcm", Synth::new(&b, &uid(), &uid()).bytes())];
     app.send_transfer(&referrer, "RAD1", &files).await;
-    let r = staff.post(&app, "/api/v1/shares").json(&json!({"community": "RAD1", "patient_id": "PID-0001", "expires_in_days": 28})).send().await.unwrap();
+    let r = staff
+        .post(&app, "/api/v1/shares")
+        .json(&json!({"community": "RAD1", "patient_id": "PID-0001", "expires_in_days": 28}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let issued: Value = r.json().await.unwrap();
     assert_eq!(issued["share"]["studies"].as_array().unwrap().len(), 2);
@@ -337,13 +368,23 @@ async fn revoking_ends_sessions_and_forwarded_codes_and_extension_moves_the_expi
     // Studies the clinic does not hold cannot be shared.
     let r = staff.post(&app, "/api/v1/shares").json(&json!({"community": "RAD1", "studies": [uid()]})).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = staff.post(&app, "/api/v1/shares").json(&json!({"community": "RAD1", "studies": [a], "expires_in_days": 5000})).send().await.unwrap();
+    let r = staff
+        .post(&app, "/api/v1/shares")
+        .json(&json!({"community": "RAD1", "studies": [a], "expires_in_days": 5000}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 
     // The patient forwards study `a` to another doctor, with a password.
     let (patient, status, _) = redeem(&app, &code, BIRTH).await;
     assert_eq!(status, 200);
-    let r = patient.post(app.url("/api/v1/share/forward")).json(&json!({"studies": [a], "second_factor": "password", "expires_in_days": 365})).send().await.unwrap();
+    let r = patient
+        .post(app.url("/api/v1/share/forward"))
+        .json(&json!({"studies": [a], "second_factor": "password", "expires_in_days": 365}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let fwd: Value = r.json().await.unwrap();
     assert!(fwd["share"]["expires_at"].as_i64().unwrap() <= expires, "a forwarded code never outlives its parent");
@@ -410,7 +451,14 @@ async fn expired_shares_are_deleted_for_good_and_patients_can_delete_theirs() {
     assert!(gone, "blobs left: {:?}", blob_keys(&app).await);
     let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM study_keys").fetch_one(&app.state.db).await.unwrap();
     assert_eq!(keys, 0, "the study's data key is shredded");
-    let r = app.client.get(app.url(&format!("/dicomweb/studies/{study}"))).bearer_auth(TOKEN).header("accept", "multipart/related; type=\"application/dicom\"").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/dicomweb/studies/{study}")))
+        .bearer_auth(TOKEN)
+        .header("accept", "multipart/related; type=\"application/dicom\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert!(app.qido("/dicomweb/studies").await.is_empty());
     assert_eq!(redeem(&app, &code, BIRTH).await.1, 401);
@@ -453,7 +501,9 @@ async fn the_cli_shares_a_patients_studies_and_the_sheets_qr_code_leads_to_them(
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = |k: &str| printed.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string())).unwrap_or_else(|| panic!("{k} in {printed}"));
+    let line = |k: &str| {
+        printed.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string())).unwrap_or_else(|| panic!("{k} in {printed}"))
+    };
     let (code, password, link) = (line("code"), line("password"), line("link"));
     assert!(!printed.contains("Mustermann"), "no patient data on the console");
 
@@ -468,7 +518,12 @@ async fn the_cli_shares_a_patients_studies_and_the_sheets_qr_code_leads_to_them(
     let decoded = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(decoded, link);
     assert_eq!(decoded, format!("{}/redeem?token={code}", app.base));
-    let text = std::process::Command::new("pdftotext").arg(&sheet).arg("-").output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    let text = std::process::Command::new("pdftotext")
+        .arg(&sheet)
+        .arg("-")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
     if !text.is_empty() {
         assert!(text.contains(&code) && text.contains(&password) && text.contains("Verfügbar bis"), "{text}");
     }
@@ -519,9 +574,25 @@ async fn the_issue_form_takes_a_question_of_the_clinics_own() {
         .unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    let code = html.split("id=\"code\"").nth(1).and_then(|t| t.split('>').nth(1)).and_then(|t| t.split('<').next()).unwrap_or_default().trim().to_string();
+    let code = html
+        .split("id=\"code\"")
+        .nth(1)
+        .and_then(|t| t.split('>').nth(1))
+        .and_then(|t| t.split('<').next())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     assert_eq!(code.len(), 14, "the code on the issued page: {html}");
-    let q: Value = app.client.get(app.url(&format!("/dlx/v1/token/{code}"))).header("X-DICOM-LINK-EXCHANGE", "1").send().await.unwrap().json().await.unwrap();
+    let q: Value = app
+        .client
+        .get(app.url(&format!("/dlx/v1/token/{code}")))
+        .header("X-DICOM-LINK-EXCHANGE", "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(q["tfaQuestion"][0]["questionType"], "CUSTOM");
     assert!(q["tfaQuestion"][0]["question"].to_string().contains("Name Ihres Hausarztes?"), "{q}");
     assert_eq!(redeem(&app, &code, "dr weber").await.1, 401, "the answer must match (spacing/case aside, not punctuation)");

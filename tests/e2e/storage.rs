@@ -110,7 +110,12 @@ async fn large_instances_stream_through_and_ranges_decrypt_exactly() {
     assert!(got == want, "every instance whole");
     let frame = 1024 * 1024 * 2;
     let start = file.len() - 6 * frame;
-    let r = app.get(&format!("/dicomweb/studies/{}/series/{}/instances/{}/frames/4", s.study, s.series, s.sop), "multipart/related; type=application/octet-stream").await;
+    let r = app
+        .get(
+            &format!("/dicomweb/studies/{}/series/{}/instances/{}/frames/4", s.study, s.series, s.sop),
+            "multipart/related; type=application/octet-stream",
+        )
+        .await;
     let ct = r.headers()["content-type"].to_str().expect("ct").to_string();
     let parts = split_multipart(&ct, &r.bytes().await.expect("body"));
     assert!(parts[0] == file[start + 3 * frame..start + 4 * frame]);
@@ -144,7 +149,12 @@ async fn the_kek_rotates_while_the_hub_runs_and_the_old_key_is_not_needed_after(
     assert!(ok && out.contains("re-wrapped 2 study key(s)"), "{out}");
     let new = std::fs::read_to_string(&kek).unwrap();
     assert_ne!(old.trim(), new.trim());
-    let retired: Vec<std::path::PathBuf> = std::fs::read_dir(kek.parent().unwrap()).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().contains("kek.hex.retired-")).collect();
+    let retired: Vec<std::path::PathBuf> = std::fs::read_dir(kek.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("kek.hex.retired-"))
+        .collect();
     assert_eq!(retired.len(), 1);
     assert_eq!(std::fs::read_to_string(&retired[0]).unwrap(), old);
     let blobs_after: Vec<Vec<u8>> = blob_files(&app).iter().map(|p| std::fs::read(p).unwrap()).collect();

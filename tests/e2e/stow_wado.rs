@@ -45,14 +45,18 @@ async fn pydicom_corpus_round_trips_byte_identical_and_renders_or_says_406() {
         let single = app.get(&path, "application/dicom").await;
         assert_eq!(single.status(), 200);
         assert_eq!(single.bytes().await.expect("bytes").as_ref(), original.as_slice(), "{name} single part");
-        let meta: Vec<serde_json::Value> = app.get(&format!("{path}/metadata"), "application/dicom+json").await.json().await.expect("metadata");
+        let meta: Vec<serde_json::Value> =
+            app.get(&format!("{path}/metadata"), "application/dicom+json").await.json().await.expect("metadata");
         let ts = ts_of(&meta[0]);
         let rendered = app.get(&format!("{path}/rendered"), "image/png").await;
         let status = rendered.status().as_u16();
         let bytes = rendered.bytes().await.expect("rendered");
         if *renders {
             if status != 200 || !bytes.starts_with(b"\x89PNG") {
-                problems.push(format!("{name} ({ts}): expected a PNG, got {status} {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])));
+                problems.push(format!(
+                    "{name} ({ts}): expected a PNG, got {status} {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ));
             }
         } else if status != 406 {
             problems.push(format!("{name} ({ts}): expected 406, got {status}"));
@@ -90,7 +94,8 @@ async fn metadata_has_absolute_bulkdata_uris_and_frames_come_by_range() {
     assert_eq!(app.stow(&[&file]).await.0, 200);
     let base = format!("/dicomweb/studies/{study}/series/{series}/instances/{sop}");
     for level in [format!("/dicomweb/studies/{study}"), format!("/dicomweb/studies/{study}/series/{series}"), base.clone()] {
-        let meta: Vec<serde_json::Value> = app.get(&format!("{level}/metadata"), "application/dicom+json").await.json().await.expect("json");
+        let meta: Vec<serde_json::Value> =
+            app.get(&format!("{level}/metadata"), "application/dicom+json").await.json().await.expect("json");
         assert_eq!(meta.len(), 1);
         let uri = meta[0]["7FE00010"]["BulkDataURI"].as_str().expect("pixel BulkDataURI");
         assert_eq!(uri, format!("{}{base}/bulk/7FE00010", app.base));
@@ -125,7 +130,11 @@ async fn metadata_has_absolute_bulkdata_uris_and_frames_come_by_range() {
     let png = r.bytes().await.expect("png");
     assert!(png.starts_with(b"\x89PNG"));
     assert_eq!(u32::from_be_bytes([png[16], png[17], png[18], png[19]]), 32, "viewport scales the width");
-    for t in [format!("/dicomweb/studies/{study}/thumbnail"), format!("/dicomweb/studies/{study}/series/{series}/thumbnail"), format!("{base}/thumbnail")] {
+    for t in [
+        format!("/dicomweb/studies/{study}/thumbnail"),
+        format!("/dicomweb/studies/{study}/series/{series}/thumbnail"),
+        format!("{base}/thumbnail"),
+    ] {
         let r = app.get(&t, "image/jpeg").await;
         assert_eq!(r.status(), 200, "{t}");
         assert!(r.bytes().await.expect("jpeg").starts_with(&[0xFF, 0xD8]));
@@ -151,7 +160,8 @@ async fn compressed_frames_are_served_in_their_own_syntax() {
     let r = app.get(&format!("{path}/frames/1"), "multipart/related; type=application/octet-stream; transfer-syntax=*").await;
     assert_eq!(r.status(), 200);
     // Uncompressed octet-stream would need transcoding: refused clearly.
-    let r = app.get(&format!("{path}/frames/1"), "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1").await;
+    let r =
+        app.get(&format!("{path}/frames/1"), "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1").await;
     assert_eq!(r.status(), 406);
     // A retrieve asking for another transfer syntax is refused, not silently transcoded.
     let r = app.get(&path, "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1").await;
@@ -233,12 +243,8 @@ async fn concurrent_uploads_commit_together_but_fail_alone() {
     let mut winners = std::collections::HashMap::new();
     for (c, (status, body)) in answers.iter().enumerate() {
         assert_eq!(*status, 202, "{body}");
-        let stored: Vec<String> = body["00081199"]["Value"]
-            .as_array()
-            .expect("stored")
-            .iter()
-            .filter_map(|r| json_str(r, "00081155"))
-            .collect();
+        let stored: Vec<String> =
+            body["00081199"]["Value"].as_array().expect("stored").iter().filter_map(|r| json_str(r, "00081155")).collect();
         let failed: Vec<(String, u64)> = body["00081198"]["Value"]
             .as_array()
             .expect("failed")

@@ -194,7 +194,9 @@ async fn writing_a_study_uid_first_does_not_set_the_victims_second_factor() {
     app.send_transfer(&victim_sender, "RAD1", &[("a.dcm", real.bytes())]).await;
 
     // The clinic shares the patient's study (by study and by patient ID).
-    for body in [serde_json::json!({"community": "RAD1", "studies": [study]}), serde_json::json!({"community": "RAD1", "patient_id": "PAT-VICTIM"})] {
+    for body in
+        [serde_json::json!({"community": "RAD1", "studies": [study]}), serde_json::json!({"community": "RAD1", "patient_id": "PAT-VICTIM"})]
+    {
         let r = staff.post(&app, "/api/v1/shares").json(&body).send().await.unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         let issued: Value = r.json().await.unwrap();
@@ -209,7 +211,12 @@ async fn writing_a_study_uid_first_does_not_set_the_victims_second_factor() {
         assert_eq!(view["studies"][0]["instances"], 1);
     }
     // Sharing by the attacker's patient ID finds nothing the clinic holds.
-    let r = staff.post(&app, "/api/v1/shares").json(&serde_json::json!({"community": "RAD1", "patient_id": "PAT-ATTACKER"})).send().await.unwrap();
+    let r = staff
+        .post(&app, "/api/v1/shares")
+        .json(&serde_json::json!({"community": "RAD1", "patient_id": "PAT-ATTACKER"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
 }
 
@@ -250,7 +257,11 @@ async fn a_patients_deletion_removes_their_data_whatever_others_uploaded_under_t
     assert_eq!(count("SELECT COUNT(*) FROM studies WHERE patient_name = $1", marker.clone()).await, 0);
     assert_eq!(count("SELECT COUNT(*) FROM instances WHERE study_uid = $1", study.clone()).await, 1, "the attacker's file is theirs");
     assert_eq!(count("SELECT COUNT(*) FROM study_keys WHERE key_id LIKE $1", format!("share:{share_id}|%")).await, 0);
-    assert_eq!(count("SELECT COUNT(*) FROM shares WHERE id = $1 AND patient_id = ''", share_id.clone()).await, 1, "the purged share keeps no patient ID");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM shares WHERE id = $1 AND patient_id = ''", share_id.clone()).await,
+        1,
+        "the purged share keeps no patient ID"
+    );
     assert_eq!(count("SELECT COUNT(*) FROM shares WHERE patient_id = $1", "PAT-DELETE-ME".into()).await, 0);
 
     // The bytes: the database file and its write-ahead log no longer hold the name.
@@ -258,10 +269,7 @@ async fn a_patients_deletion_removes_their_data_whatever_others_uploaded_under_t
         for name in ["ferry.db", "ferry.db-wal"] {
             let path = app.dir.path().join(name);
             if let Ok(bytes) = std::fs::read(&path) {
-                assert!(
-                    !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
-                    "{name} still holds the deleted patient's name"
-                );
+                assert!(!bytes.windows(marker.len()).any(|w| w == marker.as_bytes()), "{name} still holds the deleted patient's name");
             }
         }
     }
@@ -329,9 +337,17 @@ async fn an_index_written_before_origins_is_migrated() {
         .execute(&pool)
         .await
         .unwrap();
-        sqlx::query("INSERT INTO study_keys (study_uid, wrapped_key, kek_id, created_at) VALUES ($1, 'w', 'local:x', 0)").bind(study).execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO study_keys (study_uid, wrapped_key, kek_id, created_at) VALUES ($1, 'w', 'local:x', 0)")
+            .bind(study)
+            .execute(&pool)
+            .await
+            .unwrap();
     }
-    sqlx::query("INSERT INTO transfer_instances (transfer_id, sop_instance_uid, series_uid, study_uid) VALUES ('t1', '1.1', '1.1.9', $1)").bind(&st_t).execute(&pool).await.unwrap();
+    sqlx::query("INSERT INTO transfer_instances (transfer_id, sop_instance_uid, series_uid, study_uid) VALUES ('t1', '1.1', '1.1.9', $1)")
+        .bind(&st_t)
+        .execute(&pool)
+        .await
+        .unwrap();
     for (sop, study) in [("1.1", &st_t), ("2.1", &st_s)] {
         sqlx::query("INSERT INTO share_instances (share_id, sop_instance_uid, series_uid, study_uid) VALUES ('s1', $1, $2, $3)")
             .bind(sop)
@@ -352,10 +368,8 @@ async fn an_index_written_before_origins_is_migrated() {
     pool.close().await;
 
     let (db, _) = ferry_hub::db::connect(&url, Some(2)).await.expect("migrates");
-    let rows: Vec<(String, String, String)> = sqlx::query_as("SELECT sop_instance_uid, origin, key_id FROM instances ORDER BY sop_instance_uid")
-        .fetch_all(&db)
-        .await
-        .unwrap();
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT sop_instance_uid, origin, key_id FROM instances ORDER BY sop_instance_uid").fetch_all(&db).await.unwrap();
     assert_eq!(
         rows,
         vec![
@@ -364,7 +378,8 @@ async fn an_index_written_before_origins_is_migrated() {
             ("3.1".to_string(), "hub".to_string(), st_h.clone()),
         ]
     );
-    let studies: Vec<(String, String, String)> = sqlx::query_as("SELECT origin, study_uid, patient_name FROM studies ORDER BY patient_name").fetch_all(&db).await.unwrap();
+    let studies: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT origin, study_uid, patient_name FROM studies ORDER BY patient_name").fetch_all(&db).await.unwrap();
     assert_eq!(
         studies,
         vec![
@@ -373,7 +388,11 @@ async fn an_index_written_before_origins_is_migrated() {
             ("transfer:t1".to_string(), st_t.clone(), "Trans^Fer".to_string()),
         ]
     );
-    let series: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM series s JOIN instances i ON i.origin = s.origin AND i.series_uid = s.series_uid").fetch_one(&db).await.unwrap();
+    let series: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM series s JOIN instances i ON i.origin = s.origin AND i.series_uid = s.series_uid")
+            .fetch_one(&db)
+            .await
+            .unwrap();
     assert_eq!(series, 3);
     let links: Vec<(String, String)> = sqlx::query_as(
         "SELECT 'transfer', origin FROM transfer_instances UNION ALL SELECT sop_instance_uid, origin FROM share_instances ORDER BY 1, 2",
@@ -383,7 +402,11 @@ async fn an_index_written_before_origins_is_migrated() {
     .unwrap();
     assert_eq!(
         links,
-        vec![("1.1".to_string(), "transfer:t1".to_string()), ("2.1".to_string(), "share:s1".to_string()), ("transfer".to_string(), "transfer:t1".to_string())]
+        vec![
+            ("1.1".to_string(), "transfer:t1".to_string()),
+            ("2.1".to_string(), "share:s1".to_string()),
+            ("transfer".to_string(), "transfer:t1".to_string())
+        ]
     );
     let keys: Vec<String> = sqlx::query_scalar("SELECT key_id FROM study_keys ORDER BY key_id").fetch_all(&db).await.unwrap();
     let mut want = vec![st_t.clone(), st_s.clone(), st_h.clone()];

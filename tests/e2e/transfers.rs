@@ -3,7 +3,6 @@
 //! ZIP download, done/reject with a message the sender sees, approvals, DICOMweb scoped to each
 //! person, and the authorization matrix.
 
-
 use serde_json::{Value, json};
 
 use crate::helpers::{Synth, TOKEN, spawn_app, uid};
@@ -72,16 +71,19 @@ async fn a_referrer_sends_a_study_and_the_clinic_works_it_off() {
 
     // The clinic's worklist: search forgives umlauts, filters by state.
     for q in ["jaeger", "Jäger jörg", "PAT-77", "referrer"] {
-        let list: Vec<Value> = member.get(&app, "/api/v1/transfers").query(&[("box", "inbound"), ("q", q)]).send().await.unwrap().json().await.unwrap();
+        let list: Vec<Value> =
+            member.get(&app, "/api/v1/transfers").query(&[("box", "inbound"), ("q", q)]).send().await.unwrap().json().await.unwrap();
         assert_eq!(list.len(), 1, "query {q}");
         assert_eq!(list[0]["studies"][0]["patient_id"], "PAT-77");
         assert_eq!(list[0]["sender_name"], "Dr. Referrer");
         assert_eq!(list[0]["reason"], "Verdacht auf Fraktur");
         assert_eq!(list[0]["urgency"], "urgent");
     }
-    let none: Vec<Value> = member.get(&app, "/api/v1/transfers").query(&[("box", "inbound"), ("q", "mueller")]).send().await.unwrap().json().await.unwrap();
+    let none: Vec<Value> =
+        member.get(&app, "/api/v1/transfers").query(&[("box", "inbound"), ("q", "mueller")]).send().await.unwrap().json().await.unwrap();
     assert!(none.is_empty());
-    let done_list: Vec<Value> = member.get(&app, "/api/v1/transfers").query(&[("box", "inbound"), ("state", "done")]).send().await.unwrap().json().await.unwrap();
+    let done_list: Vec<Value> =
+        member.get(&app, "/api/v1/transfers").query(&[("box", "inbound"), ("state", "done")]).send().await.unwrap().json().await.unwrap();
     assert!(done_list.is_empty());
     let bad = member.get(&app, "/api/v1/transfers").query(&[("box", "inbound"), ("state", "lost")]).send().await.unwrap();
     assert_eq!(bad.status(), 400);
@@ -108,7 +110,12 @@ async fn a_referrer_sends_a_study_and_the_clinic_works_it_off() {
     assert_eq!(r.status(), 403);
     let r = member.post(&app, &format!("/api/v1/transfers/{id}/reject")).json(&json!({"message": ""})).send().await.unwrap();
     assert_eq!(r.status(), 400);
-    let r = member.post(&app, &format!("/api/v1/transfers/{id}/done")).json(&json!({"message": "Im PACS, Termin bestätigt"})).send().await.unwrap();
+    let r = member
+        .post(&app, &format!("/api/v1/transfers/{id}/done"))
+        .json(&json!({"message": "Im PACS, Termin bestätigt"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let mine: Vec<Value> = referrer.get(&app, "/api/v1/transfers").send().await.unwrap().json().await.unwrap();
     assert_eq!(mine.len(), 1);
@@ -125,7 +132,14 @@ async fn a_referrer_sends_a_study_and_the_clinic_works_it_off() {
 async fn drafts_can_be_discarded_and_empty_or_unknown_targets_are_explained() {
     let app = spawn_app().await;
     app.community("Closed Clinic", "cLsd", "Homburg").await;
-    let r = app.client.patch(app.url("/api/v1/communities/cLsd")).bearer_auth(TOKEN).json(&json!({"accepts_inbound": false})).send().await.unwrap();
+    let r = app
+        .client
+        .patch(app.url("/api/v1/communities/cLsd"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"accepts_inbound": false}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     app.community("Open Clinic", "oPen", "Homburg").await;
     let p = app.person("p@example.test", "P").await;
@@ -152,7 +166,14 @@ async fn a_community_that_approves_its_senders_takes_only_approved_referrers() {
     app.community("HDS Klinik", "hDs1", "Saarlouis").await;
     let admin = app.person("chef@example.test", "Chefarzt").await;
     app.add_member("hDs1", "chef@example.test", "admin").await;
-    let r = app.client.patch(app.url("/api/v1/communities/hDs1")).bearer_auth(&admin.token).json(&json!({"requires_approval": true})).send().await.unwrap();
+    let r = app
+        .client
+        .patch(app.url("/api/v1/communities/hDs1"))
+        .bearer_auth(&admin.token)
+        .json(&json!({"requires_approval": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["requires_approval"], true);
     let referrer = app.person("neu@example.test", "Dr. Neu").await;
@@ -187,7 +208,11 @@ async fn community_admins_manage_members_and_keep_at_least_one_admin() {
     let staff = app.person("staff@example.test", "Staff").await;
     app.add_member("tEam", "lead@example.test", "admin").await;
     let put = |who: &Person, email: &str, role: &str| {
-        app.client.put(app.url("/api/v1/communities/tEam/members")).bearer_auth(who.token.clone()).json(&json!({"email": email, "role": role})).send()
+        app.client
+            .put(app.url("/api/v1/communities/tEam/members"))
+            .bearer_auth(who.token.clone())
+            .json(&json!({"email": email, "role": role}))
+            .send()
     };
     assert_eq!(put(&admin, "staff@example.test", "member").await.unwrap().status(), 200);
     assert_eq!(put(&staff, "lead@example.test", "member").await.unwrap().status(), 403, "members don't manage members");
@@ -198,9 +223,21 @@ async fn community_admins_manage_members_and_keep_at_least_one_admin() {
     let me: Value = staff.get(&app, "/api/v1/me").send().await.unwrap().json().await.unwrap();
     assert_eq!(me["memberships"][0]["community"], "tEam");
     assert_eq!(me["memberships"][0]["role"], "member");
-    let r = app.client.delete(app.url(&format!("/api/v1/communities/tEam/members/{}", admin.id))).bearer_auth(&admin.token).send().await.unwrap();
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/communities/tEam/members/{}", admin.id)))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409, "the last admin stays");
-    let r = app.client.delete(app.url(&format!("/api/v1/communities/tEam/members/{}", staff.id))).bearer_auth(&admin.token).send().await.unwrap();
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/communities/tEam/members/{}", staff.id)))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let inbound = staff.get(&app, "/api/v1/transfers?box=inbound").send().await.unwrap();
     assert_eq!(inbound.json::<Vec<Value>>().await.unwrap().len(), 0);
@@ -227,10 +264,12 @@ async fn authorization_matrix() {
     let id = t["id"].as_str().unwrap().to_string();
     let series: Vec<Value> = a.get(&app, &format!("/dicomweb/studies/{st}/series")).send().await.unwrap().json().await.unwrap();
     let se = series[0]["0020000E"]["Value"][0].as_str().unwrap().to_string();
-    let inst: Vec<Value> = a.get(&app, &format!("/dicomweb/studies/{st}/series/{se}/instances")).send().await.unwrap().json().await.unwrap();
+    let inst: Vec<Value> =
+        a.get(&app, &format!("/dicomweb/studies/{st}/series/{se}/instances")).send().await.unwrap().json().await.unwrap();
     let sop = inst[0]["00080018"]["Value"][0].as_str().unwrap().to_string();
 
-    let who: Vec<(&str, Option<&Person>)> = vec![("anon", None), ("A", Some(&a)), ("B", Some(&b)), ("M1", Some(&m1)), ("M2", Some(&m2)), ("CA", Some(&ca)), ("H", Some(&h))];
+    let who: Vec<(&str, Option<&Person>)> =
+        vec![("anon", None), ("A", Some(&a)), ("B", Some(&b)), ("M1", Some(&m1)), ("M2", Some(&m2)), ("CA", Some(&ca)), ("H", Some(&h))];
     // (method, path, body, expected statuses for anon, A, B, M1, M2, CA, H)
     let t_ = format!("/api/v1/transfers/{id}");
     let rows: Vec<(&str, String, Option<Value>, [u16; 7])> = vec![
@@ -285,7 +324,9 @@ async fn authorization_matrix() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Search results are scoped too: who sees the study through QIDO, who sees the transfer inbound.
-    for ((name, person), (sees_study, sees_inbound)) in who.iter().skip(1).zip([(true, false), (false, false), (true, true), (false, false), (true, true), (false, false)]) {
+    for ((name, person), (sees_study, sees_inbound)) in
+        who.iter().skip(1).zip([(true, false), (false, false), (true, true), (false, false), (true, true), (false, false)])
+    {
         let p = person.unwrap();
         let studies: Vec<Value> = p.get(&app, "/dicomweb/studies").send().await.unwrap().json().await.unwrap();
         assert_eq!(!studies.is_empty(), sees_study, "QIDO as {name}");

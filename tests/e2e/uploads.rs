@@ -76,14 +76,7 @@ async fn a_folder_upload_as_form_data_works() {
         .part("files", reqwest::multipart::Part::bytes(b"DICM?".to_vec()).file_name("CD/DICOMDIR"))
         .part("files", reqwest::multipart::Part::bytes(inner_zip).file_name("more.zip"))
         .part("files", reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("CD/AUTORUN.INF"));
-    let resp = app
-        .client
-        .post(app.url("/api/v1/uploads"))
-        .bearer_auth(TOKEN)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
+    let resp = app.client.post(app.url("/api/v1/uploads")).bearer_auth(TOKEN).multipart(form).send().await.expect("upload");
     assert_eq!(resp.status(), 200);
     let report: serde_json::Value = resp.json().await.expect("report");
     assert_eq!(report["stored"], 2, "{report}");

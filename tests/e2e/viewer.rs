@@ -57,7 +57,8 @@ async fn a_member_opens_inbound_studies_in_ohif_and_others_see_nothing() {
     let uids = &link[..link.find('"').unwrap()];
     assert_eq!(uids.split(',').count(), 3, "{uids}");
     assert!(uids.contains(ct_uid) && uids.contains(&mf_study));
-    let page = referrer.browser.get(app.url(&format!("/transfers/{}", t["id"].as_str().unwrap()))).send().await.unwrap().text().await.unwrap();
+    let page =
+        referrer.browser.get(app.url(&format!("/transfers/{}", t["id"].as_str().unwrap()))).send().await.unwrap().text().await.unwrap();
     assert!(page.contains(&format!("/ohif/viewer?StudyInstanceUIDs={ct_uid}\"")), "per-study links on the transfer page");
 
     let studies = json!([
@@ -82,7 +83,16 @@ async fn a_member_opens_inbound_studies_in_ohif_and_others_see_nothing() {
     assert!(out.status.success(), "OHIF journey failed (screenshots in {}):\n{stdout}\n{stderr}", artifacts.display());
     assert!(stdout.contains("ohif journey ok"), "{stdout}");
     println!("{stdout}");
-    for shot in ["00-opened-from-worklist", "01-study-list", "01b-study-list-filtered", "02-viewer-ct", "03-viewer-mr-rle", "04-viewer-multiframe", "05-viewer-multiframe-frame2", "10-other-community"] {
+    for shot in [
+        "00-opened-from-worklist",
+        "01-study-list",
+        "01b-study-list-filtered",
+        "02-viewer-ct",
+        "03-viewer-mr-rle",
+        "04-viewer-multiframe",
+        "05-viewer-multiframe-frame2",
+        "10-other-community",
+    ] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
 }

@@ -17,16 +17,12 @@ fn is_safe(method: &Method) -> bool {
 }
 
 fn carries_session(req: &Request) -> bool {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(';').any(|c| {
-                let c = c.trim_start();
-                c.starts_with(&format!("{SESSION_COOKIE}=")) || c.starts_with(&format!("{SHARE_COOKIE}="))
-            })
+    req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(';').any(|c| {
+            let c = c.trim_start();
+            c.starts_with(&format!("{SESSION_COOKIE}=")) || c.starts_with(&format!("{SHARE_COOKIE}="))
         })
+    })
 }
 
 /// Sign-in, registration and reset forms: protected even without a session (login CSRF).
@@ -53,10 +49,7 @@ pub fn same_origin(req: &Request) -> bool {
 pub async fn cross_origin_guard(req: Request, next: Next) -> Response {
     if !is_safe(req.method()) && (carries_session(&req) || is_auth_form(req.uri().path())) && !same_origin(&req) {
         tracing::warn!(path = %req.uri().path(), "refused a cross-origin state-changing request");
-        return crate::error::problem(
-            StatusCode::FORBIDDEN,
-            Some("cross-origin requests may not act with this site's session".into()),
-        );
+        return crate::error::problem(StatusCode::FORBIDDEN, Some("cross-origin requests may not act with this site's session".into()));
     }
     next.run(req).await
 }

@@ -90,11 +90,17 @@ impl Level {
 pub enum StudyScope {
     All,
     /// What the transfers of this user (sent, or received by their communities) carry.
-    Transfers { user_id: String },
+    Transfers {
+        user_id: String,
+    },
     /// What the (sent) transfers to one community carry: its connector's view.
-    Community { community_id: String },
+    Community {
+        community_id: String,
+    },
     /// What one share holds: its holder's view.
-    Share { share_id: String },
+    Share {
+        share_id: String,
+    },
 }
 
 impl StudyScope {
@@ -209,20 +215,17 @@ fn token_matches(given: &str, expected: &str) -> bool {
 pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principal>, AppError> {
     if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
         let auth = auth.to_str().map_err(|_| AppError::Unauthorized)?;
-        let token = auth
-            .strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-            .ok_or(AppError::Unauthorized)?
-            .trim();
+        let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).ok_or(AppError::Unauthorized)?.trim();
         if token_matches(token, state.admin_token.expose_secret()) {
             record("admin");
             return Ok(Some(Principal::Admin));
         }
         if token.starts_with(tokens::PAT_PREFIX)
-            && let Some(user) = user_by_token(state, token).await? {
-                record(&format!("user:{}", user.id));
-                return Ok(Some(Principal::User(user)));
-            }
+            && let Some(user) = user_by_token(state, token).await?
+        {
+            record(&format!("user:{}", user.id));
+            return Ok(Some(Principal::User(user)));
+        }
         if token.starts_with(crate::connectors::TOKEN_PREFIX) {
             if let Some(agent) = crate::connectors::agent_by_token(state, token).await? {
                 record(&format!("connector:{}", agent.id));
@@ -232,10 +235,11 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Prin
         }
         // A DLX bearer token (a JWT the hub signed) reads its share's studies.
         if token.matches('.').count() == 2
-            && let Some(h) = crate::shares::holder::by_jwt(state, token).await? {
-                record(&format!("share:{}", h.share.id));
-                return Ok(Some(Principal::Share(ShareAccess { share_id: h.share.id })));
-            }
+            && let Some(h) = crate::shares::holder::by_jwt(state, token).await?
+        {
+            record(&format!("share:{}", h.share.id));
+            return Ok(Some(Principal::Share(ShareAccess { share_id: h.share.id })));
+        }
         if let Some(user) = crate::accounts::oidc::user_by_access_token(state, token).await? {
             record(&format!("user:{}", user.id));
             return Ok(Some(Principal::User(user)));
@@ -244,10 +248,11 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Prin
     }
     let jar = CookieJar::from_headers(&parts.headers);
     if let Some(cookie) = jar.get(SESSION_COOKIE)
-        && let Some(user) = user_by_session(state, cookie.value()).await? {
-            record(&format!("user:{}", user.id));
-            return Ok(Some(Principal::User(user)));
-        }
+        && let Some(user) = user_by_session(state, cookie.value()).await?
+    {
+        record(&format!("user:{}", user.id));
+        return Ok(Some(Principal::User(user)));
+    }
     if let Some(h) = crate::shares::holder::by_cookie(state, &jar).await? {
         record(&format!("share:{}", h.share.id));
         return Ok(Some(Principal::Share(ShareAccess { share_id: h.share.id })));
@@ -274,11 +279,8 @@ async fn user_by_token(state: &AppState, token: &str) -> Result<Option<User>, Ap
     let last_used: Option<i64> = row.try_get(3)?;
     // Recorded at most once a minute, so API traffic does not turn every read into a write.
     if last_used.is_none_or(|t| now - t > 60_000) {
-        let _ = sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&token_id)
-            .execute(&state.db_write)
-            .await;
+        let _ =
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2").bind(now).bind(&token_id).execute(&state.db_write).await;
     }
     Ok(Some(User { id: row.try_get(0)?, hub_admin: row.try_get::<i64, _>(1)? != 0, via: Via::Token }))
 }

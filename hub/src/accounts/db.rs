@@ -15,12 +15,10 @@ pub struct LoginRow {
 }
 
 pub async fn login_row(db: &Db, email: &str) -> Result<Option<LoginRow>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT id, password_hash, email_verified, failed_logins, locked_until, disabled FROM users WHERE email = $1",
-    )
-    .bind(email)
-    .fetch_optional(db)
-    .await?;
+    let row = sqlx::query("SELECT id, password_hash, email_verified, failed_logins, locked_until, disabled FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(db)
+        .await?;
     row.map(|r| {
         Ok(LoginRow {
             id: r.try_get(0)?,
@@ -35,12 +33,7 @@ pub async fn login_row(db: &Db, email: &str) -> Result<Option<LoginRow>, sqlx::E
 }
 
 pub async fn user_id_by_email(db: &Db, email: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query("SELECT id FROM users WHERE email = $1")
-        .bind(email)
-        .fetch_optional(db)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()
+    sqlx::query("SELECT id FROM users WHERE email = $1").bind(email).fetch_optional(db).await?.map(|r| r.try_get(0)).transpose()
 }
 
 pub struct NewUser<'a> {
@@ -126,7 +119,13 @@ pub async fn delete_session(db: &Db, token_hash: &str) -> Result<(), sqlx::Error
 }
 
 /// Stores a one-time link token (`verify`, `reset` or `setup`).
-pub async fn insert_email_token(db: &Db, token_hash: &str, user_id: Option<&str>, purpose: &str, expires_at: i64) -> Result<(), sqlx::Error> {
+pub async fn insert_email_token(
+    db: &Db,
+    token_hash: &str,
+    user_id: Option<&str>,
+    purpose: &str,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO email_tokens (token_hash, user_id, purpose, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(token_hash)
         .bind(user_id)
@@ -141,12 +140,13 @@ pub async fn insert_email_token(db: &Db, token_hash: &str, user_id: Option<&str>
 /// UPDATE's row count makes a token usable exactly once even when two requests race.
 pub async fn consume_email_token(db: &Db, token_hash: &str, purpose: &str) -> Result<Option<Option<String>>, sqlx::Error> {
     let now = now_ms();
-    let row = sqlx::query("SELECT user_id FROM email_tokens WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3")
-        .bind(token_hash)
-        .bind(purpose)
-        .bind(now)
-        .fetch_optional(db)
-        .await?;
+    let row =
+        sqlx::query("SELECT user_id FROM email_tokens WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3")
+            .bind(token_hash)
+            .bind(purpose)
+            .bind(now)
+            .fetch_optional(db)
+            .await?;
     let Some(row) = row else { return Ok(None) };
     let done = sqlx::query("UPDATE email_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
         .bind(now)

@@ -72,9 +72,7 @@ impl Mailer {
     }
 
     async fn write_outbox(&self, mail: &Mail) -> anyhow::Result<()> {
-        crate::files::create_dir_async(&self.outbox)
-            .await
-            .with_context(|| format!("creating {}", self.outbox.display()))?;
+        crate::files::create_dir_async(&self.outbox).await.with_context(|| format!("creating {}", self.outbox.display()))?;
         let name = format!("{}-{}.eml", now_ms(), uuid::Uuid::new_v4());
         let path = self.outbox.join(name);
         let text = format!(

@@ -160,11 +160,15 @@ async fn send_link(state: &AppState, to: &str, user_id: Option<&str>, purpose: &
     let (subject, body) = match purpose {
         "verify" => (
             "Ferry: confirm your email address / E-Mail-Adresse bestätigen",
-            format!("Open this link to confirm your email address:\nÖffnen Sie diesen Link, um Ihre E-Mail-Adresse zu bestätigen:\n\n{base}/verify?token={token}\n\nThe link is valid for 3 days."),
+            format!(
+                "Open this link to confirm your email address:\nÖffnen Sie diesen Link, um Ihre E-Mail-Adresse zu bestätigen:\n\n{base}/verify?token={token}\n\nThe link is valid for 3 days."
+            ),
         ),
         _ => (
             "Ferry: reset your password / Passwort zurücksetzen",
-            format!("Open this link to choose a new password:\nÖffnen Sie diesen Link, um ein neues Passwort zu wählen:\n\n{base}/reset?token={token}\n\nThe link is valid for one hour. If you did not ask for it, ignore this mail."),
+            format!(
+                "Open this link to choose a new password:\nÖffnen Sie diesen Link, um ein neues Passwort zu wählen:\n\n{base}/reset?token={token}\n\nThe link is valid for one hour. If you did not ask for it, ignore this mail."
+            ),
         ),
     };
     state.mailer.send(Mail { to: to.into(), subject: subject.into(), body }).await;
@@ -262,9 +266,7 @@ pub async fn login(state: &AppState, email: &str, password_given: String) -> App
     db::reset_logins(&state.db_write, &row.id).await?;
     if !row.email_verified {
         send_link(state, &email, Some(&row.id), "verify", VERIFY_LINK_MS).await?;
-        return Err(AppError::ForbiddenBecause(
-            "please confirm your email address first: we have sent you a new link".into(),
-        ));
+        return Err(AppError::ForbiddenBecause("please confirm your email address first: we have sent you a new link".into()));
     }
     let token = start_session(state, &row.id).await?;
     tracing::info!(user = %row.id, "signed in");
@@ -275,7 +277,11 @@ pub async fn login(state: &AppState, email: &str, password_given: String) -> App
 /// Records what happened to an account (never its email or name).
 pub(crate) async fn audit_account(state: &AppState, user_id: &str, action: &str, result: &str, detail: &str) -> AppResult<()> {
     let actor = if user_id.is_empty() || action == "account.sign_in" { "anonymous".to_string() } else { format!("user:{user_id}") };
-    crate::audit::record(&state.db_write, crate::audit::Event { actor: &actor, client_addr: "", action, object_kind: "account", object_id: user_id, result, detail }).await?;
+    crate::audit::record(
+        &state.db_write,
+        crate::audit::Event { actor: &actor, client_addr: "", action, object_kind: "account", object_id: user_id, result, detail },
+    )
+    .await?;
     Ok(())
 }
 

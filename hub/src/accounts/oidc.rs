@@ -11,15 +11,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
 use axum_extra::extract::CookieJar;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AccessToken, AsyncHttpClient, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest,
-    HttpResponse, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AccessToken, AsyncHttpClient, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest, HttpResponse, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -46,9 +46,7 @@ pub struct OidcCache {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/oidc/{provider}/start", get(start))
-        .route("/auth/oidc/{provider}/callback", get(callback))
+    Router::new().route("/auth/oidc/{provider}/start", get(start)).route("/auth/oidc/{provider}/callback", get(callback))
 }
 
 /// reqwest 0.13 as openidconnect's HTTP client. Redirects are not followed (the token and
@@ -97,13 +95,7 @@ fn http() -> AppResult<Http> {
 }
 
 fn provider<'a>(state: &'a AppState, id: &str) -> AppResult<&'a OidcProvider> {
-    state
-        .config
-        .auth
-        .oidc
-        .iter()
-        .find(|p| p.id == id)
-        .ok_or_else(|| AppError::NotFound("no such sign-in provider".into()))
+    state.config.auth.oidc.iter().find(|p| p.id == id).ok_or_else(|| AppError::NotFound("no such sign-in provider".into()))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> AppError {
@@ -113,9 +105,10 @@ fn unavailable(e: impl std::fmt::Display) -> AppError {
 
 async fn metadata(state: &AppState, p: &OidcProvider, http: &Http) -> AppResult<CoreProviderMetadata> {
     if let Some((at, m)) = state.oidc.metadata.read().await.get(&p.id)
-        && at.elapsed() < METADATA_TTL {
-            return Ok(m.clone());
-        }
+        && at.elapsed() < METADATA_TTL
+    {
+        return Ok(m.clone());
+    }
     let issuer = IssuerUrl::new(p.issuer.clone()).map_err(|e| AppError::Internal(anyhow::anyhow!("issuer URL of {}: {e}", p.id)))?;
     let m = CoreProviderMetadata::discover_async(issuer, http).await.map_err(unavailable)?;
     state.oidc.metadata.write().await.insert(p.id.clone(), (Instant::now(), m.clone()));
@@ -127,7 +120,16 @@ fn sign_in_client(
     state: &AppState,
     p: &OidcProvider,
     meta: CoreProviderMetadata,
-) -> AppResult<CoreClient<openidconnect::EndpointSet, openidconnect::EndpointNotSet, openidconnect::EndpointNotSet, openidconnect::EndpointNotSet, openidconnect::EndpointMaybeSet, openidconnect::EndpointMaybeSet>> {
+) -> AppResult<
+    CoreClient<
+        openidconnect::EndpointSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointMaybeSet,
+        openidconnect::EndpointMaybeSet,
+    >,
+> {
     let secret = p.client_secret.as_ref().map(|s| ClientSecret::new(secrecy::ExposeSecret::expose_secret(s).to_string()));
     let redirect = RedirectUrl::new(format!("{}/auth/oidc/{}/callback", state.base_url, p.id)).map_err(|e| AppError::Internal(e.into()))?;
     Ok(CoreClient::from_provider_metadata(meta, ClientId::new(p.client_id.clone()), secret).set_redirect_uri(redirect))
@@ -245,9 +247,7 @@ async fn callback(
             tracing::warn!(provider = %p.id, error = %format!("{e:?}"), "code exchange failed");
             AppError::ForbiddenBecause("the identity provider did not confirm the sign-in".into())
         })?;
-    let id_token = tokens
-        .id_token()
-        .ok_or_else(|| AppError::ForbiddenBecause("the identity provider sent no ID token".into()))?;
+    let id_token = tokens.id_token().ok_or_else(|| AppError::ForbiddenBecause("the identity provider sent no ID token".into()))?;
     let verifier = client.id_token_verifier();
     let c = id_token.claims(&verifier, &Nonce::new(nonce)).map_err(|e| {
         tracing::warn!(provider = %p.id, error = %e, "ID token rejected");
@@ -295,11 +295,13 @@ async fn link_or_create(state: &AppState, c: &Claims, link_user: Option<&str>) -
         None => {
             let email = c.email.as_deref().filter(|_| c.email_verified);
             if let Some(e) = email
-                && crate::accounts::db::user_id_by_email(&state.db, e).await?.is_some() {
-                    return Err(AppError::Conflict(
-                        "an account with this email address exists: sign in with its password, then link the provider on your account page".into(),
-                    ));
-                }
+                && crate::accounts::db::user_id_by_email(&state.db, e).await?.is_some()
+            {
+                return Err(AppError::Conflict(
+                    "an account with this email address exists: sign in with its password, then link the provider on your account page"
+                        .into(),
+                ));
+            }
             let name = if c.name.trim().is_empty() { "?".to_string() } else { c.name.trim().chars().take(200).collect() };
             crate::accounts::db::insert_user(
                 &state.db_write,
@@ -337,9 +339,10 @@ pub async fn user_by_access_token(state: &AppState, token: &str) -> AppResult<Op
     }
     let key = crate::accounts::tokens::hash(token);
     if let Some((at, user)) = state.oidc.access_tokens.read().await.get(&key)
-        && at.elapsed() < ACCESS_TOKEN_TTL {
-            return user_row(state, user.as_deref()).await;
-        }
+        && at.elapsed() < ACCESS_TOKEN_TTL
+    {
+        return user_row(state, user.as_deref()).await;
+    }
     let http = http()?;
     let mut found = None;
     for p in &providers {
@@ -369,10 +372,7 @@ pub async fn user_by_access_token(state: &AppState, token: &str) -> AppResult<Op
 
 async fn user_row(state: &AppState, user: Option<&str>) -> AppResult<Option<User>> {
     let Some(user) = user else { return Ok(None) };
-    let row = sqlx::query("SELECT id, is_hub_admin FROM users WHERE id = $1 AND disabled = 0")
-        .bind(user)
-        .fetch_optional(&state.db)
-        .await?;
+    let row = sqlx::query("SELECT id, is_hub_admin FROM users WHERE id = $1 AND disabled = 0").bind(user).fetch_optional(&state.db).await?;
     Ok(match row {
         Some(r) => Some(User { id: r.try_get(0)?, hub_admin: r.try_get::<i64, _>(1)? != 0, via: Via::Token }),
         None => None,

@@ -60,9 +60,7 @@ pub async fn verify(password: String, stored: Option<String>) -> bool {
     tokio::task::spawn_blocking(move || {
         let real = stored.is_some();
         let stored = stored.unwrap_or_else(|| decoy().to_string());
-        let ok = PasswordHash::new(&stored)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-            .unwrap_or(false);
+        let ok = PasswordHash::new(&stored).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false);
         ok && real
     })
     .await

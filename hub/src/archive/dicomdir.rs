@@ -125,9 +125,7 @@ fn record_type(sop_class: &str) -> &'static str {
     match sop_class {
         uids::ENCAPSULATED_PDF_STORAGE | uids::ENCAPSULATED_CDA_STORAGE => "ENCAP DOC",
         uids::KEY_OBJECT_SELECTION_DOCUMENT_STORAGE => "KEY OBJECT DOC",
-        uids::GRAYSCALE_SOFTCOPY_PRESENTATION_STATE_STORAGE | uids::COLOR_SOFTCOPY_PRESENTATION_STATE_STORAGE => {
-            "PRESENTATION"
-        }
+        uids::GRAYSCALE_SOFTCOPY_PRESENTATION_STATE_STORAGE | uids::COLOR_SOFTCOPY_PRESENTATION_STATE_STORAGE => "PRESENTATION",
         uids::RT_DOSE_STORAGE => "RT DOSE",
         uids::RT_STRUCTURE_SET_STORAGE => "RT STRUCTURE SET",
         uids::RT_PLAN_STORAGE => "RT PLAN",
@@ -139,8 +137,7 @@ fn record_type(sop_class: &str) -> &'static str {
 }
 
 fn needs_charset(p: &Patient) -> bool {
-    !p.name.is_ascii()
-        || p.studies.iter().any(|s| !s.description.is_ascii() || !s.study_id.is_ascii() || !s.accession.is_ascii())
+    !p.name.is_ascii() || p.studies.iter().any(|s| !s.description.is_ascii() || !s.study_id.is_ascii() || !s.accession.is_ascii())
 }
 
 /// Encodes the DICOMDIR of `patients` (whose images are already named) as a Part 10 file.
@@ -215,11 +212,7 @@ pub fn build(patients: &[Patient], media_uid: &str) -> Vec<u8> {
                             e.text(tags::REFERENCED_SOP_CLASS_UID_IN_FILE, b"UI", &im.sop_class_uid);
                             e.text(tags::REFERENCED_SOP_INSTANCE_UID_IN_FILE, b"UI", &im.sop_instance_uid);
                             e.text(tags::REFERENCED_TRANSFER_SYNTAX_UID_IN_FILE, b"UI", &im.transfer_syntax);
-                            e.text(
-                                tags::INSTANCE_NUMBER,
-                                b"IS",
-                                &im.instance_number.map(|n| n.to_string()).unwrap_or_default(),
-                            );
+                            e.text(tags::INSTANCE_NUMBER, b"IS", &im.instance_number.map(|n| n.to_string()).unwrap_or_default());
                         }),
                         next: None,
                         child: None,
@@ -316,12 +309,15 @@ mod tests {
         let seq = obj.element(tags::DIRECTORY_RECORD_SEQUENCE).unwrap();
         let items = seq.items().unwrap();
         assert_eq!(items.len(), 5);
-        let kinds: Vec<String> = items.iter().map(|i| i.element(tags::DIRECTORY_RECORD_TYPE).unwrap().to_str().unwrap().trim().to_string()).collect();
+        let kinds: Vec<String> =
+            items.iter().map(|i| i.element(tags::DIRECTORY_RECORD_TYPE).unwrap().to_str().unwrap().trim().to_string()).collect();
         assert_eq!(kinds, ["PATIENT", "STUDY", "SERIES", "IMAGE", "IMAGE"]);
         // Every offset points at the start of an item of the right record.
-        let first = obj.element(tags::OFFSET_OF_THE_FIRST_DIRECTORY_RECORD_OF_THE_ROOT_DIRECTORY_ENTITY).unwrap().to_int::<u32>().unwrap() as usize;
+        let first =
+            obj.element(tags::OFFSET_OF_THE_FIRST_DIRECTORY_RECORD_OF_THE_ROOT_DIRECTORY_ENTITY).unwrap().to_int::<u32>().unwrap() as usize;
         assert_eq!(&bytes[first..first + 4], &[0xFE, 0xFF, 0x00, 0xE0]);
-        let child = |i: usize| items[i].element(tags::OFFSET_OF_REFERENCED_LOWER_LEVEL_DIRECTORY_ENTITY).unwrap().to_int::<u32>().unwrap() as usize;
+        let child =
+            |i: usize| items[i].element(tags::OFFSET_OF_REFERENCED_LOWER_LEVEL_DIRECTORY_ENTITY).unwrap().to_int::<u32>().unwrap() as usize;
         let next = |i: usize| items[i].element(tags::OFFSET_OF_THE_NEXT_DIRECTORY_RECORD).unwrap().to_int::<u32>().unwrap() as usize;
         // The record type's value starts 50 bytes into a record's item.
         let at_record = |off: usize| String::from_utf8_lossy(&bytes[off + 50..off + 56]).to_string();

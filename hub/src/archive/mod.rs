@@ -27,7 +27,10 @@ use crate::storage::{BlobStore, Piece};
 pub enum Source {
     Memory(Bytes),
     /// An encrypted blob of `size` plaintext bytes.
-    Blob { path: String, key: Key },
+    Blob {
+        path: String,
+        key: Key,
+    },
 }
 
 pub struct Entry {

@@ -17,8 +17,8 @@ use super::dicomdir::{self, Image, Patient, Series, Study};
 use super::{Plan, Source};
 use crate::dicomweb::db::{COLUMNS_I, InstanceRow, from_row};
 use crate::error::{AppError, AppResult};
-use crate::state::AppState;
 use crate::index::Holding;
+use crate::state::AppState;
 use crate::storage::keys::KeyCache;
 
 /// An instance with the patient, study and series attributes its DICOMDIR records need.

@@ -51,11 +51,22 @@ impl Recent {
 /// record cannot be written gets 503 instead of the data.
 pub async fn dicomweb(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let who = <crate::access::MaybePrincipal as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await.ok().and_then(|m| m.0);
+    let who = <crate::access::MaybePrincipal as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state)
+        .await
+        .ok()
+        .and_then(|m| m.0);
     let client = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
-    let keys: Vec<String> = parts.uri.query().unwrap_or("").split('&').filter_map(|kv| kv.split('=').next()).filter(|k| !k.is_empty()).map(|k| k.chars().take(40).collect()).collect();
+    let keys: Vec<String> = parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split('=').next())
+        .filter(|k| !k.is_empty())
+        .map(|k| k.chars().take(40).collect())
+        .collect();
     let resp = next.run(axum::extract::Request::from_parts(parts, body)).await;
     let Some(who) = who else { return resp };
     if !resp.status().is_success() {
@@ -83,7 +94,15 @@ pub async fn dicomweb(State(state): State<AppState>, req: axum::extract::Request
         }
         ("dicomweb.read", segments.get(2..).map(|rest| rest.iter().step_by(2).copied().collect::<Vec<_>>().join("/")).unwrap_or_default())
     };
-    let e = Event { actor: &actor, client_addr: &client, action, object_kind: if study.is_empty() { "dicomweb" } else { "study" }, object_id: study, result: "ok", detail: &detail };
+    let e = Event {
+        actor: &actor,
+        client_addr: &client,
+        action,
+        object_kind: if study.is_empty() { "dicomweb" } else { "study" },
+        object_id: study,
+        result: "ok",
+        detail: &detail,
+    };
     match record(&state.db_write, e).await {
         Ok(()) => resp,
         Err(_) => AppError::Unavailable("the access cannot be recorded in the audit trail right now".into()).into_response(),
@@ -141,11 +160,25 @@ async fn api_query(
         Format::Json => Ok(Json(events).into_response()),
         Format::JsonLines => {
             let body = lines(&|e| serde_json::to_string(e))?;
-            Ok(([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.jsonl\"")], body).into_response())
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "application/x-ndjson"),
+                    (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.jsonl\""),
+                ],
+                body,
+            )
+                .into_response())
         }
         Format::Fhir => {
             let body = lines(&|e| serde_json::to_string(&fhir::audit_event(e, &state.base_url)))?;
-            Ok(([(header::CONTENT_TYPE, "application/fhir+ndjson"), (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.ndjson\"")], body).into_response())
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "application/fhir+ndjson"),
+                    (header::CONTENT_DISPOSITION, "attachment; filename=\"ferry-audit.ndjson\""),
+                ],
+                body,
+            )
+                .into_response())
         }
     }
 }
@@ -158,7 +191,10 @@ pub async fn query(state: &AppState, who: &Principal, client_addr: &str, q: &Aud
         None
     } else {
         let user = who.require_user()?;
-        let ids: Vec<String> = sqlx::query_scalar("SELECT community_id FROM memberships WHERE user_id = $1 AND role = 'admin'").bind(&user.id).fetch_all(&state.db).await?;
+        let ids: Vec<String> = sqlx::query_scalar("SELECT community_id FROM memberships WHERE user_id = $1 AND role = 'admin'")
+            .bind(&user.id)
+            .fetch_all(&state.db)
+            .await?;
         if ids.is_empty() {
             return Err(AppError::ForbiddenBecause("the audit trail is for hub and community admins".into()));
         }
@@ -280,7 +316,19 @@ pub struct Event<'a> {
 /// The chain hash of a record: SHA-256 over the previous record's hash and this record's fields
 /// (a JSON array, so no field can bleed into another).
 #[allow(clippy::too_many_arguments)]
-fn chain_hash(prev: &str, seq: i64, id: &str, at: i64, actor: &str, client_addr: &str, action: &str, object_kind: &str, object_id: &str, result: &str, detail: &str) -> String {
+fn chain_hash(
+    prev: &str,
+    seq: i64,
+    id: &str,
+    at: i64,
+    actor: &str,
+    client_addr: &str,
+    action: &str,
+    object_kind: &str,
+    object_id: &str,
+    result: &str,
+    detail: &str,
+) -> String {
     use sha2::{Digest, Sha256};
     let fields = serde_json::json!([seq, id, at, actor, client_addr, action, object_kind, object_id, result, detail]);
     let mut h = Sha256::new();
@@ -385,7 +433,19 @@ fn stored(r: &sqlx::any::AnyRow) -> Result<Stored, sqlx::Error> {
 
 impl Stored {
     fn hash(&self, prev: &str, seq: i64) -> String {
-        chain_hash(prev, seq, &self.id, self.at, &self.actor, &self.client_addr, &self.action, &self.object_kind, &self.object_id, &self.result, &self.detail)
+        chain_hash(
+            prev,
+            seq,
+            &self.id,
+            self.at,
+            &self.actor,
+            &self.client_addr,
+            &self.action,
+            &self.object_kind,
+            &self.object_id,
+            &self.result,
+            &self.detail,
+        )
     }
 }
 
@@ -403,7 +463,12 @@ pub async fn chain_unchained(db: &Db) -> anyhow::Result<u64> {
             let mut tx = db.begin().await?;
             let (seq, prev) = next_place(&mut tx).await?;
             let hash = s.hash(&prev, seq);
-            let n = sqlx::query("UPDATE audit_events SET seq = $1, hash = $2 WHERE id = $3 AND seq IS NULL").bind(seq).bind(&hash).bind(&s.id).execute(&mut *tx).await?;
+            let n = sqlx::query("UPDATE audit_events SET seq = $1, hash = $2 WHERE id = $3 AND seq IS NULL")
+                .bind(seq)
+                .bind(&hash)
+                .bind(&s.id)
+                .execute(&mut *tx)
+                .await?;
             if n.rows_affected() == 1 {
                 sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *tx).await?;
                 tx.commit().await?;
@@ -441,7 +506,10 @@ pub async fn verify(db: &Db) -> anyhow::Result<Verified> {
                 anyhow::bail!("the audit trail is broken: record(s) {expected}–{} are missing (removed)", seq - 1);
             }
             if s.hash(&prev, seq) != hash {
-                anyhow::bail!("the audit trail is broken at record {seq} ({}): it was changed after it was written, or a record before it was replaced", s.id);
+                anyhow::bail!(
+                    "the audit trail is broken at record {seq} ({}): it was changed after it was written, or a record before it was replaced",
+                    s.id
+                );
             }
             prev = hash;
             expected += 1;
@@ -450,7 +518,10 @@ pub async fn verify(db: &Db) -> anyhow::Result<Verified> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(db).await?;
     let (head_seq, head_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
     if head_seq != expected - 1 || head_hash != prev {
-        anyhow::bail!("the audit trail is broken at its end: the chain ends at record {} but {head_seq} were written (the last records were removed)", expected - 1);
+        anyhow::bail!(
+            "the audit trail is broken at its end: the chain ends at record {} but {head_seq} were written (the last records were removed)",
+            expected - 1
+        );
     }
     Ok(Verified { records: expected - 1, head: prev })
 }

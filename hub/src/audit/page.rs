@@ -80,7 +80,10 @@ async fn to_query(state: &AppState, f: &Filters) -> Result<AuditQuery, AppError>
 
 /// The names of the accounts among the records' actors (staff and referrers, never patients), so
 /// the page can say who; the id stays beside the name.
-async fn account_names(state: &AppState, events: &[ferry_schemas::AuditEvent]) -> Result<std::collections::HashMap<String, String>, AppError> {
+async fn account_names(
+    state: &AppState,
+    events: &[ferry_schemas::AuditEvent],
+) -> Result<std::collections::HashMap<String, String>, AppError> {
     let mut ids: Vec<&str> = events.iter().filter_map(|e| e.actor.strip_prefix("user:")).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -100,7 +103,14 @@ async fn account_names(state: &AppState, events: &[ferry_schemas::AuditEvent]) -
 /// The export link of the selection shown.
 fn export_link(q: &AuditQuery, format: &str) -> String {
     let mut pairs: Vec<(&str, String)> = vec![("format", format.into()), ("limit", "100000".into())];
-    for (k, v) in [("actor", &q.actor), ("action", &q.action), ("study", &q.study), ("patient_id", &q.patient_id), ("share", &q.share), ("transfer", &q.transfer)] {
+    for (k, v) in [
+        ("actor", &q.actor),
+        ("action", &q.action),
+        ("study", &q.study),
+        ("patient_id", &q.patient_id),
+        ("share", &q.share),
+        ("transfer", &q.transfer),
+    ] {
         if let Some(v) = v {
             pairs.push((k, v.clone()));
         }
@@ -113,7 +123,12 @@ fn export_link(q: &AuditQuery, format: &str) -> String {
     format!("/api/v1/audit?{}", serde_urlencoded::to_string(&pairs).unwrap_or_default())
 }
 
-pub async fn audit_page(State(state): State<AppState>, ci: ConnectInfo<std::net::SocketAddr>, ctx: Ctx, Query(f): Query<Filters>) -> Response {
+pub async fn audit_page(
+    State(state): State<AppState>,
+    ci: ConnectInfo<std::net::SocketAddr>,
+    ctx: Ctx,
+    Query(f): Query<Filters>,
+) -> Response {
     let who = match ctx.require() {
         Ok((p, _)) => p.clone(),
         Err(r) => return r.into_response(),

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use futures_util::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
@@ -149,13 +149,14 @@ pub async fn restore(config: &Config, from: &Path, keys_from: Option<&Path>) -> 
     }
     // Study keys of a local KEK need its file; without it nothing would decrypt.
     if let Some(id) = manifest.kek_ids.iter().find(|id| id.starts_with("local:"))
-        && !config.kek_file().exists() {
-            bail!(
-                "the backup's study keys are wrapped by the local key-encryption key {id}, and there is none at {}: \
+        && !config.kek_file().exists()
+    {
+        bail!(
+            "the backup's study keys are wrapped by the local key-encryption key {id}, and there is none at {}: \
                  give the keys saved with the backup (--keys-from)",
-                config.kek_file().display()
-            );
-        }
+            config.kek_file().display()
+        );
+    }
     let blobs = BlobStore::from_config(config)?;
     if blobs.raw().list(None).try_next().await?.is_some() {
         bail!("the blob storage is not empty; restore into empty storage");
@@ -218,9 +219,11 @@ fn sqlite_file(url: &str) -> anyhow::Result<PathBuf> {
 }
 
 async fn run_tool(tool: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new(tool).args(args).output().await.with_context(|| {
-        format!("running {tool} (install the PostgreSQL client tools, the same major version as the server)")
-    })?;
+    let out = tokio::process::Command::new(tool)
+        .args(args)
+        .output()
+        .await
+        .with_context(|| format!("running {tool} (install the PostgreSQL client tools, the same major version as the server)"))?;
     if !out.status.success() {
         // The tool's own message; the database URL (with a password) is not repeated.
         bail!("{tool} failed: {}", String::from_utf8_lossy(&out.stderr).trim());

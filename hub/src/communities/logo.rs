@@ -1,12 +1,12 @@
 //! A community's optional logo: PNG or JPEG up to 256 KiB and 1024×1024 pixels, checked by
 //! decoding its header, set by the community's or the hub's admins, shown in the directory.
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use base64::Engine;
 use sqlx::Row;
 
@@ -58,11 +58,12 @@ pub async fn store(db_write: &Db, community_id: &str, bytes: &[u8]) -> AppResult
 }
 
 async fn api_get(State(state): State<AppState>, _who: Principal, Path(code): Path<String>) -> AppResult<Response> {
-    let row = sqlx::query("SELECT l.content_type, l.data FROM community_logos l JOIN communities c ON c.id = l.community_id WHERE c.code = $1")
-        .bind(&code)
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| AppError::NotFound("this community has no logo".into()))?;
+    let row =
+        sqlx::query("SELECT l.content_type, l.data FROM community_logos l JOIN communities c ON c.id = l.community_id WHERE c.code = $1")
+            .bind(&code)
+            .fetch_optional(&state.db)
+            .await?
+            .ok_or_else(|| AppError::NotFound("this community has no logo".into()))?;
     let ct: String = row.try_get(0)?;
     let data: String = row.try_get(1)?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| AppError::Internal(e.into()))?;
@@ -73,7 +74,13 @@ async fn api_get(State(state): State<AppState>, _who: Principal, Path(code): Pat
     Ok(r)
 }
 
-async fn api_put(State(state): State<AppState>, who: Principal, Path(code): Path<String>, _headers: HeaderMap, body: Bytes) -> AppResult<StatusCode> {
+async fn api_put(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(code): Path<String>,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<StatusCode> {
     let id = super::staff::administered(&state, &who, &code).await?;
     store(&state.db_write, &id, &body).await?;
     touch(&state.db_write, &id).await?;

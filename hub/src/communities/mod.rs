@@ -2,8 +2,8 @@
 //! and the directory referrers search. Hub admins create them (API and `ferry-hub admin
 //! create-community`).
 
-pub mod search;
 pub mod logo;
+pub mod search;
 pub mod staff;
 
 use axum::extract::{Path, State};
@@ -191,12 +191,8 @@ pub async fn search(db: &Db, cache: &DirectoryCache, q: &str, limit: usize) -> A
     for (_, _, code) in &scored {
         query = query.bind(code.clone());
     }
-    let mut found: std::collections::HashMap<String, Community> = query
-        .fetch_all(db)
-        .await?
-        .iter()
-        .map(|r| from_row(r).map(|c| (c.code.clone(), c)))
-        .collect::<Result<_, _>>()?;
+    let mut found: std::collections::HashMap<String, Community> =
+        query.fetch_all(db).await?.iter().map(|r| from_row(r).map(|c| (c.code.clone(), c))).collect::<Result<_, _>>()?;
     Ok(scored.into_iter().filter_map(|(_, _, code)| found.remove(&code)).collect())
 }
 
@@ -207,9 +203,11 @@ async fn search_directory(State(state): State<AppState>, _who: Principal, Params
         match k.as_str() {
             "q" => q = v,
             "limit" => {
-                limit = v.parse().ok().filter(|l| (1..=MAX_RESULTS).contains(l)).ok_or_else(|| {
-                    AppError::BadRequest(format!("limit must be 1 to {MAX_RESULTS}"))
-                })?;
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_RESULTS).contains(l))
+                    .ok_or_else(|| AppError::BadRequest(format!("limit must be 1 to {MAX_RESULTS}")))?;
             }
             other => return Err(AppError::BadRequest(format!("unknown query parameter {other}"))),
         }

@@ -85,7 +85,15 @@ pub async fn add_member_cli(pools: &crate::db::Pools, code: &str, email: &str, r
 /// Adds a registered account to the community, or changes its role.
 pub async fn put_member(state: &AppState, who: &Principal, community_id: &str, m: &NewMember) -> AppResult<()> {
     let user = set_member(&state.db, &state.db_write, community_id, m).await?;
-    crate::audit::change(&state.db_write, &who.log_id(), "community.member.set", "community", community_id, &format!("user:{user} role:{}", m.role)).await?;
+    crate::audit::change(
+        &state.db_write,
+        &who.log_id(),
+        "community.member.set",
+        "community",
+        community_id,
+        &format!("user:{user} role:{}", m.role),
+    )
+    .await?;
     Ok(())
 }
 
@@ -131,7 +139,8 @@ pub async fn remove_member(state: &AppState, who: &Principal, community_id: &str
     if done.rows_affected() == 0 {
         return Err(AppError::NotFound("no such member".into()));
     }
-    crate::audit::change(&state.db_write, &who.log_id(), "community.member.remove", "community", community_id, &format!("user:{user_id}")).await?;
+    crate::audit::change(&state.db_write, &who.log_id(), "community.member.remove", "community", community_id, &format!("user:{user_id}"))
+        .await?;
     Ok(())
 }
 
@@ -204,24 +213,31 @@ pub async fn decide_referrer(state: &AppState, who: &Principal, community_id: &s
     .execute(&state.db_write)
     .await?;
     tracing::info!(community = %community_id, user = %user_id, status, "referrer decision");
-    crate::audit::change(&state.db_write, &who.log_id(), &format!("community.referrer.{status}"), "community", community_id, &format!("user:{user_id}")).await?;
+    crate::audit::change(
+        &state.db_write,
+        &who.log_id(),
+        &format!("community.referrer.{status}"),
+        "community",
+        community_id,
+        &format!("user:{user_id}"),
+    )
+    .await?;
     Ok(())
 }
 
 pub async fn configure(state: &AppState, who: &Principal, community_id: &str, s: &CommunitySettings) -> AppResult<()> {
-    let row = sqlx::query("SELECT code, name, city, departments FROM communities WHERE id = $1")
-        .bind(community_id)
-        .fetch_one(&state.db)
-        .await?;
+    let row =
+        sqlx::query("SELECT code, name, city, departments FROM communities WHERE id = $1").bind(community_id).fetch_one(&state.db).await?;
     let (code, name, city): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
     let mut departments: Vec<String> = serde_json::from_str(&row.try_get::<String, _>(3)?).unwrap_or_default();
     if let Some(d) = &s.departments {
         departments = d.iter().map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
     }
     if let Some(days) = s.default_share_days
-        && !(1..=3650).contains(&days) {
-            return Err(AppError::BadRequest("default_share_days is 1 to 3650".into()));
-        }
+        && !(1..=3650).contains(&days)
+    {
+        return Err(AppError::BadRequest("default_share_days is 1 to 3650".into()));
+    }
     enum Val {
         Text(String),
         Int(i64),
@@ -276,13 +292,22 @@ async fn api_members(State(state): State<AppState>, who: Principal, Path(code): 
     Ok(Json(members(&state, &id).await?))
 }
 
-async fn api_put_member(State(state): State<AppState>, who: Principal, Path(code): Path<String>, ApiJson(m): ApiJson<NewMember>) -> AppResult<Json<Vec<Member>>> {
+async fn api_put_member(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(code): Path<String>,
+    ApiJson(m): ApiJson<NewMember>,
+) -> AppResult<Json<Vec<Member>>> {
     let id = administered(&state, &who, &code).await?;
     put_member(&state, &who, &id, &m).await?;
     Ok(Json(members(&state, &id).await?))
 }
 
-async fn api_remove_member(State(state): State<AppState>, who: Principal, Path((code, user)): Path<(String, String)>) -> AppResult<StatusCode> {
+async fn api_remove_member(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((code, user)): Path<(String, String)>,
+) -> AppResult<StatusCode> {
     let id = administered(&state, &who, &code).await?;
     remove_member(&state, &who, &id, &user).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -298,7 +323,12 @@ struct StatusBody {
     status: String,
 }
 
-async fn api_decide_referrer(State(state): State<AppState>, who: Principal, Path((code, user)): Path<(String, String)>, ApiJson(b): ApiJson<StatusBody>) -> AppResult<StatusCode> {
+async fn api_decide_referrer(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((code, user)): Path<(String, String)>,
+    ApiJson(b): ApiJson<StatusBody>,
+) -> AppResult<StatusCode> {
     let id = administered(&state, &who, &code).await?;
     decide_referrer(&state, &who, &id, &user, &b.status).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -309,7 +339,12 @@ async fn api_request_approval(State(state): State<AppState>, who: Principal, Pat
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "status": status }))).into_response())
 }
 
-pub async fn api_configure(State(state): State<AppState>, who: Principal, Path(code): Path<String>, ApiJson(s): ApiJson<CommunitySettings>) -> AppResult<Json<Community>> {
+pub async fn api_configure(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(code): Path<String>,
+    ApiJson(s): ApiJson<CommunitySettings>,
+) -> AppResult<Json<Community>> {
     let id = administered(&state, &who, &code).await?;
     configure(&state, &who, &id, &s).await?;
     Ok(Json(super::find(&state.db, &code).await?.ok_or_else(|| AppError::NotFound("no such community".into()))?))

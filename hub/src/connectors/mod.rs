@@ -93,7 +93,12 @@ async fn api_list(State(state): State<AppState>, who: Principal, Path(code): Pat
     Ok(Json(list(&state, &community).await?))
 }
 
-async fn api_register(State(state): State<AppState>, who: Principal, Path(code): Path<String>, ApiJson(n): ApiJson<NewConnector>) -> AppResult<Response> {
+async fn api_register(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(code): Path<String>,
+    ApiJson(n): ApiJson<NewConnector>,
+) -> AppResult<Response> {
     let community = crate::communities::staff::administered(&state, &who, &code).await?;
     Ok((StatusCode::CREATED, Json(register(&state, &who, &community, &n).await?)).into_response())
 }
@@ -137,7 +142,11 @@ async fn api_rotate(State(state): State<AppState>, who: Principal, Path((code, i
     let community = crate::communities::staff::administered(&state, &who, &code).await?;
     load(&state, &community, &id).await?;
     let secret = tokens::new_secret("fcs_");
-    sqlx::query("UPDATE connectors SET secret_hash = $1 WHERE id = $2").bind(tokens::hash(&secret)).bind(&id).execute(&state.db_write).await?;
+    sqlx::query("UPDATE connectors SET secret_hash = $1 WHERE id = $2")
+        .bind(tokens::hash(&secret))
+        .bind(&id)
+        .execute(&state.db_write)
+        .await?;
     // Tokens minted with the old secret end now.
     sqlx::query("DELETE FROM connector_tokens WHERE connector_id = $1").bind(&id).execute(&state.db_write).await?;
     tracing::info!(connector = %id, "connector secret rotated");
@@ -156,7 +165,11 @@ async fn api_revoke(State(state): State<AppState>, who: Principal, Path((code, i
 /// Revokes a connector: its tokens end at once and what it held returns to the queue.
 pub async fn revoke(state: &AppState, who: &Principal, community: &str, id: &str) -> AppResult<()> {
     load(state, community, id).await?;
-    sqlx::query("UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL").bind(now_ms()).bind(id).execute(&state.db_write).await?;
+    sqlx::query("UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now_ms())
+        .bind(id)
+        .execute(&state.db_write)
+        .await?;
     sqlx::query("DELETE FROM connector_tokens WHERE connector_id = $1").bind(id).execute(&state.db_write).await?;
     // Whatever it held goes back to the queue.
     sqlx::query("UPDATE transfers SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1 OR lease_owner LIKE $2")
@@ -194,7 +207,11 @@ async fn token_endpoint(
 ) -> Response {
     // RFC 6749 5.2: a malformed request (no grant_type, not a form) is `invalid_request`.
     let Ok(Form(f)) = form else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "send grant_type (and the client credentials) as application/x-www-form-urlencoded");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "send grant_type (and the client credentials) as application/x-www-form-urlencoded",
+        );
     };
     if f.grant_type != "client_credentials" {
         return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials is supported");
@@ -260,7 +277,12 @@ async fn api_me(State(state): State<AppState>, who: Principal) -> AppResult<Json
         .bind(&a.id)
         .fetch_one(&state.db)
         .await?;
-    Ok(Json(ferry_schemas::ConnectorSelf { id: a.id.clone(), name: r.try_get(0)?, community: r.try_get(1)?, community_name: r.try_get(2)? }))
+    Ok(Json(ferry_schemas::ConnectorSelf {
+        id: a.id.clone(),
+        name: r.try_get(0)?,
+        community: r.try_get(1)?,
+        community_name: r.try_get(2)?,
+    }))
 }
 
 async fn api_heartbeat(State(state): State<AppState>, who: Principal, ApiJson(h): ApiJson<Heartbeat>) -> AppResult<StatusCode> {
@@ -333,7 +355,8 @@ async fn api_claim(State(state): State<AppState>, who: Principal, headers: Heade
             crate::metrics::delivery("received");
         }
         tracing::info!(transfer = %id, connector = %owner, "transfer claimed");
-        let transfer = transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("transfer vanished")))?;
+        let transfer =
+            transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("transfer vanished")))?;
         let rows = sqlx::query(
             "SELECT i.study_uid, i.series_uid, i.sop_instance_uid, i.size, i.sha256, \
              (SELECT COUNT(*) FROM transfer_acks a WHERE a.transfer_id = ti.transfer_id AND a.sop_instance_uid = ti.sop_instance_uid) \
@@ -377,7 +400,13 @@ async fn held(state: &AppState, who: &Principal, headers: &HeaderMap, id: &str) 
     Ok(a)
 }
 
-async fn api_acks(State(state): State<AppState>, who: Principal, headers: HeaderMap, Path(id): Path<String>, ApiJsonList(acks): ApiJsonList<Ack>) -> AppResult<StatusCode> {
+async fn api_acks(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJsonList(acks): ApiJsonList<Ack>,
+) -> AppResult<StatusCode> {
     held(&state, &who, &headers, &id).await?;
     let now = now_ms();
     let mut tx = state.db_write.begin().await?;
@@ -411,7 +440,13 @@ async fn api_acks(State(state): State<AppState>, who: Principal, headers: Header
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn api_report(State(state): State<AppState>, who: Principal, headers: HeaderMap, Path(id): Path<String>, ApiJson(r): ApiJson<ConnectorReport>) -> AppResult<Response> {
+async fn api_report(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(r): ApiJson<ConnectorReport>,
+) -> AppResult<Response> {
     held(&state, &who, &headers, &id).await?;
     let message = r.message.trim().chars().take(2000).collect::<String>();
     match r.state.as_str() {
@@ -425,7 +460,9 @@ async fn api_report(State(state): State<AppState>, who: Principal, headers: Head
             .await?
             .try_get(0)?;
             if missing > 0 {
-                return Err(AppError::Conflict(format!("{missing} instance(s) not acknowledged yet; acknowledge what the PACS stored first")));
+                return Err(AppError::Conflict(format!(
+                    "{missing} instance(s) not acknowledged yet; acknowledge what the PACS stored first"
+                )));
             }
         }
         "failed" if message.is_empty() => return Err(AppError::BadRequest("say why it failed; the sender sees the message".into())),

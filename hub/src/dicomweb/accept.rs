@@ -96,10 +96,7 @@ mod tests {
 
     #[test]
     fn parses_dicomweb_accept_headers() {
-        let r = parse_accept(
-            [r#"multipart/related; type="application/dicom"; transfer-syntax=*, application/dicom;q=0.5"#]
-                .into_iter(),
-        );
+        let r = parse_accept([r#"multipart/related; type="application/dicom"; transfer-syntax=*, application/dicom;q=0.5"#].into_iter());
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].essence, "multipart/related");
         assert_eq!(r[0].param("type"), Some("application/dicom"));

@@ -31,34 +31,13 @@ pub fn router() -> Router<AppState> {
         .route("/studies/{study}/series/{series}/rendered", get(render::series_rendered))
         .route("/studies/{study}/series/{series}/instances", get(qido::search_series_instances))
         .route("/studies/{study}/series/{series}/instances/{instance}", get(wado::retrieve_instance))
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/metadata",
-            get(wado::instance_metadata),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
-            get(wado::retrieve_frames),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
-            get(render::frame_rendered),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
-            get(render::frame_thumbnail),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/rendered",
-            get(render::instance_rendered),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-            get(render::instance_thumbnail),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}",
-            get(wado::retrieve_bulk),
-        )
+        .route("/studies/{study}/series/{series}/instances/{instance}/metadata", get(wado::instance_metadata))
+        .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", get(wado::retrieve_frames))
+        .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered", get(render::frame_rendered))
+        .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail", get(render::frame_thumbnail))
+        .route("/studies/{study}/series/{series}/instances/{instance}/rendered", get(render::instance_rendered))
+        .route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", get(render::instance_thumbnail))
+        .route("/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}", get(wado::retrieve_bulk))
         .route("/series", get(qido::search_all_series))
         .route("/instances", get(qido::search_all_instances))
         .layer(DefaultBodyLimit::disable())
@@ -70,15 +49,8 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(public) = &state.config.public_url {
         return format!("{}/dicomweb", public.trim_end_matches('/'));
     }
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).filter(|p| *p == "https" || *p == "http").unwrap_or("http");
     format!("{proto}://{host}/dicomweb")
 }
 

@@ -70,17 +70,51 @@ const KEYS: &[(Tag, &str, Kind, Level)] = &[
 
 /// Attributes returned by default at each level (PS3.18 Tables 6.7.1-2, -2a, -2b).
 const STUDY_FIELDS: &[u32] = &[
-    0x0008_0005, 0x0008_0020, 0x0008_0030, 0x0008_0050, 0x0008_0056, 0x0008_0061, 0x0008_0090,
-    0x0008_1030, 0x0008_1190, 0x0010_0010, 0x0010_0020, 0x0010_0030, 0x0010_0040, 0x0020_000D,
-    0x0020_0010, 0x0020_1206, 0x0020_1208,
+    0x0008_0005,
+    0x0008_0020,
+    0x0008_0030,
+    0x0008_0050,
+    0x0008_0056,
+    0x0008_0061,
+    0x0008_0090,
+    0x0008_1030,
+    0x0008_1190,
+    0x0010_0010,
+    0x0010_0020,
+    0x0010_0030,
+    0x0010_0040,
+    0x0020_000D,
+    0x0020_0010,
+    0x0020_1206,
+    0x0020_1208,
 ];
 const SERIES_FIELDS: &[u32] = &[
-    0x0008_0005, 0x0008_0056, 0x0008_0060, 0x0008_0021, 0x0008_103E, 0x0008_1190, 0x0020_000D,
-    0x0020_000E, 0x0020_0011, 0x0020_1209, 0x0040_0244, 0x0040_0245,
+    0x0008_0005,
+    0x0008_0056,
+    0x0008_0060,
+    0x0008_0021,
+    0x0008_103E,
+    0x0008_1190,
+    0x0020_000D,
+    0x0020_000E,
+    0x0020_0011,
+    0x0020_1209,
+    0x0040_0244,
+    0x0040_0245,
 ];
 const INSTANCE_FIELDS: &[u32] = &[
-    0x0008_0005, 0x0008_0016, 0x0008_0018, 0x0008_0056, 0x0008_1190, 0x0020_000D, 0x0020_000E,
-    0x0020_0013, 0x0028_0008, 0x0028_0010, 0x0028_0011, 0x0028_0100,
+    0x0008_0005,
+    0x0008_0016,
+    0x0008_0018,
+    0x0008_0056,
+    0x0008_1190,
+    0x0020_000D,
+    0x0020_000E,
+    0x0020_0013,
+    0x0028_0008,
+    0x0028_0010,
+    0x0028_0011,
+    0x0028_0100,
 ];
 
 fn tag_key(t: Tag) -> String {
@@ -111,22 +145,23 @@ struct Search {
 }
 
 fn parse_params(params: Vec<(String, String)>) -> AppResult<Search> {
-    let mut s = Search {
-        filters: vec![],
-        include_all: false,
-        include: vec![],
-        limit: DEFAULT_LIMIT,
-        offset: 0,
-        fuzzy: false,
-    };
+    let mut s = Search { filters: vec![], include_all: false, include: vec![], limit: DEFAULT_LIMIT, offset: 0, fuzzy: false };
     for (k, v) in params {
         match k.as_str() {
             "limit" => {
-                s.limit = v.parse().ok().filter(|l| *l >= 0).ok_or_else(|| AppError::BadRequest("limit must be a non-negative integer".into()))?;
+                s.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| *l >= 0)
+                    .ok_or_else(|| AppError::BadRequest("limit must be a non-negative integer".into()))?;
                 s.limit = s.limit.min(MAX_LIMIT);
             }
             "offset" => {
-                s.offset = v.parse().ok().filter(|o| *o >= 0).ok_or_else(|| AppError::BadRequest("offset must be a non-negative integer".into()))?;
+                s.offset = v
+                    .parse()
+                    .ok()
+                    .filter(|o| *o >= 0)
+                    .ok_or_else(|| AppError::BadRequest("offset must be a non-negative integer".into()))?;
             }
             "fuzzymatching" => {
                 s.fuzzy = match v.to_ascii_lowercase().as_str() {
@@ -296,9 +331,7 @@ fn add_filter(b: &mut SqlBuilder, column: &str, kind: Kind, value: &str, fuzzy: 
                 let a = b.bind(BindValue::Text(p1));
                 let c = b.bind(BindValue::Text(p2));
                 let d = b.bind(BindValue::Text(p3));
-                b.clauses.push(format!(
-                    "({column} {op} {a}{esc} OR {column} {op} {c}{esc} OR {column} {op} {d}{esc})"
-                ));
+                b.clauses.push(format!("({column} {op} {a}{esc} OR {column} {op} {c}{esc} OR {column} {op} {d}{esc})"));
             } else {
                 b.text_match(column, value, true);
             }
@@ -457,11 +490,8 @@ async fn run_search(
                 let nseries: i64 = row.try_get(3)?;
                 let ninst: i64 = row.try_get(4)?;
                 let mut computed = Map::new();
-                let mods: Vec<&str> = modalities
-                    .as_ref()
-                    .and_then(|m| m.get(&uid))
-                    .map(|v| v.iter().map(String::as_str).collect())
-                    .unwrap_or_default();
+                let mods: Vec<&str> =
+                    modalities.as_ref().and_then(|m| m.get(&uid)).map(|v| v.iter().map(String::as_str).collect()).unwrap_or_default();
                 computed.insert("00080061".into(), if mods.is_empty() { json!({"vr": "CS"}) } else { json!({"vr": "CS", "Value": mods}) });
                 computed.insert("00201206".into(), json!({"vr": "IS", "Value": [nseries]}));
                 computed.insert("00201208".into(), json!({"vr": "IS", "Value": [ninst]}));
@@ -485,7 +515,8 @@ async fn run_search(
                 let metadata: String = row.try_get(3)?;
                 let frames: i64 = row.try_get(4)?;
                 let mut computed = Map::new();
-                computed.insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{base}/studies/{st}/series/{se}/instances/{i}")]}));
+                computed
+                    .insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{base}/studies/{st}/series/{se}/instances/{i}")]}));
                 if frames > 0 {
                     computed.insert("00280008".into(), json!({"vr": "IS", "Value": [frames]}));
                 }
@@ -558,9 +589,10 @@ fn select_fields(stored: &str, computed: Map<String, Value>, defaults: &[u32], s
         .chain(search.filters.iter().map(|(t, _)| tag_key(*t)));
     for key in wanted {
         if let Some(v) = doc.get(&key)
-            && v.get("BulkDataURI").is_none() {
-                out.insert(key, v.clone());
-            }
+            && v.get("BulkDataURI").is_none()
+        {
+            out.insert(key, v.clone());
+        }
     }
     out.insert("00080056".into(), json!({"vr": "CS", "Value": ["ONLINE"]}));
     for (k, v) in computed {
@@ -573,7 +605,8 @@ fn json_response(results: Vec<Value>, ignored: &[String], more: bool) -> Respons
     let mut resp = ([(header::CONTENT_TYPE, DICOM_JSON)], Value::Array(results).to_string()).into_response();
     let mut warnings = Vec::new();
     if !ignored.is_empty() {
-        warnings.push(format!("299 ferry \"The following attributes are not supported for matching and were ignored: {}\"", ignored.join(",")));
+        warnings
+            .push(format!("299 ferry \"The following attributes are not supported for matching and were ignored: {}\"", ignored.join(",")));
     }
     if more {
         warnings.push("299 ferry \"There are more results; use offset to page\"".to_string());
@@ -600,23 +633,50 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
     }
 }
 
-pub async fn search_studies(State(state): State<AppState>, principal: Principal, headers: HeaderMap, Params(p): Params) -> AppResult<Response> {
+pub async fn search_studies(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Params(p): Params,
+) -> AppResult<Response> {
     run_search(&state, &principal, &headers, Level::Study, p, None, None).await
 }
 
-pub async fn search_all_series(State(state): State<AppState>, principal: Principal, headers: HeaderMap, Params(p): Params) -> AppResult<Response> {
+pub async fn search_all_series(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Params(p): Params,
+) -> AppResult<Response> {
     run_search(&state, &principal, &headers, Level::Series, p, None, None).await
 }
 
-pub async fn search_study_series(State(state): State<AppState>, principal: Principal, headers: HeaderMap, Path(study): Path<String>, Params(p): Params) -> AppResult<Response> {
+pub async fn search_study_series(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(study): Path<String>,
+    Params(p): Params,
+) -> AppResult<Response> {
     run_search(&state, &principal, &headers, Level::Series, p, Some(study), None).await
 }
 
-pub async fn search_all_instances(State(state): State<AppState>, principal: Principal, headers: HeaderMap, Params(p): Params) -> AppResult<Response> {
+pub async fn search_all_instances(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Params(p): Params,
+) -> AppResult<Response> {
     run_search(&state, &principal, &headers, Level::Instance, p, None, None).await
 }
 
-pub async fn search_study_instances(State(state): State<AppState>, principal: Principal, headers: HeaderMap, Path(study): Path<String>, Params(p): Params) -> AppResult<Response> {
+pub async fn search_study_instances(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(study): Path<String>,
+    Params(p): Params,
+) -> AppResult<Response> {
     run_search(&state, &principal, &headers, Level::Instance, p, Some(study), None).await
 }
 

@@ -53,7 +53,11 @@ fn parse_render_params(p: &[(String, String)]) -> AppResult<RenderParams> {
                 }
             }
             "quality" => {
-                r.quality = v.parse::<u8>().ok().filter(|q| (1..=100).contains(q)).ok_or_else(|| AppError::BadRequest("quality must be 1–100".into()))?;
+                r.quality = v
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|q| (1..=100).contains(q))
+                    .ok_or_else(|| AppError::BadRequest("quality must be 1–100".into()))?;
             }
             _ => {}
         }
@@ -89,13 +93,13 @@ fn render_frame(file: &[u8], frame: u32, p: &RenderParams, fmt: Format) -> AppRe
     } else {
         opts = opts.with_voi_lut(VoiLutOption::First);
     }
-    let mut img = decoded
-        .to_dynamic_image_with_options(0, &opts)
-        .map_err(|e| AppError::NotAcceptable(format!("cannot render this image: {e}")))?;
+    let mut img =
+        decoded.to_dynamic_image_with_options(0, &opts).map_err(|e| AppError::NotAcceptable(format!("cannot render this image: {e}")))?;
     if let Some((w, h)) = p.viewport
-        && (img.width() > w || img.height() > h) {
-            img = img.thumbnail(w, h);
-        }
+        && (img.width() > w || img.height() > h)
+    {
+        img = img.thumbnail(w, h);
+    }
     let mut out = Cursor::new(Vec::new());
     match fmt {
         Format::Jpeg => {
@@ -111,13 +115,7 @@ fn render_frame(file: &[u8], frame: u32, p: &RenderParams, fmt: Format) -> AppRe
     Ok(out.into_inner())
 }
 
-async fn render(
-    state: &AppState,
-    row: &InstanceRow,
-    frame: u64,
-    params: RenderParams,
-    fmt: Format,
-) -> AppResult<Response> {
+async fn render(state: &AppState, row: &InstanceRow, frame: u64, params: RenderParams, fmt: Format) -> AppResult<Response> {
     if row.pixel_layout.is_none() {
         return Err(AppError::NotAcceptable("the instance has no pixel data to render".into()));
     }
@@ -153,10 +151,8 @@ async fn representative(state: &AppState, principal: &Principal, study: &str, se
     check_access(principal, study, series, None)?;
     let rows = db::instances(&state.db, &principal.study_scope(), study, series, None).await?;
     let first_series = rows.iter().find(|r| r.pixel_layout.is_some()).map(|r| r.series_uid.clone());
-    let with_pixels: Vec<&InstanceRow> = rows
-        .iter()
-        .filter(|r| r.pixel_layout.is_some() && Some(&r.series_uid) == first_series.as_ref())
-        .collect();
+    let with_pixels: Vec<&InstanceRow> =
+        rows.iter().filter(|r| r.pixel_layout.is_some() && Some(&r.series_uid) == first_series.as_ref()).collect();
     if rows.is_empty() {
         return Err(AppError::NotFound("no such study or series".into()));
     }

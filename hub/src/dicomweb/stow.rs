@@ -15,12 +15,7 @@ use crate::error::AppError;
 use crate::ingest::{self, Failure, Stored, describe::valid_uid, reason};
 use crate::state::AppState;
 
-pub async fn store(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, AppError> {
+pub async fn store(State(state): State<AppState>, principal: Principal, headers: HeaderMap, body: Body) -> Result<Response, AppError> {
     store_impl(state, principal, headers, None, body).await
 }
 
@@ -44,8 +39,7 @@ pub fn multipart_boundary(headers: &HeaderMap) -> Result<String, AppError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| AppError::UnsupportedMediaType("missing Content-Type; send multipart/related; type=\"application/dicom\"".into()))?;
-    let mime = super::accept::parse_content_type(ct)
-        .ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
+    let mime = super::accept::parse_content_type(ct).ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
     if mime.essence != "multipart/related" {
         return Err(AppError::UnsupportedMediaType(format!(
             "Content-Type {} is not supported; send multipart/related; type=\"application/dicom\"",
@@ -53,11 +47,10 @@ pub fn multipart_boundary(headers: &HeaderMap) -> Result<String, AppError> {
         )));
     }
     if let Some(t) = mime.param("type")
-        && !t.eq_ignore_ascii_case("application/dicom") {
-            return Err(AppError::UnsupportedMediaType(format!(
-                "parts of type {t} are not supported; only application/dicom"
-            )));
-        }
+        && !t.eq_ignore_ascii_case("application/dicom")
+    {
+        return Err(AppError::UnsupportedMediaType(format!("parts of type {t} are not supported; only application/dicom")));
+    }
     mime.param("boundary")
         .map(str::to_string)
         .filter(|b| !b.is_empty())
@@ -98,10 +91,7 @@ async fn store_impl(
         let mut field = field;
         if let Some(t) = part_type.filter(|t| t != "application/dicom") {
             while let Ok(Some(_)) = field.chunk().await {}
-            failed.push(Failure::new(
-                reason::CANNOT_UNDERSTAND,
-                format!("part of type {t} is not application/dicom"),
-            ));
+            failed.push(Failure::new(reason::CANNOT_UNDERSTAND, format!("part of type {t} is not application/dicom")));
             continue;
         }
         match ingest::receive(&state, &mut field, study.as_deref()).await {
@@ -125,12 +115,7 @@ async fn store_impl(
     if parts == 0 {
         return Err(AppError::BadRequest("the request contains no DICOM parts".into()));
     }
-    tracing::info!(
-        principal = principal.log_id(),
-        stored = stored.len(),
-        failed = failed.len(),
-        "STOW-RS request handled"
-    );
+    tracing::info!(principal = principal.log_id(), stored = stored.len(), failed = failed.len(), "STOW-RS request handled");
     let base = base_url(&state, &headers);
     Ok(stow_response(&base, study.as_deref(), &stored, &failed))
 }

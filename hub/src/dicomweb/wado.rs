@@ -18,8 +18,8 @@ use crate::access::Principal;
 use crate::error::{AppError, AppResult};
 use crate::ingest::describe::{BULK_BASE, valid_uid};
 use crate::state::AppState;
-use crate::storage::keys::KeyCache;
 use crate::storage::crypto::Key;
+use crate::storage::keys::KeyCache;
 
 /// Checks the UIDs of a path. What the principal may see is applied by the queries
 /// ([`db::instances`] with its scope): unknown and forbidden both come back empty, so both are
@@ -59,8 +59,7 @@ enum DicomRendition {
 
 fn negotiate_dicom(ranges: &[MediaRange], rows: &[InstanceRow], single_ok: bool) -> AppResult<DicomRendition> {
     for r in ranges {
-        let multipart = r.essence == "multipart/related"
-            && r.param("type").is_none_or(|t| t.eq_ignore_ascii_case("application/dicom"));
+        let multipart = r.essence == "multipart/related" && r.param("type").is_none_or(|t| t.eq_ignore_ascii_case("application/dicom"));
         if multipart || r.essence == "*/*" || r.essence == "multipart/*" {
             match r.param("transfer-syntax") {
                 None | Some("*") => return Ok(DicomRendition::Multipart),
@@ -91,8 +90,7 @@ async fn multipart_dicom(state: AppState, rows: Vec<InstanceRow>) -> AppResult<R
     let b = boundary();
     let part_header = format!("--{b}\r\nContent-Type: application/dicom\r\n\r\n");
     let closing = format!("--{b}--\r\n");
-    let total: u64 = rows.iter().map(|r| part_header.len() as u64 + r.size + 2).sum::<u64>()
-        + closing.len() as u64;
+    let total: u64 = rows.iter().map(|r| part_header.len() as u64 + r.size + 2).sum::<u64>() + closing.len() as u64;
     // Resolve keys before the first byte goes out, so a key problem is a clean error.
     let mut study_key = KeyCache::default();
     let mut keyed = Vec::with_capacity(rows.len());
@@ -285,8 +283,7 @@ pub async fn instance_metadata(
 /// The media type of a compressed frame of the given transfer syntax (PS3.18 Table 8.7.3-2).
 pub fn frame_media_type(ts: &str) -> Option<&'static str> {
     Some(match ts {
-        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57"
-        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
+        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70" => "image/jpeg",
         "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
         "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
         "1.2.840.10008.1.2.4.92" | "1.2.840.10008.1.2.4.93" => "image/jpx",
@@ -300,10 +297,7 @@ pub fn frame_media_type(ts: &str) -> Option<&'static str> {
 /// Byte ranges (in the original file) that hold frame `n` (1-based).
 #[allow(clippy::single_range_in_vec_init)] // a list of ranges, often of one
 pub fn frame_ranges(row: &InstanceRow, n: u64) -> AppResult<Vec<Range<u64>>> {
-    let layout = row
-        .pixel_layout
-        .as_ref()
-        .ok_or_else(|| AppError::NotFound("the instance has no pixel data".into()))?;
+    let layout = row.pixel_layout.as_ref().ok_or_else(|| AppError::NotFound("the instance has no pixel data".into()))?;
     let frames = row.number_of_frames.max(1) as u64;
     if n == 0 || n > frames {
         return Err(AppError::NotFound(format!("frame {n} does not exist (the instance has {frames})")));
@@ -455,9 +449,7 @@ pub async fn retrieve_bulk(
         }
     } else {
         let file = state.blobs.read_all(&row.blob_path, key, row.size).await.map_err(AppError::Internal)?;
-        let value = tokio::task::spawn_blocking(move || element_bytes(&file, &tag))
-            .await
-            .map_err(|e| AppError::Internal(e.into()))??;
+        let value = tokio::task::spawn_blocking(move || element_bytes(&file, &tag)).await.map_err(|e| AppError::Internal(e.into()))??;
         body.extend_from_slice(format!("--{b}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
         body.extend_from_slice(&value);
         body.extend_from_slice(b"\r\n");
@@ -474,12 +466,7 @@ fn element_bytes(file: &[u8], tag: &str) -> AppResult<Vec<u8>> {
         .read_preamble(dicom_object::file::ReadPreamble::Auto)
         .from_reader(file)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
-    let el = obj
-        .get(dicom_core::Tag(group, elem))
-        .ok_or_else(|| AppError::NotFound("the instance has no such element".into()))?;
-    let bytes = el
-        .value()
-        .to_bytes()
-        .map_err(|_| AppError::NotFound("the element has no bulk value".into()))?;
+    let el = obj.get(dicom_core::Tag(group, elem)).ok_or_else(|| AppError::NotFound("the instance has no such element".into()))?;
+    let bytes = el.value().to_bytes().map_err(|_| AppError::NotFound("the element has no bulk value".into()))?;
     Ok(bytes.into_owned())
 }

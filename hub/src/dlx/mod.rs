@@ -89,15 +89,18 @@ pub async fn lookup_questions(state: &AppState, value: &str, client: &str) -> Ap
         Found::Unknown => ("", "unknown code"),
         Found::Typo => ("", "typo"),
     };
-    audit::record(&state.db_write, audit::Event {
-        actor: "anonymous",
-        client_addr: client,
-        action: "share.lookup",
-        object_kind: "share",
-        object_id: share_id,
-        result: "ok",
-        detail,
-    })
+    audit::record(
+        &state.db_write,
+        audit::Event {
+            actor: "anonymous",
+            client_addr: client,
+            action: "share.lookup",
+            object_kind: "share",
+            object_id: share_id,
+            result: "ok",
+            detail,
+        },
+    )
     .await?;
     Ok(token_info(state, q))
 }
@@ -117,9 +120,8 @@ async fn tokentfa(
     Path(value): Path<String>,
     body: axum::body::Bytes,
 ) -> AppResult<Response> {
-    let answers: TfaAnswers = crate::error::parse_json(&body).map_err(|e| {
-        AppError::BadRequest(format!("expected {{\"tfaAnswer\": [{{\"questionId\", \"answer\"}}]}}: {e}"))
-    })?;
+    let answers: TfaAnswers = crate::error::parse_json(&body)
+        .map_err(|e| AppError::BadRequest(format!("expected {{\"tfaAnswer\": [{{\"questionId\", \"answer\"}}]}}: {e}")))?;
     let client = crate::shares::client_addr(&ci);
     Ok(match redeem::redeem(&state, &value, &answers.tfa_answer, SessionKind::Dlx, &client).await? {
         Outcome::Granted { token, .. } => {
@@ -210,13 +212,13 @@ async fn sex_of(state: &AppState, share_id: &str, study: &str) -> AppResult<Stri
         "SELECT s.patient_sex FROM studies s WHERE s.study_uid = $2 AND (s.origin, s.study_uid) IN \
          (SELECT l.origin, l.study_uid FROM share_instances l WHERE l.share_id = $1) ORDER BY s.created_at, s.origin",
     )
-        .bind(share_id)
-        .bind(study)
-        .fetch_optional(&state.db)
-        .await?
-        .map(|r| r.try_get::<String, _>(0))
-        .transpose()?
-        .unwrap_or_default())
+    .bind(share_id)
+    .bind(study)
+    .fetch_optional(&state.db)
+    .await?
+    .map(|r| r.try_get::<String, _>(0))
+    .transpose()?
+    .unwrap_or_default())
 }
 
 async fn download(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -246,7 +248,10 @@ async fn download_all(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>
         Err(r) => return r,
     };
     let Some(slot) = slot(&state) else { return busy() };
-    holder::download(&state, &h, None, &crate::shares::client_addr(&ci)).await.map(|r| holding(r, slot)).unwrap_or_else(IntoResponse::into_response)
+    holder::download(&state, &h, None, &crate::shares::client_addr(&ci))
+        .await
+        .map(|r| holding(r, slot))
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Seconds a DLX client is asked to wait when every download slot is taken.

@@ -211,15 +211,14 @@ pub async fn release(
     extra_keys: Vec<String>,
 ) -> Result<Released, sqlx::Error> {
     let (table, key) = (holding.table(), holding.key());
-    let linked: Vec<RowRef> = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT origin, sop_instance_uid, series_uid, study_uid FROM {table} WHERE {key} = $1"
-    )))
-    .bind(id)
-    .fetch_all(&mut **tx)
-    .await?
-    .iter()
-    .map(row_ref)
-    .collect::<Result<_, _>>()?;
+    let linked: Vec<RowRef> =
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT origin, sop_instance_uid, series_uid, study_uid FROM {table} WHERE {key} = $1")))
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(row_ref)
+            .collect::<Result<_, _>>()?;
     sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE {key} = $1"))).bind(id).execute(&mut **tx).await?;
     let mut out = Released { blobs: extra_blobs, shredded: 0 };
     let mut keys: Vec<String> = extra_keys;

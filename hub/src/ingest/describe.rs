@@ -57,10 +57,7 @@ pub struct SeriesKeys {
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.get(tag)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
-        .unwrap_or_default()
+    obj.get(tag).and_then(|e| e.to_str().ok()).map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string()).unwrap_or_default()
 }
 
 /// A UID as DICOM allows it: 1–64 characters of digits and dots.
@@ -89,7 +86,9 @@ pub fn describe(walked: &Walked) -> Result<Described, Failure> {
     let sop_instance_uid = uid(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
     let study_uid = uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?;
     let series_uid = uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
-    if walked.pixel.is_none() && obj.get(tags::ROWS).is_some() && obj.get(tags::FLOAT_PIXEL_DATA).is_none()
+    if walked.pixel.is_none()
+        && obj.get(tags::ROWS).is_some()
+        && obj.get(tags::FLOAT_PIXEL_DATA).is_none()
         && obj.get(tags::DOUBLE_FLOAT_PIXEL_DATA).is_none()
     {
         // A file cut on an element boundary still parses; image attributes without pixel data
@@ -120,26 +119,18 @@ pub fn describe(walked: &Walked) -> Result<Described, Failure> {
         series_date: text(obj, tags::SERIES_DATE),
         series_time: text(obj, tags::SERIES_TIME),
     };
-    let mut json = dicom_json::to_value(obj)
-        .map_err(|e| Failure::new(reason::CANNOT_UNDERSTAND, format!("cannot convert to DICOM JSON: {e}")))?;
-    let base = format!(
-        "{BULK_BASE}/studies/{study_uid}/series/{series_uid}/instances/{sop_instance_uid}/bulk"
-    );
+    let mut json =
+        dicom_json::to_value(obj).map_err(|e| Failure::new(reason::CANNOT_UNDERSTAND, format!("cannot convert to DICOM JSON: {e}")))?;
+    let base = format!("{BULK_BASE}/studies/{study_uid}/series/{series_uid}/instances/{sop_instance_uid}/bulk");
     if let Value::Object(map) = &mut json {
         strip_bulk(map, Some(&base));
-        map.insert(
-            "00020010".into(),
-            json!({"vr": "UI", "Value": [walked.transfer_syntax]}),
-        );
+        map.insert("00020010".into(), json!({"vr": "UI", "Value": [walked.transfer_syntax]}));
         if let Some(px) = &walked.pixel {
-            map.insert(
-                "7FE00010".into(),
-                json!({"vr": px.vr, "BulkDataURI": format!("{base}/7FE00010")}),
-            );
+            map.insert("7FE00010".into(), json!({"vr": px.vr, "BulkDataURI": format!("{base}/7FE00010")}));
         }
     }
-    let metadata = serde_json::to_string(&json)
-        .map_err(|e| Failure::new(reason::CANNOT_UNDERSTAND, format!("cannot serialise metadata: {e}")))?;
+    let metadata =
+        serde_json::to_string(&json).map_err(|e| Failure::new(reason::CANNOT_UNDERSTAND, format!("cannot serialise metadata: {e}")))?;
     Ok(Described {
         sop_class_uid,
         sop_instance_uid,
@@ -161,10 +152,7 @@ pub fn describe(walked: &Walked) -> Result<Described, Failure> {
 fn strip_bulk(map: &mut Map<String, Value>, base: Option<&str>) {
     for (tag, el) in map.iter_mut() {
         let Value::Object(el) = el else { continue };
-        let large = el
-            .get("InlineBinary")
-            .and_then(Value::as_str)
-            .is_some_and(|s| s.len() > INLINE_BINARY_MAX);
+        let large = el.get("InlineBinary").and_then(Value::as_str).is_some_and(|s| s.len() > INLINE_BINARY_MAX);
         if large {
             el.remove("InlineBinary");
             if let Some(base) = base {

@@ -105,10 +105,7 @@ impl IndexWriter {
 
     async fn insert(&self, row: Arc<NewRow>) -> Result<Outcome, InsertError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Insert { row, reply })
-            .await
-            .map_err(|_| InsertError::Db(sqlx::Error::PoolClosed))?;
+        self.tx.send(Job::Insert { row, reply }).await.map_err(|_| InsertError::Db(sqlx::Error::PoolClosed))?;
         rx.await.map_err(|_| InsertError::Db(sqlx::Error::PoolClosed))?
     }
 }
@@ -364,8 +361,7 @@ pub async fn insert(state: &AppState, origin: &Origin, d: Arc<Described>, blob: 
 /// Unique violations (another hub stored the same instance meanwhile), deadlocks and
 /// serialization failures: trying again can succeed.
 fn retryable(e: &sqlx::Error) -> bool {
-    is_unique_violation(e)
-        || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001")))
+    is_unique_violation(e) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001")))
 }
 
 enum InsertError {
@@ -514,7 +510,11 @@ async fn try_insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, row: &NewRow
     Ok(outcome)
 }
 
-async fn series_owner(tx: &mut sqlx::Transaction<'static, sqlx::Any>, origin: &str, series_uid: &str) -> Result<Option<String>, sqlx::Error> {
+async fn series_owner(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    origin: &str,
+    series_uid: &str,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query("SELECT study_uid FROM series WHERE origin = $1 AND series_uid = $2")
         .bind(origin)
         .bind(series_uid)

@@ -80,14 +80,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(reason: u16, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-            sop_class_uid: None,
-            sop_instance_uid: None,
-            not_dicom: false,
-            fatal: false,
-        }
+        Self { reason, message: message.into(), sop_class_uid: None, sop_instance_uid: None, not_dicom: false, fatal: false }
     }
 
     fn with_uids(mut self, d: &Described) -> Self {
@@ -123,11 +116,7 @@ pub struct Received {
 
 /// Reads one file from `body` (which must be consumed in order) into an unfinished blob.
 #[tracing::instrument(skip_all)]
-pub async fn receive<S, E>(
-    state: &AppState,
-    body: &mut S,
-    expected_study: Option<&str>,
-) -> Result<Received, Failure>
+pub async fn receive<S, E>(state: &AppState, body: &mut S, expected_study: Option<&str>) -> Result<Received, Failure>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Display,
@@ -169,28 +158,28 @@ where
         };
         size += chunk.len() as u64;
         if size > limits.max_instance_bytes {
-            failure = Some(Failure::new(
-                reason::OUT_OF_RESOURCES,
-                format!("the file exceeds the limit of {} bytes", limits.max_instance_bytes),
-            ));
+            failure =
+                Some(Failure::new(reason::OUT_OF_RESOURCES, format!("the file exceeds the limit of {} bytes", limits.max_instance_bytes)));
             if !drain(body).await
-                && let Some(f) = failure.as_mut() {
-                    f.fatal = true;
-                }
+                && let Some(f) = failure.as_mut()
+            {
+                f.fatal = true;
+            }
             break;
         }
         if let Some(sender) = &tx
-            && sender.send(chunk.clone()).await.is_err() {
-                // The walk stopped early: the file is not usable. Its error is reported below.
-                tx = None;
-                let ok = drain(body).await;
-                if !ok {
-                    let mut f = Failure::new(reason::CANNOT_UNDERSTAND, "reading the request body failed");
-                    f.fatal = true;
-                    failure = Some(f);
-                }
-                break;
+            && sender.send(chunk.clone()).await.is_err()
+        {
+            // The walk stopped early: the file is not usable. Its error is reported below.
+            tx = None;
+            let ok = drain(body).await;
+            if !ok {
+                let mut f = Failure::new(reason::CANNOT_UNDERSTAND, "reading the request body failed");
+                f.fatal = true;
+                failure = Some(f);
             }
+            break;
+        }
         if let Err(e) = writer.write_bytes(chunk).await {
             tracing::error!(error = %format!("{e:#}"), "blob write failed");
             failure = Some(Failure::new(reason::OUT_OF_RESOURCES, "the hub could not store the file (storage or database unavailable)"));
@@ -212,11 +201,9 @@ where
             Err(Failure::new(reason::CANNOT_UNDERSTAND, "the file has trailing bytes after the data set").with_uids(&d))
         }
         (None, Ok(Ok((_, d, sha, _)))) => match expected_study {
-            Some(s) if s != d.study_uid => Err(Failure::new(
-                reason::PROCESSING_FAILURE,
-                "Study Instance UID differs from the study in the URL",
-            )
-            .with_uids(&d)),
+            Some(s) if s != d.study_uid => {
+                Err(Failure::new(reason::PROCESSING_FAILURE, "Study Instance UID differs from the study in the URL").with_uids(&d))
+            }
             _ => Ok((d, sha)),
         },
     };
@@ -240,7 +227,8 @@ pub async fn commit(state: &AppState, origin: &Origin, r: Received) -> Result<St
     if let Err(e) = writer.finish().await {
         tracing::error!(error = %format!("{e:#}"), "blob finish failed");
         forget_blob(state, &blob_path).await;
-        return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub could not store the file (storage or database unavailable)").with_uids(&described));
+        return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub could not store the file (storage or database unavailable)")
+            .with_uids(&described));
     }
     let described = std::sync::Arc::new(described);
     let blob = index::NewBlob { path: blob_path.clone(), key: blob_key, size, sha256 };
@@ -304,9 +292,7 @@ impl WalkFailure {
                 f.not_dicom = true;
                 f
             }
-            WalkFailure::Parse(e @ parse::ParseError::HeaderTooLarge(_)) => {
-                Failure::new(reason::OUT_OF_RESOURCES, e.to_string())
-            }
+            WalkFailure::Parse(e @ parse::ParseError::HeaderTooLarge(_)) => Failure::new(reason::OUT_OF_RESOURCES, e.to_string()),
             WalkFailure::Parse(e) => Failure::new(reason::CANNOT_UNDERSTAND, e.to_string()),
         }
     }

@@ -155,12 +155,10 @@ pub fn walk<R: Read>(reader: R, max_head: u64) -> Result<Walked, ParseError> {
         return Err(ParseError::NotDicom);
     };
     let meta_bytes = meta_group(&tee)?;
-    let meta = FileMetaTable::from_reader(&meta_bytes[..])
-        .map_err(|e| ParseError::Malformed(format!("invalid file meta information: {e}")))?;
+    let meta =
+        FileMetaTable::from_reader(&meta_bytes[..]).map_err(|e| ParseError::Malformed(format!("invalid file meta information: {e}")))?;
     let ts_uid = meta.transfer_syntax().to_string();
-    let ts = TransferSyntaxRegistry
-        .get(&ts_uid)
-        .ok_or_else(|| ParseError::UnsupportedTransferSyntax(ts_uid.clone()))?;
+    let ts = TransferSyntaxRegistry.get(&ts_uid).ok_or_else(|| ParseError::UnsupportedTransferSyntax(ts_uid.clone()))?;
     if ts_uid == "1.2.840.10008.1.2.1.99" || !ts.can_decode_dataset() {
         return Err(ParseError::UnsupportedTransferSyntax(ts_uid));
     }
@@ -170,9 +168,7 @@ pub fn walk<R: Read>(reader: R, max_head: u64) -> Result<Walked, ParseError> {
         .map_err(|e| ParseError::UnsupportedTransferSyntax(format!("{ts_uid}: {e}")))?;
     let mut pixel = None;
     walk_elements(&mut dec, &tee, 0, false, &mut pixel, None).map_err(|e| match e {
-        WalkError::Io(io) if io.get_ref().is_some_and(|r| r.is::<HeadLimit>()) => {
-            ParseError::HeaderTooLarge(max_head)
-        }
+        WalkError::Io(io) if io.get_ref().is_some_and(|r| r.is::<HeadLimit>()) => ParseError::HeaderTooLarge(max_head),
         WalkError::Io(io) => ParseError::Io(io),
         WalkError::Bad(m) => ParseError::Malformed(m),
     })?;
@@ -226,7 +222,27 @@ fn meta_group<R: Read>(tee: &Tee<R>) -> Result<Vec<u8>, ParseError> {
         let long = matches!(vr, b"OB" | b"OW" | b"OF" | b"OD" | b"OL" | b"OV" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV");
         let short = matches!(
             vr,
-            b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FL" | b"FD" | b"IS" | b"LO" | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL" | b"US"
+            b"AE"
+                | b"AS"
+                | b"AT"
+                | b"CS"
+                | b"DA"
+                | b"DS"
+                | b"DT"
+                | b"FL"
+                | b"FD"
+                | b"IS"
+                | b"LO"
+                | b"LT"
+                | b"PN"
+                | b"SH"
+                | b"SL"
+                | b"SS"
+                | b"ST"
+                | b"TM"
+                | b"UI"
+                | b"UL"
+                | b"US"
         );
         if !long && !short {
             return Err(bad("an element has an unknown value representation"));
@@ -272,9 +288,7 @@ fn dec_err(at: u64) -> impl FnOnce(dicom_parser::stateful::decode::Error) -> Wal
     move |e| {
         let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = src {
-            if s.is::<HeadLimit>()
-                || s.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.get_ref().is_some_and(|r| r.is::<HeadLimit>()))
+            if s.is::<HeadLimit>() || s.downcast_ref::<std::io::Error>().is_some_and(|io| io.get_ref().is_some_and(|r| r.is::<HeadLimit>()))
             {
                 return WalkError::Io(std::io::Error::other(HeadLimit));
             }
@@ -472,7 +486,10 @@ mod tests {
 
     fn ct_small() -> Vec<u8> {
         let out = std::process::Command::new("python3")
-            .args(["-c", "import os, pydicom.data; print(os.path.join(os.path.dirname(pydicom.data.__file__), 'test_files', 'CT_small.dcm'))"])
+            .args([
+                "-c",
+                "import os, pydicom.data; print(os.path.join(os.path.dirname(pydicom.data.__file__), 'test_files', 'CT_small.dcm'))",
+            ])
             .output()
             .unwrap();
         std::fs::read(String::from_utf8_lossy(&out.stdout).trim()).unwrap()

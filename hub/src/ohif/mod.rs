@@ -34,10 +34,8 @@ pub const MOUNT: &str = "/ohif";
 
 /// What a root build's top-level files say and what the hub serves instead: the bundles' webpack
 /// public path, and root-relative `url(/…)` in style sheets (the fonts).
-const REWRITES: [(&str, &str, &str); 2] = [
-    (".js", "__webpack_require__.p = \"/\"", "__webpack_require__.p = \"/ohif/\""),
-    (".css", "url(/", "url(/ohif/"),
-];
+const REWRITES: [(&str, &str, &str); 2] =
+    [(".js", "__webpack_require__.p = \"/\"", "__webpack_require__.p = \"/ohif/\""), (".css", "url(/", "url(/ohif/")];
 
 /// A loaded OHIF distribution.
 pub struct Ohif {
@@ -146,9 +144,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     if state.ohif.is_none() {
         return r.route("/ohif/", get(not_installed)).route("/ohif/{*path}", get(not_installed));
     }
-    r.route("/ohif/", get(index))
-        .route("/ohif/app-config.js", get(app_config))
-        .route("/ohif/{*path}", get(file))
+    r.route("/ohif/", get(index)).route("/ohif/app-config.js", get(app_config)).route("/ohif/{*path}", get(file))
 }
 
 async fn not_installed() -> Response {
@@ -186,17 +182,18 @@ async fn file(State(state): State<AppState>, who: MaybePrincipal, req: Request) 
         return index(State(state), who, req).await;
     }
     if !rel.contains('/')
-        && let Some(text) = ohif.rewritten(&rel).await {
-            let ct = if rel.ends_with(".css") { "text/css; charset=utf-8" } else { "text/javascript; charset=utf-8" };
-            return (
-                [
-                    (header::CONTENT_TYPE, HeaderValue::from_static(ct)),
-                    (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
-                ],
-                text,
-            )
-                .into_response();
-        }
+        && let Some(text) = ohif.rewritten(&rel).await
+    {
+        let ct = if rel.ends_with(".css") { "text/css; charset=utf-8" } else { "text/javascript; charset=utf-8" };
+        return (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(ct)),
+                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+            ],
+            text,
+        )
+            .into_response();
+    }
     let (mut parts, body) = req.into_parts();
     parts.uri = match format!("/{rel}").parse() {
         Ok(u) => u,

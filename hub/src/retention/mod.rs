@@ -51,11 +51,8 @@ pub async fn run_once(state: &AppState) -> anyhow::Result<u64> {
 pub async fn purge_share(state: &AppState, id: &str) -> anyhow::Result<bool> {
     let now = now_ms();
     let mut tx = state.db_write.begin().await?;
-    let claimed = sqlx::query("UPDATE shares SET purged_at = $1 WHERE id = $2 AND purged_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let claimed =
+        sqlx::query("UPDATE shares SET purged_at = $1 WHERE id = $2 AND purged_at IS NULL").bind(now).bind(id).execute(&mut *tx).await?;
     if claimed.rows_affected() != 1 {
         tx.rollback().await?;
         return Ok(false);
@@ -80,15 +77,18 @@ pub async fn purge_share(state: &AppState, id: &str) -> anyhow::Result<bool> {
     tx.commit().await?;
     state.blobs.delete_released(&state.db_write, &released.blobs).await;
     let (blobs, shredded) = (released.blobs, released.shredded);
-    audit::record(&state.db_write, Event {
-        actor: "system",
-        client_addr: "",
-        action: "share.purge",
-        object_kind: "share",
-        object_id: id,
-        result: "ok",
-        detail: &format!("{} blobs deleted, {shredded} studies shredded", blobs.len()),
-    })
+    audit::record(
+        &state.db_write,
+        Event {
+            actor: "system",
+            client_addr: "",
+            action: "share.purge",
+            object_kind: "share",
+            object_id: id,
+            result: "ok",
+            detail: &format!("{} blobs deleted, {shredded} studies shredded", blobs.len()),
+        },
+    )
     .await?;
     crate::db::reclaim_deleted(&state.db_write, state.dialect).await;
     tracing::info!(share = %id, blobs = blobs.len(), shredded, "share purged");

@@ -69,8 +69,7 @@ pub async fn choose(options: &ShareOptions, facts: &[(String, String, String)]) 
     let (question_type, text, answer, password) = match kind {
         "birth_date" | "PAT_BIRTH_DATE" => {
             let date = match options.birth_date.as_deref() {
-                Some(given) => parse_date(given)
-                    .ok_or_else(|| AppError::BadRequest("birth_date is not a valid date (YYYYMMDD)".into()))?,
+                Some(given) => parse_date(given).ok_or_else(|| AppError::BadRequest("birth_date is not a valid date (YYYYMMDD)".into()))?,
                 None => {
                     let dates = distinct(|f| &f.1);
                     match dates.as_slice() {
@@ -98,9 +97,10 @@ pub async fn choose(options: &ShareOptions, facts: &[(String, String, String)]) 
         }
         "study_date" | "STUDY_DATE" => {
             let dates = distinct(|f| &f.2);
-            let newest = dates.last().and_then(|d| parse_date(d)).ok_or_else(|| {
-                AppError::BadRequest("the studies carry no study date to ask for; choose another second factor".into())
-            })?;
+            let newest = dates
+                .last()
+                .and_then(|d| parse_date(d))
+                .ok_or_else(|| AppError::BadRequest("the studies carry no study date to ask for; choose another second factor".into()))?;
             (STUDY_DATE, String::new(), newest, None)
         }
         "custom" | "CUSTOM" => {
@@ -110,14 +110,14 @@ pub async fn choose(options: &ShareOptions, facts: &[(String, String, String)]) 
                 return Err(AppError::BadRequest("a custom second factor needs a question and an answer".into()));
             }
             if q.chars().count() > 200 || a.chars().count() > 100 || q.chars().chain(a.chars()).any(char::is_control) {
-                return Err(AppError::BadRequest("the question (200) or answer (100 characters) is too long or has control characters".into()));
+                return Err(AppError::BadRequest(
+                    "the question (200) or answer (100 characters) is too long or has control characters".into(),
+                ));
             }
             (CUSTOM, q.to_string(), normalize(CUSTOM, a), None)
         }
         other => {
-            return Err(AppError::BadRequest(format!(
-                "unknown second_factor {other:?}: use birth_date, password, study_date or custom"
-            )));
+            return Err(AppError::BadRequest(format!("unknown second_factor {other:?}: use birth_date, password, study_date or custom")));
         }
     };
     let answer_hash = password::hash(answer).await?;

@@ -22,8 +22,8 @@ use crate::accounts::tokens;
 use crate::audit::{self, Event};
 use crate::db::now_ms;
 use crate::error::{ApiJson, AppError, AppResult};
-use crate::state::AppState;
 use crate::index::{Holding, linked_studies};
+use crate::state::AppState;
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let limited = Router::new().route("/api/v1/redeem", post(api_redeem));
@@ -79,7 +79,11 @@ async fn by_session(state: &AppState, key: &str, kind: SessionKind) -> AppResult
     }
     // Kept at most every 30 s, so reading images does not turn into writes.
     if now - last_seen > 30_000 {
-        let _ = sqlx::query("UPDATE share_sessions SET last_seen_at = $1 WHERE token_hash = $2").bind(now).bind(key).execute(&state.db_write).await;
+        let _ = sqlx::query("UPDATE share_sessions SET last_seen_at = $1 WHERE token_hash = $2")
+            .bind(now)
+            .bind(key)
+            .execute(&state.db_write)
+            .await;
     }
     Ok(Some(ShareHolder { share, via: kind }))
 }
@@ -155,7 +159,8 @@ async fn api_redeem(
 
 /// What the holder sees.
 pub async fn view(state: &AppState, share: &ShareRow) -> AppResult<SharedView> {
-    let name: String = sqlx::query("SELECT name FROM communities WHERE id = $1").bind(&share.community_id).fetch_one(&state.db).await?.try_get(0)?;
+    let name: String =
+        sqlx::query("SELECT name FROM communities WHERE id = $1").bind(&share.community_id).fetch_one(&state.db).await?.try_get(0)?;
     Ok(SharedView {
         community_name: name,
         expires_at: share.expires_at,
@@ -179,21 +184,31 @@ pub async fn download(state: &AppState, h: &ShareHolder, study: Option<&str>, cl
         .await?
         .into_iter()
         .filter(|r| r.report.released && study.is_none_or(|s| s == r.report.study_uid))
-        .map(|r| crate::archive::pdi::Report { study_uid: r.report.study_uid, size: r.report.size, blob_path: r.blob_path, blob_key: r.blob_key, key_id: r.key_id })
+        .map(|r| crate::archive::pdi::Report {
+            study_uid: r.report.study_uid,
+            size: r.report.size,
+            blob_path: r.blob_path,
+            blob_key: r.blob_key,
+            key_id: r.key_id,
+        })
         .collect();
     let title = "Medizinische Bilder / Medical images";
     let plan = crate::archive::pdi::plan(state, items, reports, title).await?;
-    audit::record(&state.db_write, Event {
-        actor: &format!("share:{}", h.share.id),
-        client_addr: client,
-        action: "share.download",
-        object_kind: "share",
-        object_id: &h.share.id,
-        result: "ok",
-        detail: study.unwrap_or("all"),
-    })
+    audit::record(
+        &state.db_write,
+        Event {
+            actor: &format!("share:{}", h.share.id),
+            client_addr: client,
+            action: "share.download",
+            object_kind: "share",
+            object_id: &h.share.id,
+            result: "ok",
+            detail: study.unwrap_or("all"),
+        },
+    )
     .await?;
-    let _ = sqlx::query("UPDATE shares SET last_access_at = $1 WHERE id = $2").bind(now_ms()).bind(&h.share.id).execute(&state.db_write).await;
+    let _ =
+        sqlx::query("UPDATE shares SET last_access_at = $1 WHERE id = $2").bind(now_ms()).bind(&h.share.id).execute(&state.db_write).await;
     plan.into_response(state.blobs.clone(), "images.zip")
 }
 
@@ -201,7 +216,12 @@ async fn api_download_all(State(state): State<AppState>, ci: ConnectInfo<SocketA
     download(&state, &h, None, &super::client_addr(&ci)).await
 }
 
-async fn api_download_study(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, h: ShareHolder, Path(study): Path<String>) -> AppResult<Response> {
+async fn api_download_study(
+    State(state): State<AppState>,
+    ci: ConnectInfo<SocketAddr>,
+    h: ShareHolder,
+    Path(study): Path<String>,
+) -> AppResult<Response> {
     download(&state, &h, Some(&study), &super::client_addr(&ci)).await
 }
 
@@ -215,7 +235,19 @@ pub async fn report(state: &AppState, h: &ShareHolder, id: &str, client: &str) -
     }
     let blob_key = crate::storage::keys::KeyCache::default().blob_key(&state.keys, &state.db, &stored.key_id, &stored.blob_key).await?;
     let body = axum::body::Body::from_stream(state.blobs.read(path, blob_key, r.size, 0..r.size));
-    audit::record(&state.db_write, Event { actor: &format!("share:{}", h.share.id), client_addr: client, action: "share.report", object_kind: "share", object_id: &h.share.id, result: "ok", detail: &r.id }).await?;
+    audit::record(
+        &state.db_write,
+        Event {
+            actor: &format!("share:{}", h.share.id),
+            client_addr: client,
+            action: "share.report",
+            object_kind: "share",
+            object_id: &h.share.id,
+            result: "ok",
+            detail: &r.id,
+        },
+    )
+    .await?;
     let mut resp = Response::new(body);
     let hd = resp.headers_mut();
     hd.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/pdf"));
@@ -225,7 +257,12 @@ pub async fn report(state: &AppState, h: &ShareHolder, id: &str, client: &str) -
     Ok(resp)
 }
 
-async fn api_report(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, h: ShareHolder, Path(id): Path<String>) -> AppResult<Response> {
+async fn api_report(
+    State(state): State<AppState>,
+    ci: ConnectInfo<SocketAddr>,
+    h: ShareHolder,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
     report(&state, &h, &id, &super::client_addr(&ci)).await
 }
 
@@ -234,7 +271,19 @@ async fn api_report(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, 
 pub async fn delete(state: &AppState, h: &ShareHolder, client: &str) -> AppResult<()> {
     let ids = db::with_descendants(&state.db_write, &h.share.id).await?;
     super::end(state, &h.share.id, "deleted").await?;
-    audit::record(&state.db_write, Event { actor: &format!("share:{}", h.share.id), client_addr: client, action: "share.delete", object_kind: "share", object_id: &h.share.id, result: "ok", detail: "" }).await?;
+    audit::record(
+        &state.db_write,
+        Event {
+            actor: &format!("share:{}", h.share.id),
+            client_addr: client,
+            action: "share.delete",
+            object_kind: "share",
+            object_id: &h.share.id,
+            result: "ok",
+            detail: "",
+        },
+    )
+    .await?;
     for id in ids {
         crate::retention::purge_share(state, &id).await.map_err(AppError::Internal)?;
     }
@@ -246,7 +295,12 @@ async fn api_delete(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, 
     Ok((without_cookie(jar), StatusCode::NO_CONTENT).into_response())
 }
 
-async fn api_forward(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, h: ShareHolder, ApiJson(f): ApiJson<ForwardShare>) -> AppResult<(StatusCode, Json<IssuedShare>)> {
+async fn api_forward(
+    State(state): State<AppState>,
+    ci: ConnectInfo<SocketAddr>,
+    h: ShareHolder,
+    ApiJson(f): ApiJson<ForwardShare>,
+) -> AppResult<(StatusCode, Json<IssuedShare>)> {
     let issued = super::forward(&state, &h.share, &f.studies, &f.options, &super::client_addr(&ci)).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }

@@ -164,12 +164,15 @@ async fn open_draft(
 
 /// Issues a code for a share whose instances are linked: chooses the second factor, sets the
 /// expiry and stores the code's hash. The code (and password) leave only in the answer.
-pub(crate) async fn issue_linked(state: &AppState, actor: &str, row: &ShareRow, options: &ShareOptions, cap: Option<i64>) -> AppResult<IssuedShare> {
-    let studies: Vec<String> = crate::index::linked_studies(&state.db, crate::index::Holding::Share, &row.id)
-        .await?
-        .into_iter()
-        .map(|s| s.study_uid)
-        .collect();
+pub(crate) async fn issue_linked(
+    state: &AppState,
+    actor: &str,
+    row: &ShareRow,
+    options: &ShareOptions,
+    cap: Option<i64>,
+) -> AppResult<IssuedShare> {
+    let studies: Vec<String> =
+        crate::index::linked_studies(&state.db, crate::index::Holding::Share, &row.id).await?.into_iter().map(|s| s.study_uid).collect();
     if studies.is_empty() {
         return Err(AppError::Conflict("the share holds no images yet; add files or studies first".into()));
     }
@@ -206,15 +209,18 @@ pub(crate) async fn issue_linked(state: &AppState, actor: &str, row: &ShareRow, 
     if done.rows_affected() != 1 {
         return Err(AppError::Conflict("this share was already issued".into()));
     }
-    audit::record(&state.db_write, Event {
-        actor,
-        client_addr: "",
-        action: "share.issue",
-        object_kind: "share",
-        object_id: &row.id,
-        result: "ok",
-        detail: factor.question_type,
-    })
+    audit::record(
+        &state.db_write,
+        Event {
+            actor,
+            client_addr: "",
+            action: "share.issue",
+            object_kind: "share",
+            object_id: &row.id,
+            result: "ok",
+            detail: factor.question_type,
+        },
+    )
     .await?;
     tracing::info!(share = %row.id, studies = studies.len(), "share issued");
     let fresh = db::find(&state.db, &row.id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("share vanished")))?;
@@ -243,9 +249,7 @@ pub async fn create(state: &AppState, actor: &str, community_id: &str, n: &NewSh
     }
     let draft = n.studies.is_empty() && patient.is_none();
     if draft && n.options != ShareOptions::default() && n.options.note.is_none() {
-        return Err(AppError::BadRequest(
-            "a share without studies is a draft: add files, then give the options when issuing it".into(),
-        ));
+        return Err(AppError::BadRequest("a share without studies is a draft: add files, then give the options when issuing it".into()));
     }
     let note = clean_note(n.options.note.as_deref())?;
     let instances = if draft { Vec::new() } else { db::held_instances(&state.db, community_id, &n.studies, patient).await? };
@@ -261,7 +265,19 @@ pub async fn create(state: &AppState, actor: &str, community_id: &str, n: &NewSh
     }
     let row = open_draft(state, community_id, actor, None, &note, &instances).await?;
     if draft {
-        audit::record(&state.db_write, Event { actor, client_addr: "", action: "share.create", object_kind: "share", object_id: &row.id, result: "ok", detail: "draft" }).await?;
+        audit::record(
+            &state.db_write,
+            Event {
+                actor,
+                client_addr: "",
+                action: "share.create",
+                object_kind: "share",
+                object_id: &row.id,
+                result: "ok",
+                detail: "draft",
+            },
+        )
+        .await?;
         return Ok(Err(db::load(&state.db, &row).await?));
     }
     match issue_linked(state, actor, &row, &n.options, None).await {
@@ -293,7 +309,13 @@ async fn discard_draft(state: &AppState, id: &str) {
 /// A derived code for a subset of a share's studies that never outlives it (patients forward
 /// their share to another doctor this way). A forwarded code can't be forwarded again. Audited
 /// as the holder's action from `client`.
-pub async fn forward(state: &AppState, parent: &ShareRow, studies: &[String], options: &ShareOptions, client: &str) -> AppResult<IssuedShare> {
+pub async fn forward(
+    state: &AppState,
+    parent: &ShareRow,
+    studies: &[String],
+    options: &ShareOptions,
+    client: &str,
+) -> AppResult<IssuedShare> {
     if parent.parent_id.is_some() {
         return Err(AppError::ForbiddenBecause("a forwarded code cannot be forwarded again".into()));
     }
@@ -308,7 +330,19 @@ pub async fn forward(state: &AppState, parent: &ShareRow, studies: &[String], op
     options.note = Some("forwarded by the patient".into());
     match issue_linked(state, &actor, &row, &options, Some(parent.expires_at)).await {
         Ok(issued) => {
-            audit::record(&state.db_write, Event { actor: &actor, client_addr: client, action: "share.forward", object_kind: "share", object_id: &parent.id, result: "ok", detail: &issued.share.id }).await?;
+            audit::record(
+                &state.db_write,
+                Event {
+                    actor: &actor,
+                    client_addr: client,
+                    action: "share.forward",
+                    object_kind: "share",
+                    object_id: &parent.id,
+                    result: "ok",
+                    detail: &issued.share.id,
+                },
+            )
+            .await?;
             Ok(issued)
         }
         Err(e) => {
@@ -420,7 +454,11 @@ pub async fn list(state: &AppState, who: &Principal, q: &ListQuery) -> AppResult
     Ok(out)
 }
 
-async fn api_list(State(state): State<AppState>, who: Principal, crate::error::ApiQuery(q): crate::error::ApiQuery<ListQuery>) -> AppResult<Json<Vec<Share>>> {
+async fn api_list(
+    State(state): State<AppState>,
+    who: Principal,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<ListQuery>,
+) -> AppResult<Json<Vec<Share>>> {
     Ok(Json(list(&state, &who, &q).await?))
 }
 
@@ -429,7 +467,13 @@ async fn api_get(State(state): State<AppState>, who: Principal, Path(id): Path<S
     Ok(Json(db::load(&state.db, &row).await?))
 }
 
-async fn api_add_files(State(state): State<AppState>, who: Principal, Path(id): Path<String>, headers: HeaderMap, body: Body) -> AppResult<Response> {
+async fn api_add_files(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult<Response> {
     let row = managed(&state, &who, &id).await?;
     if row.state != "draft" {
         return Err(AppError::Conflict("this share was already issued; create a new one for more files".into()));
@@ -440,12 +484,7 @@ async fn api_add_files(State(state): State<AppState>, who: Principal, Path(id): 
     Ok((ingested.status, Json(ingested.report)).into_response())
 }
 
-async fn api_issue(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> AppResult<Response> {
+async fn api_issue(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: axum::body::Bytes) -> AppResult<Response> {
     let row = managed(&state, &who, &id).await?;
     if row.state != "draft" {
         return Err(AppError::Conflict("this share was already issued".into()));
@@ -478,7 +517,19 @@ pub async fn extend(state: &AppState, actor: &str, row: &ShareRow, e: &ExtendSha
         return Err(AppError::BadRequest("a forwarded code cannot outlive the code it came from".into()));
     }
     sqlx::query("UPDATE shares SET expires_at = $1 WHERE id = $2").bind(until).bind(&row.id).execute(&state.db_write).await?;
-    audit::record(&state.db_write, Event { actor, client_addr: "", action: "share.extend", object_kind: "share", object_id: &row.id, result: "ok", detail: &until.to_string() }).await?;
+    audit::record(
+        &state.db_write,
+        Event {
+            actor,
+            client_addr: "",
+            action: "share.extend",
+            object_kind: "share",
+            object_id: &row.id,
+            result: "ok",
+            detail: &until.to_string(),
+        },
+    )
+    .await?;
     Ok(until)
 }
 
@@ -503,7 +554,11 @@ pub async fn revoke(state: &AppState, actor: &str, row: &ShareRow) -> AppResult<
         return Err(AppError::Conflict(format!("a {} share cannot be revoked", row.state)));
     }
     end(state, &row.id, "revoked").await?;
-    audit::record(&state.db_write, Event { actor, client_addr: "", action: "share.revoke", object_kind: "share", object_id: &row.id, result: "ok", detail: "" }).await?;
+    audit::record(
+        &state.db_write,
+        Event { actor, client_addr: "", action: "share.revoke", object_kind: "share", object_id: &row.id, result: "ok", detail: "" },
+    )
+    .await?;
     Ok(())
 }
 
@@ -515,7 +570,11 @@ async fn api_revoke(State(state): State<AppState>, who: Principal, Path(id): Pat
 
 pub async fn unlock(state: &AppState, actor: &str, row: &ShareRow) -> AppResult<()> {
     sqlx::query("UPDATE shares SET failed_attempts = 0, locked_until = 0 WHERE id = $1").bind(&row.id).execute(&state.db_write).await?;
-    audit::record(&state.db_write, Event { actor, client_addr: "", action: "share.unlock", object_kind: "share", object_id: &row.id, result: "ok", detail: "" }).await?;
+    audit::record(
+        &state.db_write,
+        Event { actor, client_addr: "", action: "share.unlock", object_kind: "share", object_id: &row.id, result: "ok", detail: "" },
+    )
+    .await?;
     Ok(())
 }
 
@@ -544,9 +603,18 @@ pub async fn reissue(state: &AppState, actor: &str, row: &ShareRow) -> AppResult
         .execute(&state.db_write)
         .await?;
     sqlx::query("DELETE FROM share_sessions WHERE share_id = $1").bind(&row.id).execute(&state.db_write).await?;
-    audit::record(&state.db_write, Event { actor, client_addr: "", action: "share.reissue", object_kind: "share", object_id: &row.id, result: "ok", detail: "" }).await?;
+    audit::record(
+        &state.db_write,
+        Event { actor, client_addr: "", action: "share.reissue", object_kind: "share", object_id: &row.id, result: "ok", detail: "" },
+    )
+    .await?;
     let fresh = db::find(&state.db_write, &row.id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("share vanished")))?;
-    Ok(IssuedShare { share: db::load(&state.db_write, &fresh).await?, redeem_url: redeem_url(state, &code), code: code.display(), password })
+    Ok(IssuedShare {
+        share: db::load(&state.db_write, &fresh).await?,
+        redeem_url: redeem_url(state, &code),
+        code: code.display(),
+        password,
+    })
 }
 
 async fn api_reissue(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> AppResult<Json<IssuedShare>> {
@@ -557,11 +625,8 @@ async fn api_reissue(State(state): State<AppState>, who: Principal, Path(id): Pa
 /// The printable sheet: needs the code, which only its hash can confirm.
 pub async fn sheet_for(state: &AppState, row: &ShareRow, req: &SheetRequest) -> AppResult<Vec<u8>> {
     let code = AccessCode::parse(&req.code).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let stored: Option<String> = sqlx::query("SELECT code_hash FROM shares WHERE id = $1")
-        .bind(&row.id)
-        .fetch_one(&state.db)
-        .await?
-        .try_get(0)?;
+    let stored: Option<String> =
+        sqlx::query("SELECT code_hash FROM shares WHERE id = $1").bind(&row.id).fetch_one(&state.db).await?.try_get(0)?;
     if stored.as_deref() != Some(state.secret.code_hash(code.as_str()).as_str()) {
         return Err(AppError::BadRequest("this is not the share's current code".into()));
     }

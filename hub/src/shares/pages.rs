@@ -130,15 +130,22 @@ async fn redeem_submit(State(state): State<AppState>, ctx: Ctx, ci: ConnectInfo<
     match outcome {
         Outcome::Granted { token, .. } => (jar.add(holder::cookie(&state, token)), Redirect::to("/s")).into_response(),
         Outcome::Denied => {
-            let msg = ctx.l("Code oder Antwort stimmen nicht, oder der Code ist nach zu vielen falschen Antworten vorübergehend gesperrt.", "The code or the answer is wrong, or the code is locked for a while after too many wrong answers.");
+            let msg = ctx.l(
+                "Code oder Antwort stimmen nicht, oder der Code ist nach zu vielen falschen Antworten vorübergehend gesperrt.",
+                "The code or the answer is wrong, or the code is locked for a while after too many wrong answers.",
+            );
             redeem_form(&state, &ctx, &token, None, Some(msg), StatusCode::UNAUTHORIZED).await
         }
         Outcome::Expired => {
-            let msg = ctx.l("Diese Freigabe ist abgelaufen. Die Praxis kann sie verlängern.", "This share has expired. The clinic can extend it.");
+            let msg = ctx
+                .l("Diese Freigabe ist abgelaufen. Die Praxis kann sie verlängern.", "This share has expired. The clinic can extend it.");
             redeem_form(&state, &ctx, &token, None, Some(msg), StatusCode::FORBIDDEN).await
         }
         Outcome::Typo(_) => {
-            let msg = ctx.l("Dieser Code enthält einen Tippfehler. Bitte prüfen Sie jedes Zeichen.", "This code has a typo. Please check every character.");
+            let msg = ctx.l(
+                "Dieser Code enthält einen Tippfehler. Bitte prüfen Sie jedes Zeichen.",
+                "This code has a typo. Please check every character.",
+            );
             redeem_form(&state, &ctx, &token, None, Some(msg), StatusCode::BAD_REQUEST).await
         }
     }
@@ -239,12 +246,19 @@ async fn overview(State(state): State<AppState>, ctx: Ctx, jar: CookieJar) -> Re
 async fn view_study(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, Path(study): Path<String>) -> Response {
     let h = holder!(state, jar);
     let v = page!(ctx, holder::view(&state, &h.share).await);
-    let s = page!(ctx, v.studies.into_iter().find(|s| s.study_uid == study).ok_or_else(|| AppError::NotFound("no such study in this share".into())));
-    layout(&ctx, ctx.t("viewer.title"), html! {
-        h1 { (dicom_date(ctx.lang, &s.study_date)) " " span.muted { (s.description) } }
-        p { a href="/s" { (ctx.t("back")) } }
-        (crate::ui::viewer_markup(&ctx, &s.study_uid, &s.series))
-    })
+    let s = page!(
+        ctx,
+        v.studies.into_iter().find(|s| s.study_uid == study).ok_or_else(|| AppError::NotFound("no such study in this share".into()))
+    );
+    layout(
+        &ctx,
+        ctx.t("viewer.title"),
+        html! {
+            h1 { (dicom_date(ctx.lang, &s.study_date)) " " span.muted { (s.description) } }
+            p { a href="/s" { (ctx.t("back")) } }
+            (crate::ui::viewer_markup(&ctx, &s.study_uid, &s.series))
+        },
+    )
     .into_response()
 }
 
@@ -282,7 +296,10 @@ async fn forward(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, ci: Co
     let f = pairs(&body);
     let studies: Vec<String> = f.iter().filter(|(k, _)| k == "study").map(|(_, v)| v.clone()).collect();
     if studies.is_empty() {
-        return error_page(&ctx, AppError::BadRequest(ctx.l("Wählen Sie mindestens eine Untersuchung.", "Choose at least one study.").into()));
+        return error_page(
+            &ctx,
+            AppError::BadRequest(ctx.l("Wählen Sie mindestens eine Untersuchung.", "Choose at least one study.").into()),
+        );
     }
     let options = ShareOptions { second_factor: field(&f, "second_factor").map(str::to_string), ..Default::default() };
     let issued = page!(ctx, super::forward(&state, &h.share, &studies, &options, &super::client_addr(&ci)).await);
@@ -293,7 +310,8 @@ async fn delete(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, ci: Con
     let h = holder!(state, jar);
     page!(ctx, holder::delete(&state, &h, &super::client_addr(&ci)).await);
     let jar = holder::without_cookie(jar);
-    (jar, crate::ui::notice(&ctx, ctx.l("Gelöscht", "Deleted"), ctx.l("Die Freigabe ist gelöscht.", "The share is deleted."), None)).into_response()
+    (jar, crate::ui::notice(&ctx, ctx.l("Gelöscht", "Deleted"), ctx.l("Die Freigabe ist gelöscht.", "The share is deleted."), None))
+        .into_response()
 }
 
 async fn logout(State(state): State<AppState>, jar: CookieJar) -> Response {
@@ -446,11 +464,25 @@ async fn new_submit(State(state): State<AppState>, ctx: Ctx, body: Bytes) -> Res
     let who = staff!(ctx);
     let f = pairs(&body);
     let community = field(&f, "community").unwrap_or("").to_string();
-    let studies: Vec<String> = field(&f, "studies").unwrap_or("").split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let studies: Vec<String> = field(&f, "studies")
+        .unwrap_or("")
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     let options = page!(ctx, options_from(&f));
     let patient_id = field(&f, "patient_id").map(str::to_string);
     if studies.is_empty() && patient_id.is_none() {
-        return error_page(&ctx, AppError::BadRequest(ctx.l("Nennen Sie eine Patienten-ID oder Untersuchungen, oder laden Sie Dateien hoch.", "Give a patient ID or studies, or upload files.").into()));
+        return error_page(
+            &ctx,
+            AppError::BadRequest(
+                ctx.l(
+                    "Nennen Sie eine Patienten-ID oder Untersuchungen, oder laden Sie Dateien hoch.",
+                    "Give a patient ID or studies, or upload files.",
+                )
+                .into(),
+            ),
+        );
     }
     let community_id = page!(ctx, super::managed_community(&state, &who, &community).await);
     let n = NewShare { community, studies, patient_id, options };

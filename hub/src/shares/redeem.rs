@@ -118,17 +118,27 @@ pub async fn redeem(state: &AppState, code_input: &str, answers: &[Answer], kind
 }
 
 /// Records a redemption attempt in the audit trail and passes its outcome on.
-async fn audited(state: &AppState, client: &str, share_id: &str, result: &str, detail: impl AsRef<str>, outcome: Outcome) -> AppResult<Outcome> {
+async fn audited(
+    state: &AppState,
+    client: &str,
+    share_id: &str,
+    result: &str,
+    detail: impl AsRef<str>,
+    outcome: Outcome,
+) -> AppResult<Outcome> {
     crate::metrics::redemption(result);
-    audit::record(&state.db_write, Event {
-        actor: "anonymous",
-        client_addr: client,
-        action: "share.redeem",
-        object_kind: "share",
-        object_id: share_id,
-        result,
-        detail: detail.as_ref(),
-    })
+    audit::record(
+        &state.db_write,
+        Event {
+            actor: "anonymous",
+            client_addr: client,
+            action: "share.redeem",
+            object_kind: "share",
+            object_id: share_id,
+            result,
+            detail: detail.as_ref(),
+        },
+    )
     .await?;
     Ok(outcome)
 }
@@ -165,14 +175,16 @@ async fn open_session(state: &AppState, share: &ShareRow, kind: SessionKind) -> 
             (jwt, tokens::hash(&jti), exp)
         }
     };
-    sqlx::query("INSERT INTO share_sessions (token_hash, share_id, kind, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $4, $5)")
-        .bind(&key)
-        .bind(&share.id)
-        .bind(kind.as_str())
-        .bind(now)
-        .bind(expires_at)
-        .execute(&state.db_write)
-        .await?;
+    sqlx::query(
+        "INSERT INTO share_sessions (token_hash, share_id, kind, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $4, $5)",
+    )
+    .bind(&key)
+    .bind(&share.id)
+    .bind(kind.as_str())
+    .bind(now)
+    .bind(expires_at)
+    .execute(&state.db_write)
+    .await?;
     Ok((token, expires_at))
 }
 

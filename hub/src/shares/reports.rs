@@ -1,12 +1,12 @@
 //! Report PDFs of a share: uploaded with the share or later, encrypted like instances (a blob key
 //! wrapped by the study's data key), shown to the holder from their release time on.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::Json;
-use futures_util::TryStreamExt;
 use ferry_schemas::ShareReport;
+use futures_util::TryStreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -39,11 +39,8 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     if !pdf.starts_with(b"%PDF-") {
         return Err(AppError::UnsupportedMediaType("a report must be a PDF file".into()));
     }
-    let studies: Vec<String> = crate::index::linked_studies(&state.db, crate::index::Holding::Share, &share.id)
-        .await?
-        .into_iter()
-        .map(|s| s.study_uid)
-        .collect();
+    let studies: Vec<String> =
+        crate::index::linked_studies(&state.db, crate::index::Holding::Share, &share.id).await?.into_iter().map(|s| s.study_uid).collect();
     let study = match (&q.study, studies.as_slice()) {
         (Some(s), _) if studies.contains(s) => s.clone(),
         (Some(_), _) => return Err(AppError::NotFound("the share holds no such study".into())),
@@ -67,7 +64,11 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     let blob_key = Key::random();
     let wrapped = state.keys.wrap_blob_key(&state.db, &state.db_write, &key_id, &blob_key).await?;
     let blob_path = format!("reports/{}", uuid::Uuid::new_v4().simple());
-    sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)").bind(&blob_path).bind(now).execute(&state.db_write).await?;
+    sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)")
+        .bind(&blob_path)
+        .bind(now)
+        .execute(&state.db_write)
+        .await?;
     let mut w = state.blobs.writer(&blob_path, &blob_key);
     w.write(&pdf).await?;
     w.finish().await?;
@@ -92,7 +93,19 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     .await?;
     sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1").bind(&blob_path).execute(&mut *tx).await?;
     tx.commit().await?;
-    audit::record(&state.db_write, Event { actor, client_addr: "", action: "share.report.attach", object_kind: "share", object_id: &share.id, result: "ok", detail: &id }).await?;
+    audit::record(
+        &state.db_write,
+        Event {
+            actor,
+            client_addr: "",
+            action: "share.report.attach",
+            object_kind: "share",
+            object_id: &share.id,
+            result: "ok",
+            detail: &id,
+        },
+    )
+    .await?;
     Ok(ShareReport { id, study_uid: study, name: name.into(), size: pdf.len() as u64, release_at, released: release_at <= now })
 }
 

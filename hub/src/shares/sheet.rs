@@ -139,7 +139,12 @@ pub fn render(d: &SheetData<'_>) -> anyhow::Result<Vec<u8>> {
         }
         p.gap(6.0);
     }
-    p.text(b"F1", 8.0, 56.0, "Bewahren Sie dieses Blatt sicher auf: wer Code und Antwort kennt, sieht die Bilder. Nicht für die Befundung.");
+    p.text(
+        b"F1",
+        8.0,
+        56.0,
+        "Bewahren Sie dieses Blatt sicher auf: wer Code und Antwort kennt, sieht die Bilder. Nicht für die Befundung.",
+    );
     p.text(b"F1", 8.0, 56.0, "Keep this sheet safe: whoever knows the code and the answer sees the images. Not for diagnostic use.");
 
     let mut pages = vec![p.content];

@@ -45,10 +45,7 @@ impl Key {
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
         let mut buf = secret.to_vec();
-        let tag = self
-            .cipher()
-            .encrypt_inout_detached(&Nonce::from(nonce), aad, buf.as_mut_slice().into())
-            .unwrap_or_default();
+        let tag = self.cipher().encrypt_inout_detached(&Nonce::from(nonce), aad, buf.as_mut_slice().into()).unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
         out.extend_from_slice(&tag);
@@ -213,10 +210,7 @@ pub struct Decryptor {
 
 impl Decryptor {
     pub fn new(key: &Key, header: &[u8], plain_len: u64) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            header.len() >= HEADER_LEN && &header[..8] == MAGIC,
-            "not a Ferry encrypted blob"
-        );
+        anyhow::ensure!(header.len() >= HEADER_LEN && &header[..8] == MAGIC, "not a Ferry encrypted blob");
         let mut prefix = [0u8; 7];
         prefix.copy_from_slice(&header[8..15]);
         Ok(Self { cipher: key.cipher(), prefix, chunks: chunk_count(plain_len) })

@@ -18,12 +18,7 @@ use crate::db::{Db, now_ms};
 pub trait KeyProvider: Send + Sync {
     /// Wraps a data key; returns it wrapped and the id of the KEK that wrapped it (stored beside).
     fn wrap<'a>(&'a self, dek: &'a Key, context: &'a str) -> BoxFuture<'a, anyhow::Result<(String, String)>>;
-    fn unwrap_key<'a>(
-        &'a self,
-        kek_id: &'a str,
-        wrapped: &'a str,
-        context: &'a str,
-    ) -> BoxFuture<'a, anyhow::Result<Key>>;
+    fn unwrap_key<'a>(&'a self, kek_id: &'a str, wrapped: &'a str, context: &'a str) -> BoxFuture<'a, anyhow::Result<Key>>;
 }
 
 /// A KEK kept in a local file (64 hex characters), created with mode 0600 when missing.
@@ -96,7 +91,9 @@ fn retired_files(path: &Path) -> Vec<std::path::PathBuf> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return vec![] };
     let prefix = format!("{name}.retired-");
     std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))).map(|e| e.path()).collect())
+        .map(|entries| {
+            entries.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))).map(|e| e.path()).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -165,7 +162,10 @@ pub async fn rotate_local(db: &Db, kek_file: &Path) -> anyhow::Result<Rotated> {
 async fn rewrap_all(db: &Db, known: &std::collections::HashMap<String, Key>, new: &Key, new_id: &str) -> anyhow::Result<u64> {
     let mut done = 0;
     loop {
-        let rows = sqlx::query("SELECT key_id, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT 500").bind(new_id).fetch_all(db).await?;
+        let rows = sqlx::query("SELECT key_id, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT 500")
+            .bind(new_id)
+            .fetch_all(db)
+            .await?;
         if rows.is_empty() {
             return Ok(done);
         }
@@ -173,10 +173,14 @@ async fn rewrap_all(db: &Db, known: &std::collections::HashMap<String, Key>, new
         for r in &rows {
             let (study, wrapped, kek_id): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
             let Some(kek) = known.get(&kek_id) else {
-                anyhow::bail!("a study key is wrapped by a KEK this rotation does not have ({kek_id}); put its key file beside the current one, named like the current one plus .retired-<anything>, and run again");
+                anyhow::bail!(
+                    "a study key is wrapped by a KEK this rotation does not have ({kek_id}); put its key file beside the current one, named like the current one plus .retired-<anything>, and run again"
+                );
             };
             let context = Keyring::context(&study);
-            let dek = kek.unwrap_key(&wrapped, context.as_bytes()).with_context(|| format!("unwrapping the data key of a study with {kek_id}"))?;
+            let dek = kek
+                .unwrap_key(&wrapped, context.as_bytes())
+                .with_context(|| format!("unwrapping the data key of a study with {kek_id}"))?;
             let rewrapped = new.wrap(&dek.0, context.as_bytes());
             let n = sqlx::query("UPDATE study_keys SET wrapped_key = $1, kek_id = $2 WHERE key_id = $3 AND kek_id = $4")
                 .bind(&rewrapped)
@@ -209,8 +213,7 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<(Key, bool)> {
             crate::files::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let key = Key::random();
-        write_private(path, hex::encode(key.0).as_bytes())
-            .with_context(|| format!("writing key file {}", path.display()))?;
+        write_private(path, hex::encode(key.0).as_bytes()).with_context(|| format!("writing key file {}", path.display()))?;
         true
     };
     Ok((read_key(path)?, created))
@@ -288,12 +291,7 @@ impl KeyProvider for LocalKeyFile {
         })
     }
 
-    fn unwrap_key<'a>(
-        &'a self,
-        kek_id: &'a str,
-        wrapped: &'a str,
-        context: &'a str,
-    ) -> BoxFuture<'a, anyhow::Result<Key>> {
+    fn unwrap_key<'a>(&'a self, kek_id: &'a str, wrapped: &'a str, context: &'a str) -> BoxFuture<'a, anyhow::Result<Key>> {
         Box::pin(async move {
             let key = match self.key(kek_id) {
                 Some(k) => k,
@@ -390,10 +388,7 @@ impl Keyring {
 
     /// The study's data key, if it has one.
     pub async fn study_key(&self, db: &Db, key_id: &str) -> anyhow::Result<Option<Key>> {
-        let row = sqlx::query("SELECT wrapped_key, kek_id FROM study_keys WHERE key_id = $1")
-            .bind(key_id)
-            .fetch_optional(db)
-            .await?;
+        let row = sqlx::query("SELECT wrapped_key, kek_id FROM study_keys WHERE key_id = $1").bind(key_id).fetch_optional(db).await?;
         match row {
             None => Ok(None),
             Some(row) => {
@@ -403,9 +398,10 @@ impl Keyring {
                 {
                     let cache = self.unwrapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     if let Some((k, at)) = cache.get(&slot)
-                        && at.elapsed() < UNWRAPPED_TTL {
-                            return Ok(Some(k.clone()));
-                        }
+                        && at.elapsed() < UNWRAPPED_TTL
+                    {
+                        return Ok(Some(k.clone()));
+                    }
                 }
                 let key = self.provider.unwrap_key(&kek_id, &slot.1, &Self::context(key_id)).await?;
                 let mut cache = self.unwrapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -436,10 +432,7 @@ impl Keyring {
 
     /// Crypto-shreds a study: its data key is deleted, so its blobs can never be decrypted.
     pub async fn shred_study(&self, db: &Db, key_id: &str) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM study_keys WHERE key_id = $1")
-            .bind(key_id)
-            .execute(db)
-            .await?;
+        let done = sqlx::query("DELETE FROM study_keys WHERE key_id = $1").bind(key_id).execute(db).await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -4,8 +4,8 @@
 
 pub mod crypto;
 pub mod keys;
-pub mod transit;
 pub mod sweep;
+pub mod transit;
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -58,14 +58,11 @@ impl BlobStore {
         match config.storage.backend {
             StorageBackend::Local => {
                 let dir = config.blob_dir();
-                crate::files::create_dir(&dir)
-                    .with_context(|| format!("creating blob folder {}", dir.display()))?;
+                crate::files::create_dir(&dir).with_context(|| format!("creating blob folder {}", dir.display()))?;
                 let dir = dir.canonicalize()?;
                 // fsync of each file and its directory before a write returns: a blob counts as
                 // durable only then.
-                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?
-                    .with_automatic_cleanup(true)
-                    .with_fsync(true);
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?.with_automatic_cleanup(true).with_fsync(true);
                 Ok(Self { store: Arc::new(store), local_root: Some(dir) })
             }
             StorageBackend::S3 => {
@@ -181,11 +178,8 @@ impl BlobStore {
             // Only the slice is left referring to the buffer, so it can become mutable below.
             (header, all.slice(HEADER_LEN..))
         } else {
-            let (h, c) = futures_util::try_join!(
-                self.store.get_range(&path, 0..HEADER_LEN as u64),
-                self.store.get_range(&path, span)
-            )
-            .map_err(std::io::Error::other)?;
+            let (h, c) = futures_util::try_join!(self.store.get_range(&path, 0..HEADER_LEN as u64), self.store.get_range(&path, span))
+                .map_err(std::io::Error::other)?;
             (h.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).ok_or_else(|| io_err("blob shorter than its header"))?, c)
         };
         Ok((header, ct.try_into_mut().unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]))))
@@ -422,11 +416,12 @@ impl BlobWriter {
             self.multipart = Some(WriteMultipart::new(upload));
         }
         if let Some(mp) = self.multipart.as_mut()
-            && !self.buf.is_empty() {
-                mp.wait_for_capacity(4).await?;
-                mp.write(&self.buf);
-                self.buf.clear();
-            }
+            && !self.buf.is_empty()
+        {
+            mp.wait_for_capacity(4).await?;
+            mp.write(&self.buf);
+            self.buf.clear();
+        }
         Ok(())
     }
 
@@ -438,11 +433,7 @@ impl BlobWriter {
             let (enc, out) = (self.enc, std::mem::take(&mut self.buf));
             let seal = move || enc.seal_parts(&plain.parts, out);
             // Up to 1 MiB (about a millisecond) is sealed right here; more on a blocking thread.
-            let out = if big {
-                tokio::task::spawn_blocking(seal).await.context("encryption task")??
-            } else {
-                seal()?
-            };
+            let out = if big { tokio::task::spawn_blocking(seal).await.context("encryption task")?? } else { seal()? };
             self.store.store.put(&self.path, PutPayload::from(out)).await?;
             return Ok(());
         }

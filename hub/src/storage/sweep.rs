@@ -10,18 +10,13 @@ use crate::db::{Db, now_ms};
 /// Deletes pending blobs older than `age_ms`. Returns how many were removed.
 pub async fn sweep_orphans(db: &Db, blobs: &BlobStore, age_ms: i64) -> anyhow::Result<u64> {
     let cutoff = now_ms() - age_ms;
-    let rows = sqlx::query("SELECT blob_path FROM pending_blobs WHERE created_at <= $1 LIMIT 1000")
-        .bind(cutoff)
-        .fetch_all(db)
-        .await?;
+    let rows = sqlx::query("SELECT blob_path FROM pending_blobs WHERE created_at <= $1 LIMIT 1000").bind(cutoff).fetch_all(db).await?;
     let mut removed = 0;
     for row in rows {
         let path: String = row.try_get(0)?;
         // The blob may have been indexed after all (the row is then already gone); only delete
         // blobs that no instance references.
-        let used = sqlx::query(
-            "SELECT 1 FROM instances WHERE blob_path = $1 UNION ALL SELECT 1 FROM share_reports WHERE blob_path = $1",
-        )
+        let used = sqlx::query("SELECT 1 FROM instances WHERE blob_path = $1 UNION ALL SELECT 1 FROM share_reports WHERE blob_path = $1")
             .bind(&path)
             .fetch_optional(db)
             .await?

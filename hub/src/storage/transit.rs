@@ -52,18 +52,12 @@ impl TransitKeys {
         let token = match (&cfg.token, &cfg.token_file) {
             (Some(t), _) => t.clone(),
             (None, Some(path)) => SecretString::from(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("keys.transit.token_file {}", path.display()))?
-                    .trim()
-                    .to_string(),
+                std::fs::read_to_string(path).with_context(|| format!("keys.transit.token_file {}", path.display()))?.trim().to_string(),
             ),
             (None, None) => bail!("keys.transit needs a token (keys.transit.token or keys.transit.token_file)"),
         };
         let url = cfg.url.trim_end_matches('/');
-        anyhow::ensure!(
-            url.starts_with("http://") || url.starts_with("https://"),
-            "keys.transit.url must be an http(s) URL, got {url:?}"
-        );
+        anyhow::ensure!(url.starts_with("http://") || url.starts_with("https://"), "keys.transit.url must be an http(s) URL, got {url:?}");
         // One TLS crypto provider for the process (also when a CLI command gets here first).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -173,12 +167,7 @@ impl TransitKeys {
         // Study keys wrapped meanwhile by a running hub that still used the old version.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let rewrapped = rewrapped + self.rewrap_all(db, latest).await?;
-        self.call(
-            reqwest::Method::POST,
-            &format!("keys/{}/config", self.key),
-            Some(json!({"min_decryption_version": latest})),
-        )
-        .await?;
+        self.call(reqwest::Method::POST, &format!("keys/{}/config", self.key), Some(json!({"min_decryption_version": latest}))).await?;
         Ok(TransitRotated { old_version: old, new_version: latest, rewrapped })
     }
 

@@ -17,10 +17,7 @@ pub struct TransferRef {
 }
 
 pub async fn find_ref(db: &Db, id: &str) -> Result<Option<TransferRef>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, sender_id, community_id, state FROM transfers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+    let row = sqlx::query("SELECT id, sender_id, community_id, state FROM transfers WHERE id = $1").bind(id).fetch_optional(db).await?;
     row.map(|r| Ok(TransferRef { id: r.try_get(0)?, sender_id: r.try_get(1)?, community_id: r.try_get(2)?, state: r.try_get(3)? }))
         .transpose()
 }
@@ -53,10 +50,7 @@ pub fn from_row(r: &AnyRow) -> Result<Transfer, sqlx::Error> {
 }
 
 pub async fn load(db: &Db, id: &str) -> Result<Option<Transfer>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} {FROM} WHERE t.id = $1")))
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} {FROM} WHERE t.id = $1"))).bind(id).fetch_optional(db).await?;
     let Some(row) = row else { return Ok(None) };
     let mut t = from_row(&row)?;
     if t.state == "draft" {
@@ -70,10 +64,8 @@ pub async fn load(db: &Db, id: &str) -> Result<Option<Transfer>, sqlx::Error> {
 }
 
 pub async fn events(db: &Db, id: &str) -> Result<Vec<TransferEvent>, sqlx::Error> {
-    let rows = sqlx::query("SELECT at, state, message FROM transfer_events WHERE transfer_id = $1 ORDER BY at, id")
-        .bind(id)
-        .fetch_all(db)
-        .await?;
+    let rows =
+        sqlx::query("SELECT at, state, message FROM transfer_events WHERE transfer_id = $1 ORDER BY at, id").bind(id).fetch_all(db).await?;
     rows.iter().map(|r| Ok(TransferEvent { at: r.try_get(0)?, state: r.try_get(1)?, message: r.try_get(2)? })).collect()
 }
 
@@ -91,7 +83,19 @@ pub async fn add_event(db: &Db, id: &str, state: &str, message: &str, who: &crat
         .await?;
     let action = format!("transfer.{state}");
     let actor = who.log_id();
-    crate::audit::record(db, crate::audit::Event { actor: &actor, client_addr: "", action: &action, object_kind: "transfer", object_id: id, result: "ok", detail: "" }).await
+    crate::audit::record(
+        db,
+        crate::audit::Event {
+            actor: &actor,
+            client_addr: "",
+            action: &action,
+            object_kind: "transfer",
+            object_id: id,
+            result: "ok",
+            detail: "",
+        },
+    )
+    .await
 }
 
 /// The studies, series and sizes of what a transfer carries, from the index.

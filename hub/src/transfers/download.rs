@@ -5,9 +5,9 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use crate::index::Holding;
 use crate::access::Principal;
 use crate::error::{AppError, AppResult};
+use crate::index::Holding;
 use crate::state::AppState;
 
 pub async fn api_download(
@@ -25,7 +25,19 @@ pub async fn api_download(
     let actor = who.log_id();
     let client = crate::shares::client_addr(&ci);
     let detail = format!("{} instance(s)", items.len());
-    crate::audit::record(&state.db_write, crate::audit::Event { actor: &actor, client_addr: &client, action: "transfer.download", object_kind: "transfer", object_id: &t.id, result: "ok", detail: &detail }).await?;
+    crate::audit::record(
+        &state.db_write,
+        crate::audit::Event {
+            actor: &actor,
+            client_addr: &client,
+            action: "transfer.download",
+            object_kind: "transfer",
+            object_id: &t.id,
+            result: "ok",
+            detail: &detail,
+        },
+    )
+    .await?;
     let plan = crate::archive::pdi::plan(&state, items, Vec::new(), "Ferry").await?;
     plan.into_response(state.blobs.clone(), &format!("ferry-{}.zip", &t.id[..8]))
 }

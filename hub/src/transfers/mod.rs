@@ -148,7 +148,13 @@ pub async fn create(state: &AppState, who: &Principal, n: &NewTransfer) -> AppRe
 }
 
 /// Uploads files into a draft; answers with the upload report.
-pub async fn add_files(state: &AppState, who: &Principal, id: &str, headers: &HeaderMap, body: Body) -> AppResult<crate::uploads::Ingested> {
+pub async fn add_files(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> AppResult<crate::uploads::Ingested> {
     let (t, rel) = visible(state, who, id).await?;
     if rel != Relation::Sender {
         return Err(AppError::NotFound("no such transfer".into()));
@@ -280,9 +286,8 @@ pub async fn list(state: &AppState, who: &Principal, q: &ListQuery) -> AppResult
         }
         "inbound" => {
             let u = p(user.id.clone(), &mut binds);
-            clauses.push(format!(
-                "t.state <> 'draft' AND t.community_id IN (SELECT m.community_id FROM memberships m WHERE m.user_id = {u})"
-            ));
+            clauses
+                .push(format!("t.state <> 'draft' AND t.community_id IN (SELECT m.community_id FROM memberships m WHERE m.user_id = {u})"));
             if let Some(code) = q.community.as_deref().filter(|c| !c.is_empty()) {
                 let c = p(code.to_string(), &mut binds);
                 clauses.push(format!("c.code = {c}"));
@@ -365,7 +370,13 @@ async fn api_list(
     Ok(Json(list(&state, &who, &q).await?))
 }
 
-async fn api_add_files(State(state): State<AppState>, who: Principal, Path(id): Path<String>, headers: HeaderMap, body: Body) -> AppResult<Response> {
+async fn api_add_files(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult<Response> {
     let ingested = add_files(&state, &who, &id, &headers, body).await?;
     Ok((ingested.status, Json(ingested.report)).into_response())
 }
@@ -379,16 +390,23 @@ async fn api_discard(State(state): State<AppState>, who: Principal, Path(id): Pa
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn api_done(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: axum::body::Bytes) -> AppResult<Json<Transfer>> {
+async fn api_done(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> AppResult<Json<Transfer>> {
     // The message is optional here: an empty body is fine.
-    let message = if body.iter().all(u8::is_ascii_whitespace) {
-        String::new()
-    } else {
-        crate::error::parse_json::<Decision>(&body)?.message
-    };
+    let message =
+        if body.iter().all(u8::is_ascii_whitespace) { String::new() } else { crate::error::parse_json::<Decision>(&body)?.message };
     Ok(Json(decide(&state, &who, &id, "done", &message).await?))
 }
 
-async fn api_reject(State(state): State<AppState>, who: Principal, Path(id): Path<String>, ApiJson(d): ApiJson<Decision>) -> AppResult<Json<Transfer>> {
+async fn api_reject(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    ApiJson(d): ApiJson<Decision>,
+) -> AppResult<Json<Transfer>> {
     Ok(Json(decide(&state, &who, &id, "rejected", &d.message).await?))
 }

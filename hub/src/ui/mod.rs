@@ -18,12 +18,12 @@ pub mod auth_pages;
 pub mod i18n;
 pub mod pages;
 
+use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use ferry_schemas::Account;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
@@ -33,10 +33,7 @@ use crate::state::AppState;
 pub use i18n::Lang;
 
 pub fn router(state: &AppState) -> Router<AppState> {
-    Router::new()
-        .route("/assets/{file}", get(asset))
-        .merge(auth_pages::router(state))
-        .merge(pages::router())
+    Router::new().route("/assets/{file}", get(asset)).merge(auth_pages::router(state)).merge(pages::router())
 }
 
 /// Who is looking at a page, in which language.
@@ -144,11 +141,15 @@ pub fn error_box(message: Option<&str>) -> Markup {
 }
 
 pub fn notice(ctx: &Ctx, title: &str, message: &str, link: Option<(&str, &str)>) -> Response {
-    layout(ctx, title, html! {
-        h1 { (title) }
-        p.notice role="status" { (message) }
-        @if let Some((href, text)) = link { p { a.button href=(href) { (text) } } }
-    })
+    layout(
+        ctx,
+        title,
+        html! {
+            h1 { (title) }
+            p.notice role="status" { (message) }
+            @if let Some((href, text)) = link { p { a.button href=(href) { (text) } } }
+        },
+    )
     .into_response()
 }
 
@@ -162,8 +163,12 @@ pub fn error_page(ctx: &Ctx, e: AppError) -> Response {
     if matches!(e, AppError::Internal(_)) {
         tracing::error!(error = %e, "page failed");
     }
-    let mut r = layout(ctx, ctx.t("error"), html! { h1 { (ctx.t("error")) } p.error role="alert" { (message) } p { a href="/app" { (ctx.t("back")) } } })
-        .into_response();
+    let mut r = layout(
+        ctx,
+        ctx.t("error"),
+        html! { h1 { (ctx.t("error")) } p.error role="alert" { (message) } p { a href="/app" { (ctx.t("back")) } } },
+    )
+    .into_response();
     *r.status_mut() = status;
     r
 }

@@ -109,11 +109,15 @@ fn ohif_anchor(ctx: &Ctx, link: &str) -> Markup {
 async fn my_transfers(State(state): State<AppState>, ctx: Ctx) -> Response {
     let (who, _) = signed_in!(ctx);
     let list = page!(ctx, transfers::list(&state, &who, &ListQuery::default()).await);
-    layout(&ctx, ctx.t("mine.title"), html! {
-        h1 { (ctx.t("mine.title")) }
-        p { a.button href="/send" { (ctx.t("nav.send")) } }
-        @if list.is_empty() { p { (ctx.t("mine.none")) } } @else { (transfers_table(&ctx, &state, &list, false)) }
-    })
+    layout(
+        &ctx,
+        ctx.t("mine.title"),
+        html! {
+            h1 { (ctx.t("mine.title")) }
+            p { a.button href="/send" { (ctx.t("nav.send")) } }
+            @if list.is_empty() { p { (ctx.t("mine.none")) } } @else { (transfers_table(&ctx, &state, &list, false)) }
+        },
+    )
     .into_response()
 }
 
@@ -125,40 +129,44 @@ struct SearchQuery {
 async fn directory(State(state): State<AppState>, ctx: Ctx, Query(q): Query<SearchQuery>) -> Response {
     let _ = signed_in!(ctx);
     let text = q.q.clone().unwrap_or_default();
-    let found = if text.trim().is_empty() {
-        vec![]
-    } else {
-        page!(ctx, crate::communities::search(&state.db, &state.directory, &text, 50).await)
-    };
-    layout(&ctx, ctx.t("send.title"), html! {
-        h1 { (ctx.t("send.title")) }
-        form.card.search method="get" action="/send" role="search" {
-            label for="q" { (ctx.t("send.search")) }
-            div.row {
-                input id="q" type="search" name="q" value=(text) autofocus autocomplete="off";
-                button type="submit" { (ctx.t("send.search.submit")) }
-            }
-        }
-        @if !text.trim().is_empty() && found.is_empty() { p { (ctx.t("send.noresults")) } }
-        ul.results {
-            @for c in &found {
-                li.card data-code=(c.code) {
-                    @if c.has_logo { img.logo src={"/api/v1/communities/" (c.code) "/logo"} alt="" height="40"; " " }
-                    strong { (c.name) } " "
-                    span.muted { (c.city) " · " code { (c.code) } }
-                    @if !c.departments.is_empty() { br; small { (c.departments.join(", ")) } }
-                    br;
-                    @if c.accepts_inbound { a.button href={"/send/" (c.code)} { (ctx.t("send.here")) } }
+    let found =
+        if text.trim().is_empty() { vec![] } else { page!(ctx, crate::communities::search(&state.db, &state.directory, &text, 50).await) };
+    layout(
+        &ctx,
+        ctx.t("send.title"),
+        html! {
+            h1 { (ctx.t("send.title")) }
+            form.card.search method="get" action="/send" role="search" {
+                label for="q" { (ctx.t("send.search")) }
+                div.row {
+                    input id="q" type="search" name="q" value=(text) autofocus autocomplete="off";
+                    button type="submit" { (ctx.t("send.search.submit")) }
                 }
             }
-        }
-    })
+            @if !text.trim().is_empty() && found.is_empty() { p { (ctx.t("send.noresults")) } }
+            ul.results {
+                @for c in &found {
+                    li.card data-code=(c.code) {
+                        @if c.has_logo { img.logo src={"/api/v1/communities/" (c.code) "/logo"} alt="" height="40"; " " }
+                        strong { (c.name) } " "
+                        span.muted { (c.city) " · " code { (c.code) } }
+                        @if !c.departments.is_empty() { br; small { (c.departments.join(", ")) } }
+                        br;
+                        @if c.accepts_inbound { a.button href={"/send/" (c.code)} { (ctx.t("send.here")) } }
+                    }
+                }
+            }
+        },
+    )
     .into_response()
 }
 
 async fn send_page(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String>) -> Response {
     let (who, account) = signed_in!(ctx);
-    let c = page!(ctx, crate::communities::find(&state.db, &code).await.and_then(|c| c.ok_or_else(|| AppError::NotFound("no such community".into()))));
+    let c = page!(
+        ctx,
+        crate::communities::find(&state.db, &code).await.and_then(|c| c.ok_or_else(|| AppError::NotFound("no such community".into())))
+    );
     let id = page!(ctx, crate::communities::staff::community_id(&state, &code).await);
     let allowed = page!(ctx, transfers::may_send(&state, &id, c.requires_approval, &account.id).await);
     let _ = who;
@@ -215,7 +223,13 @@ async fn ask_approval(State(state): State<AppState>, ctx: Ctx, Path(code): Path<
 async fn transfer_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Response {
     let (who, _) = signed_in!(ctx);
     let (_, rel) = page!(ctx, transfers::visible(&state, &who, &id).await);
-    let t = page!(ctx, transfers::db::load(&state.db, &id).await.map_err(AppError::from).and_then(|t| t.ok_or_else(|| AppError::NotFound("no such transfer".into()))));
+    let t = page!(
+        ctx,
+        transfers::db::load(&state.db, &id)
+            .await
+            .map_err(AppError::from)
+            .and_then(|t| t.ok_or_else(|| AppError::NotFound("no such transfer".into())))
+    );
     let clinic = matches!(rel, Relation::Member | Relation::CommunityAdmin);
     let open = matches!(t.state.as_str(), "sent" | "received" | "stored" | "failed");
     layout(&ctx, ctx.t("transfer.title"), html! {
@@ -341,13 +355,26 @@ async fn inbound(State(state): State<AppState>, ctx: Ctx, Query(q): Query<Inboun
 async fn viewer(State(state): State<AppState>, ctx: Ctx, Path((id, study)): Path<(String, String)>) -> Response {
     let (who, _) = signed_in!(ctx);
     page!(ctx, transfers::visible(&state, &who, &id).await);
-    let t = page!(ctx, transfers::db::load(&state.db, &id).await.map_err(AppError::from).and_then(|t| t.ok_or_else(|| AppError::NotFound("no such transfer".into()))));
-    let s = page!(ctx, t.studies.iter().find(|s| s.study_uid == study).cloned().ok_or_else(|| AppError::NotFound("no such study in this transfer".into())));
-    layout(&ctx, ctx.t("viewer.title"), html! {
-        h1 { (person_name(&s.patient_name)) " · " (dicom_date(ctx.lang, &s.study_date)) " " span.muted { (s.description) } }
-        p { a href={"/transfers/" (t.id)} { (ctx.t("back")) } }
-        (super::viewer_markup(&ctx, &s.study_uid, &s.series))
-    })
+    let t = page!(
+        ctx,
+        transfers::db::load(&state.db, &id)
+            .await
+            .map_err(AppError::from)
+            .and_then(|t| t.ok_or_else(|| AppError::NotFound("no such transfer".into())))
+    );
+    let s = page!(
+        ctx,
+        t.studies.iter().find(|s| s.study_uid == study).cloned().ok_or_else(|| AppError::NotFound("no such study in this transfer".into()))
+    );
+    layout(
+        &ctx,
+        ctx.t("viewer.title"),
+        html! {
+            h1 { (person_name(&s.patient_name)) " · " (dicom_date(ctx.lang, &s.study_date)) " " span.muted { (s.description) } }
+            p { a href={"/transfers/" (t.id)} { (ctx.t("back")) } }
+            (super::viewer_markup(&ctx, &s.study_uid, &s.series))
+        },
+    )
     .into_response()
 }
 
@@ -359,7 +386,10 @@ async fn manage_page(state: &AppState, ctx: &Ctx, code: &str, fresh: Option<ferr
     let (state, code) = (state.clone(), code.to_string());
     let (who, _) = signed_in!(ctx);
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
-    let c = page!(ctx, crate::communities::find(&state.db, &code).await.and_then(|c| c.ok_or_else(|| AppError::NotFound("no such community".into()))));
+    let c = page!(
+        ctx,
+        crate::communities::find(&state.db, &code).await.and_then(|c| c.ok_or_else(|| AppError::NotFound("no such community".into())))
+    );
     let members = page!(ctx, crate::communities::staff::members(&state, &id).await);
     let referrers = page!(ctx, crate::communities::staff::referrers(&state, &id).await);
     let connectors = page!(ctx, crate::connectors::list(&state, &id).await);
@@ -489,7 +519,12 @@ struct StatusForm {
     status: String,
 }
 
-async fn manage_decide(State(state): State<AppState>, ctx: Ctx, Path((code, user)): Path<(String, String)>, Form(f): Form<StatusForm>) -> Response {
+async fn manage_decide(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((code, user)): Path<(String, String)>,
+    Form(f): Form<StatusForm>,
+) -> Response {
     let (who, _) = signed_in!(ctx);
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
     page!(ctx, crate::communities::staff::decide_referrer(&state, &who, &id, &user, &f.status).await);
@@ -604,27 +639,40 @@ async fn revoke_token(State(state): State<AppState>, ctx: Ctx, Path(id): Path<St
     Redirect::to("/account").into_response()
 }
 
-async fn manage_logo(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String>, headers: axum::http::HeaderMap, body: axum::body::Body) -> Response {
+async fn manage_logo(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(code): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let (who, _) = signed_in!(ctx);
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
-    let boundary = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| multer::parse_boundary(ct).ok());
+    let boundary =
+        headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|ct| multer::parse_boundary(ct).ok());
     let Some(boundary) = boundary else {
         return error_page(&ctx, AppError::BadRequest("send the logo as a form upload".into()));
     };
-    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(crate::communities::logo::MAX_BYTES as u64 + 16 * 1024));
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(crate::communities::logo::MAX_BYTES as u64 + 16 * 1024));
     let mut mp = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let bytes = match mp.next_field().await {
-        Ok(Some(field)) => page!(ctx, field.bytes().await.map_err(|e| AppError::PayloadTooLarge(format!("the logo is too large or the upload broke: {e}")))),
+        Ok(Some(field)) => page!(
+            ctx,
+            field.bytes().await.map_err(|e| AppError::PayloadTooLarge(format!("the logo is too large or the upload broke: {e}")))
+        ),
         _ => return error_page(&ctx, AppError::BadRequest("no logo in the form".into())),
     };
     page!(ctx, crate::communities::logo::store(&state.db_write, &id, &bytes).await);
     Redirect::to(&format!("/communities/{code}/manage")).into_response()
 }
 
-async fn manage_register_connector(State(state): State<AppState>, ctx: Ctx, Path(code): Path<String>, Form(n): Form<ferry_schemas::NewConnector>) -> Response {
+async fn manage_register_connector(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(code): Path<String>,
+    Form(n): Form<ferry_schemas::NewConnector>,
+) -> Response {
     let (who, _) = signed_in!(ctx);
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
     let c = page!(ctx, crate::connectors::register(&state, &who, &id, &n).await);

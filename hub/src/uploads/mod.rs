@@ -74,8 +74,7 @@ impl Report {
 
     fn finish(self) -> Ingested {
         let count = |o: &str| self.files.iter().filter(|f| f.outcome == o).count() as u64;
-        let mut studies: Vec<String> =
-            self.files.iter().filter_map(|f| f.study_instance_uid.clone()).collect();
+        let mut studies: Vec<String> = self.files.iter().filter_map(|f| f.study_instance_uid.clone()).collect();
         studies.sort();
         studies.dedup();
         let report = UploadReport {
@@ -100,13 +99,7 @@ impl Report {
 }
 
 fn skipped(path: String, reason: &str) -> UploadedFile {
-    UploadedFile {
-        path,
-        outcome: "skipped".into(),
-        sop_instance_uid: None,
-        study_instance_uid: None,
-        reason: Some(reason.into()),
-    }
+    UploadedFile { path, outcome: "skipped".into(), sop_instance_uid: None, study_instance_uid: None, reason: Some(reason.into()) }
 }
 
 fn is_dicomdir(name: &str) -> bool {
@@ -121,12 +114,7 @@ pub struct Ingested {
     pub instances: Vec<RowRef>,
 }
 
-async fn upload(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    body: Body,
-) -> AppResult<Response> {
+async fn upload(State(state): State<AppState>, principal: Principal, headers: HeaderMap, body: Body) -> AppResult<Response> {
     if !principal.can_store() {
         return Err(AppError::Forbidden);
     }
@@ -139,12 +127,11 @@ async fn upload(
 /// `origin` (and linked to it, when it is a transfer or share).
 pub async fn ingest_body(state: &AppState, headers: &HeaderMap, body: Body, origin: Origin) -> AppResult<Ingested> {
     let state = state.clone();
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| AppError::UnsupportedMediaType("missing Content-Type (application/zip, application/dicom or multipart/form-data)".into()))?;
-    let mime = crate::dicomweb::accept::parse_content_type(ct)
-        .ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        AppError::UnsupportedMediaType("missing Content-Type (application/zip, application/dicom or multipart/form-data)".into())
+    })?;
+    let mime =
+        crate::dicomweb::accept::parse_content_type(ct).ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut report = Report::default();
     let mut pipe = ingest::Pipeline::<String>::new(&state, origin);
@@ -175,11 +162,7 @@ pub async fn ingest_body(state: &AppState, headers: &HeaderMap, body: Body, orig
                     }
                 };
                 n += 1;
-                let name = field
-                    .file_name()
-                    .or_else(|| field.name())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("part {n}"));
+                let name = field.file_name().or_else(|| field.name()).map(str::to_string).unwrap_or_else(|| format!("part {n}"));
                 if is_dicomdir(&name) {
                     while let Ok(Some(_)) = field.chunk().await {}
                     report.files.push(skipped(name, "DICOMDIR index (the files it lists are uploaded as parts)"));
