@@ -83,8 +83,9 @@ def signed_in(base, email):
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "ferry-hub")
     rng = random.Random(20261202)
+    keep = os.environ.get("BENCH_KEEP")  # a folder to keep the hub's data in (for profiling)
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = os.path.join(tmp, "ferry")
+        data_dir = keep or os.path.join(tmp, "ferry")
         port = bench.free_port()
         env = dict(os.environ, FERRY_AUTH__ADMIN_TOKEN=bench.TOKEN, FERRY_LOG__FILTER="warn", FERRY_AUTH__RATE_BURST="100000")
         proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],

@@ -22,16 +22,18 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # Lowest first. A module may use modules of lower foundation layers (and its own layer's
 # modules, as long as no cycle forms).
 FOUNDATIONS = [
-    ["error", "config", "telemetry"],
+    ["error", "config", "telemetry", "text", "files"],
     ["db", "metrics"],
     ["storage"],
-    ["index", "ingest", "audit", "http", "mail"],
-    ["access", "uploads", "archive", "ui"],
+    ["index", "http", "mail"],
+    ["ingest", "audit"],
     ["state"],
+    ["access"],
+    ["uploads", "archive", "ui"],
 ]
 FEATURES = {
-    "accounts", "communities", "transfers", "shares", "dlx", "dicomweb", "connectors", "ohif",
-    "retention", "backup", "health", "fuzzing", "cli",
+    "accounts", "communities", "transfers", "shares", "dicomweb", "connectors", "ohif",
+    "audit_trail", "retention", "backup", "health", "fuzzing", "cli",
 }
 ROOTS = {"startup", "lib", "main"}
 

@@ -81,6 +81,14 @@ else
   say "security advisories: SKIPPED — the RustSec database (github.com/RustSec/advisory-db) cannot be fetched from this machine"
 fi
 
+# --- code shape: formatting, lints, the hub's layers (ARCHITECTURE.md) -------------------------
+say "formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+say "layers (tests/layers.py)"
+python3 tests/layers.py
+say "lints (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 # --- build and test on SQLite ------------------------------------------------------------------
 say "building"
 cargo build --workspace --all-targets --locked

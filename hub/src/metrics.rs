@@ -1,26 +1,16 @@
-//! Prometheus metrics at `GET /metrics` (operator token; `scrape_configs: bearer_token`). Request
-//! counts, latencies and bytes per route template (never the concrete path, which would name
-//! studies), ingest and delivery counts, redemption results and lockouts, and — read from the
-//! database at each scrape, so every hub of a system reports the same — the connectors' lag and
-//! queue depth and the transfers waiting for a connector. Uses the `metrics` facade with its
-//! Prometheus exporter.
+//! Prometheus metrics, recorded: request counts, latencies and bytes per route template (never
+//! the concrete path, which would name studies), ingest and delivery counts, redemption results
+//! and lockouts. Uses the `metrics` facade with its Prometheus exporter; `GET /metrics` is served
+//! by `health`.
 
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sqlx::Row;
-
-use crate::access::Principal;
-use crate::db::now_ms;
-use crate::error::{AppError, AppResult};
-use crate::state::AppState;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -41,8 +31,14 @@ pub fn init() {
     let _ = handle();
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(scrape))
+/// True when the recorder is installed (it can fail to be when another one already is).
+pub fn installed() -> bool {
+    handle().is_some()
+}
+
+/// The Prometheus text of every metric, `None` when no recorder could be installed.
+pub fn render() -> Option<String> {
+    handle().map(PrometheusHandle::render)
 }
 
 /// Counts, times and sizes every request by method, route template and status class.
@@ -82,30 +78,4 @@ pub fn redemption(result: &str) {
 /// A code got locked after too many wrong answers.
 pub fn lockout() {
     metrics::counter!("ferry_code_lockouts_total").increment(1);
-}
-
-async fn scrape(State(state): State<AppState>, who: Principal) -> AppResult<Response> {
-    if !matches!(who, Principal::Admin) {
-        return Err(AppError::ForbiddenBecause("metrics are for the operator token".into()));
-    }
-    let Some(h) = handle() else {
-        return Err(AppError::Unavailable("the metrics recorder is not installed".into()));
-    };
-    // Gauges from the database: the same on every hub of the system.
-    let now = now_ms();
-    let rows = sqlx::query("SELECT id, last_seen_at, queue_depth FROM connectors WHERE revoked_at IS NULL").fetch_all(&state.db).await?;
-    for r in &rows {
-        let id: String = r.try_get(0)?;
-        let seen: Option<i64> = r.try_get(1)?;
-        let depth: i64 = r.try_get(2)?;
-        if let Some(seen) = seen {
-            metrics::gauge!("ferry_connector_lag_seconds", "connector" => id.clone()).set((now - seen) as f64 / 1000.0);
-        }
-        metrics::gauge!("ferry_connector_queue_depth", "connector" => id).set(depth as f64);
-    }
-    let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transfers WHERE state = 'sent'").fetch_one(&state.db).await?;
-    metrics::gauge!("ferry_transfers_waiting").set(waiting as f64);
-    let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(sent_at) FROM transfers WHERE state = 'sent'").fetch_one(&state.db).await?;
-    metrics::gauge!("ferry_transfer_oldest_waiting_seconds").set(oldest.map(|t| (now - t) as f64 / 1000.0).unwrap_or(0.0));
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response())
 }

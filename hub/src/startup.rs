@@ -97,19 +97,30 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
         Some(u) => u.trim_end_matches('/').to_string(),
         None => format!("http://{bound}"),
     };
-    let mailer = crate::accounts::mail::Mailer::new(
+    let mailer = crate::mail::Mailer::new(
         config.mail.outbox.clone().unwrap_or_else(|| config.data_dir.join("outbox")),
         config.mail.from.clone().unwrap_or_else(|| "Ferry <ferry@localhost>".into()),
         config.mail.smtp_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
     )?;
-    let ohif = crate::ohif::from_config(&config)?;
+    // What features keep for themselves, by type (AppState names no feature).
+    let mut features = axum::http::Extensions::new();
+    if let Some(ohif) = crate::ohif::from_config(&config)? {
+        features.insert(ohif);
+    }
+    features.insert(crate::communities::DirectoryCache::default());
+    features.insert(crate::accounts::oidc::OidcCache::default());
+    // Credentials issued by features, tried in this order after the operator token, personal
+    // access tokens and sessions.
+    features.insert(crate::access::Resolvers {
+        bearer: vec![crate::connectors::resolve_bearer, crate::shares::holder::resolve_bearer, crate::accounts::oidc::resolve_bearer],
+        cookies: vec![crate::shares::holder::resolve_cookies],
+    });
     let state = AppState {
-        ohif,
+        features: Arc::new(features),
         base_url,
         mailer,
-        oidc: Default::default(),
-        auth_limit: crate::accounts::AuthLimit::new(&config.auth),
-        redeem_limit: crate::accounts::AuthLimit::with(config.shares.rate_burst, config.shares.rate_period_ms),
+        auth_limit: crate::accounts::auth_limit(&config.auth),
+        redeem_limit: crate::http::RateLimit::with(config.shares.rate_burst, config.shares.rate_period_ms),
         audit_recent: Default::default(),
         dlx_downloads: Arc::new(tokio::sync::Semaphore::new(config.shares.dlx_parallel_downloads.max(1) as usize)),
         secret,
@@ -121,7 +132,6 @@ pub async fn build_state(config: Config, bound: SocketAddr) -> anyhow::Result<Ap
         blobs,
         keys,
         admin_token,
-        directory: Default::default(),
         render_slots: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))),
     };
     Ok(state)
@@ -196,7 +206,10 @@ pub fn router(state: AppState) -> Router {
     });
     Router::new()
         .merge(crate::health::router())
-        .nest("/dicomweb", crate::dicomweb::router().layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::dicomweb)))
+        .nest(
+            "/dicomweb",
+            crate::dicomweb::router().layer(axum::middleware::from_fn_with_state(state.clone(), crate::dicomweb::audit::record_access)),
+        )
         .merge(crate::uploads::router())
         .merge(crate::communities::router())
         .merge(crate::accounts::router(&state))
@@ -204,10 +217,13 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::transfers::router())
         .merge(crate::connectors::router(&state))
         .merge(crate::shares::router(&state))
-        .merge(crate::dlx::router(&state))
-        .merge(crate::audit::router())
-        .merge(crate::metrics::router())
-        .merge(crate::ui::router(&state))
+        .merge(crate::shares::dlx::router(&state))
+        .merge(crate::audit_trail::router())
+        .merge(crate::ui::router())
+        .merge(crate::accounts::auth_pages::router(&state))
+        .merge(crate::accounts::pages::router())
+        .merge(crate::transfers::pages::router())
+        .merge(crate::communities::pages::router())
         .merge(crate::ohif::router(&state))
         .route("/api/v1/openapi.yaml", axum::routing::get(openapi))
         .fallback(crate::error::not_found)

@@ -9,8 +9,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::SESSION_COOKIE;
-use crate::shares::redeem::SHARE_COOKIE;
+use super::{SESSION_COOKIE, SHARE_COOKIE};
 
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)

@@ -7,22 +7,26 @@
 //! the transfers (no longer drafts) sent to a community they are a member of. Hub admins manage
 //! accounts and communities but see patient data only through their own memberships.
 
+pub mod account;
 pub mod guard;
 pub mod headers;
+pub mod tokens;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use axum_extra::extract::CookieJar;
+use futures_util::future::BoxFuture;
 use secrecy::ExposeSecret;
 use sqlx::Row;
 
-use crate::accounts::tokens;
 use crate::db::now_ms;
-use crate::error::AppError;
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "ferry_session";
+/// The cookie of an access-code holder's browser session (set by `shares`).
+pub const SHARE_COOKIE: &str = "ferry_share";
 
 /// Why a bearer token was refused for an account or credential change.
 pub const SESSION_NEEDED: &str = "account and credential changes need a signed-in browser session; a bearer token cannot make them";
@@ -67,81 +71,7 @@ pub enum Principal {
     Share(ShareAccess),
 }
 
-/// Which column of `transfer_instances` a scoped column holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Study,
-    Series,
-    Instance,
-}
-
-impl Level {
-    fn column(self) -> &'static str {
-        match self {
-            Level::Study => "study_uid",
-            Level::Series => "series_uid",
-            Level::Instance => "sop_instance_uid",
-        }
-    }
-}
-
-/// The set of instances a principal may see, as a filter the queries apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StudyScope {
-    All,
-    /// What the transfers of this user (sent, or received by their communities) carry.
-    Transfers {
-        user_id: String,
-    },
-    /// What the (sent) transfers to one community carry: its connector's view.
-    Community {
-        community_id: String,
-    },
-    /// What one share holds: its holder's view.
-    Share {
-        share_id: String,
-    },
-}
-
-impl StudyScope {
-    /// An SQL condition restricting the row named by (`origin`, `column`) — a row of the given
-    /// level, keyed by its origin and UID — to the rows this scope's holdings link, or `None` when
-    /// unrestricted. Rows are matched by origin *and* UID: a UID alone proves nothing, since
-    /// anyone can write any UID into a file (see [`crate::index`]). `bind` adds a text parameter
-    /// and returns its placeholder.
-    pub fn condition(&self, origin: &str, column: &str, level: Level, bind: &mut dyn FnMut(String) -> String) -> Option<String> {
-        let field = level.column();
-        let row = format!("({origin}, {column})");
-        match self {
-            StudyScope::All => None,
-            StudyScope::Transfers { user_id } => {
-                let sender = bind(user_id.clone());
-                let member = bind(user_id.clone());
-                let staff = bind(user_id.clone());
-                Some(format!(
-                    "({row} IN (SELECT ti.origin, ti.{field} FROM transfer_instances ti \
-                     JOIN transfers t ON t.id = ti.transfer_id \
-                     WHERE t.sender_id = {sender} OR (t.state <> 'draft' AND t.community_id IN \
-                     (SELECT m.community_id FROM memberships m WHERE m.user_id = {member}))) \
-                     OR {row} IN (SELECT si.origin, si.{field} FROM share_instances si JOIN shares s ON s.id = si.share_id \
-                     WHERE s.purged_at IS NULL AND s.community_id IN \
-                     (SELECT m.community_id FROM memberships m WHERE m.user_id = {staff})))"
-                ))
-            }
-            StudyScope::Community { community_id } => {
-                let c = bind(community_id.clone());
-                Some(format!(
-                    "{row} IN (SELECT ti.origin, ti.{field} FROM transfer_instances ti \
-                     JOIN transfers t ON t.id = ti.transfer_id WHERE t.state <> 'draft' AND t.community_id = {c})"
-                ))
-            }
-            StudyScope::Share { share_id } => {
-                let sh = bind(share_id.clone());
-                Some(format!("{row} IN (SELECT si.origin, si.{field} FROM share_instances si WHERE si.share_id = {sh})"))
-            }
-        }
-    }
-}
+pub use crate::index::scope::StudyScope;
 
 impl Principal {
     pub fn study_scope(&self) -> StudyScope {
@@ -210,9 +140,26 @@ fn token_matches(given: &str, expected: &str) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Turns a bearer token into a principal, for a kind of token a feature issues (connectors'
+/// tokens, access-code holders' DLX tokens, an identity provider's access tokens): `Ok(None)` when
+/// the token is not of its kind, an error when it is but is refused.
+pub type ResolveBearer = for<'a> fn(&'a AppState, &'a str) -> BoxFuture<'a, Result<Option<Principal>, AppError>>;
+/// Turns a request's cookies into a principal (the access-code holder's browser session).
+pub type ResolveCookies = for<'a> fn(&'a AppState, &'a CookieJar) -> BoxFuture<'a, Result<Option<Principal>, AppError>>;
+
+/// The credential resolvers of the features, registered at start-up (`startup` puts them into
+/// [`AppState::features`]): this module knows the operator token, personal access tokens and
+/// browser sessions itself, and asks the resolvers about everything else, in order.
+#[derive(Clone, Default)]
+pub struct Resolvers {
+    pub bearer: Vec<ResolveBearer>,
+    pub cookies: Vec<ResolveCookies>,
+}
+
 /// Authenticates a request: `Ok(None)` for an anonymous one (no credentials, or a stale session
 /// cookie), an error for a bearer token that is wrong.
 pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principal>, AppError> {
+    let resolvers = state.feature::<Resolvers>()?;
     if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
         let auth = auth.to_str().map_err(|_| AppError::Unauthorized)?;
         let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).ok_or(AppError::Unauthorized)?.trim();
@@ -226,23 +173,11 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Prin
             record(&format!("user:{}", user.id));
             return Ok(Some(Principal::User(user)));
         }
-        if token.starts_with(crate::connectors::TOKEN_PREFIX) {
-            if let Some(agent) = crate::connectors::agent_by_token(state, token).await? {
-                record(&format!("connector:{}", agent.id));
-                return Ok(Some(Principal::Connector(agent)));
+        for resolve in &resolvers.bearer {
+            if let Some(p) = resolve(state, token).await? {
+                record(&p.log_id());
+                return Ok(Some(p));
             }
-            return Err(AppError::Unauthorized);
-        }
-        // A DLX bearer token (a JWT the hub signed) reads its share's studies.
-        if token.matches('.').count() == 2
-            && let Some(h) = crate::shares::holder::by_jwt(state, token).await?
-        {
-            record(&format!("share:{}", h.share.id));
-            return Ok(Some(Principal::Share(ShareAccess { share_id: h.share.id })));
-        }
-        if let Some(user) = crate::accounts::oidc::user_by_access_token(state, token).await? {
-            record(&format!("user:{}", user.id));
-            return Ok(Some(Principal::User(user)));
         }
         return Err(AppError::Unauthorized);
     }
@@ -253,9 +188,11 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Prin
         record(&format!("user:{}", user.id));
         return Ok(Some(Principal::User(user)));
     }
-    if let Some(h) = crate::shares::holder::by_cookie(state, &jar).await? {
-        record(&format!("share:{}", h.share.id));
-        return Ok(Some(Principal::Share(ShareAccess { share_id: h.share.id })));
+    for resolve in &resolvers.cookies {
+        if let Some(p) = resolve(state, &jar).await? {
+            record(&p.log_id());
+            return Ok(Some(p));
+        }
     }
     Ok(None)
 }
@@ -330,4 +267,44 @@ impl FromRequestParts<AppState> for MaybePrincipal {
         }
         Ok(MaybePrincipal(p))
     }
+}
+
+/// The role of a user in a community (`admin`, `member`) if any.
+pub async fn community_role(db: &crate::db::Db, community_id: &str, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT role FROM memberships WHERE community_id = $1 AND user_id = $2")
+        .bind(community_id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()
+}
+
+/// The community's id, if the principal administers it (community admin or hub admin).
+/// Non-admins get 403 when they are members, 404 otherwise.
+pub async fn administered(state: &AppState, who: &Principal, code: &str) -> AppResult<String> {
+    let id = community_id(state, code).await?;
+    if who.is_admin() {
+        return Ok(id);
+    }
+    let user = who.require_user()?;
+    match community_role(&state.db, &id, &user.id).await?.as_deref() {
+        Some("admin") => Ok(id),
+        Some(_) => Err(AppError::ForbiddenBecause("only the community's admins can do this".into())),
+        None => Err(AppError::Forbidden),
+    }
+}
+
+pub async fn community_id(state: &AppState, code: &str) -> AppResult<String> {
+    community_id_in(&state.db, code).await
+}
+
+pub async fn community_id_in(db: &crate::db::Db, code: &str) -> AppResult<String> {
+    sqlx::query("SELECT id FROM communities WHERE code = $1")
+        .bind(code)
+        .fetch_optional(db)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?
+        .ok_or_else(|| AppError::NotFound("no such community".into()))
 }

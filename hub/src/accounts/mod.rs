@@ -4,14 +4,11 @@
 //! client address, and an account locks for a while after repeated failed sign-ins; unknown
 //! email and wrong password get the same answer.
 
+pub mod auth_pages;
 pub mod db;
-pub mod mail;
 pub mod oidc;
+pub mod pages;
 pub mod password;
-pub mod tokens;
-
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -23,15 +20,13 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use ferry_schemas::{Account, ApiToken, Credentials, NewToken, Registration};
 use serde::Deserialize;
 use sqlx::Row;
-use tower_governor::GovernorLayer;
-use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::PeerIpKeyExtractor;
 
-use crate::access::{Principal, SESSION_COOKIE};
+use crate::access::{Principal, SESSION_COOKIE, tokens};
 use crate::db::{is_unique_violation, now_ms};
 use crate::error::{ApiJson, AppError, AppResult};
+use crate::http::RateLimit;
+use crate::mail::Mail;
 use crate::state::AppState;
-use mail::Mail;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 const VERIFY_LINK_MS: i64 = 3 * DAY_MS;
@@ -50,69 +45,19 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/v1/auth/verify", post(api_verify))
         .route("/api/v1/auth/setup", post(api_setup));
     Router::new()
-        .merge(rate_limited(state, limited))
+        .merge(state.auth_limit.wrap(limited))
         .route("/api/v1/auth/logout", post(api_logout))
         .route("/api/v1/me", get(api_me))
         .route("/api/v1/tokens", get(api_list_tokens).post(api_create_token))
         .route("/api/v1/tokens/{id}", delete(api_revoke_token))
 }
 
-/// The per-address rate limit of the sign-in, registration, reset and token endpoints
-/// (tower-governor): a burst of `auth.rate_burst` requests, then one every `auth.rate_period_ms`.
-/// One limiter serves every route it wraps, so the JSON API, the web forms and the token
-/// endpoint draw on the same budget of an address.
-#[derive(Clone)]
-pub struct AuthLimit(Option<Arc<WrapRoutes>>);
-
-/// Puts a layer around routes.
-type WrapRoutes = dyn Fn(Router<AppState>) -> Router<AppState> + Send + Sync;
-
-impl AuthLimit {
-    pub fn new(auth: &crate::config::AuthConfig) -> Self {
-        Self::with(auth.rate_burst, auth.rate_period_ms)
-    }
-
-    /// A burst of `burst` requests per client address, then one per `period_ms`.
-    pub fn with(burst: u32, period_ms: u64) -> Self {
-        let Some(config) = GovernorConfigBuilder::default()
-            .key_extractor(PeerIpKeyExtractor)
-            .period(Duration::from_millis(period_ms.max(1)))
-            .burst_size(burst.max(1))
-            .finish()
-        else {
-            return Self(None);
-        };
-        let config = Arc::new(config);
-        let limiter = config.limiter().clone();
-        // The limiter's memory is bounded by pruning idle addresses now and then.
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                limiter.retain_recent();
-            }
-        });
-        let layer = GovernorLayer::new(config).error_handler(|e| {
-            let wait = match &e {
-                tower_governor::GovernorError::TooManyRequests { wait_time, .. } => *wait_time,
-                _ => 1,
-            };
-            AppError::TooManyRequests(wait.max(1)).into_response()
-        });
-        Self(Some(Arc::new(move |routes: Router<AppState>| routes.layer(layer.clone()))))
-    }
-}
-
-/// Wraps routes in the hub's one sign-in rate limit ([`AuthLimit`]).
-pub fn rate_limited(state: &AppState, routes: Router<AppState>) -> Router<AppState> {
-    rate_limited_by(&state.auth_limit, routes)
-}
-
-/// Wraps routes in a rate limit.
-pub fn rate_limited_by(limit: &AuthLimit, routes: Router<AppState>) -> Router<AppState> {
-    match &limit.0 {
-        Some(apply) => apply(routes),
-        None => routes,
-    }
+/// The per-address rate limit of the sign-in, registration, reset and token endpoints: a burst
+/// of `auth.rate_burst` requests, then one every `auth.rate_period_ms`. One limiter serves every
+/// route it wraps, so the JSON API, the web forms and the token endpoint draw on the same budget
+/// of an address.
+pub fn auth_limit(auth: &crate::config::AuthConfig) -> RateLimit {
+    RateLimit::with(auth.rate_burst, auth.rate_period_ms)
 }
 
 /// Only paths on this site, else `default`: an open redirect after sign-in or a language switch

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio::sync::RwLock;
 
-use crate::access::{MaybePrincipal, User, Via};
+use crate::access::{MaybePrincipal, Principal, User, Via};
 use crate::config::OidcProvider;
 use crate::db::{is_unique_violation, now_ms};
 use crate::error::{AppError, AppResult};
@@ -104,14 +104,14 @@ fn unavailable(e: impl std::fmt::Display) -> AppError {
 }
 
 async fn metadata(state: &AppState, p: &OidcProvider, http: &Http) -> AppResult<CoreProviderMetadata> {
-    if let Some((at, m)) = state.oidc.metadata.read().await.get(&p.id)
+    if let Some((at, m)) = state.feature::<OidcCache>()?.metadata.read().await.get(&p.id)
         && at.elapsed() < METADATA_TTL
     {
         return Ok(m.clone());
     }
     let issuer = IssuerUrl::new(p.issuer.clone()).map_err(|e| AppError::Internal(anyhow::anyhow!("issuer URL of {}: {e}", p.id)))?;
     let m = CoreProviderMetadata::discover_async(issuer, http).await.map_err(unavailable)?;
-    state.oidc.metadata.write().await.insert(p.id.clone(), (Instant::now(), m.clone()));
+    state.feature::<OidcCache>()?.metadata.write().await.insert(p.id.clone(), (Instant::now(), m.clone()));
     Ok(m)
 }
 
@@ -169,7 +169,7 @@ async fn start(
         "INSERT INTO oidc_logins (state, provider, nonce, pkce_verifier, return_to, link_user_id, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(crate::accounts::tokens::hash(csrf.secret()))
+    .bind(crate::access::tokens::hash(csrf.secret()))
     .bind(&p.id)
     .bind(nonce.secret())
     .bind(verifier.secret())
@@ -213,7 +213,7 @@ async fn callback(
     let (Some(code), Some(csrf)) = (q.code, q.state) else {
         return Err(AppError::BadRequest("the sign-in answer lacks code or state".into()));
     };
-    let state_hash = crate::accounts::tokens::hash(&csrf);
+    let state_hash = crate::access::tokens::hash(&csrf);
     let row = sqlx::query(
         "SELECT nonce, pkce_verifier, return_to, link_user_id FROM oidc_logins \
          WHERE state = $1 AND provider = $2 AND expires_at > $3",
@@ -337,8 +337,8 @@ pub async fn user_by_access_token(state: &AppState, token: &str) -> AppResult<Op
     if providers.is_empty() {
         return Ok(None);
     }
-    let key = crate::accounts::tokens::hash(token);
-    if let Some((at, user)) = state.oidc.access_tokens.read().await.get(&key)
+    let key = crate::access::tokens::hash(token);
+    if let Some((at, user)) = state.feature::<OidcCache>()?.access_tokens.read().await.get(&key)
         && at.elapsed() < ACCESS_TOKEN_TTL
     {
         return user_row(state, user.as_deref()).await;
@@ -363,11 +363,16 @@ pub async fn user_by_access_token(state: &AppState, token: &str) -> AppResult<Op
             break;
         }
     }
-    let mut cache = state.oidc.access_tokens.write().await;
+    let mut cache = state.feature::<OidcCache>()?.access_tokens.write().await;
     cache.retain(|_, (at, _)| at.elapsed() < ACCESS_TOKEN_TTL);
     cache.insert(key, (Instant::now(), found.clone()));
     drop(cache);
     user_row(state, found.as_deref()).await
+}
+
+/// The resolver of identity providers' access tokens (providers with `accept_access_tokens`).
+pub fn resolve_bearer<'a>(state: &'a AppState, token: &'a str) -> futures_util::future::BoxFuture<'a, AppResult<Option<Principal>>> {
+    Box::pin(async move { Ok(user_by_access_token(state, token).await?.map(Principal::User)) })
 }
 
 async fn user_row(state: &AppState, user: Option<&str>) -> AppResult<Option<User>> {

@@ -51,7 +51,7 @@ pub async fn hash(password: String) -> AppResult<String> {
 /// unknown email answers as slowly as a wrong password.
 fn decoy() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| hash_blocking(&crate::accounts::tokens::new_secret("")).unwrap_or_default())
+    DECOY.get_or_init(|| hash_blocking(&crate::access::tokens::new_secret("")).unwrap_or_default())
 }
 
 /// Verifies `password` against `stored` (or against the decoy when there is no account).

@@ -15,9 +15,9 @@ use sqlx::Row;
 
 use super::dicomdir::{self, Image, Patient, Series, Study};
 use super::{Plan, Source};
-use crate::dicomweb::db::{COLUMNS_I, InstanceRow, from_row};
 use crate::error::{AppError, AppResult};
 use crate::index::Holding;
+use crate::index::instances::{COLUMNS_I, InstanceRow, from_row};
 use crate::state::AppState;
 use crate::storage::keys::KeyCache;
 

@@ -2,7 +2,9 @@
 //! and the directory referrers search. Hub admins create them (API and `ferry-hub admin
 //! create-community`).
 
+pub mod connectors;
 pub mod logo;
+pub mod pages;
 pub mod search;
 pub mod staff;
 
@@ -28,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/communities/{code}", get(get_community).patch(staff::api_configure))
         .merge(staff::router())
         .merge(logo::router())
+        .merge(connectors::router())
 }
 
 /// Unambiguous characters for generated codes (no 0/O/o, 1/l/I).
@@ -163,9 +166,10 @@ impl DirectoryCache {
 
 /// Searches the directory: every query word must match (prefix, umlaut-folded, small typos);
 /// best matches first. An exact code match comes first of all.
-pub async fn search(db: &Db, cache: &DirectoryCache, q: &str, limit: usize) -> AppResult<Vec<Community>> {
+pub async fn search(state: &AppState, q: &str, limit: usize) -> AppResult<Vec<Community>> {
+    let db = &state.db;
     // Score over the folded texts only; load the full rows of the winners afterwards.
-    let entries = cache.entries(db).await?;
+    let entries = state.feature::<DirectoryCache>()?.entries(db).await?;
     let query = search::Query::new(q);
     let mut scored: Vec<(u32, String, String)> = Vec::new();
     for e in entries.iter() {
@@ -212,7 +216,7 @@ async fn search_directory(State(state): State<AppState>, _who: Principal, Params
             other => return Err(AppError::BadRequest(format!("unknown query parameter {other}"))),
         }
     }
-    Ok(Json(search(&state.db, &state.directory, &q, limit).await?))
+    Ok(Json(search(&state, &q, limit).await?))
 }
 
 async fn get_community(State(state): State<AppState>, _who: Principal, Path(code): Path<String>) -> AppResult<Json<Community>> {

@@ -25,34 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/communities/{code}/approval-request", post(api_request_approval))
 }
 
-/// The community's id, if the principal administers it (community admin or hub admin).
-/// Non-admins get 403 when they are members, 404 otherwise.
-pub async fn administered(state: &AppState, who: &Principal, code: &str) -> AppResult<String> {
-    let id = community_id(state, code).await?;
-    if who.is_admin() {
-        return Ok(id);
-    }
-    let user = who.require_user()?;
-    match crate::transfers::db::community_role(&state.db, &id, &user.id).await?.as_deref() {
-        Some("admin") => Ok(id),
-        Some(_) => Err(AppError::ForbiddenBecause("only the community's admins can do this".into())),
-        None => Err(AppError::Forbidden),
-    }
-}
-
-pub async fn community_id(state: &AppState, code: &str) -> AppResult<String> {
-    community_id_in(&state.db, code).await
-}
-
-pub async fn community_id_in(db: &crate::db::Db, code: &str) -> AppResult<String> {
-    sqlx::query("SELECT id FROM communities WHERE code = $1")
-        .bind(code)
-        .fetch_optional(db)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?
-        .ok_or_else(|| AppError::NotFound("no such community".into()))
-}
+pub use crate::access::{administered, community_id, community_id_in};
 
 pub async fn members(state: &AppState, community_id: &str) -> AppResult<Vec<Member>> {
     let rows = sqlx::query(
@@ -127,7 +100,7 @@ pub async fn remove_member(state: &AppState, who: &Principal, community_id: &str
         .fetch_one(&state.db)
         .await?
         .try_get(0)?;
-    let is_admin = crate::transfers::db::community_role(&state.db, community_id, user_id).await?.as_deref() == Some("admin");
+    let is_admin = crate::access::community_role(&state.db, community_id, user_id).await?.as_deref() == Some("admin");
     if is_admin && admins == 0 {
         return Err(AppError::Conflict("the community's last admin cannot be removed".into()));
     }

@@ -1,5 +1,5 @@
-//! Site connectors, hub side: a community's admins register a connector (client id + secret,
-//! shown once; rotatable; revocable with immediate effect). The connector gets short-lived access
+//! Site connectors, hub side (a community's admins register them: `communities::connectors`).
+//! The connector gets short-lived access
 //! tokens at `POST /oauth/token` (OAuth2 client credentials), reports a heartbeat, claims sent
 //! transfers of its community with a lease (two instances never hold the same transfer; a
 //! crashed one's lease runs out and the work returns), acknowledges each instance only after
@@ -9,15 +9,15 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::Engine;
-use ferry_schemas::{Ack, Claim, ClaimedInstance, Connector, ConnectorReport, Heartbeat, NewConnector};
+use ferry_schemas::{Ack, Claim, ClaimedInstance, ConnectorReport, Heartbeat};
 use serde::Deserialize;
 use sqlx::Row;
 
+use crate::access::tokens;
 use crate::access::{ConnectorAgent, Principal};
-use crate::accounts::tokens;
 use crate::db::now_ms;
 use crate::error::{ApiJson, ApiJsonList, AppError, AppResult};
 use crate::state::AppState;
@@ -29,10 +29,7 @@ pub const TOKEN_PREFIX: &str = "fct_";
 pub fn router(state: &AppState) -> Router<AppState> {
     let token = Router::new().route("/oauth/token", post(token_endpoint));
     Router::new()
-        .merge(crate::accounts::rate_limited(state, token))
-        .route("/api/v1/communities/{code}/connectors", get(api_list).post(api_register))
-        .route("/api/v1/communities/{code}/connectors/{id}", delete(api_revoke))
-        .route("/api/v1/communities/{code}/connectors/{id}/rotate", post(api_rotate))
+        .merge(state.auth_limit.wrap(token))
         .route("/api/v1/connector/me", get(api_me))
         .route("/api/v1/connector/heartbeat", post(api_heartbeat))
         .route("/api/v1/connector/claim", post(api_claim))
@@ -55,131 +52,24 @@ pub async fn agent_by_token(state: &AppState, token: &str) -> AppResult<Option<C
     })
 }
 
+/// The resolver of connector tokens (registered at start-up, see [`crate::access::Resolvers`]).
+pub fn resolve_bearer<'a>(state: &'a AppState, token: &'a str) -> futures_util::future::BoxFuture<'a, AppResult<Option<Principal>>> {
+    Box::pin(async move {
+        if !token.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        match agent_by_token(state, token).await? {
+            Some(agent) => Ok(Some(Principal::Connector(agent))),
+            None => Err(AppError::Unauthorized),
+        }
+    })
+}
+
 fn agent(who: &Principal) -> AppResult<&ConnectorAgent> {
     match who {
         Principal::Connector(c) => Ok(c),
         _ => Err(AppError::ForbiddenBecause("this endpoint is for site connectors".into())),
     }
-}
-
-fn from_row(r: &sqlx::any::AnyRow) -> Result<Connector, sqlx::Error> {
-    Ok(Connector {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        client_id: r.try_get(2)?,
-        client_secret: None,
-        created_at: r.try_get(3)?,
-        revoked: r.try_get::<Option<i64>, _>(4)?.is_some(),
-        last_seen_at: r.try_get(5)?,
-        version: r.try_get(6)?,
-        queue_depth: r.try_get(7)?,
-        last_error: r.try_get(8)?,
-    })
-}
-
-const COLUMNS: &str = "id, name, client_id, created_at, revoked_at, last_seen_at, version, queue_depth, last_error";
-
-/// The community's connectors (with their heartbeat), oldest first.
-pub async fn list(state: &AppState, community: &str) -> AppResult<Vec<Connector>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connectors WHERE community_id = $1 ORDER BY created_at")))
-        .bind(community)
-        .fetch_all(&state.db)
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
-}
-
-async fn api_list(State(state): State<AppState>, who: Principal, Path(code): Path<String>) -> AppResult<Json<Vec<Connector>>> {
-    let community = crate::communities::staff::administered(&state, &who, &code).await?;
-    Ok(Json(list(&state, &community).await?))
-}
-
-async fn api_register(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(code): Path<String>,
-    ApiJson(n): ApiJson<NewConnector>,
-) -> AppResult<Response> {
-    let community = crate::communities::staff::administered(&state, &who, &code).await?;
-    Ok((StatusCode::CREATED, Json(register(&state, &who, &community, &n).await?)).into_response())
-}
-
-/// Registers a connector; the answer carries the client secret, the only time it is shown.
-pub async fn register(state: &AppState, who: &Principal, community: &str, n: &NewConnector) -> AppResult<Connector> {
-    let name = n.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(AppError::BadRequest("give the connector a name of 1 to 100 characters".into()));
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    let client_id = format!("fcc_{}", uuid::Uuid::new_v4().simple());
-    let secret = tokens::new_secret("fcs_");
-    sqlx::query("INSERT INTO connectors (id, community_id, name, client_id, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&id)
-        .bind(community)
-        .bind(name)
-        .bind(&client_id)
-        .bind(tokens::hash(&secret))
-        .bind(now_ms())
-        .execute(&state.db_write)
-        .await?;
-    tracing::info!(connector = %id, community = %community, "connector registered");
-    crate::audit::change(&state.db_write, &who.log_id(), "connector.register", "connector", &id, &format!("community:{community}")).await?;
-    let mut c = load(state, community, &id).await?;
-    c.client_secret = Some(secret);
-    Ok(c)
-}
-
-async fn load(state: &AppState, community: &str, id: &str) -> AppResult<Connector> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connectors WHERE id = $1 AND community_id = $2")))
-        .bind(id)
-        .bind(community)
-        .fetch_optional(&state.db_write)
-        .await?
-        .ok_or_else(|| AppError::NotFound("no such connector".into()))?;
-    Ok(from_row(&row)?)
-}
-
-async fn api_rotate(State(state): State<AppState>, who: Principal, Path((code, id)): Path<(String, String)>) -> AppResult<Json<Connector>> {
-    let community = crate::communities::staff::administered(&state, &who, &code).await?;
-    load(&state, &community, &id).await?;
-    let secret = tokens::new_secret("fcs_");
-    sqlx::query("UPDATE connectors SET secret_hash = $1 WHERE id = $2")
-        .bind(tokens::hash(&secret))
-        .bind(&id)
-        .execute(&state.db_write)
-        .await?;
-    // Tokens minted with the old secret end now.
-    sqlx::query("DELETE FROM connector_tokens WHERE connector_id = $1").bind(&id).execute(&state.db_write).await?;
-    tracing::info!(connector = %id, "connector secret rotated");
-    crate::audit::change(&state.db_write, &who.log_id(), "connector.rotate", "connector", &id, &format!("community:{community}")).await?;
-    let mut c = load(&state, &community, &id).await?;
-    c.client_secret = Some(secret);
-    Ok(Json(c))
-}
-
-async fn api_revoke(State(state): State<AppState>, who: Principal, Path((code, id)): Path<(String, String)>) -> AppResult<StatusCode> {
-    let community = crate::communities::staff::administered(&state, &who, &code).await?;
-    revoke(&state, &who, &community, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Revokes a connector: its tokens end at once and what it held returns to the queue.
-pub async fn revoke(state: &AppState, who: &Principal, community: &str, id: &str) -> AppResult<()> {
-    load(state, community, id).await?;
-    sqlx::query("UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(now_ms())
-        .bind(id)
-        .execute(&state.db_write)
-        .await?;
-    sqlx::query("DELETE FROM connector_tokens WHERE connector_id = $1").bind(id).execute(&state.db_write).await?;
-    // Whatever it held goes back to the queue.
-    sqlx::query("UPDATE transfers SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1 OR lease_owner LIKE $2")
-        .bind(id)
-        .bind(format!("{id}:%"))
-        .execute(&state.db_write)
-        .await?;
-    tracing::info!(connector = %id, "connector revoked");
-    crate::audit::change(&state.db_write, &who.log_id(), "connector.revoke", "connector", id, &format!("community:{community}")).await?;
-    Ok(())
 }
 
 #[derive(Deserialize)]

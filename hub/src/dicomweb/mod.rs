@@ -1,8 +1,7 @@
 //! DICOMweb (PS3.18): STOW-RS, QIDO-RS and WADO-RS on axum, under `/dicomweb`. Every search and
 //! retrieve asks the caller's [`Principal`](crate::access::Principal) which studies it may see.
 
-pub mod accept;
-pub mod db;
+pub mod audit;
 pub mod qido;
 pub mod render;
 pub mod stow;

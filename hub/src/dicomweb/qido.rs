@@ -376,7 +376,7 @@ async fn run_search(
     study: Option<String>,
     series: Option<String>,
 ) -> AppResult<Response> {
-    let ranges = super::accept::from_headers(headers);
+    let ranges = crate::http::accept::from_headers(headers);
     if !ranges.iter().any(|r| r.matches(DICOM_JSON) || r.essence == "application/json") {
         return Err(AppError::NotAcceptable("search results are available as application/dicom+json".into()));
     }
@@ -404,16 +404,16 @@ async fn run_search(
     // holdings link, and counts and modalities come from those rows only.
     let scope = principal.study_scope();
     let (scope_origin, scope_column, scope_level) = match level {
-        Level::Study => ("s.origin", "s.study_uid", crate::access::Level::Study),
-        Level::Series => ("se.origin", "se.series_uid", crate::access::Level::Series),
-        Level::Instance => ("i.origin", "i.sop_instance_uid", crate::access::Level::Instance),
+        Level::Study => ("s.origin", "s.study_uid", crate::index::scope::Level::Study),
+        Level::Series => ("se.origin", "se.series_uid", crate::index::scope::Level::Series),
+        Level::Instance => ("i.origin", "i.sop_instance_uid", crate::index::scope::Level::Instance),
     };
     if let Some(cond) = scope.condition(scope_origin, scope_column, scope_level, &mut |v| b.bind(BindValue::Text(v))) {
         b.clauses.push(cond);
     }
     let visible = |b: &mut SqlBuilder, alias: &str| {
         scope
-            .condition(&format!("{alias}.origin"), &format!("{alias}.sop_instance_uid"), crate::access::Level::Instance, &mut |v| {
+            .condition(&format!("{alias}.origin"), &format!("{alias}.sop_instance_uid"), crate::index::scope::Level::Instance, &mut |v| {
                 b.bind(BindValue::Text(v))
             })
             .map(|c| format!(" AND {c}"))
@@ -470,19 +470,34 @@ async fn run_search(
         Level::Series => 1,
         Level::Instance => 2,
     };
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut unique = Vec::with_capacity(rows.len());
+    // ModalitiesInStudy: the union over the caller's rows of the study. A holding links whole
+    // studies of an origin (see crate::index), so a row's modalities are all visible to it.
+    let mut modalities: Vec<Vec<String>> = Vec::with_capacity(rows.len());
     for row in rows {
-        if seen.insert(row.try_get::<String, _>(uid_column)?) {
-            unique.push(row);
+        let mods: Vec<String> = match level {
+            Level::Study => row.try_get::<String, _>(2)?.split('|').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+            _ => Vec::new(),
+        };
+        match seen.entry(row.try_get::<String, _>(uid_column)?) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let have = &mut modalities[*e.get()];
+                for m in mods {
+                    if !have.contains(&m) {
+                        have.push(m);
+                    }
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(unique.len());
+                unique.push(row);
+                modalities.push(mods);
+            }
         }
     }
-    let modalities = match level {
-        Level::Study => Some(study_modalities(state, &scope, &unique).await?),
-        _ => None,
-    };
     let mut out = Vec::with_capacity(unique.len());
-    for row in &unique {
+    for (row, mods) in unique.iter().zip(&modalities) {
         let obj = match level {
             Level::Study => {
                 let uid: String = row.try_get(0)?;
@@ -490,8 +505,6 @@ async fn run_search(
                 let nseries: i64 = row.try_get(3)?;
                 let ninst: i64 = row.try_get(4)?;
                 let mut computed = Map::new();
-                let mods: Vec<&str> =
-                    modalities.as_ref().and_then(|m| m.get(&uid)).map(|v| v.iter().map(String::as_str).collect()).unwrap_or_default();
                 computed.insert("00080061".into(), if mods.is_empty() { json!({"vr": "CS"}) } else { json!({"vr": "CS", "Value": mods}) });
                 computed.insert("00201206".into(), json!({"vr": "IS", "Value": [nseries]}));
                 computed.insert("00201208".into(), json!({"vr": "IS", "Value": [ninst]}));
@@ -526,48 +539,6 @@ async fn run_search(
         out.push(obj);
     }
     Ok(json_response(out, &ignored, more))
-}
-
-/// ModalitiesInStudy of each result: the modalities of the series the caller may see, whichever
-/// origin they come from.
-async fn study_modalities(
-    state: &AppState,
-    scope: &crate::access::StudyScope,
-    rows: &[sqlx::any::AnyRow],
-) -> AppResult<std::collections::HashMap<String, Vec<String>>> {
-    let mut out: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-    if rows.is_empty() {
-        return Ok(out);
-    }
-    let mut binds: Vec<String> = Vec::new();
-    let mut bind = |v: String| {
-        binds.push(v);
-        format!("${}", binds.len())
-    };
-    let mut uids = Vec::with_capacity(rows.len());
-    for r in rows {
-        uids.push(bind(r.try_get::<String, _>(0)?));
-    }
-    let cond = scope
-        .condition("se.origin", "se.series_uid", crate::access::Level::Series, &mut bind)
-        .map(|c| format!(" AND {c}"))
-        .unwrap_or_default();
-    let sql = format!(
-        "SELECT DISTINCT se.study_uid, se.modality FROM series se WHERE se.study_uid IN ({}){cond} \
-         ORDER BY se.study_uid, se.modality",
-        uids.join(", ")
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for v in binds {
-        q = q.bind(v);
-    }
-    for r in q.fetch_all(&state.db).await? {
-        let (study, modality): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-        if !modality.is_empty() {
-            out.entry(study).or_default().push(modality);
-        }
-    }
-    Ok(out)
 }
 
 /// Picks the default fields of the level, the requested `includefield`s (or all top-level

@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
 use image::{DynamicImage, ImageFormat};
 
-use super::accept;
-use super::db::{self, InstanceRow};
 use super::qido::Params;
 use super::wado::{blob_key, check_access};
 use crate::access::Principal;
 use crate::error::{AppError, AppResult};
+use crate::http::accept;
+use crate::index::instances::{self as db, InstanceRow};
 use crate::state::AppState;
 
 const THUMBNAIL_SIZE: u32 = 128;

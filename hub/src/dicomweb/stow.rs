@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 use super::{DICOM_JSON, base_url};
 use crate::access::Principal;
 use crate::error::AppError;
-use crate::ingest::{self, Failure, Stored, describe::valid_uid, reason};
+use crate::ingest::{Failure, Stored, describe::valid_uid, reason};
 use crate::state::AppState;
+use crate::uploads::receive;
 
 pub async fn store(State(state): State<AppState>, principal: Principal, headers: HeaderMap, body: Body) -> Result<Response, AppError> {
     store_impl(state, principal, headers, None, body).await
@@ -39,7 +40,8 @@ pub fn multipart_boundary(headers: &HeaderMap) -> Result<String, AppError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| AppError::UnsupportedMediaType("missing Content-Type; send multipart/related; type=\"application/dicom\"".into()))?;
-    let mime = super::accept::parse_content_type(ct).ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
+    let mime =
+        crate::http::accept::parse_content_type(ct).ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
     if mime.essence != "multipart/related" {
         return Err(AppError::UnsupportedMediaType(format!(
             "Content-Type {} is not supported; send multipart/related; type=\"application/dicom\"",
@@ -71,7 +73,7 @@ async fn store_impl(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut multipart = multer::Multipart::new(stream, boundary);
     // Only the operator stores through STOW-RS; its rows belong to no community.
-    let mut pipeline = ingest::Pipeline::<()>::new(&state, crate::index::Origin::Hub);
+    let mut pipeline = receive::Pipeline::<()>::new(&state, crate::index::Origin::Hub);
     let mut failed: Vec<Failure> = Vec::new();
     let mut parts = 0usize;
     loop {
@@ -94,7 +96,7 @@ async fn store_impl(
             failed.push(Failure::new(reason::CANNOT_UNDERSTAND, format!("part of type {t} is not application/dicom")));
             continue;
         }
-        match ingest::receive(&state, &mut field, study.as_deref()).await {
+        match receive::receive(&state, &mut field, study.as_deref()).await {
             Ok(r) => pipeline.push((), r).await,
             Err(f) => {
                 let fatal = f.fatal;

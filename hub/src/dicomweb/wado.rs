@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::accept::{self, MediaRange};
-use super::db::{self, InstanceRow};
 use super::{DICOM_JSON, base_url, boundary};
 use crate::access::Principal;
 use crate::error::{AppError, AppResult};
+use crate::http::accept::{self, MediaRange};
+use crate::index::instances::{self as db, InstanceRow};
 use crate::ingest::describe::{BULK_BASE, valid_uid};
 use crate::state::AppState;
 use crate::storage::crypto::Key;

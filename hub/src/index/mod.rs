@@ -6,12 +6,18 @@
 //! transfer, a share, or the operator's own `hub` uploads) — together with its UID. Two tenants
 //! that send the same UIDs get separate rows, blobs and data keys; neither's upload changes what
 //! the other sees or learns. Transfers and shares are **holdings**: they link rows (by origin and
-//! UID), and what a caller may see is exactly the rows its holdings link (see
-//! [`crate::access::StudyScope`]). Study and series attributes come from rows of one origin, so
+//! UID), and what a caller may see is exactly the rows its holdings link ([`scope::StudyScope`]). Study and series attributes come from rows of one origin, so
 //! they are derived only from files of the tenant that wrote them.
+//!
+//! A holding links whole studies of an origin: a transfer or share links what was uploaded into
+//! it, and a share made from a community's holdings (or forwarded) takes whole studies. So a
+//! study row's summary (its modalities) describes rows its viewer may read.
 //!
 //! Releasing a holding ([`release`]) removes its links and then every row, blob and data key that
 //! no other holding links any more.
+
+pub mod instances;
+pub mod scope;
 
 use ferry_schemas::{TransferSeries, TransferStudy};
 use sqlx::Row;
@@ -275,11 +281,6 @@ pub async fn release(
         .await?;
     }
     // Listed for the sweeper (as due at once) before the rows that named them are gone.
-    for path in &out.blobs {
-        sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, 0) ON CONFLICT (blob_path) DO NOTHING")
-            .bind(path)
-            .execute(&mut **tx)
-            .await?;
-    }
+    crate::storage::pending::list_due(tx, &out.blobs).await?;
     Ok(out)
 }

@@ -14,8 +14,8 @@ use super::describe::Described;
 use super::{Failure, Outcome, reason};
 use crate::db::{Db, Dialect, is_unique_violation, now_ms};
 use crate::index::Origin;
-use crate::state::AppState;
 use crate::storage::crypto::Key;
+use crate::storage::pending;
 
 #[derive(Clone)]
 pub struct NewBlob {
@@ -103,7 +103,8 @@ impl IndexWriter {
         rx.await.map_err(|_| anyhow::anyhow!("the index writer stopped"))?.map_err(anyhow::Error::new)
     }
 
-    async fn insert(&self, row: Arc<NewRow>) -> Result<Outcome, InsertError> {
+    /// Indexes `row` in the next batch; answers after the commit.
+    pub async fn insert(&self, row: Arc<NewRow>) -> Result<Outcome, InsertError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job::Insert { row, reply }).await.map_err(|_| InsertError::Db(sqlx::Error::PoolClosed))?;
         rx.await.map_err(|_| InsertError::Db(sqlx::Error::PoolClosed))?
@@ -137,7 +138,7 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
                     .collect();
                 // In a savepoint: a failure is theirs alone and does not abort the transaction.
                 sqlx::query("SAVEPOINT part").execute(&mut *tx).await?;
-                let r = pending_rows(&mut tx, insert, paths).await;
+                let r = pending::mark_all(&mut tx, insert, &paths).await;
                 if r.is_err() {
                     sqlx::query("ROLLBACK TO SAVEPOINT part").execute(&mut *tx).await?;
                 }
@@ -185,7 +186,7 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
         }
         // The stored instances' blobs are no longer pending.
         for part in stored_paths.chunks(200) {
-            pending_rows(&mut tx, false, part.to_vec()).await?;
+            pending::mark_all(&mut tx, false, part).await?;
         }
         tx.commit().await
     }
@@ -210,30 +211,6 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
             }
         }
     }
-}
-
-/// Inserts (`insert`) or deletes `pending_blobs` rows for `paths`, in one statement.
-async fn pending_rows(tx: &mut sqlx::Transaction<'static, sqlx::Any>, insert: bool, paths: Vec<&str>) -> Result<(), sqlx::Error> {
-    if paths.is_empty() {
-        return Ok(());
-    }
-    let sql = if insert {
-        let values: Vec<String> = (0..paths.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
-        format!("INSERT INTO pending_blobs (blob_path, created_at) VALUES {}", values.join(", "))
-    } else {
-        let list: Vec<String> = (1..=paths.len()).map(|i| format!("${i}")).collect();
-        format!("DELETE FROM pending_blobs WHERE blob_path IN ({})", list.join(", "))
-    };
-    let now = now_ms();
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for p in paths {
-        q = q.bind(p.to_string());
-        if insert {
-            q = q.bind(now);
-        }
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
 }
 
 /// What a batch has already made sure of, so later instances of the same study and series
@@ -322,49 +299,27 @@ pub struct NewRow {
     blob: NewBlob,
 }
 
-/// Indexes an instance under `origin`. Policy for a SOP Instance UID that the same origin
-/// already stored: the same bytes again is a success (`Duplicate`, nothing changes); different
-/// bytes are refused with 0x0111 and the stored instance stays as it is — an instance is
-/// immutable once stored. Other origins' rows are never looked at: an upload learns nothing
-/// about what others stored under the same UIDs.
-pub async fn insert(state: &AppState, origin: &Origin, d: Arc<Described>, blob: NewBlob) -> Result<Outcome, Failure> {
-    // The data key exists before the transaction (created race-free on its own).
-    let key_id = origin.key_id(&d.study_uid);
-    let wrapped_key = state.keys.wrap_blob_key(&state.db, &state.db_write, &key_id, &blob.key).await.map_err(|e| {
-        tracing::error!(error = %format!("{e:#}"), "study key unavailable");
-        Failure::new(reason::OUT_OF_RESOURCES, "the hub's key service is unavailable")
-    })?;
-    let link = match origin {
-        Origin::Hub => None,
-        Origin::Transfer(id) => Some((crate::index::Holding::Transfer, id.clone())),
-        Origin::Share(id) => Some((crate::index::Holding::Share, id.clone())),
-    };
-    let row = Arc::new(NewRow { origin: origin.as_string(), link, key_id, wrapped_key, described: d, blob });
-    for attempt in 0..3 {
-        match state.index.insert(row.clone()).await {
-            Ok(o) => return Ok(o),
-            Err(InsertError::Failure(f)) => return Err(f),
-            Err(InsertError::Db(e)) if retryable(&e) && attempt < 2 => {
-                // A concurrent upload of the same instance won (or two hubs' batches
-                // deadlocked on PostgreSQL); look again.
-                continue;
-            }
-            Err(InsertError::Db(e)) => {
-                tracing::error!(error = %e, "indexing failed");
-                return Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub's database is unavailable"));
-            }
-        }
+impl NewRow {
+    /// A row of `origin`, its blob key wrapped (`wrapped_key`) by the data key `key_id`; linked to
+    /// the holding when the origin is a transfer or share.
+    pub fn new(origin: &Origin, key_id: String, wrapped_key: String, described: Arc<Described>, blob: NewBlob) -> Self {
+        let link = match origin {
+            Origin::Hub => None,
+            Origin::Transfer(id) => Some((crate::index::Holding::Transfer, id.clone())),
+            Origin::Share(id) => Some((crate::index::Holding::Share, id.clone())),
+        };
+        Self { origin: origin.as_string(), link, key_id, wrapped_key, described, blob }
     }
-    Err(Failure::new(reason::OUT_OF_RESOURCES, "the hub's database is busy"))
 }
 
 /// Unique violations (another hub stored the same instance meanwhile), deadlocks and
 /// serialization failures: trying again can succeed.
-fn retryable(e: &sqlx::Error) -> bool {
+pub fn retryable(e: &sqlx::Error) -> bool {
     is_unique_violation(e) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001")))
 }
 
-enum InsertError {
+/// Why a row was not indexed: a refusal with its DICOM reason, or the database.
+pub enum InsertError {
     Failure(Failure),
     Db(sqlx::Error),
 }

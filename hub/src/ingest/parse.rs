@@ -17,7 +17,6 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::meta::FileMetaTable;
 use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use serde::{Deserialize, Serialize};
 
 const MAX_DEPTH: u32 = 32;
 const ITEM: Tag = Tag(0xFFFE, 0xE000);
@@ -38,21 +37,7 @@ pub enum ParseError {
     Io(std::io::Error),
 }
 
-/// Where the pixel data lives inside the original file (absolute byte offsets).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PixelLayout {
-    /// Value representation of (7FE0,0010): OB or OW.
-    pub vr: String,
-    /// Native (uncompressed) pixel data: offset and length of the value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub native: Option<(u64, u64)>,
-    /// Encapsulated pixel data: offset and length of each fragment after the basic offset table.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fragments: Vec<(u64, u64)>,
-    /// The basic offset table (empty when the file has none).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub offset_table: Vec<u32>,
-}
+pub use crate::index::instances::PixelLayout;
 
 /// The result of a walk.
 #[derive(Debug)]

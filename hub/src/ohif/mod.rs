@@ -141,7 +141,7 @@ fn csp_for(index: &str) -> String {
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let r = Router::new().route(MOUNT, get(|| async { Redirect::permanent("/ohif/") }));
-    if state.ohif.is_none() {
+    if !installed(state) {
         return r.route("/ohif/", get(not_installed)).route("/ohif/{*path}", get(not_installed));
     }
     r.route("/ohif/", get(index)).route("/ohif/app-config.js", get(app_config)).route("/ohif/{*path}", get(file))
@@ -156,7 +156,7 @@ async fn not_installed() -> Response {
 
 /// The viewer's page, for signed-in users; others are sent to the sign-in page and back.
 async fn index(State(state): State<AppState>, MaybePrincipal(who): MaybePrincipal, req: Request) -> Response {
-    let Some(ohif) = &state.ohif else { return not_installed().await };
+    let Some(ohif) = state.features.get::<Arc<Ohif>>() else { return not_installed().await };
     if !matches!(who, Some(Principal::User(_))) {
         let back = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/ohif/");
         return Redirect::to(&format!("/login?return_to={}", crate::ui::urlencode(back))).into_response();
@@ -175,7 +175,7 @@ async fn index(State(state): State<AppState>, MaybePrincipal(who): MaybePrincipa
 /// A file of the distribution; any other path is one of OHIF's own routes (`/ohif/viewer?…`)
 /// and gets the page.
 async fn file(State(state): State<AppState>, who: MaybePrincipal, req: Request) -> Response {
-    let Some(ohif) = state.ohif.clone() else { return not_installed().await };
+    let Some(ohif) = state.features.get::<Arc<Ohif>>().cloned() else { return not_installed().await };
     let rel = req.uri().path().strip_prefix("/ohif/").unwrap_or("").to_string();
     let safe = !rel.is_empty() && rel.split('/').all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\\'));
     if rel == "index.html" || !safe || !tokio::fs::metadata(ohif.dir.join(&rel)).await.is_ok_and(|m| m.is_file()) {
@@ -278,9 +278,16 @@ window.config = {{
     )
 }
 
+/// True when the hub serves the viewer (`viewer.ohif_dir`).
+pub fn installed(state: &AppState) -> bool {
+    state.features.get::<Arc<Ohif>>().is_some()
+}
+
 /// The viewer's address for some studies, when the hub has the viewer.
 pub fn study_link(state: &AppState, study_uids: &[&str]) -> Option<String> {
-    state.ohif.as_ref()?;
+    if !installed(state) {
+        return None;
+    }
     if study_uids.is_empty() {
         return None;
     }

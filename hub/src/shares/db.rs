@@ -202,13 +202,6 @@ pub async fn load(db: &Db, row: &ShareRow) -> Result<Share, sqlx::Error> {
     })
 }
 
-/// Links instances to a share (idempotent).
-pub async fn link_instances(db: &Db, id: &str, instances: &[RowRef]) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
-    crate::index::insert_links(&mut tx, Holding::Share, id, instances).await?;
-    tx.commit().await
-}
-
 /// The ids of a share and every share derived from it (forwarded codes, and theirs).
 pub async fn with_descendants(db: &Db, id: &str) -> Result<Vec<String>, sqlx::Error> {
     let mut all = vec![id.to_string()];

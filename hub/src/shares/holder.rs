@@ -18,7 +18,8 @@ use sqlx::Row;
 
 use super::db::{self, ShareRow};
 use super::redeem::{self, Outcome, SHARE_COOKIE, SessionKind};
-use crate::accounts::tokens;
+use crate::access::tokens;
+use crate::access::{Principal, ShareAccess};
 use crate::audit::{self, Event};
 use crate::db::now_ms;
 use crate::error::{ApiJson, AppError, AppResult};
@@ -28,7 +29,7 @@ use crate::state::AppState;
 pub fn router(state: &AppState) -> Router<AppState> {
     let limited = Router::new().route("/api/v1/redeem", post(api_redeem));
     Router::new()
-        .merge(crate::accounts::rate_limited_by(&state.redeem_limit, limited))
+        .merge(state.redeem_limit.wrap(limited))
         .route("/api/v1/share", get(api_view).delete(api_delete))
         .route("/api/v1/share/download", get(api_download_all))
         .route("/api/v1/share/studies/{study}/download", get(api_download_study))
@@ -106,6 +107,21 @@ pub async fn by_cookie(state: &AppState, jar: &CookieJar) -> AppResult<Option<Sh
     }
 }
 
+/// The resolver of DLX bearer tokens (JWTs the hub signed): they read their share's studies.
+pub fn resolve_bearer<'a>(state: &'a AppState, token: &'a str) -> futures_util::future::BoxFuture<'a, AppResult<Option<Principal>>> {
+    Box::pin(async move {
+        if token.matches('.').count() != 2 {
+            return Ok(None);
+        }
+        Ok(by_jwt(state, token).await?.map(|h| Principal::Share(ShareAccess { share_id: h.share.id })))
+    })
+}
+
+/// The resolver of the access-code holder's browser session.
+pub fn resolve_cookies<'a>(state: &'a AppState, jar: &'a CookieJar) -> futures_util::future::BoxFuture<'a, AppResult<Option<Principal>>> {
+    Box::pin(async move { Ok(by_cookie(state, jar).await?.map(|h| Principal::Share(ShareAccess { share_id: h.share.id }))) })
+}
+
 /// The holder from a bearer token (DLX) or the share cookie.
 pub async fn from_parts(parts: &Parts, state: &AppState) -> AppResult<Option<ShareHolder>> {
     if let Some(auth) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
@@ -147,7 +163,7 @@ async fn api_redeem(
     ApiJson(r): ApiJson<Redeem>,
 ) -> AppResult<Response> {
     let answers = [ferry_schemas::dlx::Answer { question_id: "1".into(), answer: r.answer }];
-    match redeem::redeem(&state, &r.code, &answers, SessionKind::Browser, &super::client_addr(&ci)).await? {
+    match redeem::redeem(&state, &r.code, &answers, SessionKind::Browser, &crate::http::client_addr(&ci)).await? {
         Outcome::Granted { token, expires_at, .. } => {
             Ok((jar.add(cookie(&state, token)), Json(serde_json::json!({"session_expires_at": expires_at}))).into_response())
         }
@@ -213,7 +229,7 @@ pub async fn download(state: &AppState, h: &ShareHolder, study: Option<&str>, cl
 }
 
 async fn api_download_all(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, h: ShareHolder) -> AppResult<Response> {
-    download(&state, &h, None, &super::client_addr(&ci)).await
+    download(&state, &h, None, &crate::http::client_addr(&ci)).await
 }
 
 async fn api_download_study(
@@ -222,7 +238,7 @@ async fn api_download_study(
     h: ShareHolder,
     Path(study): Path<String>,
 ) -> AppResult<Response> {
-    download(&state, &h, Some(&study), &super::client_addr(&ci)).await
+    download(&state, &h, Some(&study), &crate::http::client_addr(&ci)).await
 }
 
 /// A released report of the share, as the PDF.
@@ -263,7 +279,7 @@ async fn api_report(
     h: ShareHolder,
     Path(id): Path<String>,
 ) -> AppResult<Response> {
-    report(&state, &h, &id, &super::client_addr(&ci)).await
+    report(&state, &h, &id, &crate::http::client_addr(&ci)).await
 }
 
 /// The holder deletes the share (and codes forwarded from it); the data goes at once where
@@ -291,7 +307,7 @@ pub async fn delete(state: &AppState, h: &ShareHolder, client: &str) -> AppResul
 }
 
 async fn api_delete(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, jar: CookieJar, h: ShareHolder) -> AppResult<Response> {
-    delete(&state, &h, &super::client_addr(&ci)).await?;
+    delete(&state, &h, &crate::http::client_addr(&ci)).await?;
     Ok((without_cookie(jar), StatusCode::NO_CONTENT).into_response())
 }
 
@@ -301,7 +317,7 @@ async fn api_forward(
     h: ShareHolder,
     ApiJson(f): ApiJson<ForwardShare>,
 ) -> AppResult<(StatusCode, Json<IssuedShare>)> {
-    let issued = super::forward(&state, &h.share, &f.studies, &f.options, &super::client_addr(&ci)).await?;
+    let issued = super::forward(&state, &h.share, &f.studies, &f.options, &crate::http::client_addr(&ci)).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 

@@ -5,10 +5,11 @@
 //! CLI): create (from studies the community holds, or a draft that takes uploaded files), list,
 //! extend, revoke, unlock, reissue, attach reports, read the access log. Holder side
 //! ([`redeem`]): redeem, view, download as IHE PDI ZIP, delete, forward. The DLX interface
-//! (`crate::dlx`) speaks the same functions to programs.
+//! (`dlx`) speaks the same functions to programs.
 
 pub mod code;
 pub mod db;
+pub mod dlx;
 pub mod factor;
 pub mod holder;
 pub mod pages;
@@ -16,10 +17,8 @@ pub mod redeem;
 pub mod reports;
 pub mod sheet;
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -77,7 +76,7 @@ async fn may_manage(state: &AppState, who: &Principal, community_id: &str) -> Ap
     Ok(match who {
         Principal::Admin => true,
         Principal::Connector(c) => c.community_id == community_id,
-        Principal::User(u) => crate::transfers::db::community_role(&state.db, community_id, &u.id).await?.is_some(),
+        Principal::User(u) => crate::access::community_role(&state.db, community_id, &u.id).await?.is_some(),
         Principal::Share(_) => false,
     })
 }
@@ -381,11 +380,6 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> A
     crate::error::parse_json(body)
 }
 
-/// The client's address, for the audit trail.
-pub fn client_addr(ci: &ConnectInfo<SocketAddr>) -> String {
-    ci.0.ip().to_string()
-}
-
 async fn api_create(
     State(state): State<AppState>,
     who: Principal,
@@ -479,7 +473,6 @@ async fn api_add_files(
         return Err(AppError::Conflict("this share was already issued; create a new one for more files".into()));
     }
     let ingested = crate::uploads::ingest_body(&state, &headers, body, crate::index::Holding::Share.origin(&id)).await?;
-    db::link_instances(&state.db_write, &id, &ingested.instances).await?;
     tracing::info!(share = %id, stored = ingested.report.stored, failed = ingested.report.failed, "files added to share");
     Ok((ingested.status, Json(ingested.report)).into_response())
 }

@@ -28,7 +28,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     // The page looks the code of its link up: one budget with the answers, as in DLX.
     let limited = Router::new().route("/redeem", get(redeem_page).post(redeem_submit));
     Router::new()
-        .merge(crate::accounts::rate_limited_by(&state.redeem_limit, limited))
+        .merge(state.redeem_limit.wrap(limited))
         .route("/s", get(overview))
         .route("/s/view/{study}", get(view_study))
         .route("/s/forward", post(forward))
@@ -75,9 +75,9 @@ async fn redeem_page(
     Query(q): Query<TokenQuery>,
 ) -> Response {
     let token = q.token.unwrap_or_default();
-    let client = super::client_addr(&ci);
+    let client = crate::http::client_addr(&ci);
     if headers.contains_key(ferry_schemas::dlx::HEADER) {
-        return match crate::dlx::lookup_questions(&state, &token, &client).await {
+        return match crate::shares::dlx::lookup_questions(&state, &token, &client).await {
             Ok(info) => Json(info).into_response(),
             Err(e) => e.into_response(),
         };
@@ -90,8 +90,8 @@ async fn redeem_page(
 /// outsider (audited), `None` after an answer (audited already).
 async fn redeem_form(state: &AppState, ctx: &Ctx, token: &str, lookup: Option<&str>, error: Option<&str>, status: StatusCode) -> Response {
     let info = match lookup {
-        Some(client) => crate::dlx::lookup_questions(state, token, client).await,
-        None => crate::dlx::questions(state, token).await,
+        Some(client) => crate::shares::dlx::lookup_questions(state, token, client).await,
+        None => crate::shares::dlx::questions(state, token).await,
     };
     let question = page!(ctx, info).tfa_question.into_iter().next();
     let text = question
@@ -126,7 +126,7 @@ async fn redeem_submit(State(state): State<AppState>, ctx: Ctx, ci: ConnectInfo<
     let f = pairs(&body);
     let token = field(&f, "token").unwrap_or("").trim().to_string();
     let answers = [ferry_schemas::dlx::Answer { question_id: "1".into(), answer: field(&f, "answer").unwrap_or("").to_string() }];
-    let outcome = page!(ctx, redeem::redeem(&state, &token, &answers, SessionKind::Browser, &super::client_addr(&ci)).await);
+    let outcome = page!(ctx, redeem::redeem(&state, &token, &answers, SessionKind::Browser, &crate::http::client_addr(&ci)).await);
     match outcome {
         Outcome::Granted { token, .. } => (jar.add(holder::cookie(&state, token)), Redirect::to("/s")).into_response(),
         Outcome::Denied => {
@@ -302,13 +302,13 @@ async fn forward(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, ci: Co
         );
     }
     let options = ShareOptions { second_factor: field(&f, "second_factor").map(str::to_string), ..Default::default() };
-    let issued = page!(ctx, super::forward(&state, &h.share, &studies, &options, &super::client_addr(&ci)).await);
+    let issued = page!(ctx, super::forward(&state, &h.share, &studies, &options, &crate::http::client_addr(&ci)).await);
     issued_page(&ctx, &issued, false)
 }
 
 async fn delete(State(state): State<AppState>, ctx: Ctx, jar: CookieJar, ci: ConnectInfo<SocketAddr>) -> Response {
     let h = holder!(state, jar);
-    page!(ctx, holder::delete(&state, &h, &super::client_addr(&ci)).await);
+    page!(ctx, holder::delete(&state, &h, &crate::http::client_addr(&ci)).await);
     let jar = holder::without_cookie(jar);
     (jar, crate::ui::notice(&ctx, ctx.l("Gelöscht", "Deleted"), ctx.l("Die Freigabe ist gelöscht.", "The share is deleted."), None))
         .into_response()
@@ -512,8 +512,7 @@ async fn upload_submit(State(state): State<AppState>, ctx: Ctx, Query(q): Query<
         Err(draft) => draft,
         Ok(_) => return error_page(&ctx, AppError::Internal(anyhow::anyhow!("an upload share was issued without files"))),
     };
-    let ingested = page!(ctx, crate::uploads::ingest_body(&state, &headers, body, crate::index::Holding::Share.origin(&draft.id)).await);
-    page!(ctx, db::link_instances(&state.db_write, &draft.id, &ingested.instances).await.map_err(AppError::from));
+    page!(ctx, crate::uploads::ingest_body(&state, &headers, body, crate::index::Holding::Share.origin(&draft.id)).await);
     Redirect::to(&format!("/shares/{}", draft.id)).into_response()
 }
 

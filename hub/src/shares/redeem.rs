@@ -21,13 +21,14 @@ use ferry_schemas::dlx::Answer;
 use super::code::{AccessCode, CodeError};
 use super::db::{self, ShareRow};
 use super::factor;
-use crate::accounts::{password, tokens};
+use crate::access::tokens;
+use crate::accounts::password;
 use crate::audit::{self, Event};
 use crate::db::now_ms;
 use crate::error::AppResult;
 use crate::state::AppState;
 
-pub const SHARE_COOKIE: &str = "ferry_share";
+pub use crate::access::SHARE_COOKIE;
 
 /// What a redemption came to.
 pub enum Outcome {

@@ -64,14 +64,7 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     let blob_key = Key::random();
     let wrapped = state.keys.wrap_blob_key(&state.db, &state.db_write, &key_id, &blob_key).await?;
     let blob_path = format!("reports/{}", uuid::Uuid::new_v4().simple());
-    sqlx::query("INSERT INTO pending_blobs (blob_path, created_at) VALUES ($1, $2)")
-        .bind(&blob_path)
-        .bind(now)
-        .execute(&state.db_write)
-        .await?;
-    let mut w = state.blobs.writer(&blob_path, &blob_key);
-    w.write(&pdf).await?;
-    w.finish().await?;
+    state.blobs.write_listed(&state.db_write, &blob_path, &blob_key, &pdf).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let mut tx = state.db_write.begin().await?;
     sqlx::query(
@@ -91,7 +84,7 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1").bind(&blob_path).execute(&mut *tx).await?;
+    crate::storage::pending::settle(&mut tx, &blob_path).await?;
     tx.commit().await?;
     audit::record(
         &state.db_write,

@@ -4,6 +4,7 @@
 
 pub mod crypto;
 pub mod keys;
+pub mod pending;
 pub mod sweep;
 pub mod transit;
 
@@ -106,13 +107,29 @@ impl BlobStore {
         }
     }
 
+    /// Writes a small blob whole (a report), listed as pending first ([`pending`]); the row that
+    /// names it settles it. A failed write deletes what was written.
+    pub async fn write_listed(&self, db: &crate::db::Db, path: &str, key: &crypto::Key, bytes: &[u8]) -> anyhow::Result<()> {
+        pending::list(db, path).await?;
+        let mut w = self.writer(path, key);
+        let written = async {
+            w.write(bytes).await?;
+            w.finish().await
+        }
+        .await;
+        if written.is_err() && self.delete(path).await.is_ok() {
+            let _ = pending::forget(db, path).await;
+        }
+        written
+    }
+
     /// Deletes blobs that a committed transaction listed in `pending_blobs` (see
     /// [`crate::index::release`]), each with its pending row; what fails stays listed for the
     /// sweeper.
     pub async fn delete_released(&self, db: &crate::db::Db, paths: &[String]) {
         for path in paths {
             if self.delete(path).await.is_ok() {
-                let _ = sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1").bind(path).execute(db).await;
+                let _ = pending::forget(db, path).await;
             }
         }
     }

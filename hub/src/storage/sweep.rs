@@ -2,18 +2,14 @@
 //! are listed in `pending_blobs`; once older than the configured age they are deleted. Safe on
 //! several hubs at once: deleting a missing blob or row is a no-op.
 
-use sqlx::Row;
-
 use super::BlobStore;
 use crate::db::{Db, now_ms};
 
 /// Deletes pending blobs older than `age_ms`. Returns how many were removed.
 pub async fn sweep_orphans(db: &Db, blobs: &BlobStore, age_ms: i64) -> anyhow::Result<u64> {
     let cutoff = now_ms() - age_ms;
-    let rows = sqlx::query("SELECT blob_path FROM pending_blobs WHERE created_at <= $1 LIMIT 1000").bind(cutoff).fetch_all(db).await?;
     let mut removed = 0;
-    for row in rows {
-        let path: String = row.try_get(0)?;
+    for path in super::pending::due(db, cutoff, 1000).await? {
         // The blob may have been indexed after all (the row is then already gone); only delete
         // blobs that no instance references.
         let used = sqlx::query("SELECT 1 FROM instances WHERE blob_path = $1 UNION ALL SELECT 1 FROM share_reports WHERE blob_path = $1")
@@ -25,7 +21,7 @@ pub async fn sweep_orphans(db: &Db, blobs: &BlobStore, age_ms: i64) -> anyhow::R
             blobs.delete(&path).await?;
             removed += 1;
         }
-        sqlx::query("DELETE FROM pending_blobs WHERE blob_path = $1").bind(&path).execute(db).await?;
+        super::pending::forget(db, &path).await?;
     }
     if removed > 0 {
         tracing::info!(removed, "swept orphaned blobs");

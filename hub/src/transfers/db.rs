@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::db::{Db, now_ms};
-use crate::index::{Holding, RowRef};
+use crate::index::Holding;
 
 /// The bits of a transfer row the access checks need.
 #[derive(Debug, Clone)]
@@ -103,21 +103,8 @@ pub async fn studies(db: &Db, id: &str) -> Result<Vec<TransferStudy>, sqlx::Erro
     crate::index::linked_studies(db, Holding::Transfer, id).await
 }
 
-/// Links stored instances to a transfer (idempotent: a retried upload links nothing twice).
-pub async fn link_instances(db: &Db, id: &str, rows: &[RowRef]) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
-    crate::index::insert_links(&mut tx, Holding::Transfer, id, rows).await?;
-    sqlx::query("UPDATE transfers SET updated_at = $1 WHERE id = $2").bind(now_ms()).bind(id).execute(&mut *tx).await?;
-    tx.commit().await
-}
-
-/// The role of a user in a community (`admin`, `member`) if any.
-pub async fn community_role(db: &Db, community_id: &str, user_id: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query("SELECT role FROM memberships WHERE community_id = $1 AND user_id = $2")
-        .bind(community_id)
-        .bind(user_id)
-        .fetch_optional(db)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()
+/// Marks a transfer as changed now.
+pub async fn touch(db: &Db, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE transfers SET updated_at = $1 WHERE id = $2").bind(now_ms()).bind(id).execute(db).await?;
+    Ok(())
 }

@@ -23,7 +23,7 @@ pub async fn api_download(
     }
     tracing::info!(transfer = %t.id, principal = %who.log_id(), instances = items.len(), "transfer download");
     let actor = who.log_id();
-    let client = crate::shares::client_addr(&ci);
+    let client = crate::http::client_addr(&ci);
     let detail = format!("{} instance(s)", items.len());
     crate::audit::record(
         &state.db_write,

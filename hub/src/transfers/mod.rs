@@ -9,6 +9,7 @@
 
 pub mod db;
 pub mod download;
+pub mod pages;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -21,10 +22,10 @@ use serde::Deserialize;
 use sqlx::Row;
 
 use crate::access::Principal;
-use crate::communities::search::fold;
 use crate::db::now_ms;
 use crate::error::{ApiJson, AppError, AppResult};
 use crate::state::AppState;
+use crate::text::fold;
 use db::TransferRef;
 
 pub fn router() -> Router<AppState> {
@@ -72,7 +73,7 @@ pub async fn visible(state: &AppState, who: &Principal, id: &str) -> AppResult<(
         return Ok((t, Relation::Sender));
     }
     if t.state != "draft" {
-        match db::community_role(&state.db, &t.community_id, &user.id).await?.as_deref() {
+        match crate::access::community_role(&state.db, &t.community_id, &user.id).await?.as_deref() {
             Some("admin") => return Ok((t, Relation::CommunityAdmin)),
             Some(_) => return Ok((t, Relation::Member)),
             None => {}
@@ -91,7 +92,7 @@ fn clean(s: &str, max: usize, what: &str) -> AppResult<String> {
 
 /// Whether the user may send to the community (open to all referrers, or approved, or member).
 pub async fn may_send(state: &AppState, community_id: &str, requires_approval: bool, user_id: &str) -> AppResult<bool> {
-    if !requires_approval || db::community_role(&state.db, community_id, user_id).await?.is_some() {
+    if !requires_approval || crate::access::community_role(&state.db, community_id, user_id).await?.is_some() {
         return Ok(true);
     }
     let status: Option<String> = sqlx::query("SELECT status FROM referrer_approvals WHERE community_id = $1 AND user_id = $2")
@@ -164,7 +165,9 @@ pub async fn add_files(
     }
     let origin = crate::index::Holding::Transfer.origin(id);
     let ingested = crate::uploads::ingest_body(state, headers, body, origin).await?;
-    db::link_instances(&state.db_write, id, &ingested.instances).await?;
+    // The index writer linked every stored instance to the draft in the instance's own
+    // transaction; only the draft's time changes here.
+    db::touch(&state.db_write, id).await?;
     tracing::info!(transfer = %id, stored = ingested.report.stored, duplicates = ingested.report.duplicates, failed = ingested.report.failed, "files added to transfer");
     Ok(ingested)
 }

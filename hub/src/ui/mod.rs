@@ -14,9 +14,18 @@ macro_rules! page {
 }
 pub(crate) use page;
 
-pub mod auth_pages;
+/// Requires a signed-in user (else redirect to sign-in).
+macro_rules! signed_in {
+    ($ctx:expr) => {
+        match $ctx.require() {
+            Ok((p, a)) => (p.clone(), a.clone()),
+            Err(r) => return r.into_response(),
+        }
+    };
+}
+pub(crate) use signed_in;
+
 pub mod i18n;
-pub mod pages;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -32,8 +41,8 @@ use crate::error::AppError;
 use crate::state::AppState;
 pub use i18n::Lang;
 
-pub fn router(state: &AppState) -> Router<AppState> {
-    Router::new().route("/assets/{file}", get(asset)).merge(auth_pages::router(state)).merge(pages::router())
+pub fn router() -> Router<AppState> {
+    Router::new().route("/assets/{file}", get(asset))
 }
 
 /// Who is looking at a page, in which language.
@@ -74,7 +83,7 @@ impl FromRequestParts<AppState> for Ctx {
         let lang = Lang::from_request(&parts.headers);
         let MaybePrincipal(principal) = MaybePrincipal::from_request_parts(parts, state).await?;
         let account = match principal.as_ref().and_then(|p| p.user()) {
-            Some(u) => crate::accounts::db::account(&state.db, &u.id).await?,
+            Some(u) => crate::access::account::account(&state.db, &u.id).await?,
             None => None,
         };
         let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());

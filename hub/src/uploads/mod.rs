@@ -4,6 +4,7 @@
 //! STOW-RS; other files (README, viewer programs, the DICOMDIR index itself) are reported as
 //! skipped. ZIP entries with unsafe paths, encryption, or suspicious expansion are refused.
 
+pub mod receive;
 pub mod spool;
 
 use std::io::Read;
@@ -22,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::access::Principal;
 use crate::error::{AppError, AppResult};
-use crate::index::{Origin, RowRef};
+use crate::index::Origin;
 use crate::ingest::{self, Outcome};
 use crate::state::AppState;
 use spool::SpoolWriter;
@@ -34,15 +35,10 @@ pub fn router() -> Router<AppState> {
 #[derive(Default)]
 struct Report {
     files: Vec<UploadedFile>,
-    /// Every instance row now in the hub.
-    instances: Vec<RowRef>,
 }
 
 impl Report {
     fn push_result(&mut self, path: String, r: Result<ingest::Stored, ingest::Failure>) {
-        if let Ok(s) = &r {
-            self.instances.push(s.row_ref());
-        }
         self.files.push(match r {
             Ok(s) => UploadedFile {
                 path,
@@ -85,7 +81,6 @@ impl Report {
             studies,
             files: self.files,
         };
-        let instances = self.instances;
         let ok = report.stored + report.duplicates;
         let status = if report.failed == 0 && ok > 0 {
             StatusCode::OK
@@ -94,7 +89,7 @@ impl Report {
         } else {
             StatusCode::UNPROCESSABLE_ENTITY
         };
-        Ingested { status, report, instances }
+        Ingested { status, report }
     }
 }
 
@@ -106,12 +101,11 @@ fn is_dicomdir(name: &str) -> bool {
     name.rsplit(['/', '\\']).next().is_some_and(|b| b.eq_ignore_ascii_case("DICOMDIR"))
 }
 
-/// What an upload brought in: the answer for the client and the instances now stored.
+/// What an upload brought in: the answer for the client (the instances are indexed and linked
+/// to the upload's holding by then).
 pub struct Ingested {
     pub status: StatusCode,
     pub report: UploadReport,
-    /// The rows stored, or already there with the same bytes.
-    pub instances: Vec<RowRef>,
 }
 
 async fn upload(State(state): State<AppState>, principal: Principal, headers: HeaderMap, body: Body) -> AppResult<Response> {
@@ -131,10 +125,10 @@ pub async fn ingest_body(state: &AppState, headers: &HeaderMap, body: Body, orig
         AppError::UnsupportedMediaType("missing Content-Type (application/zip, application/dicom or multipart/form-data)".into())
     })?;
     let mime =
-        crate::dicomweb::accept::parse_content_type(ct).ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
+        crate::http::accept::parse_content_type(ct).ok_or_else(|| AppError::UnsupportedMediaType("malformed Content-Type".into()))?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut report = Report::default();
-    let mut pipe = ingest::Pipeline::<String>::new(&state, origin);
+    let mut pipe = receive::Pipeline::<String>::new(&state, origin);
     match mime.essence.as_str() {
         "application/zip" | "application/x-zip-compressed" => {
             let mut stream = std::pin::pin!(stream);
@@ -193,12 +187,12 @@ pub async fn ingest_body(state: &AppState, headers: &HeaderMap, body: Body, orig
 }
 
 /// Receives one file into the commit pipeline. Returns false when the request body broke.
-async fn receive_into<S, E>(state: &AppState, body: &mut S, label: String, pipe: &mut ingest::Pipeline<String>) -> bool
+async fn receive_into<S, E>(state: &AppState, body: &mut S, label: String, pipe: &mut receive::Pipeline<String>) -> bool
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    match ingest::receive(state, body, None).await {
+    match receive::receive(state, body, None).await {
         Ok(r) => {
             pipe.push(label, r).await;
             true
@@ -217,7 +211,7 @@ async fn process_zip<S, E>(
     zip_name: &str,
     body: &mut S,
     report: &mut Report,
-    pipe: &mut ingest::Pipeline<String>,
+    pipe: &mut receive::Pipeline<String>,
 ) -> AppResult<()>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,

@@ -30,7 +30,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     // Looking a code up and answering draw on one budget per client address.
     let limited = Router::new().route("/dlx/v1/tokentfa/{value}", post(tokentfa)).route("/dlx/v1/token/{value}", get(token));
     Router::new()
-        .merge(crate::accounts::rate_limited_by(&state.redeem_limit, limited))
+        .merge(state.redeem_limit.wrap(limited))
         .route("/dlx/v1/api_info", get(api_info))
         .route("/dlx/v1/list", get(list))
         .route("/dlx/v1/download/{id}", get(download))
@@ -106,7 +106,7 @@ pub async fn lookup_questions(state: &AppState, value: &str, client: &str) -> Ap
 }
 
 async fn token(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, Path(value): Path<String>) -> AppResult<Json<TokenInfo>> {
-    Ok(Json(lookup_questions(&state, &value, &crate::shares::client_addr(&ci)).await?))
+    Ok(Json(lookup_questions(&state, &value, &crate::http::client_addr(&ci)).await?))
 }
 
 /// DLX errors carry no body beyond the status (401 and 403 have fixed meanings).
@@ -122,7 +122,7 @@ async fn tokentfa(
 ) -> AppResult<Response> {
     let answers: TfaAnswers = crate::error::parse_json(&body)
         .map_err(|e| AppError::BadRequest(format!("expected {{\"tfaAnswer\": [{{\"questionId\", \"answer\"}}]}}: {e}")))?;
-    let client = crate::shares::client_addr(&ci);
+    let client = crate::http::client_addr(&ci);
     Ok(match redeem::redeem(&state, &value, &answers.tfa_answer, SessionKind::Dlx, &client).await? {
         Outcome::Granted { token, .. } => {
             let mut r = token.into_response();
@@ -226,7 +226,7 @@ async fn download(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, he
         Ok(h) => h,
         Err(r) => return r,
     };
-    let client = crate::shares::client_addr(&ci);
+    let client = crate::http::client_addr(&ci);
     let result = async {
         let view = holder::view(&state, &h.share).await?;
         if view.studies.iter().any(|s| s.study_uid == id) {
@@ -248,7 +248,7 @@ async fn download_all(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>
         Err(r) => return r,
     };
     let Some(slot) = slot(&state) else { return busy() };
-    holder::download(&state, &h, None, &crate::shares::client_addr(&ci))
+    holder::download(&state, &h, None, &crate::http::client_addr(&ci))
         .await
         .map(|r| holding(r, slot))
         .unwrap_or_else(IntoResponse::into_response)

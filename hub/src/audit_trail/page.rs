@@ -137,7 +137,7 @@ pub async fn audit_page(
         Ok(q) => q,
         Err(e) => return error_page(&ctx, e),
     };
-    let events = match super::query(&state, &who, &crate::shares::client_addr(&ci), &q).await {
+    let events = match super::query(&state, &who, &crate::http::client_addr(&ci), &q).await {
         Ok(v) => v,
         Err(e) => return error_page(&ctx, e),
     };

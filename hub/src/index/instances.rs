@@ -1,11 +1,28 @@
-//! Instance lookups for WADO-RS: which stored files make up a study, series or instance.
+//! Instance rows: which stored files make up a study, series or instance a scope may see (for
+//! WADO-RS, the ZIP downloads and rendering).
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::access::{Level, StudyScope};
+use super::scope::{Level, StudyScope};
 use crate::db::Db;
-use crate::ingest::parse::PixelLayout;
+use serde::{Deserialize, Serialize};
+
+/// Where the pixel data lives inside the original file (absolute byte offsets).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PixelLayout {
+    /// Value representation of (7FE0,0010): OB or OW.
+    pub vr: String,
+    /// Native (uncompressed) pixel data: offset and length of the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<(u64, u64)>,
+    /// Encapsulated pixel data: offset and length of each fragment after the basic offset table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fragments: Vec<(u64, u64)>,
+    /// The basic offset table (empty when the file has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offset_table: Vec<u32>,
+}
 
 #[derive(Debug, Clone)]
 pub struct InstanceRow {

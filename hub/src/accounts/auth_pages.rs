@@ -11,8 +11,8 @@ use ferry_schemas::Registration;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Ctx, error_box, layout, notice};
 use crate::state::AppState;
+use crate::ui::{Ctx, error_box, layout, notice};
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let limited = Router::new()
@@ -31,7 +31,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/setup", get(setup_page))
         .route("/logout", post(logout))
         .route("/lang/{lang}", get(switch_lang))
-        .merge(crate::accounts::rate_limited(state, limited))
+        .merge(state.auth_limit.wrap(limited))
 }
 
 #[derive(Deserialize, Default)]
@@ -73,7 +73,7 @@ fn login_form(ctx: &Ctx, state: &AppState, error: Option<&str>, email: &str, ret
             @if !state.config.auth.oidc.is_empty() {
                 section.card aria-label=(ctx.t("login.with")) {
                     @for p in &state.config.auth.oidc {
-                        a.button.secondary href={"/auth/oidc/" (p.id) "/start?return_to=" (super::urlencode(return_to))} {
+                        a.button.secondary href={"/auth/oidc/" (p.id) "/start?return_to=" (crate::ui::urlencode(return_to))} {
                             (ctx.t("login.with")) " " (if p.label.is_empty() { &p.id } else { &p.label })
                         }
                     }
@@ -151,7 +151,7 @@ struct TokenQuery {
 async fn verify(State(state): State<AppState>, ctx: Ctx, Query(q): Query<TokenQuery>) -> Response {
     match crate::accounts::verify_email(&state, q.token.as_deref().unwrap_or("")).await {
         Ok(()) => notice(&ctx, ctx.t("login.title"), ctx.t("verify.done"), Some(("/login", ctx.t("login.submit")))),
-        Err(e) => super::error_page(&ctx, e),
+        Err(e) => crate::ui::error_page(&ctx, e),
     }
 }
 
@@ -178,7 +178,7 @@ struct EmailForm {
 async fn forgot_submit(State(state): State<AppState>, ctx: Ctx, Form(f): Form<EmailForm>) -> Response {
     match crate::accounts::request_reset(&state, &f.email).await {
         Ok(()) => notice(&ctx, ctx.t("forgot.title"), ctx.t("forgot.done"), None),
-        Err(e) => super::error_page(&ctx, e),
+        Err(e) => crate::ui::error_page(&ctx, e),
     }
 }
 
