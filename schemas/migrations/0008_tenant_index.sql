@@ -30,7 +30,7 @@ CREATE TABLE index_studies (
     attrs               TEXT NOT NULL,
     created_at          BIGINT NOT NULL,
     updated_at          BIGINT NOT NULL,
-    PRIMARY KEY (origin, study_uid)
+    PRIMARY KEY (study_uid, origin)
 );
 
 CREATE TABLE index_series (
@@ -44,8 +44,8 @@ CREATE TABLE index_series (
     series_time         TEXT NOT NULL DEFAULT '',
     attrs               TEXT NOT NULL,
     created_at          BIGINT NOT NULL,
-    PRIMARY KEY (origin, series_uid),
-    FOREIGN KEY (origin, study_uid) REFERENCES index_studies (origin, study_uid)
+    PRIMARY KEY (series_uid, origin),
+    FOREIGN KEY (study_uid, origin) REFERENCES index_studies (study_uid, origin)
 );
 
 CREATE TABLE index_instances (
@@ -66,8 +66,8 @@ CREATE TABLE index_instances (
     number_of_frames    BIGINT NOT NULL DEFAULT 0,
     metadata            TEXT NOT NULL,
     created_at          BIGINT NOT NULL,
-    PRIMARY KEY (origin, sop_instance_uid),
-    FOREIGN KEY (origin, series_uid) REFERENCES index_series (origin, series_uid)
+    PRIMARY KEY (sop_instance_uid, origin),
+    FOREIGN KEY (series_uid, origin) REFERENCES index_series (series_uid, origin)
 );
 
 -- Existing rows: the origin of the first holding that links an instance.
@@ -106,18 +106,16 @@ ALTER TABLE index_studies RENAME TO studies;
 ALTER TABLE index_series RENAME TO series;
 ALTER TABLE index_instances RENAME TO instances;
 
-CREATE INDEX studies_uid ON studies (study_uid);
 CREATE INDEX studies_patient_id ON studies (patient_id);
 CREATE INDEX studies_study_date ON studies (study_date);
 CREATE INDEX studies_accession ON studies (accession_number);
 CREATE INDEX studies_created ON studies (created_at, study_uid);
-CREATE INDEX series_uid ON series (series_uid);
-CREATE INDEX series_study ON series (study_uid, origin, created_at);
-CREATE INDEX instances_series ON instances (series_uid, origin, instance_number);
-CREATE INDEX instances_study ON instances (study_uid, origin);
-CREATE INDEX instances_uid ON instances (sop_instance_uid);
+-- Keys lead with the UID, so lookups by UID alone (any origin) use them too; the study index
+-- covers the counts QIDO makes (distinct SOP Instance UIDs of a study, by origin).
+CREATE INDEX series_study ON series (study_uid, series_uid, origin);
+CREATE INDEX instances_series ON instances (series_uid, origin, instance_number, sop_instance_uid);
+CREATE INDEX instances_study ON instances (study_uid, sop_instance_uid, origin);
 CREATE INDEX instances_blob ON instances (blob_path);
-CREATE INDEX instances_key ON instances (key_id);
 
 -- Links name the row they point at: (origin, UID).
 ALTER TABLE transfer_instances ADD COLUMN origin TEXT NOT NULL DEFAULT 'hub';

@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{hub_binary, spawn_app, spawn_app_with};
-use crate::people::{PASSWORD, browser};
+use crate::fixtures::people::{PASSWORD, browser};
+use crate::fixtures::{hub_binary, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_referrer_registers_confirms_the_email_signs_in_and_out() {
@@ -244,7 +244,7 @@ async fn the_first_admin_comes_from_the_printed_setup_link_or_the_cli() {
 
 #[tokio::test]
 async fn with_smtp_configured_the_links_go_out_by_mail() {
-    let smtp = crate::peers::Smtp::start().await;
+    let smtp = crate::fixtures::peers::Smtp::start().await;
     let url = format!("smtp://127.0.0.1:{}", smtp.port);
     let app = spawn_app_with(move |c| {
         c.mail.smtp_url = Some(secrecy::SecretString::from(url));

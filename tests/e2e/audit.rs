@@ -4,12 +4,12 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TOKEN, TestApp, spawn_app_with, uid};
-use crate::people::Person;
-use crate::shares::{BIRTH, clinic, redeem, share_files, study_files};
+use crate::fixtures::people::Person;
+use crate::fixtures::shares::{BIRTH, clinic, redeem, share_files, study_files};
+use crate::fixtures::{TOKEN, TestApp, spawn_app_with, uid};
 
 fn verify(app: &TestApp) -> (bool, String) {
-    let out = std::process::Command::new(crate::helpers::hub_binary())
+    let out = std::process::Command::new(crate::fixtures::hub_binary())
         .env("FERRY_DATABASE__URL", &app.database_url)
         .args(["audit", "verify", "--data-dir"])
         .arg(app.dir.path())
@@ -111,7 +111,7 @@ async fn admins_query_and_export_the_chained_audit_trail_and_verify_finds_tamper
     assert!(theirs.is_empty(), "{theirs:?}");
 
     // Sign-ins (also failed ones) and token creation; never an email address.
-    assert_eq!(app.login(&crate::people::browser(), "mta@rad.example", "wrong password").await.status(), 401);
+    assert_eq!(app.login(&crate::fixtures::people::browser(), "mta@rad.example", "wrong password").await.status(), 401);
     let accounts: Vec<Value> =
         app.client.get(app.url("/api/v1/audit?object_kind=account")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     let seen: Vec<(&str, &str)> = accounts.iter().map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap())).collect();

@@ -6,8 +6,8 @@
 
 use serde_json::json;
 
-use crate::helpers::*;
-use crate::shares::{clinic, redeem, share_files, study_files};
+use crate::fixtures::shares::{clinic, redeem, share_files, study_files};
+use crate::fixtures::*;
 
 #[tokio::test]
 async fn a_backup_restores_into_a_fresh_hub_with_images_codes_and_audit_trail() {

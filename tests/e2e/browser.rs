@@ -7,9 +7,9 @@
 //! provider and sees the new state.
 //! Screenshots of the key pages go to `target/test-artifacts/browser/`.
 
-use crate::helpers::{Synth, uid};
-use crate::peers::{hub_with_idp, node_dir};
-use crate::people::PASSWORD;
+use crate::fixtures::peers::{hub_with_idp, node_dir};
+use crate::fixtures::people::PASSWORD;
+use crate::fixtures::{Synth, uid};
 
 #[tokio::test]
 async fn referrer_to_clinic_and_back_in_chromium() {
@@ -73,7 +73,7 @@ async fn referrer_to_clinic_and_back_in_chromium() {
 /// `target/test-artifacts/share/`.
 #[tokio::test]
 async fn a_patient_redeems_a_sheet_on_a_phone_and_downloads_the_study() {
-    let app = crate::helpers::spawn_app().await;
+    let app = crate::fixtures::spawn_app().await;
     app.community("Radiologie Saarbrücken", "RAD1", "Saarbrücken").await;
     app.person("mta@rad.example", "Maria Staff").await;
     app.add_member("RAD1", "mta@rad.example", "member").await;
@@ -113,8 +113,8 @@ async fn a_patient_redeems_a_sheet_on_a_phone_and_downloads_the_study() {
     assert!(out.status.success(), "share journey failed (screenshots in {}):\n{stdout}\n{stderr}", artifacts.display());
     assert!(stdout.contains("share journey ok"));
     let zip = std::fs::read(artifacts.join("share.zip")).unwrap();
-    crate::shares::check_pdi(&zip, &originals);
-    let orthanc = crate::peers::Orthanc::start(&app.url("/dicomweb")).await;
+    crate::fixtures::shares::check_pdi(&zip, &originals);
+    let orthanc = crate::fixtures::peers::Orthanc::start(&app.url("/dicomweb")).await;
     let client = reqwest::Client::new();
     let r = client.post(orthanc.url("/instances")).body(zip).send().await.unwrap();
     assert!(r.status().is_success());
@@ -122,7 +122,7 @@ async fn a_patient_redeems_a_sheet_on_a_phone_and_downloads_the_study() {
     assert_eq!(stored.len(), originals.len());
     for b in &originals {
         use sha2::Digest;
-        assert!(stored.values().any(|h| *h == hex::encode(sha2::Sha256::digest(crate::helpers::dataset(b)))));
+        assert!(stored.values().any(|h| *h == hex::encode(sha2::Sha256::digest(crate::fixtures::dataset(b)))));
     }
     for shot in ["10-share-issued", "12-redeem-phone", "13-overview-phone", "14-viewer-phone"] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");

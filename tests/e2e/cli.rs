@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{hub_binary, spawn_hub_process};
+use crate::fixtures::{hub_binary, spawn_hub_process};
 
 #[tokio::test]
 async fn serve_starts_with_no_config_prints_its_url_and_stops_on_sigterm() {
@@ -57,14 +57,14 @@ async fn bad_configuration_is_explained() {
 
 #[tokio::test]
 async fn connector_check_reports_a_healthy_hub_and_explains_an_unreachable_one() {
-    let app = crate::helpers::spawn_app().await;
+    let app = crate::fixtures::spawn_app().await;
     let bin = hub_binary().with_file_name("ferry-connector");
     let base = app.base.clone();
     let out =
         tokio::task::spawn_blocking(move || Command::new(&bin).args(["check", "--hub", &base]).output().expect("run")).await.expect("join");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hub OK"));
-    let closed = crate::peers::free_port();
+    let closed = crate::fixtures::peers::free_port();
     let bin = hub_binary().with_file_name("ferry-connector");
     let out = Command::new(&bin).args(["check", "--hub", &format!("http://127.0.0.1:{closed}")]).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -73,15 +73,15 @@ async fn connector_check_reports_a_healthy_hub_and_explains_an_unreachable_one()
 
 #[tokio::test]
 async fn connector_send_uploads_a_folder_with_progress_and_explains_mistakes() {
-    let app = crate::helpers::spawn_app().await;
+    let app = crate::fixtures::spawn_app().await;
     app.community("CLI Clinic", "cLi9", "Homburg").await;
     let p = app.person("cli@example.test", "Dr. CLI").await;
     let folder = tempfile::tempdir().unwrap();
     let cd = folder.path().join("CD");
     std::fs::create_dir_all(cd.join("DICOM")).unwrap();
-    let (st, se) = (crate::helpers::uid(), crate::helpers::uid());
+    let (st, se) = (crate::fixtures::uid(), crate::fixtures::uid());
     for i in 0..3 {
-        std::fs::write(cd.join("DICOM").join(format!("I{i}")), crate::helpers::Synth::new(&st, &se, &crate::helpers::uid()).bytes())
+        std::fs::write(cd.join("DICOM").join(format!("I{i}")), crate::fixtures::Synth::new(&st, &se, &crate::fixtures::uid()).bytes())
             .unwrap();
     }
     std::fs::write(cd.join("README.TXT"), "hello").unwrap();

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use crate::fixtures::*;
 
 async fn create(app: &TestApp, body: Value) -> (u16, Value) {
     let r = app.client.post(app.url("/api/v1/communities")).bearer_auth(TOKEN).json(&body).send().await.expect("post");
@@ -118,7 +118,7 @@ async fn the_openapi_document_is_served_and_lists_the_api() {
 #[tokio::test]
 async fn community_admins_set_a_checked_logo_shown_in_the_directory() {
     use base64::Engine;
-    let app = crate::helpers::spawn_app().await;
+    let app = crate::fixtures::spawn_app().await;
     app.community("Logo Klinik", "lOgo", "Trier").await;
     let admin = app.person("logo.admin@example.test", "Logo Admin").await;
     let other = app.person("logo.other@example.test", "Other").await;

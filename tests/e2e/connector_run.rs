@@ -3,97 +3,18 @@
 //! worklist for import reconciliation; and the faults a site sees (hub restart mid-download,
 //! `kill -9` of the connector mid-store, a PACS that is down for a while).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dicom_dictionary_std::tags;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::helpers::*;
-use crate::peers::{Dcmtk, Orthanc, free_port};
-
-pub fn connector_binary() -> PathBuf {
-    hub_binary().with_file_name("ferry-connector")
-}
-
-/// A connector installation: its configuration file and state directory.
-pub struct Site {
-    pub dir: tempfile::TempDir,
-    pub config: PathBuf,
-}
-
-impl Site {
-    pub fn new(app: &TestApp, creds: &(String, String), rest: &str) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("ferry-connector.toml");
-        let text = format!(
-            "state_dir = {:?}\npoll_secs = 1\n\n[hub]\nurl = {:?}\nclient_id = {:?}\nclient_secret = {:?}\n\n{rest}",
-            dir.path().join("state").to_str().unwrap(),
-            app.base,
-            creds.0,
-            creds.1
-        );
-        std::fs::write(&config, text).unwrap();
-        Site { dir, config }
-    }
-
-    pub async fn cmd(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(connector_binary());
-        c.args(args).arg("--config").arg(&self.config).env("FERRY_LOG", "warn");
-        tokio::task::spawn_blocking(move || c.output().expect("run ferry-connector")).await.unwrap()
-    }
-
-    /// Starts `run`; its log goes to `connector.log` in the site's directory (see [`Site::log`]).
-    pub fn spawn(&self) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("connector.log")).expect("log file");
-        Command::new(connector_binary())
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("FERRY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ferry-connector")
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("connector.log")).unwrap_or_default()
-    }
-
-    fn spooled(&self) -> usize {
-        let spool = self.dir.path().join("state/spool");
-        std::fs::read_dir(&spool)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| {
-                        std::fs::read_dir(e.path())
-                            .map(|f| f.filter_map(|x| x.ok()).filter(|x| x.path().extension().is_some_and(|e| e == "dcm")).count())
-                            .unwrap_or(0)
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-}
-
-pub fn stdout(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use crate::fixtures::peers::{Dcmtk, Orthanc, free_port};
+use crate::fixtures::site::*;
+use crate::fixtures::*;
 
 fn sha(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
-}
-
-pub fn dimse(name: &str, port: u16, called: &str, extra: &str) -> String {
-    format!(
-        "[[pacs]]\nname = {name:?}\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {port}\ncalled_ae = {called:?}\ncalling_ae = \"FERRYTEST\"\n{extra}\n"
-    )
-}
-
-pub async fn transfer_state(app: &TestApp, who: &crate::people::Person, id: &str) -> Value {
-    who.get(app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap()
 }
 
 /// C-STORE into Orthanc (two associations) and dcmtk storescp at once: every instance arrives

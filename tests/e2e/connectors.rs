@@ -4,9 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Synth, spawn_app_with, uid};
+use crate::fixtures::{Synth, spawn_app_with, uid};
 
-async fn token(app: &crate::helpers::TestApp, id: &str, secret: &str) -> reqwest::Response {
+async fn token(app: &crate::fixtures::TestApp, id: &str, secret: &str) -> reqwest::Response {
     app.client
         .post(app.url("/oauth/token"))
         .basic_auth(id, Some(secret))
@@ -16,7 +16,7 @@ async fn token(app: &crate::helpers::TestApp, id: &str, secret: &str) -> reqwest
         .unwrap()
 }
 
-async fn access(app: &crate::helpers::TestApp, id: &str, secret: &str) -> String {
+async fn access(app: &crate::fixtures::TestApp, id: &str, secret: &str) -> String {
     let r = token(app, id, secret).await;
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
@@ -195,7 +195,7 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     let c3: Value = app
         .client
         .post(app.url("/api/v1/communities/oThr/connectors"))
-        .bearer_auth(crate::helpers::TOKEN)
+        .bearer_auth(crate::fixtures::TOKEN)
         .json(&json!({"name": "Trier"}))
         .send()
         .await
@@ -243,12 +243,12 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
 /// makes the transfer "failed" with its answer.
 #[tokio::test]
 async fn the_connector_pulls_a_transfer_into_orthanc_by_stow_rs() {
-    use crate::helpers::hub_binary;
+    use crate::fixtures::hub_binary;
     let app = spawn_app_with(|_| {}).await;
     app.community("Orthanc Klinik", "oRth", "Homburg").await;
     let referrer = app.person("orth.ref@example.test", "Dr. Orthanc").await;
     let (client_id, client_secret) = app.connector("oRth").await;
-    let orthanc = crate::peers::Orthanc::start(&format!("{}/dicomweb", app.base)).await;
+    let orthanc = crate::fixtures::peers::Orthanc::start(&format!("{}/dicomweb", app.base)).await;
     let (st, se) = (uid(), uid());
     let files: Vec<Vec<u8>> = (0..3).map(|_| Synth::new(&st, &se, &uid()).bytes()).collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().enumerate().map(|(i, b)| (["a", "b", "c"][i], b.clone())).collect();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::*;
-use crate::hostile::blob_files_in;
+use crate::fixtures::blobs::blob_files_in;
+use crate::fixtures::*;
 
 async fn start_hub(dir: &std::path::Path, sweep_now: bool) -> (Child, String) {
     let mut cmd = Command::new(hub_binary());
@@ -130,7 +130,7 @@ async fn a_hub_killed_mid_upload_keeps_what_was_stored_and_sweeps_the_rest() {
 async fn postgresql_restarted_under_load_fails_requests_cleanly_and_the_hub_recovers() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    let pg = crate::peers::Postgres::start();
+    let pg = crate::fixtures::peers::Postgres::start();
     // Requests wait up to 2 s for a connection (instead of 15): the 3-second outage below
     // outlasts that, so requests fail (503) instead of only being delayed.
     let app = spawn_app_at(tempfile::tempdir().unwrap(), Some(pg.url.clone()), |c| {

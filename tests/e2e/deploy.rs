@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::helpers::*;
-use crate::peers::{OpenBao, Orthanc, Postgres, assert_listens_on_loopback_only, free_port, node_dir};
-use crate::s3::SeaweedFs;
+use crate::fixtures::peers::{OpenBao, Orthanc, Postgres, assert_listens_on_loopback_only, free_port, node_dir};
+use crate::fixtures::seaweedfs::SeaweedFs;
+use crate::fixtures::*;
 
 /// reqwest here is built without a default TLS crypto provider.
 fn tls() {
@@ -521,7 +521,7 @@ fn pod_command(docs: &[Value], secrets: &Secrets, port: u16) -> (Command, Rootfs
             panic!("volume kind of {volume}");
         }
     }
-    fs.image_path("/opt/ohif", crate::viewer::ohif_dir());
+    fs.image_path("/opt/ohif", crate::fixtures::ohif_dir());
     let image = image();
     let mut rewrite = Rewrite { rules: fs.rules(), ..Default::default() };
     for p in c["ports"].as_array().expect("ports") {
@@ -948,7 +948,7 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     assert!(hub["entrypoint"].is_null() && hub["command"].is_null());
     let mut fs_hub = Rootfs::new();
     service_volumes(hub, &mut fs_hub);
-    fs_hub.image_path("/opt/ohif", crate::viewer::ohif_dir());
+    fs_hub.image_path("/opt/ohif", crate::fixtures::ohif_dir());
     let rw = net.rewrite("hub", &fs_hub);
     fs_hub.write(&rw);
     let mut env: BTreeMap<String, String> = img.env.iter().cloned().collect();
@@ -974,18 +974,18 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(link.starts_with(&format!("{public}/setup?token=")), "{link}");
-    let admin = crate::people::browser();
+    let admin = crate::fixtures::people::browser();
     let token = link.rsplit_once("token=").expect("token").1;
     let r = admin
         .post(format!("{public}/api/v1/auth/setup"))
-        .json(&json!({"token": token, "email": "admin@demo.example", "password": crate::people::PASSWORD, "name": "Demo Admin"}))
+        .json(&json!({"token": token, "email": "admin@demo.example", "password": crate::fixtures::people::PASSWORD, "name": "Demo Admin"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let r = admin
         .post(format!("{public}/api/v1/auth/login"))
-        .json(&json!({"email": "admin@demo.example", "password": crate::people::PASSWORD}))
+        .json(&json!({"email": "admin@demo.example", "password": crate::fixtures::people::PASSWORD}))
         .send()
         .await
         .unwrap();
@@ -1050,8 +1050,8 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
 
     // A referrer signs in through the demo provider and sends a study to the community; the
     // connector stores it in Orthanc.
-    let referrer = crate::people::browser();
-    let (_, r) = crate::oidc::sign_in_at(&referrer, &public, &issuer, "demo", "dr.demo").await;
+    let referrer = crate::fixtures::people::browser();
+    let (_, r) = crate::fixtures::people::sign_in_at(&referrer, &public, &issuer, "demo", "dr.demo").await;
     assert_eq!(r.status(), 303, "signed in through the demo provider");
     let r = referrer
         .post(format!("{public}/api/v1/transfers"))
@@ -1236,7 +1236,7 @@ async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_con
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         connector.assert_running();
-        let seen = crate::connector_run::transfer_state(&app, &referrer, text(&t["id"])).await;
+        let seen = crate::fixtures::site::transfer_state(&app, &referrer, text(&t["id"])).await;
         if seen["state"] == "stored" {
             break;
         }

@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TOKEN, spawn_app_with, uid};
-use crate::shares::{BIRTH, check_pdi, clinic, share_files, study_files, unzip};
+use crate::fixtures::shares::{BIRTH, check_pdi, clinic, share_files, study_files, unzip};
+use crate::fixtures::{TOKEN, spawn_app_with, uid};
 
 const HEADER: &str = "X-DICOM-LINK-EXCHANGE";
 
@@ -105,7 +105,7 @@ async fn a_dlx_client_redeems_lists_and_downloads() {
     let r = c.get(app.url(&format!("/dicomweb/studies/{s1}/metadata"))).bearer_auth(&jwt).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let other = uid();
-    let (status, _) = app.stow(&[&crate::helpers::Synth::new(&other, &uid(), &uid()).bytes()]).await;
+    let (status, _) = app.stow(&[&crate::fixtures::Synth::new(&other, &uid(), &uid()).bytes()]).await;
     assert_eq!(status, 200);
     let r = c.get(app.url(&format!("/dicomweb/studies/{other}/metadata"))).bearer_auth(&jwt).send().await.unwrap();
     assert_eq!(r.status(), 404);

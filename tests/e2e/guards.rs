@@ -10,9 +10,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{Synth, TOKEN, TestApp, fresh_database, hub_binary, spawn_app, spawn_app_with, uid};
-use crate::people::{PASSWORD, Person, browser};
-use crate::shares::{clinic, share_files, study_files};
+use crate::fixtures::people::{PASSWORD, Person, browser};
+use crate::fixtures::shares::{clinic, share_files, study_files};
+use crate::fixtures::{Synth, TOKEN, TestApp, fresh_database, hub_binary, spawn_app, spawn_app_with, uid};
 
 /// A client that connects from the loopback address `ip` (127.0.0.2, …), with its own cookies
 /// and no redirects followed: another outsider for the per-address rate limits.
@@ -252,7 +252,7 @@ async fn a_bearer_token_cannot_change_the_account_or_its_credentials() {
 /// sign-in form, the language switch and the OpenID Connect start; none is a 500.
 #[tokio::test]
 async fn return_to_never_leads_off_site_nor_to_an_error() {
-    let (app, idp) = crate::peers::hub_with_idp().await;
+    let (app, idp) = crate::fixtures::peers::hub_with_idp().await;
     app.person("rita@example.test", "Rita").await;
     let evil =
         ["/%09/evil.example", "/%0a/evil.example", "/%0d%0a/evil.example", "/%5C/evil.example", "%5C%5Cevil.example", "//evil.example"];

@@ -3,7 +3,8 @@
 use dicom_dictionary_std::tags;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use crate::helpers::*;
+use crate::fixtures::blobs::*;
+use crate::fixtures::*;
 
 async fn post_raw(app: &TestApp, ct: Option<&str>, body: Vec<u8>) -> (u16, String, String) {
     let mut req = app.client.post(app.url("/dicomweb/studies")).header(AUTHORIZATION, format!("Bearer {TOKEN}"));
@@ -90,35 +91,11 @@ fn mid_of(hay: &[u8], needle: &[u8]) -> usize {
     pos + needle.len() / 2
 }
 
-/// Every blob file of the local store.
-pub fn blob_files(app: &TestApp) -> Vec<std::path::PathBuf> {
-    blob_files_in(&app.dir.path().join("blobs"))
-}
-
-/// Every file below `dir` (blobs and staging files of unfinished uploads).
-pub fn blob_files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            for e in rd.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out);
-    out
-}
-
 /// Security headers: pages get a strict CSP that forbids framing; every response `nosniff` and
 /// `no-referrer` (the code in a QR link must not leak through Referer); HSTS only under https.
 #[tokio::test]
 async fn responses_carry_security_headers() {
-    let app = crate::helpers::spawn_app().await;
+    let app = crate::fixtures::spawn_app().await;
     let page = app.client.get(app.url("/redeem?token=ABCD-EFGH-JKMN")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let h = page.headers();
@@ -131,7 +108,7 @@ async fn responses_carry_security_headers() {
     assert_eq!(api.headers()["x-content-type-options"], "nosniff");
     assert!(api.headers().get("content-security-policy").is_none(), "CSP is for pages");
 
-    let tls = crate::helpers::spawn_app_with(|c| c.public_url = Some("https://ferry.example.org".into())).await;
+    let tls = crate::fixtures::spawn_app_with(|c| c.public_url = Some("https://ferry.example.org".into())).await;
     let r = tls.client.get(tls.url("/healthz")).send().await.unwrap();
     assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
 }

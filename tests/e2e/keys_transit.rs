@@ -7,8 +7,8 @@
 
 use ferry_hub::config::KeyProviderKind;
 
-use crate::helpers::*;
-use crate::peers::OpenBao;
+use crate::fixtures::peers::OpenBao;
+use crate::fixtures::*;
 
 fn keys_cli(app: &TestApp, bao: &OpenBao, args: &[&str]) -> (bool, String) {
     let env = [

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::*;
+use crate::fixtures::*;
 
 #[tokio::test]
 async fn the_operator_scrapes_request_ingest_redemption_and_connector_metrics() {

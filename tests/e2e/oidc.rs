@@ -4,49 +4,14 @@
 
 use serde_json::Value;
 
-use crate::peers::hub_with_idp;
-use crate::people::{PASSWORD, browser};
-
-fn location(r: &reqwest::Response, base: &str) -> String {
-    let l = r
-        .headers()
-        .get("location")
-        .unwrap_or_else(|| panic!("no redirect from {} ({})", r.url(), r.status()))
-        .to_str()
-        .unwrap()
-        .to_string();
-    if l.starts_with('/') { format!("{base}{l}") } else { l }
-}
+use crate::fixtures::peers::hub_with_idp;
+use crate::fixtures::people::{PASSWORD, browser};
+use crate::fixtures::people::{location, sign_in_at};
 
 /// Walks the sign-in: start at the hub, log in at the provider as `login`, return to the hub.
 /// Returns the hub's callback URL (for replay tests) and the final response.
 async fn sign_in(b: &reqwest::Client, hub: &str, idp: &str, login: &str) -> (String, reqwest::Response) {
     sign_in_at(b, hub, idp, "test", login).await
-}
-
-/// [`sign_in`] through the hub's provider `provider`.
-pub async fn sign_in_at(b: &reqwest::Client, hub: &str, idp: &str, provider: &str, login: &str) -> (String, reqwest::Response) {
-    let r = b.get(format!("{hub}/auth/oidc/{provider}/start?return_to=/app")).send().await.unwrap();
-    assert_eq!(r.status(), 303);
-    let auth = location(&r, hub);
-    assert!(auth.starts_with(idp), "{auth}");
-    assert!(auth.contains("code_challenge_method=S256") && auth.contains("nonce="), "PKCE and nonce: {auth}");
-    let r = b.get(&auth).send().await.unwrap();
-    let interaction = location(&r, idp);
-    let r = b.get(&interaction).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let r = b
-        .post(format!("{interaction}/login"))
-        .form(&[("prompt", "login"), ("login", login), ("password", "any password")])
-        .send()
-        .await
-        .unwrap();
-    let resume = location(&r, idp);
-    let r = b.get(&resume).send().await.unwrap();
-    let callback = location(&r, idp);
-    assert!(callback.starts_with(&format!("{hub}/auth/oidc/{provider}/callback?")), "{callback}");
-    let r = b.get(&callback).send().await.unwrap();
-    (callback, r)
 }
 
 #[tokio::test]
@@ -66,7 +31,7 @@ async fn sign_in_through_a_real_openid_provider_links_the_account_by_issuer_and_
     let signins: Vec<Value> = app
         .client
         .get(app.url("/api/v1/audit?action=account.sign_in"))
-        .bearer_auth(crate::helpers::TOKEN)
+        .bearer_auth(crate::fixtures::TOKEN)
         .send()
         .await
         .unwrap()

@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TOKEN, TestApp, spawn_app_with, uid};
-use crate::people::PASSWORD;
-use crate::shares::{BIRTH, clinic, share_files, study_files};
+use crate::fixtures::people::PASSWORD;
+use crate::fixtures::shares::{BIRTH, clinic, share_files, study_files};
+use crate::fixtures::{TOKEN, TestApp, spawn_app_with, uid};
 
 /// The value of the cookie `name` a response sets.
 fn set_cookie(r: &reqwest::Response, name: &str) -> String {

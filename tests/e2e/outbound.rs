@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::connector_run::{Site, dimse, stdout};
-use crate::helpers::*;
-use crate::peers::{Orthanc, free_port};
+use crate::fixtures::peers::{Orthanc, free_port};
+use crate::fixtures::site::{Site, dimse, stdout};
+use crate::fixtures::*;
 
 fn sha(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
@@ -137,11 +137,11 @@ async fn the_pacs_sends_studies_that_become_a_sheet_or_a_transfer() {
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
         .unwrap();
     let code = code_in(&text).unwrap_or_else(|| panic!("no code on the sheet: {text}"));
-    let (holder, status, _) = crate::shares::redeem(&app, &code, crate::shares::BIRTH).await;
+    let (holder, status, _) = crate::fixtures::shares::redeem(&app, &code, crate::fixtures::shares::BIRTH).await;
     assert_eq!(status, 200);
     let zip = holder.get(app.url("/api/v1/share/download")).send().await.unwrap().bytes().await.unwrap();
     let mut got: Vec<String> =
-        crate::shares::unzip(&zip).into_iter().filter(|(n, _)| n.contains("/IMG")).map(|(_, b)| sha(dataset(&b))).collect();
+        crate::fixtures::shares::unzip(&zip).into_iter().filter(|(n, _)| n.contains("/IMG")).map(|(_, b)| sha(dataset(&b))).collect();
     got.sort();
     let mut want: Vec<String> = ct_files.iter().map(|b| sha(dataset(b))).collect();
     want.sort();
@@ -239,11 +239,11 @@ async fn what_the_scp_confirmed_survives_a_killed_connector_and_a_hub_outage() {
     assert!(pages.len() >= 2, "a second page: {text}");
     let password = pages[1].lines().map(str::trim).filter(|l| !l.is_empty()).nth(2).unwrap_or_default().to_string();
     assert!(!password.is_empty() && !pages[0].contains(&password), "the password is on its own page: {text}");
-    let (holder, status, _) = crate::shares::redeem(&app, &code, &password).await;
+    let (holder, status, _) = crate::fixtures::shares::redeem(&app, &code, &password).await;
     assert_eq!(status, 200, "password {password:?} from page 2: {}", pages[1]);
     let zip = holder.get(app.url("/api/v1/share/download")).send().await.unwrap().bytes().await.unwrap();
     let mut got: Vec<String> =
-        crate::shares::unzip(&zip).into_iter().filter(|(n, _)| n.contains("/IMG")).map(|(_, b)| sha(dataset(&b))).collect();
+        crate::fixtures::shares::unzip(&zip).into_iter().filter(|(n, _)| n.contains("/IMG")).map(|(_, b)| sha(dataset(&b))).collect();
     got.sort();
     let mut want: Vec<String> = files.iter().map(|b| sha(dataset(b))).collect();
     want.sort();
@@ -257,16 +257,16 @@ async fn what_the_scp_confirmed_survives_a_killed_connector_and_a_hub_outage() {
 #[tokio::test]
 async fn staff_import_a_code_the_patient_brought_into_their_pacs() {
     let app = spawn_app().await;
-    let staff = crate::shares::clinic(&app).await;
+    let staff = crate::fixtures::shares::clinic(&app).await;
     let study = uid();
-    let files = crate::shares::study_files(&study, 2);
-    let issued = crate::shares::share_files(&app, &staff, &files, json!({})).await;
+    let files = crate::fixtures::shares::study_files(&study, 2);
+    let issued = crate::fixtures::shares::share_files(&app, &staff, &files, json!({})).await;
     let code = issued["code"].as_str().unwrap().to_string();
     let id = issued["share"]["id"].as_str().unwrap();
     let r = staff
         .post(&app, &format!("/api/v1/shares/{id}/reports"))
         .header("content-type", "application/pdf")
-        .body(crate::shares::PDF.to_vec())
+        .body(crate::fixtures::shares::PDF.to_vec())
         .send()
         .await
         .unwrap();
@@ -301,7 +301,7 @@ async fn staff_import_a_code_the_patient_brought_into_their_pacs() {
     assert!(!text.contains("Mustermann") && !text.contains("PID-0001"), "no patient data on the console: {text}");
     let saved: Vec<_> = std::fs::read_dir(&reports).unwrap().filter_map(|e| e.ok()).collect();
     assert_eq!(saved.len(), 1);
-    assert_eq!(std::fs::read(saved[0].path()).unwrap(), crate::shares::PDF);
+    assert_eq!(std::fs::read(saved[0].path()).unwrap(), crate::fixtures::shares::PDF);
 
     let stored = orthanc.stored().await;
     let mut want: Vec<String> = files
@@ -343,7 +343,7 @@ fn text_of(o: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String
 #[tokio::test]
 async fn a_busy_portal_answers_503_and_the_import_waits_its_turn() {
     let app = spawn_app_with(|c| c.shares.dlx_parallel_downloads = 1).await;
-    let staff = crate::shares::clinic(&app).await;
+    let staff = crate::fixtures::shares::clinic(&app).await;
     // A share big enough that its ZIP cannot vanish into socket buffers while nobody reads it.
     let (big, se) = (uid(), uid());
     let files: Vec<(String, Vec<u8>)> = (0..40)
@@ -354,9 +354,9 @@ async fn a_busy_portal_answers_503_and_the_import_waits_its_turn() {
             (format!("IMG{i}"), s.bytes())
         })
         .collect();
-    let first = crate::shares::share_files(&app, &staff, &files, json!({})).await;
-    let small = crate::shares::share_files(&app, &staff, &crate::shares::study_files(&uid(), 1), json!({})).await;
-    let answer = json!({"tfaAnswer": [{"questionId": "1", "answer": crate::shares::BIRTH}]});
+    let first = crate::fixtures::shares::share_files(&app, &staff, &files, json!({})).await;
+    let small = crate::fixtures::shares::share_files(&app, &staff, &crate::fixtures::shares::study_files(&uid(), 1), json!({})).await;
+    let answer = json!({"tfaAnswer": [{"questionId": "1", "answer": crate::fixtures::shares::BIRTH}]});
     let jwt = |code: String| {
         let (c, url, answer) = (app.client.clone(), app.url(&format!("/dlx/v1/tokentfa/{code}")), answer.clone());
         async move { c.post(url).json(&answer).send().await.unwrap().text().await.unwrap() }
@@ -379,7 +379,7 @@ async fn a_busy_portal_answers_503_and_the_import_waits_its_turn() {
     let site = Site::new(&app, &creds, &dimse("orthanc", orthanc.dicom, "ORTHANC", ""));
     let code = small["code"].as_str().unwrap().to_string();
     let reports = site.dir.path().join("r").to_str().unwrap().to_string();
-    let args = ["import", "--code", &code, "--answer", crate::shares::BIRTH, "--reports-dir", &reports];
+    let args = ["import", "--code", &code, "--answer", crate::fixtures::shares::BIRTH, "--reports-dir", &reports];
     let import = site.cmd(&args);
     let release = async {
         tokio::time::sleep(Duration::from_secs(2)).await;

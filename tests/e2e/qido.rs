@@ -1,6 +1,6 @@
 //! QIDO-RS matching as clients use it.
 
-use crate::helpers::*;
+use crate::fixtures::*;
 
 struct Fixture {
     app: TestApp,

@@ -6,13 +6,13 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::*;
-use crate::s3::SeaweedFs;
-use crate::shares::{BIRTH, clinic, share_files, study_files};
+use crate::fixtures::seaweedfs::SeaweedFs;
+use crate::fixtures::shares::{BIRTH, clinic, share_files, study_files};
+use crate::fixtures::*;
 
 fn s3(c: &mut ferry_hub::config::Config, port: u16) {
     c.shares.rate_burst = 1000; // the per-address limit is per process; the point here is the database
-    crate::s3::use_bucket(c, port, "ferry");
+    crate::fixtures::seaweedfs::use_bucket(c, port, "ferry");
 }
 
 async fn redeem_at(app: &TestApp, code: &str, answer: &str) -> u16 {

@@ -2,136 +2,11 @@
 //! download the IHE PDI ZIP (checked with dcmtk, pydicom and an Orthanc import), read released
 //! reports, forward and delete; the brute-force guard, revocation, expiry and retention.
 
-use std::collections::BTreeMap;
-use std::io::Read;
-
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::helpers::{Synth, TOKEN, TestApp, spawn_app_with, uid};
-use crate::people::{Person, browser};
-
-pub const BIRTH: &str = "19700101";
-
-/// A clinic ("RAD1") with one staff member.
-pub async fn clinic(app: &TestApp) -> Person {
-    app.community("Radiologie Saarbrücken", "RAD1", "Saarbrücken").await;
-    let staff = app.person("mta@rad.example", "Maria Staff").await;
-    app.add_member("RAD1", "mta@rad.example", "member").await;
-    staff
-}
-
-/// Files of one study: two series, `n` instances each.
-pub fn study_files(study: &str, n: usize) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for s in 0..2 {
-        let series = uid();
-        for i in 0..n {
-            let mut x = Synth::new(study, &series, &uid());
-            x.modality = if s == 0 { "CT".into() } else { "SR".into() };
-            x.rows = 32;
-            x.cols = 32;
-            out.push((format!("CD/S{s}/IMG{i}"), x.bytes()));
-        }
-    }
-    out
-}
-
-/// A draft share with `files` uploaded, issued with `options`; returns the issued share.
-pub async fn share_files(app: &TestApp, staff: &Person, files: &[(String, Vec<u8>)], options: Value) -> Value {
-    let r = staff.post(app, "/api/v1/shares").json(&json!({"community": "RAD1"})).send().await.unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let draft: Value = r.json().await.unwrap();
-    assert_eq!(draft["state"], "draft");
-    let id = draft["id"].as_str().unwrap().to_string();
-    let mut form = reqwest::multipart::Form::new();
-    for (name, bytes) in files {
-        form = form.part("file", reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()));
-    }
-    let r = staff.post(app, &format!("/api/v1/shares/{id}/files")).multipart(form).send().await.unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let r = staff.post(app, &format!("/api/v1/shares/{id}/issue")).json(&options).send().await.unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    r.json().await.unwrap()
-}
-
-/// Redeems in a fresh browser; returns the client (with its share cookie) and the status.
-pub async fn redeem(app: &TestApp, code: &str, answer: &str) -> (reqwest::Client, u16, Value) {
-    let b = browser();
-    let r = b.post(app.url("/api/v1/redeem")).json(&json!({"code": code, "answer": answer})).send().await.unwrap();
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    (b, status, body)
-}
-
-/// ZIP entries by name.
-pub fn unzip(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
-    let mut out = BTreeMap::new();
-    for i in 0..zip.len() {
-        let mut f = zip.by_index(i).unwrap();
-        let mut b = Vec::new();
-        f.read_to_end(&mut b).unwrap();
-        out.insert(f.name().unwrap().to_string(), b);
-    }
-    out
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-/// Checks an IHE PDI ZIP: layout, DICOMDIR readable by dcmtk and pydicom, every DICOM file one of
-/// `originals` byte for byte; returns the unpacked folder.
-pub fn check_pdi(zip_bytes: &[u8], originals: &[Vec<u8>]) -> tempfile::TempDir {
-    let entries = unzip(zip_bytes);
-    for required in ["README.TXT", "INDEX.HTM", "DICOMDIR"] {
-        assert!(entries.contains_key(required), "{required} missing: {:?}", entries.keys().collect::<Vec<_>>());
-    }
-    let want: Vec<String> = originals.iter().map(|b| sha(b)).collect();
-    let mut dicom = 0;
-    for (name, bytes) in &entries {
-        if name.starts_with("STUD") {
-            assert!(
-                name.split('/').all(|c| c.len() <= 8 && c.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_')),
-                "{name}"
-            );
-            assert!(want.contains(&sha(bytes)), "{name} is not byte-identical to a sent file");
-            dicom += 1;
-        }
-    }
-    assert_eq!(dicom, originals.len());
-    let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in &entries {
-        let p = dir.path().join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, bytes).unwrap();
-    }
-    // dcmtk reads the DICOMDIR and finds every file a valid DICOM file.
-    let out = std::process::Command::new("dcmdump").arg(dir.path().join("DICOMDIR")).output().unwrap();
-    assert!(out.status.success(), "dcmdump: {}", String::from_utf8_lossy(&out.stderr));
-    let dump = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(dump.matches("ReferencedFileID").count(), originals.len(), "{dump}");
-    let files: Vec<_> = entries.keys().filter(|n| n.starts_with("STUD") || n.as_str() == "DICOMDIR").map(|n| dir.path().join(n)).collect();
-    let out = std::process::Command::new("dcmftest").args(&files).output().unwrap();
-    assert!(out.status.success(), "dcmftest: {}", String::from_utf8_lossy(&out.stdout));
-    // pydicom follows the DICOMDIR's offsets to every file and finds each instance where it says.
-    let script = r#"
-import sys, pydicom
-from pydicom.fileset import FileSet
-fs = FileSet(pydicom.dcmread(sys.argv[1] + "/DICOMDIR"))
-n = 0
-for inst in fs:
-    ds = inst.load()
-    assert ds.SOPInstanceUID == inst.SOPInstanceUID, "DICOMDIR points at the wrong file"
-    n += 1
-print(n)
-"#;
-    let out = std::process::Command::new("python3").args(["-c", script, dir.path().to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "pydicom: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), originals.len().to_string());
-    dir
-}
+use crate::fixtures::people::{Person, browser};
+use crate::fixtures::shares::*;
+use crate::fixtures::{Synth, TOKEN, TestApp, spawn_app_with, uid};
 
 /// A QIDO answer with no match (204, or 200 with an empty list).
 pub async fn assert_sees_nothing(r: reqwest::Response) {
@@ -143,8 +18,6 @@ pub async fn assert_sees_nothing(r: reqwest::Response) {
 async fn staff_share(app: &TestApp, staff: &Person, id: &str) -> Value {
     staff.get(app, &format!("/api/v1/shares/{id}")).send().await.unwrap().json().await.unwrap()
 }
-
-pub const PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
 
 #[tokio::test]
 async fn staff_share_a_study_and_the_patient_views_downloads_and_imports_it() {
@@ -263,7 +136,7 @@ async fn staff_share_a_study_and_the_patient_views_downloads_and_imports_it() {
     assert!(!String::from_utf8_lossy(&entries["INDEX.HTM"]).contains("<script"));
 
     // Orthanc imports the unpacked CD through its DICOMDIR's files, byte for byte.
-    let orthanc = crate::peers::Orthanc::start(&app.url("/dicomweb")).await;
+    let orthanc = crate::fixtures::peers::Orthanc::start(&app.url("/dicomweb")).await;
     let client = reqwest::Client::new();
     let r = client.post(orthanc.url("/instances")).body(zip_bytes.to_vec()).send().await.unwrap();
     assert!(r.status().is_success(), "Orthanc import: {}", r.text().await.unwrap());
@@ -489,7 +362,7 @@ async fn the_cli_shares_a_patients_studies_and_the_sheets_qr_code_leads_to_them(
     let file = Synth::new(&study, &uid(), &uid()).bytes();
     app.send_transfer(&referrer, "RAD1", &[("a.dcm", file)]).await;
     let sheet = app.dir.path().join("sheet.pdf");
-    let out = std::process::Command::new(crate::helpers::hub_binary())
+    let out = std::process::Command::new(crate::fixtures::hub_binary())
         .env("FERRY_DATABASE__URL", &app.database_url)
         .env("FERRY_PUBLIC_URL", &app.base)
         .args(["share", "create", "--community", "RAD1", "--patient-id", "PID-0001", "--second-factor", "password", "--days", "28"])
@@ -540,7 +413,7 @@ async fn the_cli_shares_a_patients_studies_and_the_sheets_qr_code_leads_to_them(
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["created_by"], "cli");
     // Bad input is explained.
-    let out = std::process::Command::new(crate::helpers::hub_binary())
+    let out = std::process::Command::new(crate::fixtures::hub_binary())
         .env("FERRY_DATABASE__URL", &app.database_url)
         .args(["share", "create", "--community", "RAD1", "--study", "1.2.3.4"])
         .arg("--data-dir")

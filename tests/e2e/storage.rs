@@ -1,7 +1,7 @@
 //! Encryption at rest, crypto-shredding, orphan sweeping.
 
-use crate::helpers::*;
-use crate::hostile::blob_files;
+use crate::fixtures::blobs::blob_files;
+use crate::fixtures::*;
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)

@@ -1,7 +1,7 @@
 //! STOW-RS in, WADO-RS out: bytes come back identical, metadata and frames are right, rendering
 //! works for what dicom-pixeldata decodes and fails clearly for the rest.
 
-use crate::helpers::*;
+use crate::fixtures::*;
 
 /// pydicom test files: (file, transfer syntax renders?)
 const CORPUS: &[(&str, bool)] = &[

@@ -6,9 +6,9 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Synth, TestApp, spawn_app, spawn_app_with, uid};
-use crate::people::Person;
-use crate::shares::{BIRTH, clinic, redeem, share_files};
+use crate::fixtures::people::Person;
+use crate::fixtures::shares::{BIRTH, clinic, redeem, share_files};
+use crate::fixtures::{Synth, TestApp, spawn_app, spawn_app_with, uid};
 
 const DICOM_JSON: &str = "application/dicom+json";
 
@@ -171,7 +171,7 @@ async fn app_retrieve(app: &TestApp, p: &Person, path: &str) -> Vec<Vec<u8>> {
     assert_eq!(r.status(), 200, "{path}");
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
     let body = r.bytes().await.unwrap();
-    crate::helpers::split_multipart(&ct, &body)
+    crate::fixtures::split_multipart(&ct, &body)
 }
 
 /// An attacker who writes a study UID first (UIDs are often predictable) used to own the study
@@ -287,7 +287,7 @@ async fn a_patients_deletion_removes_their_data_whatever_others_uploaded_under_t
 async fn an_index_written_before_origins_is_migrated() {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     let dir = tempfile::tempdir().unwrap();
-    let url = match crate::helpers::fresh_database().await {
+    let url = match crate::fixtures::fresh_database().await {
         Some(url) => url,
         None => format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display()),
     };

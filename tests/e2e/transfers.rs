@@ -5,8 +5,8 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Synth, TOKEN, spawn_app, uid};
-use crate::people::Person;
+use crate::fixtures::people::Person;
+use crate::fixtures::{Synth, TOKEN, spawn_app, uid};
 
 fn study(patient: &str, pid: &str, n: usize) -> (String, Vec<(String, Vec<u8>)>) {
     let (st, se) = (uid(), uid());
@@ -95,7 +95,7 @@ async fn a_referrer_sends_a_study_and_the_clinic_works_it_off() {
     let zip_bytes = r.bytes().await.unwrap();
     // An IHE PDI archive: DICOMDIR and the files byte for byte.
     let originals = vec![files[0].1.clone(), files[1].1.clone(), good_last];
-    crate::shares::check_pdi(&zip_bytes, &originals);
+    crate::fixtures::shares::check_pdi(&zip_bytes, &originals);
 
     // The member sees the study through DICOMweb; the referrer too.
     for p in [&member, &referrer] {
@@ -300,7 +300,7 @@ async fn authorization_matrix() {
         ("POST", format!("/transfers/{id}/reject"), Some(json!({})), [303, 403, 404, 400, 404, 400, 404]),
     ];
     let mut failures = Vec::new();
-    let no_redirects = crate::people::browser();
+    let no_redirects = crate::fixtures::people::browser();
     for (method, path, body, expected) in &rows {
         for ((name, person), want) in who.iter().zip(expected) {
             let mut req = no_redirects.request(method.parse().unwrap(), app.url(path));

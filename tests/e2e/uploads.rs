@@ -6,7 +6,7 @@ use std::io::Write;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use zip::write::SimpleFileOptions;
 
-use crate::helpers::*;
+use crate::fixtures::*;
 
 fn zip_of(entries: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -107,5 +107,5 @@ async fn zip_attacks_are_refused_and_store_nothing() {
     let (status, _) = upload(&app, "text/plain", b"x".to_vec()).await;
     assert_eq!(status, 415);
     assert_eq!(app.instance_count().await, 0);
-    assert!(crate::hostile::blob_files(&app).is_empty());
+    assert!(crate::fixtures::blobs::blob_files(&app).is_empty());
 }

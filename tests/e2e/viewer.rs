@@ -5,26 +5,12 @@
 //! viewport; another community's member and an anonymous browser get nothing. Screenshots in
 //! `target/test-artifacts/ohif/`.
 
-use std::path::PathBuf;
-
 use serde_json::json;
 
-use crate::helpers::{Synth, pydicom_file, spawn_app, spawn_app_with, uid};
-use crate::peers::node_dir;
-use crate::people::PASSWORD;
-
-/// The OHIF distribution the suite runs against.
-pub fn ohif_dir() -> PathBuf {
-    let dir = std::env::var_os("FERRY_TEST_OHIF_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ohif"));
-    assert!(
-        dir.join("index.html").exists(),
-        "no OHIF distribution in {} — run `deploy/ohif/fetch.sh target/ohif` (tests/run.sh does)",
-        dir.display()
-    );
-    dir
-}
+use crate::fixtures::ohif_dir;
+use crate::fixtures::peers::node_dir;
+use crate::fixtures::people::PASSWORD;
+use crate::fixtures::{Synth, pydicom_file, spawn_app, spawn_app_with, uid};
 
 #[tokio::test]
 async fn a_member_opens_inbound_studies_in_ohif_and_others_see_nothing() {
@@ -110,7 +96,7 @@ async fn the_hub_mounts_the_ohif_distribution_and_runs_without_it() {
     .await;
     let anon = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     // Behind the proxy, BulkDataURIs are absolute on the public URL, as OHIF follows them.
-    let (status, _) = proxied.stow(&[&crate::helpers::pydicom_file("CT_small.dcm")]).await;
+    let (status, _) = proxied.stow(&[&crate::fixtures::pydicom_file("CT_small.dcm")]).await;
     assert_eq!(status, 200);
     let r = proxied.get("/dicomweb/studies/1.3.6.1.4.1.5962.1.2.1.20040119072730.12322/metadata", "application/dicom+json").await;
     let meta: serde_json::Value = r.json().await.unwrap();

@@ -419,9 +419,14 @@ async fn run_search(
             .map(|c| format!(" AND {c}"))
             .unwrap_or_default()
     };
+    // Series are counted from the series rows the caller sees (a holding links whole studies of
+    // an origin), instances from the instance rows; both by UID, once each.
     let series_count = {
-        let f = visible(&mut b, "x");
-        format!("SELECT COUNT(DISTINCT x.series_uid) FROM instances x WHERE x.study_uid = s.study_uid{f}")
+        let f = scope
+            .condition("x.origin", "x.series_uid", crate::index::scope::Level::Series, &mut |v| b.bind(BindValue::Text(v)))
+            .map(|c| format!(" AND {c}"))
+            .unwrap_or_default();
+        format!("SELECT COUNT(DISTINCT x.series_uid) FROM series x WHERE x.study_uid = s.study_uid{f}")
     };
     let instance_count = {
         let f = visible(&mut b, "y");

@@ -117,6 +117,37 @@ pub async fn insert_links(
     Ok(())
 }
 
+/// Links rows to holdings of one kind in one statement: (holding id, row) pairs; already linked
+/// SOP Instance UIDs are skipped.
+pub async fn insert_link_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    holding: Holding,
+    rows: &[(&str, RowRef)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (table, key) = (holding.table(), holding.key());
+    let values: Vec<String> =
+        (0..rows.len()).map(|i| format!("(${}, ${}, ${}, ${}, ${})", 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4, 5 * i + 5)).collect();
+    let sql = format!(
+        "INSERT INTO {table} ({key}, origin, sop_instance_uid, series_uid, study_uid) VALUES {} \
+         ON CONFLICT ({key}, sop_instance_uid) DO NOTHING",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (id, r) in rows {
+        q = q
+            .bind(id.to_string())
+            .bind(r.origin.clone())
+            .bind(r.sop_instance_uid.clone())
+            .bind(r.series_uid.clone())
+            .bind(r.study_uid.clone());
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
 /// The rows a holding links.
 pub async fn linked_rows(db: &Db, holding: Holding, id: &str) -> Result<Vec<RowRef>, sqlx::Error> {
     let sql = format!(
@@ -207,14 +238,14 @@ pub struct Released {
 /// Unlinks every row of holding `id` and deletes, inside `tx`, each row that no other holding
 /// links any more — the data key first where none of its rows is left, so the blobs can never be
 /// decrypted again — then the series and study rows left empty. Rows other holdings still link
-/// stay, whoever wrote them. `extra_blobs` and `extra_keys` are blobs and keys of the holding's
-/// own (reports) that go with it.
+/// stay, whoever wrote them. `extra_blobs` and `extra_keys` (study UID, key id) are blobs and
+/// keys of the holding's own (reports) that go with it.
 pub async fn release(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     holding: Holding,
     id: &str,
     extra_blobs: Vec<String>,
-    extra_keys: Vec<String>,
+    extra_keys: Vec<(String, String)>,
 ) -> Result<Released, sqlx::Error> {
     let (table, key) = (holding.table(), holding.key());
     let linked: Vec<RowRef> =
@@ -227,7 +258,7 @@ pub async fn release(
             .collect::<Result<_, _>>()?;
     sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE {key} = $1"))).bind(id).execute(&mut **tx).await?;
     let mut out = Released { blobs: extra_blobs, shredded: 0 };
-    let mut keys: Vec<String> = extra_keys;
+    let mut keys: Vec<(String, String)> = extra_keys;
     let mut studies: Vec<(String, String)> = Vec::new();
     for r in &linked {
         let gone = sqlx::query(
@@ -242,7 +273,7 @@ pub async fn release(
         .await?;
         if let Some(row) = gone {
             out.blobs.push(row.try_get(0)?);
-            keys.push(row.try_get(1)?);
+            keys.push((r.study_uid.clone(), row.try_get(1)?));
             studies.push((r.origin.clone(), r.study_uid.clone()));
         }
     }
@@ -250,13 +281,16 @@ pub async fn release(
     keys.dedup();
     studies.sort();
     studies.dedup();
-    for k in &keys {
+    // A data key wraps blobs of one study UID only (its rows' and reports'), so the rows that
+    // could still use it are found by the study.
+    for (study, k) in &keys {
         let n = sqlx::query(
             "DELETE FROM study_keys WHERE key_id = $1 \
-             AND NOT EXISTS (SELECT 1 FROM instances WHERE key_id = $1) \
-             AND NOT EXISTS (SELECT 1 FROM share_reports WHERE key_id = $1)",
+             AND NOT EXISTS (SELECT 1 FROM instances WHERE study_uid = $2 AND key_id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM share_reports WHERE study_uid = $2 AND key_id = $1)",
         )
         .bind(k)
+        .bind(study)
         .execute(&mut **tx)
         .await?;
         out.shredded += n.rows_affected();

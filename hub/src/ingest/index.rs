@@ -154,17 +154,23 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
         // it aborts the whole transaction).
         let mut known = Known::default();
         let mut stored_paths = Vec::new();
+        // Jobs whose rows are linked to their holding after the loop: (job, stored).
+        let mut to_link: Vec<(usize, bool)> = Vec::new();
         for (i, job) in batch.iter().enumerate() {
             let Job::Insert { row, .. } = job else { continue };
             let plan = known.plan(row);
-            let guarded = dialect == Dialect::Postgres || plan.writes_more_than_the_instance() || row.link.is_some();
+            let guarded = dialect == Dialect::Postgres || plan.writes_more_than_the_instance();
             if guarded {
                 sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
             }
             let r = try_insert(&mut tx, row, &plan).await;
-            // A duplicate keeps its writes too: its link to the holding.
             let keep = r.is_ok();
             let stored = matches!(r, Ok(Outcome::Stored));
+            // A duplicate is linked too (the same file sent again into another holding of the
+            // same origin cannot happen, but a retried upload links what it already stored).
+            if keep && row.link.is_some() {
+                to_link.push((i, stored));
+            }
             if guarded {
                 if keep {
                     sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
@@ -183,6 +189,47 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
                 Err(InsertError::Failure(f)) => Ok(JobOk::Refused(f)),
                 Err(InsertError::Db(e)) => Err(e),
             });
+        }
+        // Links to the holdings, one statement per holding kind and chunk. Should one fail (a
+        // draft discarded while its upload was being indexed), each of its rows is linked on its
+        // own and the jobs whose holding is gone fail, their rows undone.
+        for holding in [crate::index::Holding::Transfer, crate::index::Holding::Share] {
+            let jobs: Vec<(usize, bool)> = to_link
+                .iter()
+                .copied()
+                .filter(|(i, _)| matches!(&batch[*i], Job::Insert { row, .. } if row.link.as_ref().is_some_and(|(h, _)| *h == holding)))
+                .collect();
+            for part in jobs.chunks(100) {
+                let rows: Vec<(&str, crate::index::RowRef)> = part.iter().filter_map(|(i, _)| link_of(&batch[*i])).collect();
+                sqlx::query("SAVEPOINT links").execute(&mut *tx).await?;
+                let all = crate::index::insert_link_rows(&mut tx, holding, &rows).await;
+                if all.is_ok() {
+                    sqlx::query("RELEASE SAVEPOINT links").execute(&mut *tx).await?;
+                    continue;
+                }
+                sqlx::query("ROLLBACK TO SAVEPOINT links").execute(&mut *tx).await?;
+                sqlx::query("RELEASE SAVEPOINT links").execute(&mut *tx).await?;
+                for (i, stored) in part {
+                    let Some(one) = link_of(&batch[*i]) else { continue };
+                    sqlx::query("SAVEPOINT link").execute(&mut *tx).await?;
+                    match crate::index::insert_link_rows(&mut tx, holding, std::slice::from_ref(&one)).await {
+                        Ok(()) => {
+                            sqlx::query("RELEASE SAVEPOINT link").execute(&mut *tx).await?;
+                        }
+                        Err(e) => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT link").execute(&mut *tx).await?;
+                            sqlx::query("RELEASE SAVEPOINT link").execute(&mut *tx).await?;
+                            if *stored {
+                                unindex(&mut tx, &one.1).await?;
+                                if let Job::Insert { row, .. } = &batch[*i] {
+                                    stored_paths.retain(|p| *p != row.blob.path.as_str());
+                                }
+                            }
+                            results[*i] = Some(Err(e));
+                        }
+                    }
+                }
+            }
         }
         // The stored instances' blobs are no longer pending.
         for part in stored_paths.chunks(200) {
@@ -350,7 +397,7 @@ async fn try_insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, row: &NewRow
              study_description, referring_physician, referring_physician_norm, modalities, attrs, \
              created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '|', $15, $16, $16) \
-             ON CONFLICT (origin, study_uid) DO NOTHING",
+             ON CONFLICT (study_uid, origin) DO NOTHING",
         )
         .bind(origin)
         .bind(&d.study_uid)
@@ -376,7 +423,7 @@ async fn try_insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, row: &NewRow
         sqlx::query(
             "INSERT INTO series (origin, series_uid, study_uid, modality, series_number, series_description, \
              series_date, series_time, attrs, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (origin, series_uid) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (series_uid, origin) DO NOTHING",
         )
         .bind(origin)
         .bind(&d.series_uid)
@@ -414,7 +461,7 @@ async fn try_insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, row: &NewRow
          instance_number, transfer_syntax, size, sha256, blob_path, blob_key, key_id, pixel_layout, \
          number_of_frames, metadata, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-         ON CONFLICT (origin, sop_instance_uid) DO NOTHING",
+         ON CONFLICT (sop_instance_uid, origin) DO NOTHING",
     )
     .bind(origin)
     .bind(&d.sop_instance_uid)
@@ -453,16 +500,50 @@ async fn try_insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, row: &NewRow
         }
         Outcome::Duplicate
     };
-    if let Some((holding, id)) = &row.link {
-        let r = crate::index::RowRef {
-            origin: origin.clone(),
+    Ok(outcome)
+}
+
+/// The holding id and row a job links.
+fn link_of(job: &Job) -> Option<(&str, crate::index::RowRef)> {
+    let Job::Insert { row, .. } = job else { return None };
+    let (_, id) = row.link.as_ref()?;
+    let d = &row.described;
+    Some((
+        id.as_str(),
+        crate::index::RowRef {
+            origin: row.origin.clone(),
             sop_instance_uid: d.sop_instance_uid.clone(),
             series_uid: d.series_uid.clone(),
             study_uid: d.study_uid.clone(),
-        };
-        crate::index::insert_links(tx, *holding, id, std::slice::from_ref(&r)).await?;
-    }
-    Ok(outcome)
+        },
+    ))
+}
+
+/// Takes back a row stored in this transaction whose holding is gone: the instance, and its
+/// series and study rows when nothing else is left in them.
+async fn unindex(tx: &mut sqlx::Transaction<'static, sqlx::Any>, r: &crate::index::RowRef) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM instances WHERE origin = $1 AND sop_instance_uid = $2")
+        .bind(&r.origin)
+        .bind(&r.sop_instance_uid)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "DELETE FROM series WHERE origin = $1 AND series_uid = $2 \
+         AND NOT EXISTS (SELECT 1 FROM instances WHERE origin = $1 AND series_uid = $2)",
+    )
+    .bind(&r.origin)
+    .bind(&r.series_uid)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM studies WHERE origin = $1 AND study_uid = $2 \
+         AND NOT EXISTS (SELECT 1 FROM instances WHERE origin = $1 AND study_uid = $2)",
+    )
+    .bind(&r.origin)
+    .bind(&r.study_uid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn series_owner(

@@ -57,12 +57,13 @@ pub async fn purge_share(state: &AppState, id: &str) -> anyhow::Result<bool> {
         tx.rollback().await?;
         return Ok(false);
     }
-    let reports = sqlx::query("SELECT blob_path, key_id FROM share_reports WHERE share_id = $1").bind(id).fetch_all(&mut *tx).await?;
+    let reports =
+        sqlx::query("SELECT blob_path, study_uid, key_id FROM share_reports WHERE share_id = $1").bind(id).fetch_all(&mut *tx).await?;
     let mut report_blobs = Vec::new();
     let mut report_keys = Vec::new();
     for r in &reports {
         report_blobs.push(r.try_get::<String, _>(0)?);
-        report_keys.push(r.try_get::<String, _>(1)?);
+        report_keys.push((r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?));
     }
     for sql in ["DELETE FROM share_sessions WHERE share_id = $1", "DELETE FROM share_reports WHERE share_id = $1"] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;
