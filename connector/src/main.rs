@@ -79,6 +79,19 @@ enum Command {
     },
 }
 
+/// A closed standard output (`… | head -n 1`) ends the output as it does for other Unix tools:
+/// SIGPIPE back to its default, instead of Rust's "ignore", which makes every `println!` after the
+/// reader left panic.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal (no handler is installed); called
+    // first thing in main.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
+}
+
 fn fail(e: anyhow::Error) -> std::process::ExitCode {
     eprintln!("ferry-connector: {e:#}");
     std::process::ExitCode::FAILURE
@@ -86,6 +99,7 @@ fn fail(e: anyhow::Error) -> std::process::ExitCode {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into()))

@@ -48,7 +48,9 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
         };
         let pause = match inbound.round().await {
             Ok(Round::Idle) => {
+                // The hub answered and nothing failed: an earlier error is over.
                 backoff = 0;
+                last_error.clear();
                 if once {
                     break;
                 }
@@ -58,6 +60,7 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
                 backoff = 0;
                 if stored {
                     tracing::info!(%transfer, "transfer stored in the PACS");
+                    last_error.clear();
                 } else {
                     tracing::warn!(%transfer, %message, "transfer failed");
                     last_error = message;

@@ -3,6 +3,7 @@
 //! worklist for import reconciliation; and the faults a site sees (hub restart mid-download,
 //! `kill -9` of the connector mid-store, a PACS that is down for a while).
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dicom_dictionary_std::tags;
@@ -256,6 +257,17 @@ async fn every_instance_arrives_once_through_hub_restart_connector_kill_and_pacs
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(transfer_state(&app, &referrer, &id).await["state"], "received", "not failed while the PACS is down");
+    // The clinic's admins see why (the connector's last error, from its heartbeat)…
+    let last_error = || async {
+        let list: Vec<Value> =
+            app.client.get(app.url("/api/v1/communities/fLt1/connectors")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        list[0]["last_error"].as_str().unwrap_or_default().to_string()
+    };
+    let t0 = Instant::now();
+    while last_error().await.is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the PACS outage never showed as the connector's last error");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     orthanc.start_again().await;
     let t0 = Instant::now();
     loop {
@@ -264,6 +276,17 @@ async fn every_instance_arrives_once_through_hub_restart_connector_kill_and_pacs
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(180), "not stored in time: {s}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // …and once it works again, the error is gone with the next heartbeat (it used to stay until
+    // another error replaced it).
+    let t0 = Instant::now();
+    loop {
+        let e = last_error().await;
+        if e.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "a stale error stays after the recovery: {e}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     child.kill().unwrap();
@@ -276,4 +299,34 @@ async fn every_instance_arrives_once_through_hub_restart_connector_kill_and_pacs
     let mut got: Vec<String> = stored.into_values().collect();
     got.sort();
     assert_eq!(got, want, "byte-identical data sets");
+}
+
+/// `ferry-connector status | head -n 1`: a reader that leaves early ends the output; the
+/// connector does not panic (exit 101) on the closed pipe.
+#[tokio::test]
+async fn a_closed_stdout_ends_the_output_without_a_panic() {
+    let app = spawn_app().await;
+    app.community("Klinik Pipe", "pIpe", "Homburg").await;
+    let creds = app.connector("pIpe").await;
+    let site = Site::new(&app, &creds, &dimse("pacs", free_port(), "PACS", ""));
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let config = site.config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(connector_binary())
+            .args(["status", "--config"])
+            .arg(&config)
+            .env("FERRY_LOG", "warn")
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE, as `cat` would be: {:?}", out.status);
 }
