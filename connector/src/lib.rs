@@ -35,3 +35,25 @@ pub async fn check_hub(hub_url: &str) -> anyhow::Result<String> {
     }
     anyhow::bail!("the hub did not answer /readyz")
 }
+
+/// Prints a line of the command's output. A reader that went away (`… | head -n 1`) ends the
+/// output: the command stops quietly with success instead of panicking as `println!` does.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say_line(format_args!($($arg)*))
+    };
+}
+
+#[doc(hidden)]
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ferry-connector: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}

@@ -79,19 +79,6 @@ enum Command {
     },
 }
 
-/// A closed standard output (`… | head -n 1`) ends the output as it does for other Unix tools:
-/// SIGPIPE back to its default, instead of Rust's "ignore", which makes every `println!` after the
-/// reader left panic.
-#[allow(unsafe_code)]
-fn default_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: restores the default disposition of one signal (no handler is installed); called
-    // first thing in main.
-    unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
-    }
-}
-
 fn fail(e: anyhow::Error) -> std::process::ExitCode {
     eprintln!("ferry-connector: {e:#}");
     std::process::ExitCode::FAILURE
@@ -99,7 +86,6 @@ fn fail(e: anyhow::Error) -> std::process::ExitCode {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    default_sigpipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into()))
@@ -109,7 +95,7 @@ async fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Check { hub: Some(hub), .. } => match ferry_connector::check_hub(&hub).await {
             Ok(version) => {
-                println!("hub OK (Ferry {version})");
+                ferry_connector::say!("hub OK (Ferry {version})");
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -141,9 +127,14 @@ async fn main() -> std::process::ExitCode {
                 let o = ferry_connector::import::ImportOptions { portal, code, answers: answer, reports_dir };
                 match ferry_connector::import::import(&cfg, &o).await {
                     Ok(r) => {
-                        println!("imported {} instance(s) of {} study(ies) into {}", r.instances, r.studies, r.targets.join(", "));
+                        ferry_connector::say!(
+                            "imported {} instance(s) of {} study(ies) into {}",
+                            r.instances,
+                            r.studies,
+                            r.targets.join(", ")
+                        );
                         for p in &r.reports {
-                            println!("report saved: {}", p.display());
+                            ferry_connector::say!("report saved: {}", p.display());
                         }
                         std::process::ExitCode::SUCCESS
                     }
@@ -167,7 +158,7 @@ async fn main() -> std::process::ExitCode {
             .await;
             match result {
                 Ok(t) => {
-                    println!("sent transfer {} to {} ({} images): {}", t.id, t.community_name, t.instances, t.state);
+                    ferry_connector::say!("sent transfer {} to {} ({} images): {}", t.id, t.community_name, t.instances, t.state);
                     std::process::ExitCode::SUCCESS
                 }
                 Err(e) => {

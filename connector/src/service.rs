@@ -122,7 +122,7 @@ async fn shutdown_signal() {
 pub async fn check(cfg: &Config) -> anyhow::Result<bool> {
     let mut ok = true;
     let mut line = |good: bool, what: String| {
-        println!("{} {what}", if good { "OK  " } else { "FAIL" });
+        crate::say!("{} {what}", if good { "OK  " } else { "FAIL" });
         ok &= good;
     };
     match crate::check_hub(&cfg.hub.url).await {
@@ -176,11 +176,11 @@ pub async fn check(cfg: &Config) -> anyhow::Result<bool> {
 pub async fn status(cfg: &Config) -> anyhow::Result<()> {
     use sqlx::Row;
     let state = State::open(&cfg.state_dir).await?;
-    println!("connector instance {}", state.instance_id().await?);
-    println!("hub {}", cfg.hub.url);
+    crate::say!("connector instance {}", state.instance_id().await?);
+    crate::say!("hub {}", cfg.hub.url);
     let counts = sqlx::query("SELECT state, COUNT(*) FROM transfers GROUP BY state ORDER BY state").fetch_all(&state.db).await?;
     for r in &counts {
-        println!("transfers {}: {}", r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+        crate::say!("transfers {}: {}", r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
     }
     let working = sqlx::query(
         "SELECT t.id, t.instances, (SELECT COUNT(*) FROM acks a WHERE a.transfer_id = t.id), t.last_error FROM transfers t WHERE t.state = 'working' ORDER BY t.claimed_at",
@@ -189,7 +189,7 @@ pub async fn status(cfg: &Config) -> anyhow::Result<()> {
     .await?;
     for r in &working {
         let err: String = r.try_get(3)?;
-        println!(
+        crate::say!(
             "in progress {}: {}/{} acknowledged{}",
             r.try_get::<String, _>(0)?,
             r.try_get::<i64, _>(2)?,
@@ -203,20 +203,20 @@ pub async fn status(cfg: &Config) -> anyhow::Result<()> {
         let t = time::OffsetDateTime::from_unix_timestamp(at / 1000)
             .map(|t| format!("{} {:02}:{:02}:{:02}Z", t.date(), t.hour(), t.minute(), t.second()))
             .unwrap_or_default();
-        println!("{t} {} {}", r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
+        crate::say!("{t} {} {}", r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
     }
     let outbound = sqlx::query("SELECT state, COUNT(*) FROM outbound_batches GROUP BY state ORDER BY state").fetch_all(&state.db).await?;
     for r in &outbound {
-        println!("outbound studies {}: {}", r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+        crate::say!("outbound studies {}: {}", r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
     }
     let stuck = sqlx::query("SELECT id, last_error FROM outbound_batches WHERE state IN ('routing', 'unrouted', 'failed') AND last_error <> '' ORDER BY last_at DESC LIMIT 10")
         .fetch_all(&state.db)
         .await?;
     for r in &stuck {
-        println!("outbound {}: {}", r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?);
+        crate::say!("outbound {}: {}", r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?);
     }
     if counts.is_empty() && outbound.is_empty() {
-        println!("nothing handled yet");
+        crate::say!("nothing handled yet");
     }
     Ok(())
 }

@@ -45,21 +45,7 @@ fn private_umask() {
     let _ = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }
 
-/// A closed standard output (`… | head -n 1`) ends the output as it does for other Unix tools:
-/// SIGPIPE back to its default, instead of Rust's "ignore", which makes every `println!` after the
-/// reader left panic.
-#[allow(unsafe_code)]
-fn default_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: restores the default disposition of one signal (no handler is installed); called
-    // first thing in main.
-    unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
-    }
-}
-
 fn main() -> std::process::ExitCode {
-    default_sigpipe();
     tune_allocator();
     no_huge_pages();
     private_umask();

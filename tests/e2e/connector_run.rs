@@ -326,7 +326,5 @@ async fn a_closed_stdout_ends_the_output_without_a_panic() {
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_ne!(out.status.code(), Some(101), "{stderr}");
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE, as `cat` would be: {:?}", out.status);
+    assert_eq!(out.status.code(), Some(0), "the output ended, the command succeeded: {stderr}");
 }

@@ -23,7 +23,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 let id = crate::communities::staff::community_id_in(&pools.read, &c.code).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                 crate::communities::logo::store(&pools.write, &id, &bytes).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             }
-            println!("{}\t{}", c.code, c.name);
+            super::say!("{}\t{}", c.code, c.name);
         }
         AdminCommand::CreateUser { email, name, admin, password_stdin } => {
             let (password, generated) = if password_stdin {
@@ -36,15 +36,15 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
             let id = crate::accounts::create_user_cli(&pools.write, &email, &name, password.clone(), admin)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("created account {id}{}", if admin { " (hub admin)" } else { "" });
+            super::say!("created account {id}{}", if admin { " (hub admin)" } else { "" });
             if generated {
-                println!("password (shown once): {password}");
+                super::say!("password (shown once): {password}");
             }
         }
         AdminCommand::AddMember { community, email, role } => {
             let state_less = crate::communities::staff::add_member_cli(&pools, &community, &email, &role).await;
             state_less.map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{email} is now {role} of {community}");
+            super::say!("{email} is now {role} of {community}");
         }
     }
     Ok(())

@@ -5,6 +5,6 @@ use crate::config::Config;
 pub async fn verify(config: Config) -> anyhow::Result<()> {
     let pools = crate::db::connect_pools(&config.database_url(), Some(2)).await?;
     let v = crate::audit::verify(&pools.read).await?;
-    println!("audit trail intact: {} records, chain head {}", v.records, v.head);
+    super::say!("audit trail intact: {} records, chain head {}", v.records, v.head);
     Ok(())
 }

@@ -6,11 +6,13 @@ use crate::config::Config;
 
 pub async fn backup(config: Config, to: PathBuf, keys_to: Option<PathBuf>) -> anyhow::Result<()> {
     let m = crate::backup::backup(&config, &to, keys_to.as_deref()).await?;
-    println!("backed up the {} database and {} blob(s) ({} bytes, encrypted) to {}", m.database, m.blobs, m.blob_bytes, to.display());
+    super::say!("backed up the {} database and {} blob(s) ({} bytes, encrypted) to {}", m.database, m.blobs, m.blob_bytes, to.display());
     match keys_to {
-        Some(k) => println!("the keys are in {}; keep them apart from the data backup", k.display()),
+        Some(k) => super::say!("the keys are in {}; keep them apart from the data backup", k.display()),
         None => {
-            println!("the keys were not copied (--keys-to): without the hub secret and the key-encryption key this backup cannot be read")
+            super::say!(
+                "the keys were not copied (--keys-to): without the hub secret and the key-encryption key this backup cannot be read"
+            )
         }
     }
     Ok(())
@@ -18,6 +20,6 @@ pub async fn backup(config: Config, to: PathBuf, keys_to: Option<PathBuf>) -> an
 
 pub async fn restore(config: Config, from: PathBuf, keys_from: Option<PathBuf>) -> anyhow::Result<()> {
     let r = crate::backup::restore(&config, &from, keys_from.as_deref()).await?;
-    println!("restored {} blob(s); {} study key(s) unwrap and {} instance(s) have their blobs", r.blobs, r.studies, r.instances);
+    super::say!("restored {} blob(s); {} study key(s) unwrap and {} instance(s) have their blobs", r.blobs, r.studies, r.instances);
     Ok(())
 }

@@ -18,17 +18,17 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Rotate => {
             let r = keys::rotate_local(&pools.write, &kek_file).await?;
-            println!("rotated the key-encryption key: {} -> {}", r.old_id, r.new_id);
-            println!("re-wrapped {} study key(s); the images were not touched", r.rewrapped);
-            println!("the new key is {}; back it up now", kek_file.display());
-            println!("the old key is no longer needed: delete {} once the new key is backed up", r.retired_file.display());
+            super::say!("rotated the key-encryption key: {} -> {}", r.old_id, r.new_id);
+            super::say!("re-wrapped {} study key(s); the images were not touched", r.rewrapped);
+            super::say!("the new key is {}; back it up now", kek_file.display());
+            super::say!("the old key is no longer needed: delete {} once the new key is backed up", r.retired_file.display());
         }
         KeysCommand::Status => {
             let (current, _) = keys::LocalKeyFile::load_or_create(&kek_file)?;
             let current = current.current_id();
-            println!("current key-encryption key: {current}");
+            super::say!("current key-encryption key: {current}");
             for (id, n) in keys::kek_usage(&pools.read).await? {
-                println!("{n:8} study key(s) wrapped by {id}{}", if id == current { " (current)" } else { "" });
+                super::say!("{n:8} study key(s) wrapped by {id}{}", if id == current { " (current)" } else { "" });
             }
         }
     }
@@ -43,18 +43,18 @@ async fn run_transit(config: Config, command: KeysCommand) -> anyhow::Result<()>
     match command {
         KeysCommand::Rotate => {
             let r = t.rotate(&pools.write).await?;
-            println!("rotated the transit key {}: v{} -> v{}", config.keys.transit.key, r.old_version, r.new_version);
-            println!("re-wrapped {} study key(s); the images were not touched", r.rewrapped);
-            println!("versions before v{} can no longer decrypt (min_decryption_version)", r.new_version);
+            super::say!("rotated the transit key {}: v{} -> v{}", config.keys.transit.key, r.old_version, r.new_version);
+            super::say!("re-wrapped {} study key(s); the images were not touched", r.rewrapped);
+            super::say!("versions before v{} can no longer decrypt (min_decryption_version)", r.new_version);
             if config.kek_file().exists() {
-                println!("no study key needs the local key file any more: {} can be deleted", config.kek_file().display());
+                super::say!("no study key needs the local key file any more: {} can be deleted", config.kek_file().display());
             }
         }
         KeysCommand::Status => {
             let current = t.kek_id(latest);
-            println!("current key-encryption key: {current}");
+            super::say!("current key-encryption key: {current}");
             for (id, n) in keys::kek_usage(&pools.read).await? {
-                println!("{n:8} study key(s) wrapped by {id}{}", if id == current { " (current)" } else { "" });
+                super::say!("{n:8} study key(s) wrapped by {id}{}", if id == current { " (current)" } else { "" });
             }
         }
     }

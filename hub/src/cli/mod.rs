@@ -1,6 +1,28 @@
 //! The `ferry-hub` command line: its arguments (clap) and one module per subcommand. The
 //! binary (`main.rs`) only tunes the allocator, parses the arguments and calls [`run`].
 
+/// Prints a line of a command's output. A reader that went away (`… | head -n 1`) ends the
+/// output: the command stops quietly with success instead of panicking as `println!` does.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::say_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+#[doc(hidden)]
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ferry-hub: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 mod admin;
 mod audit;
 mod backup;

@@ -6,7 +6,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = crate::Application::build(config).await?;
     let addr = app.local_addr();
     // Scripts wait for this line to learn the port.
-    println!("Ferry hub listening on http://{addr}");
+    // Ignored when nobody reads stdout (a daemon, or a reader that left).
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "Ferry hub listening on http://{addr}");
+    }
     tracing::info!(%addr, "ready");
     if let Some(link) = crate::accounts::setup_link(app.state()).await? {
         use std::io::Write;

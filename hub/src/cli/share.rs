@@ -23,25 +23,25 @@ pub async fn run(config: Config, command: ShareCommand) -> anyhow::Result<()> {
                 Ok(i) => i,
                 Err(_) => anyhow::bail!("nothing to share"),
             };
-            println!("share     {}", issued.share.id);
-            println!("code      {}", issued.code);
+            super::say!("share     {}", issued.share.id);
+            super::say!("code      {}", issued.code);
             if let Some(p) = &issued.password {
-                println!("password  {p}");
+                super::say!("password  {p}");
             }
-            println!("link      {}", issued.redeem_url);
-            println!("expires   {}", issued.share.expires_at);
+            super::say!("link      {}", issued.redeem_url);
+            super::say!("expires   {}", issued.share.expires_at);
             if let Some(path) = sheet {
                 let row = crate::shares::managed(&state, &crate::access::Principal::Admin, &issued.share.id).await.map_err(err)?;
                 let req = ferry_schemas::SheetRequest { code: issued.code.clone(), password: issued.password.clone() };
                 let pdf = crate::shares::sheet_for(&state, &row, &req).await.map_err(err)?;
                 std::fs::write(&path, pdf).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                println!("sheet     {}", path.display());
+                super::say!("sheet     {}", path.display());
             }
         }
         ShareCommand::Revoke { id } => {
             let row = crate::shares::managed(&state, &crate::access::Principal::Admin, &id).await.map_err(err)?;
             crate::shares::revoke(&state, "cli", &row).await.map_err(err)?;
-            println!("revoked {id}");
+            super::say!("revoked {id}");
         }
     }
     Ok(())
