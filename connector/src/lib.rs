@@ -3,6 +3,7 @@
 //! C-STORE or STOW-RS, import reconciliation, durable state); `check` tests every connection;
 //! `status` shows the local state; `send` sends files from the command line ([`send`]).
 
+pub mod cli;
 pub mod config;
 pub mod dimse;
 pub mod hub;

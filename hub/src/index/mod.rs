@@ -295,26 +295,32 @@ pub async fn release(
         .await?;
         out.shredded += n.rows_affected();
     }
-    // Series and study rows left without instances (every series of a touched study is looked at).
     for (origin, uid) in &studies {
-        sqlx::query(
-            "DELETE FROM series WHERE origin = $1 AND study_uid = $2 AND NOT EXISTS \
-             (SELECT 1 FROM instances i WHERE i.origin = $1 AND i.series_uid = series.series_uid)",
-        )
-        .bind(origin)
-        .bind(uid)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM studies WHERE origin = $1 AND study_uid = $2 \
-             AND NOT EXISTS (SELECT 1 FROM instances WHERE origin = $1 AND study_uid = $2)",
-        )
-        .bind(origin)
-        .bind(uid)
-        .execute(&mut **tx)
-        .await?;
+        drop_empty(tx, origin, uid).await?;
     }
     // Listed for the sweeper (as due at once) before the rows that named them are gone.
     crate::storage::pending::list_due(tx, &out.blobs).await?;
     Ok(out)
+}
+
+/// Deletes the series rows of one origin's study that have no instances left, then the study row
+/// if it has none left either.
+pub async fn drop_empty(tx: &mut sqlx::Transaction<'static, sqlx::Any>, origin: &str, study_uid: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM series WHERE origin = $1 AND study_uid = $2 AND NOT EXISTS \
+         (SELECT 1 FROM instances i WHERE i.origin = $1 AND i.series_uid = series.series_uid)",
+    )
+    .bind(origin)
+    .bind(study_uid)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM studies WHERE origin = $1 AND study_uid = $2 \
+         AND NOT EXISTS (SELECT 1 FROM instances WHERE origin = $1 AND study_uid = $2)",
+    )
+    .bind(origin)
+    .bind(study_uid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -527,23 +527,7 @@ async fn unindex(tx: &mut sqlx::Transaction<'static, sqlx::Any>, r: &crate::inde
         .bind(&r.sop_instance_uid)
         .execute(&mut **tx)
         .await?;
-    sqlx::query(
-        "DELETE FROM series WHERE origin = $1 AND series_uid = $2 \
-         AND NOT EXISTS (SELECT 1 FROM instances WHERE origin = $1 AND series_uid = $2)",
-    )
-    .bind(&r.origin)
-    .bind(&r.series_uid)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "DELETE FROM studies WHERE origin = $1 AND study_uid = $2 \
-         AND NOT EXISTS (SELECT 1 FROM instances WHERE origin = $1 AND study_uid = $2)",
-    )
-    .bind(&r.origin)
-    .bind(&r.study_uid)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    crate::index::drop_empty(tx, &r.origin, &r.study_uid).await
 }
 
 async fn series_owner(
