@@ -19,27 +19,64 @@ pub const DICOM_JSON: &str = "application/dicom+json";
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/studies", post(stow::store).get(qido::search_studies))
-        .route("/studies/{study}", post(stow::store_in_study).get(wado::retrieve_study))
-        .route("/studies/{study}/metadata", get(wado::study_metadata))
+        .route("/studies/{study}", post(stow::store_in_study).get(wado::retrieve))
+        .route("/studies/{study}/metadata", get(wado::metadata))
         .route("/studies/{study}/thumbnail", get(render::study_thumbnail))
-        .route("/studies/{study}/series", get(qido::search_study_series))
-        .route("/studies/{study}/instances", get(qido::search_study_instances))
-        .route("/studies/{study}/series/{series}", get(wado::retrieve_series))
-        .route("/studies/{study}/series/{series}/metadata", get(wado::series_metadata))
+        .route("/studies/{study}/series", get(qido::search_series))
+        .route("/studies/{study}/instances", get(qido::search_instances))
+        .route("/studies/{study}/series/{series}", get(wado::retrieve))
+        .route("/studies/{study}/series/{series}/metadata", get(wado::metadata))
         .route("/studies/{study}/series/{series}/thumbnail", get(render::series_thumbnail))
         .route("/studies/{study}/series/{series}/rendered", get(render::series_rendered))
-        .route("/studies/{study}/series/{series}/instances", get(qido::search_series_instances))
-        .route("/studies/{study}/series/{series}/instances/{instance}", get(wado::retrieve_instance))
-        .route("/studies/{study}/series/{series}/instances/{instance}/metadata", get(wado::instance_metadata))
+        .route("/studies/{study}/series/{series}/instances", get(qido::search_instances))
+        .route("/studies/{study}/series/{series}/instances/{instance}", get(wado::retrieve))
+        .route("/studies/{study}/series/{series}/instances/{instance}/metadata", get(wado::metadata))
         .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", get(wado::retrieve_frames))
         .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered", get(render::frame_rendered))
         .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail", get(render::frame_thumbnail))
         .route("/studies/{study}/series/{series}/instances/{instance}/rendered", get(render::instance_rendered))
         .route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", get(render::instance_thumbnail))
         .route("/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}", get(wado::retrieve_bulk))
-        .route("/series", get(qido::search_all_series))
-        .route("/instances", get(qido::search_all_instances))
+        .route("/series", get(qido::search_series))
+        .route("/instances", get(qido::search_instances))
         .layer(DefaultBodyLimit::disable())
+}
+
+/// The study, series and instance a DICOMweb path names (those the route has), each checked to
+/// be a UID: one extractor for every level instead of a wrapper handler per route.
+#[derive(Debug, Default)]
+pub struct DicomPath {
+    pub study: Option<String>,
+    pub series: Option<String>,
+    pub instance: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DicomPath {
+    type Rejection = crate::error::AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let invalid = || crate::error::AppError::BadRequest("a UID in the path is not valid".into());
+        let params = match axum::extract::RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => params,
+            // A route without parameters (`/series`, `/instances`) names no study.
+            Err(axum::extract::rejection::RawPathParamsRejection::MissingPathParams(_)) => return Ok(DicomPath::default()),
+            Err(_) => return Err(invalid()),
+        };
+        let mut p = DicomPath::default();
+        for (name, value) in &params {
+            let slot = match name {
+                "study" => &mut p.study,
+                "series" => &mut p.series,
+                "instance" => &mut p.instance,
+                _ => continue,
+            };
+            if !crate::ingest::describe::valid_uid(value) {
+                return Err(invalid());
+            }
+            *slot = Some(value.to_string());
+        }
+        Ok(p)
+    }
 }
 
 /// The absolute DICOMweb base URL (`…/dicomweb`) as clients reach it: the configured public URL,

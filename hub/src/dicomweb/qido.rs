@@ -2,7 +2,7 @@
 //! date/time ranges, UID lists, case-insensitive person names, `includefield`, `limit`/`offset`,
 //! `fuzzymatching`. Results are `application/dicom+json`; no match is `200 []`.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use dicom_core::Tag;
@@ -11,7 +11,7 @@ use dicom_dictionary_std::StandardDataDictionary;
 use serde_json::{Map, Value, json};
 use sqlx::Row;
 
-use super::{DICOM_JSON, base_url};
+use super::{DICOM_JSON, DicomPath, base_url};
 use crate::access::Principal;
 use crate::db::Dialect;
 use crate::error::{AppError, AppResult};
@@ -618,50 +618,24 @@ pub async fn search_studies(
     run_search(&state, &principal, &headers, Level::Study, p, None, None).await
 }
 
-pub async fn search_all_series(
+/// Series of all studies, or of the study in the path.
+pub async fn search_series(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
+    path: DicomPath,
     Params(p): Params,
 ) -> AppResult<Response> {
-    run_search(&state, &principal, &headers, Level::Series, p, None, None).await
+    run_search(&state, &principal, &headers, Level::Series, p, path.study, None).await
 }
 
-pub async fn search_study_series(
+/// Instances of all studies, or of the study (and series) in the path.
+pub async fn search_instances(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    Path(study): Path<String>,
+    path: DicomPath,
     Params(p): Params,
 ) -> AppResult<Response> {
-    run_search(&state, &principal, &headers, Level::Series, p, Some(study), None).await
-}
-
-pub async fn search_all_instances(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    Params(p): Params,
-) -> AppResult<Response> {
-    run_search(&state, &principal, &headers, Level::Instance, p, None, None).await
-}
-
-pub async fn search_study_instances(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    Path(study): Path<String>,
-    Params(p): Params,
-) -> AppResult<Response> {
-    run_search(&state, &principal, &headers, Level::Instance, p, Some(study), None).await
-}
-
-pub async fn search_series_instances(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    Path((study, series)): Path<(String, String)>,
-    Params(p): Params,
-) -> AppResult<Response> {
-    run_search(&state, &principal, &headers, Level::Instance, p, Some(study), Some(series)).await
+    run_search(&state, &principal, &headers, Level::Instance, p, path.study, path.series).await
 }

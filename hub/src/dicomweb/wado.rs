@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{DICOM_JSON, base_url, boundary};
+use super::{DICOM_JSON, DicomPath, base_url, boundary};
 use crate::access::Principal;
 use crate::error::{AppError, AppResult};
 use crate::http::accept::{self, MediaRange};
@@ -176,14 +176,14 @@ async fn single_dicom(state: AppState, row: InstanceRow) -> AppResult<Response> 
     Ok(resp)
 }
 
-async fn retrieve(
-    state: AppState,
+/// WADO-RS retrieve of a study, series or instance (whichever the path names).
+pub async fn retrieve(
+    State(state): State<AppState>,
     principal: Principal,
+    DicomPath { study, series, instance }: DicomPath,
     headers: HeaderMap,
-    study: String,
-    series: Option<String>,
-    instance: Option<String>,
 ) -> AppResult<Response> {
+    let study = study.unwrap_or_default();
     let rows = load(&state, &principal, &study, series.as_deref(), instance.as_deref()).await?;
     let ranges = accept::from_headers(&headers);
     let single_ok = instance.is_some();
@@ -196,41 +196,14 @@ async fn retrieve(
     }
 }
 
-pub async fn retrieve_study(
+/// The metadata of a study, series or instance (whichever the path names).
+pub async fn metadata(
     State(state): State<AppState>,
     principal: Principal,
-    Path(study): Path<String>,
+    DicomPath { study, series, instance }: DicomPath,
     headers: HeaderMap,
 ) -> AppResult<Response> {
-    retrieve(state, principal, headers, study, None, None).await
-}
-
-pub async fn retrieve_series(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> AppResult<Response> {
-    retrieve(state, principal, headers, study, Some(series), None).await
-}
-
-pub async fn retrieve_instance(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> AppResult<Response> {
-    retrieve(state, principal, headers, study, Some(series), Some(instance)).await
-}
-
-async fn metadata(
-    state: AppState,
-    principal: Principal,
-    headers: HeaderMap,
-    study: String,
-    series: Option<String>,
-    instance: Option<String>,
-) -> AppResult<Response> {
+    let study = study.unwrap_or_default();
     check_access(&principal, &study, series.as_deref(), instance.as_deref())?;
     let ranges = accept::from_headers(&headers);
     if !ranges.iter().any(|r| r.matches(DICOM_JSON) || r.essence == "application/json") {
@@ -251,33 +224,6 @@ async fn metadata(
     }
     body.push(']');
     Ok(([(header::CONTENT_TYPE, DICOM_JSON)], body).into_response())
-}
-
-pub async fn study_metadata(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-) -> AppResult<Response> {
-    metadata(state, principal, headers, study, None, None).await
-}
-
-pub async fn series_metadata(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> AppResult<Response> {
-    metadata(state, principal, headers, study, Some(series), None).await
-}
-
-pub async fn instance_metadata(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> AppResult<Response> {
-    metadata(state, principal, headers, study, Some(series), Some(instance)).await
 }
 
 /// The media type of a compressed frame of the given transfer syntax (PS3.18 Table 8.7.3-2).
