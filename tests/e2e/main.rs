@@ -14,6 +14,7 @@ mod connector_run;
 mod connectors;
 mod crash;
 mod deploy;
+mod dicomweb_clients;
 mod dlx;
 mod fixtures;
 mod guards;
