@@ -411,25 +411,28 @@ async fn run_search(
     if let Some(cond) = scope.condition(scope_origin, scope_column, scope_level, &mut |v| b.bind(BindValue::Text(v))) {
         b.clauses.push(cond);
     }
-    let visible = |b: &mut SqlBuilder, alias: &str| {
+    // ` AND <the caller may see row (alias.origin, alias.column)>`, or nothing when unrestricted.
+    let visible = |b: &mut SqlBuilder, alias: &str, column: &str, level: crate::index::scope::Level| {
         scope
-            .condition(&format!("{alias}.origin"), &format!("{alias}.sop_instance_uid"), crate::index::scope::Level::Instance, &mut |v| {
-                b.bind(BindValue::Text(v))
-            })
+            .condition(&format!("{alias}.origin"), &format!("{alias}.{column}"), level, &mut |v| b.bind(BindValue::Text(v)))
             .map(|c| format!(" AND {c}"))
             .unwrap_or_default()
     };
     // Series are counted from the series rows the caller sees (a holding links whole studies of
-    // an origin), instances from the instance rows; both by UID, once each.
-    let series_count = {
-        let f = scope
-            .condition("x.origin", "x.series_uid", crate::index::scope::Level::Series, &mut |v| b.bind(BindValue::Text(v)))
-            .map(|c| format!(" AND {c}"))
-            .unwrap_or_default();
-        format!("SELECT COUNT(DISTINCT x.series_uid) FROM series x WHERE x.study_uid = s.study_uid{f}")
+    // an origin), instances from the instance rows; both by UID, once each. Only the levels whose
+    // answer carries a count build (and bind) its subquery.
+    let series_count = match level {
+        Level::Study => {
+            let f = visible(&mut b, "x", "series_uid", crate::index::scope::Level::Series);
+            format!("SELECT COUNT(DISTINCT x.series_uid) FROM series x WHERE x.study_uid = s.study_uid{f}")
+        }
+        _ => String::new(),
     };
     let instance_count = {
-        let f = visible(&mut b, "y");
+        let f = match level {
+            Level::Instance => String::new(),
+            _ => visible(&mut b, "y", "sop_instance_uid", crate::index::scope::Level::Instance),
+        };
         match level {
             Level::Series => format!("SELECT COUNT(DISTINCT y.sop_instance_uid) FROM instances y WHERE y.series_uid = se.series_uid{f}"),
             _ => format!("SELECT COUNT(DISTINCT y.sop_instance_uid) FROM instances y WHERE y.study_uid = s.study_uid{f}"),

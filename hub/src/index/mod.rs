@@ -6,8 +6,9 @@
 //! transfer, a share, or the operator's own `hub` uploads) — together with its UID. Two tenants
 //! that send the same UIDs get separate rows, blobs and data keys; neither's upload changes what
 //! the other sees or learns. Transfers and shares are **holdings**: they link rows (by origin and
-//! UID), and what a caller may see is exactly the rows its holdings link ([`scope::StudyScope`]). Study and series attributes come from rows of one origin, so
-//! they are derived only from files of the tenant that wrote them.
+//! UID), and what a caller may see is exactly the rows its holdings link
+//! ([`scope::StudyScope`]). Study and series attributes come from rows of one origin, so they
+//! are derived only from files of the tenant that wrote them.
 //!
 //! A holding links whole studies of an origin: a transfer or share links what was uploaded into
 //! it, and a share made from a community's holdings (or forwarded) takes whole studies. So a
@@ -99,20 +100,10 @@ pub async fn insert_links(
     id: &str,
     rows: &[RowRef],
 ) -> Result<(), sqlx::Error> {
-    let (table, key) = (holding.table(), holding.key());
-    let sql = format!(
-        "INSERT INTO {table} ({key}, origin, sop_instance_uid, series_uid, study_uid) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT ({key}, sop_instance_uid) DO NOTHING"
-    );
-    for r in rows {
-        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(id)
-            .bind(&r.origin)
-            .bind(&r.sop_instance_uid)
-            .bind(&r.series_uid)
-            .bind(&r.study_uid)
-            .execute(&mut **tx)
-            .await?;
+    // 500 rows (2,500 parameters) a statement stays well within both databases' limits.
+    for part in rows.chunks(500) {
+        let pairs: Vec<(&str, RowRef)> = part.iter().map(|r| (id, r.clone())).collect();
+        insert_link_rows(tx, holding, &pairs).await?;
     }
     Ok(())
 }

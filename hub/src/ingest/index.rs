@@ -166,8 +166,7 @@ async fn run_batch(db: &Db, dialect: Dialect, mut batch: Vec<Job>) {
             let r = try_insert(&mut tx, row, &plan).await;
             let keep = r.is_ok();
             let stored = matches!(r, Ok(Outcome::Stored));
-            // A duplicate is linked too (the same file sent again into another holding of the
-            // same origin cannot happen, but a retried upload links what it already stored).
+            // A duplicate is linked too: a retried upload links what it stored before.
             if keep && row.link.is_some() {
                 to_link.push((i, stored));
             }

@@ -41,8 +41,6 @@ pub struct Stored {
     pub sop_instance_uid: String,
     pub study_uid: String,
     pub series_uid: String,
-    /// The origin of the row (see [`crate::index`]).
-    pub origin: String,
 }
 
 #[derive(Debug, Clone)]

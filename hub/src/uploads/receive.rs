@@ -174,7 +174,6 @@ pub async fn commit(state: &AppState, origin: &Origin, r: Received) -> Result<St
                 sop_instance_uid: described.sop_instance_uid.clone(),
                 study_uid: described.study_uid.clone(),
                 series_uid: described.series_uid.clone(),
-                origin: origin.as_string(),
             })
         }
         Err(f) => {
