@@ -121,6 +121,11 @@ pub struct HubConfig {
 pub struct Target {
     /// A short name used in rules and messages, e.g. `main`.
     pub name: String,
+    /// For inbound studies: a transfer counts as stored (and the sender hears so) once every
+    /// required target holds every instance. An optional target (`required = false`, e.g. an
+    /// archive) is filled as it can be, also after that; it never holds a transfer up.
+    #[serde(default = "yes")]
+    pub required: bool,
     #[serde(flatten)]
     pub kind: TargetKind,
 }
@@ -156,9 +161,14 @@ pub struct Inbound {
     /// How long an unreachable PACS is waited for before the transfer is reported failed (seconds).
     #[serde(default = "default_give_up_secs")]
     pub give_up_after_secs: u64,
-    /// Longest pause between retries (the pause doubles from 2 s up to this), in seconds.
+    /// Longest pause between retries of a target (the pause doubles from 2 s up to this), in
+    /// seconds. Each target backs off on its own.
     #[serde(default = "default_retry_max_secs")]
     pub retry_max_secs: u64,
+    /// Transfers worked on at once. A transfer that only waits for a target that is down does
+    /// not count (it is parked, up to ten times this many).
+    #[serde(default = "default_parallel_transfers")]
+    pub parallel_transfers: usize,
     #[serde(default)]
     pub reconcile: Reconcile,
 }
@@ -170,6 +180,7 @@ impl Default for Inbound {
             max_attempts: default_max_attempts(),
             give_up_after_secs: default_give_up_secs(),
             retry_max_secs: default_retry_max_secs(),
+            parallel_transfers: default_parallel_transfers(),
             reconcile: Reconcile::default(),
         }
     }
@@ -268,6 +279,9 @@ fn default_max_attempts() -> u32 {
 fn default_give_up_secs() -> u64 {
     24 * 3600
 }
+fn default_parallel_transfers() -> usize {
+    4
+}
 fn default_retry_max_secs() -> u64 {
     60
 }
@@ -320,6 +334,18 @@ impl Config {
             if self.target(n).is_none() {
                 bail!("inbound.targets names {n:?}, but no [[pacs]] target has that name");
             }
+        }
+        for t in &self.pacs {
+            if t.name.is_empty() || t.name.chars().count() > 64 || t.name.chars().any(char::is_control) {
+                bail!("a PACS target's name takes 1 to 64 printable characters");
+            }
+        }
+        let inbound = self.inbound_targets();
+        if !inbound.is_empty() && !inbound.iter().any(|t| t.required) {
+            bail!("at least one inbound PACS target must be required (required = false is for archives beside the PACS)");
+        }
+        if self.inbound.parallel_transfers == 0 || self.inbound.parallel_transfers > 64 {
+            bail!("inbound.parallel_transfers must be 1–64");
         }
         let r = &self.inbound.reconcile;
         match r.patient_id {

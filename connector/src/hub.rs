@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ferry_schemas::{Ack, Claim, ClaimedInstance, ConnectorReport, Heartbeat};
+use ferry_schemas::{Ack, Claim, ClaimedInstance, ConnectorReport, Heartbeat, TargetProgress};
 use oauth2::basic::BasicClient;
 use oauth2::{AsyncHttpClient, ClientId, ClientSecret, HttpRequest, HttpResponse, TokenResponse, TokenUrl};
 use sha2::{Digest, Sha256};
@@ -82,6 +82,19 @@ impl std::fmt::Display for HubError {
 }
 
 impl std::error::Error for HubError {}
+
+/// The hub says this connector process no longer holds the transfer (its lease ran out and
+/// another process took it, or it was finished): stop working on it.
+#[derive(Debug)]
+pub struct LeaseLost(pub String);
+
+impl std::fmt::Display for LeaseLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the hub no longer lets this connector work on transfer {}", self.0)
+    }
+}
+
+impl std::error::Error for LeaseLost {}
 
 impl Hub {
     pub fn new(base: &str, client_id: &str, client_secret: &str, instance: &str) -> anyhow::Result<Self> {
@@ -161,7 +174,7 @@ impl Hub {
         req.send().await.with_context(|| format!("cannot reach the hub at {}", self.base))
     }
 
-    /// Claims the next transfer (or the one this process already holds), if any.
+    /// Claims the next transfer (urgent first, then the oldest; never one this process holds).
     pub async fn claim(&mut self) -> anyhow::Result<Option<Claim>> {
         let resp = self.post("/api/v1/connector/claim", None).await?;
         match resp.status().as_u16() {
@@ -182,6 +195,9 @@ impl Hub {
     /// Acknowledges instances the PACS confirmed (an empty list just renews the lease).
     pub async fn ack(&mut self, transfer_id: &str, acks: &[Ack]) -> anyhow::Result<()> {
         let resp = self.post(&format!("/api/v1/connector/transfers/{transfer_id}/acks"), Some(&serde_json::to_value(acks)?)).await?;
+        if resp.status().as_u16() == 409 {
+            return Err(LeaseLost(transfer_id.into()).into());
+        }
         if !resp.status().is_success() {
             bail!("the hub did not take the acknowledgement: HTTP {}", resp.status());
         }
@@ -190,8 +206,33 @@ impl Hub {
 
     pub async fn report(&mut self, transfer_id: &str, r: &ConnectorReport) -> anyhow::Result<()> {
         let resp = self.post(&format!("/api/v1/connector/transfers/{transfer_id}/state"), Some(&serde_json::to_value(r)?)).await?;
+        if resp.status().as_u16() == 409 && r.state != "stored" {
+            return Err(LeaseLost(transfer_id.into()).into());
+        }
         if !resp.status().is_success() {
-            bail!("the hub did not take the report: HTTP {}", resp.status());
+            let status = resp.status();
+            let detail = resp.json::<ferry_schemas::Problem>().await.ok().and_then(|p| p.detail).unwrap_or_default();
+            bail!("the hub did not take the report: HTTP {status} {detail}");
+        }
+        Ok(())
+    }
+
+    /// Tells the hub where each target stands with the transfer (the sender sees it).
+    pub async fn targets(&mut self, transfer_id: &str, targets: &[TargetProgress]) -> anyhow::Result<()> {
+        let token = self.token().await?;
+        let resp = self
+            .http
+            .put(format!("{}/api/v1/connector/transfers/{transfer_id}/targets", self.base))
+            .bearer_auth(token)
+            .json(targets)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the hub at {}", self.base))?;
+        if resp.status().as_u16() == 409 {
+            return Err(LeaseLost(transfer_id.into()).into());
+        }
+        if !resp.status().is_success() {
+            bail!("the hub did not take the targets' progress: HTTP {}", resp.status());
         }
         Ok(())
     }

@@ -1,12 +1,12 @@
 //! The long-running service (`run`) and the operator's commands `check` and `status`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_schemas::Heartbeat;
 
 use crate::config::{Config, TargetKind};
-use crate::inbound::{self, Inbound, Round};
-use crate::state::State;
+use crate::inbound::{self, Inbound};
+use crate::state::{State, now_ms};
 
 /// Runs until SIGTERM/Ctrl-C (or, with `once`, until nothing is waiting). A stop between two
 /// steps is always safe: the next start resumes from the state directory.
@@ -30,11 +30,15 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut backoff = 0u32;
-    let mut last_error = String::new();
+    // The hub's own trouble (it could not be reached), with the time it began.
+    let mut hub_error: Option<(String, i64)> = None;
+    // What the hub last heard, and when: a changed health is sent at once, else every few seconds.
+    let mut beat_sent: Option<(Heartbeat, Instant)> = None;
+    let beat_every = Duration::from_secs(cfg.poll_secs.clamp(1, 5));
     tracing::info!(hub = %cfg.hub.url, "ferry-connector running");
     loop {
         let Some(inbound) = inbound.as_mut() else {
-            let beat = Heartbeat { version: env!("CARGO_PKG_VERSION").into(), queue_depth: 0, last_error: String::new() };
+            let beat = heartbeat(0, None, vec![]);
             if let Some(hub) = beats.as_mut()
                 && let Err(e) = hub.heartbeat(&beat).await
             {
@@ -46,59 +50,88 @@ pub async fn run(cfg: &Config, once: bool) -> anyhow::Result<()> {
             }
             continue;
         };
-        let pause = match inbound.round().await {
-            Ok(Round::Idle) => {
-                // The hub answered and nothing failed: an earlier error is over.
-                backoff = 0;
-                last_error.clear();
-                if once {
-                    break;
+        let pause = match inbound.step().await {
+            Ok(step) => {
+                for (transfer, stored, message) in &step.finished {
+                    if *stored {
+                        tracing::info!(%transfer, "transfer stored in the PACS");
+                    } else {
+                        tracing::warn!(%transfer, %message, "transfer failed");
+                    }
                 }
-                Duration::from_secs(cfg.poll_secs.max(1))
-            }
-            Ok(Round::Finished { transfer, stored, message }) => {
-                backoff = 0;
-                if stored {
-                    tracing::info!(%transfer, "transfer stored in the PACS");
-                    last_error.clear();
+                match step.hub_error {
+                    Some(e) => {
+                        let at = hub_error.as_ref().map_or_else(now_ms, |(_, at)| *at);
+                        hub_error = Some((e, at));
+                        backoff = (backoff + 1).min(6);
+                    }
+                    None => {
+                        // The hub answered: an earlier hub error is over.
+                        hub_error = None;
+                        backoff = 0;
+                    }
+                }
+                if once {
+                    if step.idle {
+                        break;
+                    }
+                    if let Some((e, _)) = &hub_error {
+                        anyhow::bail!("{e}");
+                    }
+                    if let Some(why) = step.waiting {
+                        anyhow::bail!("not every transfer is finished yet (it is retried on the next run): {why}");
+                    }
+                }
+                if backoff > 0 {
+                    step.next_in.max(Duration::from_secs(1 << backoff).min(Duration::from_secs(cfg.inbound.retry_max_secs.max(1))))
                 } else {
-                    tracing::warn!(%transfer, %message, "transfer failed");
-                    last_error = message;
+                    step.next_in
                 }
-                Duration::ZERO
-            }
-            Ok(Round::Retry { transfer, reason }) => {
-                if once {
-                    anyhow::bail!("transfer {transfer} is not finished yet (it is retried on the next run): {reason}");
-                }
-                backoff = (backoff + 1).min(6);
-                tracing::warn!(%transfer, %reason, "will retry");
-                last_error = reason;
-                Duration::from_secs(1 << backoff).min(Duration::from_secs(cfg.inbound.retry_max_secs.max(1)))
             }
             Err(e) => {
-                backoff = (backoff + 1).min(6);
-                last_error = format!("{e:#}");
-                tracing::warn!(error = %last_error, "round failed");
+                // The local state failed (disk full, database locked): nothing to do but retry.
+                let msg = format!("{e:#}");
+                tracing::warn!(error = %msg, "step failed");
                 if once {
-                    anyhow::bail!(last_error);
+                    anyhow::bail!(msg);
                 }
+                let at = hub_error.as_ref().map_or_else(now_ms, |(_, at)| *at);
+                hub_error = Some((msg, at));
+                backoff = (backoff + 1).min(6);
                 Duration::from_secs(1 << backoff).min(Duration::from_secs(cfg.inbound.retry_max_secs.max(1)))
             }
         };
-        let beat =
-            Heartbeat { version: env!("CARGO_PKG_VERSION").into(), queue_depth: inbound.queue_depth, last_error: last_error.clone() };
-        if let Err(e) = inbound.hub.heartbeat(&beat).await {
-            tracing::debug!(error = %format!("{e:#}"), "heartbeat not delivered");
+        let error = hub_error.clone().or_else(|| inbound.current_error());
+        let beat = heartbeat(inbound.queue_depth(), error, inbound.target_health());
+        let due = match &beat_sent {
+            None => true,
+            Some((last, at)) => {
+                let retrying = |h: &Heartbeat| h.targets.iter().map(|t| t.retrying).collect::<Vec<_>>();
+                at.elapsed() >= beat_every || last.last_error != beat.last_error || retrying(last) != retrying(&beat)
+            }
+        };
+        if due {
+            match inbound.hub.heartbeat(&beat).await {
+                Ok(()) => beat_sent = Some((beat, Instant::now())),
+                Err(e) => tracing::debug!(error = %format!("{e:#}"), "heartbeat not delivered"),
+            }
         }
         tokio::select! {
             _ = &mut stop => break,
-            _ = tokio::time::sleep(pause) => {}
+            _ = inbound.wait(pause.min(beat_every)) => {}
         }
     }
     background.abort_all();
     tracing::info!("ferry-connector stopped");
     Ok(())
+}
+
+fn heartbeat(queue_depth: i64, error: Option<(String, i64)>, targets: Vec<ferry_schemas::TargetHealth>) -> Heartbeat {
+    let (last_error, last_error_at) = match error {
+        Some((e, at)) => (e, Some(at)),
+        None => (String::new(), None),
+    };
+    Heartbeat { version: env!("CARGO_PKG_VERSION").into(), queue_depth, last_error, last_error_at, targets }
 }
 
 async fn shutdown_signal() {
@@ -197,13 +230,31 @@ pub async fn status(cfg: &Config) -> anyhow::Result<()> {
             if err.is_empty() { String::new() } else { format!(" — last error: {err}") }
         );
     }
+    let pairs = sqlx::query(
+        "SELECT p.transfer_id, p.target, p.refusals, p.failing_since, p.last_answer, p.failed FROM pairs p \
+         JOIN transfers t ON t.id = p.transfer_id WHERE t.state = 'working' AND (p.failing_since IS NOT NULL OR p.failed = 1) \
+         ORDER BY p.transfer_id, p.target",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    for r in &pairs {
+        let since: Option<i64> = r.try_get(3)?;
+        let what = if r.try_get::<i64, _>(5)? != 0 {
+            "given up".to_string()
+        } else {
+            format!("retrying since {}", since.map(stamp).unwrap_or_default())
+        };
+        crate::say!(
+            "  target {} for {}: {what} ({} refusal(s)) — {}",
+            r.try_get::<String, _>(1)?,
+            r.try_get::<String, _>(0)?,
+            r.try_get::<i64, _>(2)?,
+            r.try_get::<String, _>(4)?
+        );
+    }
     let events = sqlx::query("SELECT at, kind, message FROM events ORDER BY at DESC LIMIT 10").fetch_all(&state.db).await?;
     for r in &events {
-        let at: i64 = r.try_get(0)?;
-        let t = time::OffsetDateTime::from_unix_timestamp(at / 1000)
-            .map(|t| format!("{} {:02}:{:02}:{:02}Z", t.date(), t.hour(), t.minute(), t.second()))
-            .unwrap_or_default();
-        crate::say!("{t} {} {}", r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
+        crate::say!("{} {} {}", stamp(r.try_get(0)?), r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
     }
     let outbound = sqlx::query("SELECT state, COUNT(*) FROM outbound_batches GROUP BY state ORDER BY state").fetch_all(&state.db).await?;
     for r in &outbound {
@@ -219,4 +270,11 @@ pub async fn status(cfg: &Config) -> anyhow::Result<()> {
         crate::say!("nothing handled yet");
     }
     Ok(())
+}
+
+/// `2026-12-07 21:09:53Z` for unix ms.
+fn stamp(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .map(|t| format!("{} {:02}:{:02}:{:02}Z", t.date(), t.hour(), t.minute(), t.second()))
+        .unwrap_or_default()
 }

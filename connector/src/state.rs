@@ -30,6 +30,17 @@ const SCHEMA: &[&str] = &[
         stored_at INTEGER NOT NULL,
         PRIMARY KEY (transfer_id, sop_instance_uid, target)
     )",
+    // Each (transfer, target) pair on its own: refusals so far, since when it fails in a row, the
+    // target's last answer, and whether the connector gave up on the pair.
+    "CREATE TABLE IF NOT EXISTS pairs (
+        transfer_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        refusals INTEGER NOT NULL DEFAULT 0,
+        failing_since INTEGER,
+        last_answer TEXT NOT NULL DEFAULT '',
+        failed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (transfer_id, target)
+    )",
     "CREATE TABLE IF NOT EXISTS acks (
         transfer_id TEXT NOT NULL,
         sop_instance_uid TEXT NOT NULL,
@@ -94,6 +105,21 @@ impl State {
         for s in SCHEMA {
             sqlx::query(*s).execute(&db).await?;
         }
+        // Added since the first release (a state directory from then gets them on start).
+        for (table, column, def) in [
+            ("transfers", "claim", "TEXT NOT NULL DEFAULT ''"),
+            ("transfers", "urgent", "INTEGER NOT NULL DEFAULT 0"),
+            ("transfers", "reported", "TEXT NOT NULL DEFAULT ''"),
+        ] {
+            let has: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"
+            )))
+            .fetch_one(&db)
+            .await?;
+            if has == 0 {
+                sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} ADD COLUMN {column} {def}"))).execute(&db).await?;
+            }
+        }
         Ok(State { db, dir: dir.to_path_buf() })
     }
 
@@ -111,16 +137,113 @@ impl State {
         self.dir.join("spool").join(transfer_id)
     }
 
-    pub async fn begin_transfer(&self, id: &str, instances: usize) -> anyhow::Result<()> {
+    /// Records a claimed transfer (with the claim itself, so a restart resumes it without the hub).
+    pub async fn begin_transfer(&self, claim: &ferry_schemas::Claim) -> anyhow::Result<()> {
         sqlx::query(
-            "INSERT INTO transfers (id, instances, state, claimed_at) VALUES ($1, $2, 'working', $3) \
-             ON CONFLICT (id) DO UPDATE SET state = 'working', instances = excluded.instances",
+            "INSERT INTO transfers (id, instances, state, claimed_at, claim, urgent) VALUES ($1, $2, 'working', $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET state = 'working', instances = excluded.instances, claim = excluded.claim, reported = ''",
         )
-        .bind(id)
-        .bind(instances as i64)
+        .bind(&claim.transfer.id)
+        .bind(claim.instances.len() as i64)
         .bind(now_ms())
+        .bind(serde_json::to_string(claim)?)
+        .bind(i64::from(claim.transfer.urgency == "urgent"))
         .execute(&self.db)
         .await?;
+        Ok(())
+    }
+
+    /// Transfers worked on when the process stopped: (claim, claimed at, what was reported to the
+    /// hub: '' nothing yet, or 'stored' while optional targets are still being filled).
+    pub async fn working(&self) -> anyhow::Result<Vec<(ferry_schemas::Claim, i64, String)>> {
+        let rows: Vec<(String, String, i64, String)> =
+            sqlx::query_as("SELECT id, claim, claimed_at, reported FROM transfers WHERE state = 'working' ORDER BY claimed_at")
+                .fetch_all(&self.db)
+                .await?;
+        let mut out = Vec::new();
+        for (id, claim, at, reported) in rows {
+            match serde_json::from_str(&claim) {
+                Ok(c) => out.push((c, at, reported)),
+                // Claimed by a version that did not keep the claim: the lease runs out and the hub
+                // hands it out again.
+                Err(_) => self.finish_transfer(&id, "abandoned", "the claim was not kept; the hub hands the transfer out again").await?,
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn mark_reported(&self, id: &str, state: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE transfers SET reported = $1 WHERE id = $2").bind(state).bind(id).execute(&self.db).await?;
+        Ok(())
+    }
+
+    /// (target, refusals, failing since, last answer, failed) of each pair of the transfer.
+    pub async fn pairs(&self, transfer_id: &str) -> anyhow::Result<Vec<(String, i64, Option<i64>, String, bool)>> {
+        let rows: Vec<(String, i64, Option<i64>, String, i64)> =
+            sqlx::query_as("SELECT target, refusals, failing_since, last_answer, failed FROM pairs WHERE transfer_id = $1")
+                .bind(transfer_id)
+                .fetch_all(&self.db)
+                .await?;
+        Ok(rows.into_iter().map(|(t, r, s, a, f)| (t, r, s, a, f != 0)).collect())
+    }
+
+    /// Notes that a target refused instances of the transfer; returns the refusals so far.
+    pub async fn pair_refused(&self, transfer_id: &str, target: &str, answer: &str) -> anyhow::Result<u32> {
+        let n: i64 = sqlx::query_scalar(
+            "INSERT INTO pairs (transfer_id, target, refusals, failing_since, last_answer) VALUES ($1, $2, 1, $3, $4) \
+             ON CONFLICT (transfer_id, target) DO UPDATE SET refusals = pairs.refusals + 1, \
+             failing_since = COALESCE(pairs.failing_since, excluded.failing_since), last_answer = excluded.last_answer RETURNING refusals",
+        )
+        .bind(transfer_id)
+        .bind(target)
+        .bind(now_ms())
+        .bind(answer)
+        .fetch_one(&self.db)
+        .await?;
+        self.note_error(transfer_id, answer).await?;
+        Ok(n as u32)
+    }
+
+    /// Notes that a target could not be reached for the transfer; returns since when it fails in
+    /// a row (unix ms).
+    pub async fn pair_unreachable(&self, transfer_id: &str, target: &str, answer: &str) -> anyhow::Result<i64> {
+        let since: i64 = sqlx::query_scalar(
+            "INSERT INTO pairs (transfer_id, target, failing_since, last_answer) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (transfer_id, target) DO UPDATE SET \
+             failing_since = COALESCE(pairs.failing_since, excluded.failing_since), last_answer = excluded.last_answer RETURNING failing_since",
+        )
+        .bind(transfer_id)
+        .bind(target)
+        .bind(now_ms())
+        .bind(answer)
+        .fetch_one(&self.db)
+        .await?;
+        self.note_error(transfer_id, answer).await?;
+        Ok(since)
+    }
+
+    /// The target stored something of the transfer: its failures in a row are over.
+    pub async fn pair_progress(&self, transfer_id: &str, target: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE pairs SET failing_since = NULL WHERE transfer_id = $1 AND target = $2")
+            .bind(transfer_id)
+            .bind(target)
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The connector gives up on this target for the transfer.
+    pub async fn pair_failed(&self, transfer_id: &str, target: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE pairs SET failed = 1 WHERE transfer_id = $1 AND target = $2")
+            .bind(transfer_id)
+            .bind(target)
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    async fn note_error(&self, transfer_id: &str, error: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE transfers SET last_error = $1 WHERE id = $2").bind(error).bind(transfer_id).execute(&self.db).await?;
         Ok(())
     }
 
@@ -133,18 +256,24 @@ impl State {
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
-    /// Delivered to every target but not yet acknowledged to the hub.
-    pub async fn unacked_delivered(&self, transfer_id: &str, targets: usize) -> anyhow::Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT d.sop_instance_uid, MAX(d.status) FROM deliveries d WHERE d.transfer_id = $1 \
+    /// Delivered to every required target but not yet acknowledged to the hub: (SOP Instance UID,
+    /// the highest DIMSE status any of them answered).
+    pub async fn unacked_delivered(&self, transfer_id: &str, required: &[String]) -> anyhow::Result<Vec<(String, i64)>> {
+        if required.is_empty() {
+            return Ok(vec![]);
+        }
+        let marks = (0..required.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT d.sop_instance_uid, MAX(d.status) FROM deliveries d WHERE d.transfer_id = $1 AND d.target IN ({marks}) \
              AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.transfer_id = d.transfer_id AND a.sop_instance_uid = d.sop_instance_uid) \
-             GROUP BY d.sop_instance_uid HAVING COUNT(*) >= $2",
-        )
-        .bind(transfer_id)
-        .bind(targets as i64)
-        .fetch_all(&self.db)
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+             GROUP BY d.sop_instance_uid HAVING COUNT(*) >= {}",
+            required.len()
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(transfer_id);
+        for t in required {
+            q = q.bind(t);
+        }
+        Ok(q.fetch_all(&self.db).await?)
     }
 
     pub async fn record_delivery(&self, transfer_id: &str, sop: &str, target: &str, status: u16) -> anyhow::Result<()> {
@@ -182,33 +311,6 @@ impl State {
         Ok(all.into_iter().collect())
     }
 
-    /// Counts a refusal by the PACS; returns the refusals so far.
-    pub async fn count_refusal(&self, transfer_id: &str, error: &str) -> anyhow::Result<u32> {
-        sqlx::query("UPDATE transfers SET refusals = refusals + 1, last_error = $1 WHERE id = $2")
-            .bind(error)
-            .bind(transfer_id)
-            .execute(&self.db)
-            .await?;
-        let n: i64 = sqlx::query("SELECT refusals FROM transfers WHERE id = $1").bind(transfer_id).fetch_one(&self.db).await?.try_get(0)?;
-        Ok(n as u32)
-    }
-
-    /// Notes that the PACS (or hub) could not be reached; returns since when (unix ms).
-    pub async fn note_unreachable(&self, transfer_id: &str, error: &str) -> anyhow::Result<i64> {
-        sqlx::query("UPDATE transfers SET unreachable_since = COALESCE(unreachable_since, $1), last_error = $2 WHERE id = $3")
-            .bind(now_ms())
-            .bind(error)
-            .bind(transfer_id)
-            .execute(&self.db)
-            .await?;
-        Ok(sqlx::query("SELECT unreachable_since FROM transfers WHERE id = $1").bind(transfer_id).fetch_one(&self.db).await?.try_get(0)?)
-    }
-
-    pub async fn note_progress(&self, transfer_id: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE transfers SET unreachable_since = NULL WHERE id = $1").bind(transfer_id).execute(&self.db).await?;
-        Ok(())
-    }
-
     pub async fn finish_transfer(&self, id: &str, state: &str, error: &str) -> anyhow::Result<()> {
         sqlx::query("UPDATE transfers SET state = $1, last_error = $2, finished_at = $3 WHERE id = $4")
             .bind(state)
@@ -217,6 +319,7 @@ impl State {
             .bind(id)
             .execute(&self.db)
             .await?;
+        sqlx::query("DELETE FROM pairs WHERE transfer_id = $1").bind(id).execute(&self.db).await?;
         let _ = std::fs::remove_dir_all(self.spool(id));
         Ok(())
     }

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "shares and audit", include_str!("../migrations/0006_shares.sql")),
     (7, "audit chain", include_str!("../migrations/0007_audit_chain.sql")),
     (8, "tenant index", include_str!("../migrations/0008_tenant_index.sql")),
+    (9, "connector targets", include_str!("../migrations/0009_connector_targets.sql")),
 ];
 
 /// The OpenAPI document of the hub's own (non-DICOMweb) API.
@@ -268,6 +269,68 @@ pub struct Transfer {
     pub studies: Vec<TransferStudy>,
     #[serde(default)]
     pub events: Vec<TransferEvent>,
+    /// Where the receiving site's connector stands with each of its PACS targets (empty until a
+    /// connector reports; only on a single transfer, not in lists).
+    #[serde(default)]
+    pub targets: Vec<TargetProgress>,
+}
+
+/// One PACS target's part of a transfer, as the connector reports it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetState {
+    /// Every instance is in this target.
+    Stored,
+    /// Instances wait their turn (another transfer is being stored, or the download runs).
+    Pending,
+    /// The target could not be reached or refused; the connector retries (see `since`).
+    Retrying,
+    /// The connector gave up on this target (refused too often, or unreachable too long).
+    Failed,
+}
+
+impl TargetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Stored => "stored",
+            TargetState::Pending => "pending",
+            TargetState::Retrying => "retrying",
+            TargetState::Failed => "failed",
+        }
+    }
+
+    /// The state a stored name stands for (`pending` for anything unknown).
+    pub fn from_name(s: &str) -> TargetState {
+        match s {
+            "stored" => TargetState::Stored,
+            "retrying" => TargetState::Retrying,
+            "failed" => TargetState::Failed,
+            _ => TargetState::Pending,
+        }
+    }
+}
+
+/// `PUT /api/v1/connector/transfers/{id}/targets` (a list), and `Transfer::targets`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetProgress {
+    /// The connector's name for the target, e.g. `pacs` or `archive`.
+    pub target: String,
+    /// A required target must hold every instance before the transfer counts as stored; an
+    /// optional one (e.g. an archive) is filled as it can be, also after that.
+    pub required: bool,
+    pub state: TargetState,
+    /// Instances this target confirmed, of `total`.
+    pub stored: u64,
+    pub total: u64,
+    /// Unix ms since when the connector retries (state `retrying`).
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// The target's last answer when it was not a success (e.g. "connection refused").
+    #[serde(default)]
+    pub message: String,
+    /// Unix ms of the report (set by the hub).
+    #[serde(default)]
+    pub updated_at: i64,
 }
 
 /// `POST /api/v1/transfers/{id}/done` and `/reject`.
@@ -350,6 +413,53 @@ pub struct Connector {
     pub queue_depth: i64,
     #[serde(default)]
     pub last_error: String,
+    /// Unix ms at which the connector met `last_error`.
+    #[serde(default)]
+    pub last_error_at: Option<i64>,
+    /// `healthy`, `degraded` (a target retries or the last heartbeat carried an error),
+    /// `unreachable` (no heartbeat for two minutes) or `unknown` (never seen).
+    #[serde(default)]
+    pub health: ConnectorHealth,
+    /// Each PACS target's state from the last heartbeat.
+    #[serde(default)]
+    pub targets: Vec<TargetHealth>,
+}
+
+/// A connector's health as its community's admins see it, derived from its heartbeats.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectorHealth {
+    Healthy,
+    Degraded,
+    Unreachable,
+    #[default]
+    Unknown,
+}
+
+/// One PACS target as the connector's heartbeat describes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct TargetHealth {
+    pub target: String,
+    #[serde(default)]
+    pub required: bool,
+    /// True while the target is unreachable or refusing and the connector retries.
+    #[serde(default)]
+    pub retrying: bool,
+    /// Unix ms since when it retries.
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// The target's last answer when it was not a success.
+    #[serde(default)]
+    pub last_answer: String,
+    /// Instances waiting for this target, over every transfer the connector holds.
+    #[serde(default)]
+    pub queue_depth: i64,
+    /// Unix ms at which the oldest transfer waiting for this target was claimed.
+    #[serde(default)]
+    pub oldest_waiting_at: Option<i64>,
+    /// Unix ms of the target's last confirmed store.
+    #[serde(default)]
+    pub last_success_at: Option<i64>,
 }
 
 /// `GET /api/v1/connector/me`: which connector the credentials belong to, and its community.
@@ -371,6 +481,11 @@ pub struct Heartbeat {
     pub queue_depth: i64,
     #[serde(default)]
     pub last_error: String,
+    /// Unix ms at which `last_error` happened.
+    #[serde(default)]
+    pub last_error_at: Option<i64>,
+    #[serde(default)]
+    pub targets: Vec<TargetHealth>,
 }
 
 /// One instance of a claimed transfer: what to download and how to verify it.

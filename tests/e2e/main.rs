@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod communities;
 mod connector_run;
+mod connector_targets;
 mod connectors;
 mod crash;
 mod deploy;

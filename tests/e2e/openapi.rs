@@ -115,7 +115,7 @@ async fn fixture(app: &TestApp) -> Fixture {
             (r"^DELETE /api/v1/transfers/\{id\}$", vec![("id", id(&discard))]),
             (r"^POST /api/v1/transfers/\{id\}/(files|send)$", vec![("id", id(&draft))]),
             (r"^[A-Z]+ /api/v1/transfers/\{id\}/(done|reject|download)$", vec![("id", id(&sent))]),
-            (r"^POST /api/v1/connector/transfers/\{id\}/", vec![("id", id(&sent))]),
+            (r"^(POST|PUT) /api/v1/connector/transfers/\{id\}/", vec![("id", id(&sent))]),
             (r"^[A-Z]+ /api/v1/shares/\{id\}", vec![("id", id(&staffs["share"]))]),
             (r"^GET /api/v1/share/studies/\{study\}/download$", vec![("study", held_study)]),
             (r"^[A-Z]+ /dicomweb/studies/\{study\}$", vec![("study", sent_study)]),

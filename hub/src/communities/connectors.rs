@@ -8,8 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use ferry_schemas::{Connector, NewConnector};
-use sqlx::Row;
+use ferry_schemas::{Connector, ConnectorHealth, NewConnector, TargetHealth};
 
 use crate::access::{Principal, tokens};
 use crate::db::now_ms;
@@ -23,30 +22,52 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/communities/{code}/connectors/{id}/rotate", post(api_rotate))
 }
 
-fn from_row(r: &sqlx::any::AnyRow) -> Result<Connector, sqlx::Error> {
-    Ok(Connector {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        client_id: r.try_get(2)?,
-        client_secret: None,
-        created_at: r.try_get(3)?,
-        revoked: r.try_get::<Option<i64>, _>(4)?.is_some(),
-        last_seen_at: r.try_get(5)?,
-        version: r.try_get(6)?,
-        queue_depth: r.try_get(7)?,
-        last_error: r.try_get(8)?,
-    })
+/// A connector that sent no heartbeat for this long counts as unreachable (it beats every few
+/// seconds while it runs).
+pub const UNREACHABLE_AFTER_MS: i64 = 120_000;
+
+/// Health from the last heartbeat: its age, its error and each target's state.
+pub fn health(last_seen_at: Option<i64>, last_error: &str, targets: &[TargetHealth], now: i64) -> ConnectorHealth {
+    match last_seen_at {
+        None => ConnectorHealth::Unknown,
+        Some(at) if now - at > UNREACHABLE_AFTER_MS => ConnectorHealth::Unreachable,
+        Some(_) if !last_error.is_empty() || targets.iter().any(|t| t.retrying) => ConnectorHealth::Degraded,
+        Some(_) => ConnectorHealth::Healthy,
+    }
 }
 
-const COLUMNS: &str = "id, name, client_id, created_at, revoked_at, last_seen_at, version, queue_depth, last_error";
+type Row = (String, String, String, i64, Option<i64>, Option<i64>, String, i64, String, Option<i64>, String);
+
+fn from_row(r: Row) -> Connector {
+    let (id, name, client_id, created_at, revoked_at, last_seen_at, version, queue_depth, last_error, last_error_at, targets) = r;
+    let targets: Vec<TargetHealth> = serde_json::from_str(&targets).unwrap_or_default();
+    Connector {
+        id,
+        name,
+        client_id,
+        client_secret: None,
+        created_at,
+        revoked: revoked_at.is_some(),
+        last_seen_at,
+        version,
+        queue_depth,
+        health: health(last_seen_at, &last_error, &targets, now_ms()),
+        last_error,
+        last_error_at,
+        targets,
+    }
+}
+
+const COLUMNS: &str = "id, name, client_id, created_at, revoked_at, last_seen_at, version, queue_depth, last_error, last_error_at, targets";
 
 /// The community's connectors (with their heartbeat), oldest first.
 pub async fn list(state: &AppState, community: &str) -> AppResult<Vec<Connector>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connectors WHERE community_id = $1 ORDER BY created_at")))
-        .bind(community)
-        .fetch_all(&state.db)
-        .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    let rows: Vec<Row> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connectors WHERE community_id = $1 ORDER BY created_at")))
+            .bind(community)
+            .fetch_all(&state.db)
+            .await?;
+    Ok(rows.into_iter().map(from_row).collect())
 }
 
 async fn api_list(State(state): State<AppState>, who: Principal, Path(code): Path<String>) -> AppResult<Json<Vec<Connector>>> {
@@ -90,13 +111,13 @@ pub async fn register(state: &AppState, who: &Principal, community: &str, n: &Ne
 }
 
 async fn load(state: &AppState, community: &str, id: &str) -> AppResult<Connector> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connectors WHERE id = $1 AND community_id = $2")))
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connectors WHERE id = $1 AND community_id = $2")))
         .bind(id)
         .bind(community)
         .fetch_optional(&state.db_write)
         .await?
         .ok_or_else(|| AppError::NotFound("no such connector".into()))?;
-    Ok(from_row(&row)?)
+    Ok(from_row(row))
 }
 
 async fn api_rotate(State(state): State<AppState>, who: Principal, Path((code, id)): Path<(String, String)>) -> AppResult<Json<Connector>> {
@@ -141,4 +162,22 @@ pub async fn revoke(state: &AppState, who: &Principal, community: &str, id: &str
     tracing::info!(connector = %id, "connector revoked");
     crate::audit::change(&state.db_write, &who.log_id(), "connector.revoke", "connector", id, &format!("community:{community}")).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_follows_the_heartbeat() {
+        let now = 10_000_000;
+        let ok = TargetHealth { target: "pacs".into(), required: true, ..TargetHealth::default() };
+        let sick = TargetHealth { target: "archive".into(), retrying: true, ..TargetHealth::default() };
+        assert_eq!(health(None, "", &[], now), ConnectorHealth::Unknown);
+        assert_eq!(health(Some(now - 5_000), "", std::slice::from_ref(&ok), now), ConnectorHealth::Healthy);
+        assert_eq!(health(Some(now - 5_000), "", &[ok.clone(), sick.clone()], now), ConnectorHealth::Degraded);
+        assert_eq!(health(Some(now - 5_000), "cannot reach the hub", std::slice::from_ref(&ok), now), ConnectorHealth::Degraded);
+        assert_eq!(health(Some(now - UNREACHABLE_AFTER_MS - 1), "", std::slice::from_ref(&ok), now), ConnectorHealth::Unreachable);
+        assert_eq!(health(Some(now - UNREACHABLE_AFTER_MS), "", &[sick], now), ConnectorHealth::Degraded);
+    }
 }

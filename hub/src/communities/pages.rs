@@ -88,9 +88,20 @@ async fn manage_page(state: &AppState, ctx: &Ctx, code: &str, fresh: Option<ferr
                 td { (k.name) } td { code { (k.client_id) } } td { (k.version) }
                 td {
                     @if k.revoked { "revoked" } @else {
-                        @if let Some(t) = k.last_seen_at { (time_ms(ctx.lang, t)) } @else { "–" }
+                        span.health data-health=(health_name(k.health)) { (health_label(ctx, k)) }
+                        @if let Some(t) = k.last_seen_at { " · " (ctx.t("connector.heartbeat")) " " (ago(ctx, t)) }
                         " · queue " (k.queue_depth)
-                        @if !k.last_error.is_empty() { br; span.error { (k.last_error) } }
+                        @for t in &k.targets { br; span.target data-target=(t.target) {
+                            (t.target) ": "
+                            @if t.retrying {
+                                span.error { (ctx.t("connector.retrying")) @if let Some(since) = t.since { " " (ctx.t("connector.since")) " " (time_ms(ctx.lang, since)) } }
+                                @if !t.last_answer.is_empty() { " — " (t.last_answer) }
+                            } @else { (ctx.t("connector.target.ok")) }
+                            @if t.queue_depth > 0 { " · " (t.queue_depth) " " (ctx.t("connector.waiting")) }
+                        } }
+                        @if !k.last_error.is_empty() {
+                            br; span.error { @if let Some(at) = k.last_error_at { (time_ms(ctx.lang, at)) ": " } (k.last_error) }
+                        }
                     }
                 }
                 td { @if !k.revoked { form.inline method="post" action={"/communities/" (c.code) "/connectors/" (k.id) "/revoke"} { button.link type="submit" { (ctx.t("manage.remove")) } } } }
@@ -280,4 +291,44 @@ async fn manage_revoke_connector(State(state): State<AppState>, ctx: Ctx, Path((
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
     page!(ctx, super::connectors::revoke(&state, &who, &id, &connector).await);
     Redirect::to(&format!("/communities/{code}/manage")).into_response()
+}
+
+fn health_name(h: ferry_schemas::ConnectorHealth) -> &'static str {
+    match h {
+        ferry_schemas::ConnectorHealth::Healthy => "healthy",
+        ferry_schemas::ConnectorHealth::Degraded => "degraded",
+        ferry_schemas::ConnectorHealth::Unreachable => "unreachable",
+        ferry_schemas::ConnectorHealth::Unknown => "unknown",
+    }
+}
+
+/// "healthy", "degraded (archive)", "unreachable" or "never seen", in the page's language.
+fn health_label(ctx: &Ctx, k: &ferry_schemas::Connector) -> String {
+    match k.health {
+        ferry_schemas::ConnectorHealth::Healthy => ctx.t("connector.healthy").to_string(),
+        ferry_schemas::ConnectorHealth::Degraded => {
+            let sick: Vec<&str> = k.targets.iter().filter(|t| t.retrying).map(|t| t.target.as_str()).collect();
+            if sick.is_empty() {
+                ctx.t("connector.degraded").to_string()
+            } else {
+                format!("{} ({})", ctx.t("connector.degraded"), sick.join(", "))
+            }
+        }
+        ferry_schemas::ConnectorHealth::Unreachable => ctx.t("connector.unreachable").to_string(),
+        ferry_schemas::ConnectorHealth::Unknown => ctx.t("connector.unknown").to_string(),
+    }
+}
+
+/// "12 s ago", "5 min ago", "3 h ago" (German: "vor 12 s").
+fn ago(ctx: &Ctx, at: i64) -> String {
+    let secs = ((crate::db::now_ms() - at) / 1000).max(0);
+    let amount = match secs {
+        0..120 => format!("{secs} s"),
+        120..7200 => format!("{} min", secs / 60),
+        _ => format!("{} h", secs / 3600),
+    };
+    match ctx.lang {
+        crate::ui::i18n::Lang::De => format!("vor {amount}"),
+        _ => format!("{amount} ago"),
+    }
 }

@@ -4,7 +4,11 @@
 //! transfers of its community with a lease (two instances never hold the same transfer; a
 //! crashed one's lease runs out and the work returns), acknowledges each instance only after
 //! the PACS confirmed it, and reports the outcome — `stored`, or `failed` with the reason — which
-//! the sender sees.
+//! the sender sees, together with each PACS target's part (`PUT …/targets`: "in the PACS, archive
+//! retrying since …"). Claims hand out urgent transfers first, then the oldest, and never a
+//! transfer its connector already holds: a connector works on several at once, each on its own.
+
+pub mod db;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,9 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::Engine;
-use ferry_schemas::{Ack, Claim, ClaimedInstance, ConnectorReport, Heartbeat};
+use ferry_schemas::{Ack, Claim, ConnectorReport, Heartbeat, TargetProgress};
 use serde::Deserialize;
-use sqlx::Row;
 
 use crate::access::tokens;
 use crate::access::{ConnectorAgent, Principal};
@@ -35,21 +38,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/v1/connector/claim", post(api_claim))
         .route("/api/v1/connector/transfers/{id}/acks", post(api_acks))
         .route("/api/v1/connector/transfers/{id}/state", post(api_report))
+        .route("/api/v1/connector/transfers/{id}/targets", axum::routing::put(api_targets))
 }
 
 pub async fn agent_by_token(state: &AppState, token: &str) -> AppResult<Option<ConnectorAgent>> {
-    let row = sqlx::query(
-        "SELECT c.id, c.community_id FROM connector_tokens t JOIN connectors c ON c.id = t.connector_id \
-         WHERE t.token_hash = $1 AND t.expires_at > $2 AND c.revoked_at IS NULL",
-    )
-    .bind(tokens::hash(token))
-    .bind(now_ms())
-    .fetch_optional(&state.db)
-    .await?;
-    Ok(match row {
-        Some(r) => Some(ConnectorAgent { id: r.try_get(0)?, community_id: r.try_get(1)? }),
-        None => None,
-    })
+    let found = db::agent_by_token_hash(&state.db, &tokens::hash(token)).await?;
+    Ok(found.map(|(id, community_id)| ConnectorAgent { id, community_id }))
 }
 
 /// The resolver of connector tokens (registered at start-up, see [`crate::access::Resolvers`]).
@@ -118,35 +112,15 @@ async fn token_endpoint(
         (None, Some(i), Some(s)) => (i, s),
         _ => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication required"),
     };
-    let row = match sqlx::query("SELECT id FROM connectors WHERE client_id = $1 AND secret_hash = $2 AND revoked_at IS NULL")
-        .bind(&client_id)
-        .bind(tokens::hash(&secret))
-        .fetch_optional(&state.db_write)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return AppError::from(e).into_response(),
-    };
-    let Some(row) = row else {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client, wrong secret, or revoked");
-    };
-    let id: String = match row.try_get(0) {
-        Ok(i) => i,
+    let id = match db::connector_by_secret(&state.db_write, &client_id, &tokens::hash(&secret)).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client, wrong secret, or revoked"),
         Err(e) => return AppError::from(e).into_response(),
     };
     let token = tokens::new_secret(TOKEN_PREFIX);
     let secs = state.config.connectors.token_secs.max(1);
     let now = now_ms();
-    let stored = async {
-        sqlx::query("DELETE FROM connector_tokens WHERE expires_at < $1").bind(now).execute(&state.db_write).await?;
-        sqlx::query("INSERT INTO connector_tokens (token_hash, connector_id, expires_at) VALUES ($1, $2, $3)")
-            .bind(tokens::hash(&token))
-            .bind(&id)
-            .bind(now + secs as i64 * 1000)
-            .execute(&state.db_write)
-            .await
-    };
-    if let Err(e) = stored.await {
+    if let Err(e) = db::store_token(&state.db_write, &tokens::hash(&token), &id, now + secs as i64 * 1000).await {
         return AppError::from(e).into_response();
     }
     let mut r = Json(serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": secs })).into_response();
@@ -163,29 +137,52 @@ fn urldecode(s: &str) -> String {
 
 async fn api_me(State(state): State<AppState>, who: Principal) -> AppResult<Json<ferry_schemas::ConnectorSelf>> {
     let a = agent(&who)?;
-    let r = sqlx::query("SELECT c.name, m.code, m.name FROM connectors c JOIN communities m ON m.id = c.community_id WHERE c.id = $1")
-        .bind(&a.id)
-        .fetch_one(&state.db)
-        .await?;
-    Ok(Json(ferry_schemas::ConnectorSelf {
-        id: a.id.clone(),
-        name: r.try_get(0)?,
-        community: r.try_get(1)?,
-        community_name: r.try_get(2)?,
-    }))
+    let (name, community, community_name) = db::describe(&state.db, &a.id).await?;
+    Ok(Json(ferry_schemas::ConnectorSelf { id: a.id.clone(), name, community, community_name }))
 }
 
-async fn api_heartbeat(State(state): State<AppState>, who: Principal, ApiJson(h): ApiJson<Heartbeat>) -> AppResult<StatusCode> {
+/// Targets a heartbeat may describe, and the longest name of one (they become metric labels).
+const MAX_TARGETS: usize = 16;
+const MAX_TARGET_NAME: usize = 64;
+
+fn check_target_name(name: &str) -> AppResult<()> {
+    if name.is_empty() || name.chars().count() > MAX_TARGET_NAME || name.chars().any(char::is_control) {
+        return Err(AppError::BadRequest(format!("a target's name takes 1 to {MAX_TARGET_NAME} printable characters")));
+    }
+    Ok(())
+}
+
+async fn api_heartbeat(State(state): State<AppState>, who: Principal, ApiJson(mut h): ApiJson<Heartbeat>) -> AppResult<StatusCode> {
     let a = agent(&who)?;
-    sqlx::query("UPDATE connectors SET last_seen_at = $1, version = $2, queue_depth = $3, last_error = $4 WHERE id = $5")
-        .bind(now_ms())
-        .bind(h.version.chars().take(50).collect::<String>())
-        .bind(h.queue_depth)
-        .bind(h.last_error.chars().take(500).collect::<String>())
-        .bind(&a.id)
-        .execute(&state.db_write)
-        .await?;
+    if h.targets.len() > MAX_TARGETS {
+        return Err(AppError::BadRequest(format!("a heartbeat describes at most {MAX_TARGETS} targets")));
+    }
+    for t in &mut h.targets {
+        check_target_name(&t.target)?;
+        t.last_answer = t.last_answer.chars().take(500).collect();
+    }
+    let targets = serde_json::to_string(&h.targets).map_err(|e| AppError::Internal(e.into()))?;
+    db::heartbeat(&state.db_write, &a.id, &h, &targets).await?;
+    record_metrics(&a.id, &h);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Per target of the connector: instances waiting, age of the oldest waiting transfer, time of
+/// the last confirmed store, and whether it retries. Labels: the connector's id (never a patient's
+/// data) and the target's name.
+fn record_metrics(connector: &str, h: &Heartbeat) {
+    let now = now_ms();
+    metrics::gauge!("ferry_connector_last_heartbeat_timestamp_seconds", "connector" => connector.to_string()).set(now as f64 / 1000.0);
+    for t in &h.targets {
+        let labels = [("connector", connector.to_string()), ("target", t.target.clone())];
+        metrics::gauge!("ferry_connector_target_queue_depth", &labels).set(t.queue_depth as f64);
+        let oldest = t.oldest_waiting_at.map(|at| now.saturating_sub(at).max(0) as f64 / 1000.0).unwrap_or(0.0);
+        metrics::gauge!("ferry_connector_target_oldest_waiting_seconds", &labels).set(oldest);
+        if let Some(at) = t.last_success_at {
+            metrics::gauge!("ferry_connector_target_last_success_timestamp_seconds", &labels).set(at as f64 / 1000.0);
+        }
+        metrics::gauge!("ferry_connector_target_retrying", &labels).set(if t.retrying { 1.0 } else { 0.0 });
+    }
 }
 
 /// Who holds a lease: the connector, and the running instance of it when the connector names one
@@ -204,40 +201,19 @@ fn lease_owner(a: &ConnectorAgent, headers: &HeaderMap) -> AppResult<String> {
     }
 }
 
-/// Claims the oldest transfer of the community that is waiting (sent), whose lease ran out, or
-/// that this very connector instance already holds (it resumes after a restart; the lease renews).
+/// Claims the next transfer of the community: waiting (sent), or one whose lease ran out; urgent
+/// transfers first, then the oldest. A transfer this connector holds is not handed out again (it
+/// works on it from its own state and renews the lease with acknowledgements).
 async fn api_claim(State(state): State<AppState>, who: Principal, headers: HeaderMap) -> AppResult<Response> {
     let a = agent(&who)?;
     let owner = lease_owner(a, &headers)?;
     let now = now_ms();
     let lease_until = now + state.config.connectors.lease_secs as i64 * 1000;
     for _ in 0..5 {
-        let candidate: Option<(String, String)> = sqlx::query(
-            "SELECT id, state FROM transfers WHERE community_id = $1 \
-             AND (state = 'sent' OR (state = 'received' AND (lease_until < $2 OR lease_owner = $3))) ORDER BY sent_at, id LIMIT 1",
-        )
-        .bind(&a.community_id)
-        .bind(now)
-        .bind(&owner)
-        .fetch_optional(&state.db_write)
-        .await?
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
-        .transpose()?;
-        let Some((id, was)) = candidate else {
+        let Some((id, was)) = db::claim_candidate(&state.db_write, &a.community_id, now).await? else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
-        // The conditional UPDATE is the lock: of two connectors, only one changes the row.
-        let taken = sqlx::query(
-            "UPDATE transfers SET state = 'received', lease_owner = $1, lease_until = $2, updated_at = $3 \
-             WHERE id = $4 AND (state = 'sent' OR (state = 'received' AND (lease_until < $3 OR lease_owner = $1)))",
-        )
-        .bind(&owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(&id)
-        .execute(&state.db_write)
-        .await?;
-        if taken.rows_affected() != 1 {
+        if !db::take_lease(&state.db_write, &id, &owner, lease_until, now).await? {
             continue;
         }
         if was == "sent" {
@@ -247,28 +223,7 @@ async fn api_claim(State(state): State<AppState>, who: Principal, headers: Heade
         tracing::info!(transfer = %id, connector = %owner, "transfer claimed");
         let transfer =
             transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("transfer vanished")))?;
-        let rows = sqlx::query(
-            "SELECT i.study_uid, i.series_uid, i.sop_instance_uid, i.size, i.sha256, \
-             (SELECT COUNT(*) FROM transfer_acks a WHERE a.transfer_id = ti.transfer_id AND a.sop_instance_uid = ti.sop_instance_uid) \
-             FROM transfer_instances ti JOIN instances i ON i.origin = ti.origin AND i.sop_instance_uid = ti.sop_instance_uid \
-             WHERE ti.transfer_id = $1 ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid",
-        )
-        .bind(&id)
-        .fetch_all(&state.db_write)
-        .await?;
-        let instances = rows
-            .iter()
-            .map(|r| {
-                Ok(ClaimedInstance {
-                    study_uid: r.try_get(0)?,
-                    series_uid: r.try_get(1)?,
-                    sop_instance_uid: r.try_get(2)?,
-                    size: r.try_get::<i64, _>(3)? as u64,
-                    sha256: r.try_get(4)?,
-                    acked: r.try_get::<i64, _>(5)? > 0,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let instances = db::claimed_instances(&state.db_write, &id).await?;
         return Ok(Json(Claim { transfer, lease_until, instances }).into_response());
     }
     Err(AppError::Unavailable("transfers are being claimed concurrently; retry".into()))
@@ -282,8 +237,7 @@ async fn held(state: &AppState, who: &Principal, headers: &HeaderMap, id: &str) 
     if rel != Relation::Connector {
         return Err(AppError::NotFound("no such transfer".into()));
     }
-    let row = sqlx::query("SELECT state, lease_owner FROM transfers WHERE id = $1").bind(id).fetch_one(&state.db_write).await?;
-    let (st, owner): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
+    let (st, owner) = db::lease(&state.db_write, id).await?;
     if st != "received" || owner.as_deref() != Some(me.as_str()) {
         return Err(AppError::Conflict("this connector does not hold the transfer (claim it first; the lease may have run out)".into()));
     }
@@ -301,31 +255,13 @@ async fn api_acks(
     let now = now_ms();
     let mut tx = state.db_write.begin().await?;
     for a in &acks {
-        let known = sqlx::query("SELECT 1 FROM transfer_instances WHERE transfer_id = $1 AND sop_instance_uid = $2")
-            .bind(&id)
-            .bind(&a.sop_instance_uid)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if known.is_none() {
+        if !db::is_part(&mut tx, &id, &a.sop_instance_uid).await? {
             return Err(AppError::BadRequest(format!("{} is not part of this transfer", a.sop_instance_uid)));
         }
-        sqlx::query(
-            "INSERT INTO transfer_acks (transfer_id, sop_instance_uid, status, acked_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (transfer_id, sop_instance_uid) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(&a.sop_instance_uid)
-        .bind(i64::from(a.status))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        db::insert_ack(&mut tx, &id, &a.sop_instance_uid, a.status, now).await?;
     }
     // News from the connector extends its lease.
-    sqlx::query("UPDATE transfers SET lease_until = $1 WHERE id = $2")
-        .bind(now + state.config.connectors.lease_secs as i64 * 1000)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
+    db::renew_lease(&mut tx, &id, now + state.config.connectors.lease_secs as i64 * 1000).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -341,14 +277,7 @@ async fn api_report(
     let message = r.message.trim().chars().take(2000).collect::<String>();
     match r.state.as_str() {
         "stored" => {
-            let missing: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM transfer_instances ti WHERE ti.transfer_id = $1 AND NOT EXISTS \
-                 (SELECT 1 FROM transfer_acks a WHERE a.transfer_id = ti.transfer_id AND a.sop_instance_uid = ti.sop_instance_uid)",
-            )
-            .bind(&id)
-            .fetch_one(&state.db_write)
-            .await?
-            .try_get(0)?;
+            let missing = db::unacknowledged(&state.db_write, &id).await?;
             if missing > 0 {
                 return Err(AppError::Conflict(format!(
                     "{missing} instance(s) not acknowledged yet; acknowledge what the PACS stored first"
@@ -359,16 +288,51 @@ async fn api_report(
         "failed" => {}
         _ => return Err(AppError::BadRequest("state is stored or failed".into())),
     }
-    sqlx::query("UPDATE transfers SET state = $1, state_message = $2, lease_owner = NULL, lease_until = 0, updated_at = $3 WHERE id = $4")
-        .bind(&r.state)
-        .bind(&message)
-        .bind(now_ms())
-        .bind(&id)
-        .execute(&state.db_write)
-        .await?;
+    db::finish(&state.db_write, &id, &r.state, &message).await?;
     transfers::db::add_event(&state.db_write, &id, &r.state, &message, &who).await?;
     crate::metrics::delivery(&r.state);
     tracing::info!(transfer = %id, state = %r.state, "connector reported");
     let t = transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::NotFound("no such transfer".into()))?;
     Ok(Json(t).into_response())
+}
+
+/// `PUT /api/v1/connector/transfers/{id}/targets`: where each PACS target stands with the
+/// transfer. The connector holding the lease reports while it works; after it reported `stored`,
+/// its community's connector keeps reporting the optional targets it still fills.
+async fn api_targets(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJsonList(targets): ApiJsonList<TargetProgress>,
+) -> AppResult<StatusCode> {
+    let a = agent(&who)?;
+    let me = lease_owner(a, &headers)?;
+    let (t, rel) = transfers::visible(&state, &who, &id).await?;
+    if rel != Relation::Connector {
+        return Err(AppError::NotFound("no such transfer".into()));
+    }
+    let (st, owner) = db::lease(&state.db_write, &id).await?;
+    let mine = st == "received" && owner.as_deref() == Some(me.as_str());
+    if !mine && st != "stored" {
+        return Err(AppError::Conflict(format!("the transfer is {}; only a held or stored transfer takes target reports", t.state)));
+    }
+    if targets.len() > MAX_TARGETS {
+        return Err(AppError::BadRequest(format!("at most {MAX_TARGETS} targets")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut clean = Vec::with_capacity(targets.len());
+    for mut p in targets {
+        check_target_name(&p.target)?;
+        if !seen.insert(p.target.clone()) {
+            return Err(AppError::BadRequest(format!("target {:?} is named twice", p.target)));
+        }
+        if p.stored > p.total {
+            return Err(AppError::BadRequest(format!("target {:?}: stored is more than total", p.target)));
+        }
+        p.message = p.message.trim().chars().take(500).collect();
+        clean.push(p);
+    }
+    db::replace_targets(&state.db_write, &id, &clean).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

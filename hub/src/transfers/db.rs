@@ -1,6 +1,6 @@
 //! SQL of the transfers feature.
 
-use ferry_schemas::{Transfer, TransferEvent, TransferStudy};
+use ferry_schemas::{TargetProgress, TargetState, Transfer, TransferEvent, TransferStudy};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -46,6 +46,7 @@ pub fn from_row(r: &AnyRow) -> Result<Transfer, sqlx::Error> {
         updated_at: r.try_get(14)?,
         studies: serde_json::from_str(&summary).unwrap_or_default(),
         events: vec![],
+        targets: vec![],
     })
 }
 
@@ -60,7 +61,34 @@ pub async fn load(db: &Db, id: &str) -> Result<Option<Transfer>, sqlx::Error> {
         t.bytes = t.studies.iter().map(|s| s.bytes).sum();
     }
     t.events = events(db, id).await?;
+    t.targets = targets(db, id).await?;
     Ok(Some(t))
+}
+
+/// Each PACS target's part of the transfer as the receiving connector last reported it (written
+/// by `connectors`), required targets first.
+pub async fn targets(db: &Db, id: &str) -> Result<Vec<TargetProgress>, sqlx::Error> {
+    type Row = (String, i64, String, i64, i64, Option<i64>, String, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT target, required, state, stored, total, since, message, updated_at FROM transfer_targets \
+         WHERE transfer_id = $1 ORDER BY required DESC, target",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(target, required, state, stored, total, since, message, updated_at)| TargetProgress {
+            target,
+            required: required != 0,
+            state: TargetState::from_name(&state),
+            stored: stored as u64,
+            total: total as u64,
+            since,
+            message,
+            updated_at,
+        })
+        .collect())
 }
 
 pub async fn events(db: &Db, id: &str) -> Result<Vec<TransferEvent>, sqlx::Error> {

@@ -220,6 +220,15 @@ async fn transfer_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<S
             @if !t.appointment.is_empty() { dt { (ctx.t("send.appointment")) } dd { (t.appointment) } }
             dt { (ctx.t("transfer.images")) } dd { (t.instances) " · " (human_size(t.bytes)) }
         }
+        @if !t.targets.is_empty() {
+            h2 { (ctx.t("transfer.targets")) }
+            ul.targets id="targets" { @for p in &t.targets { li data-target=(p.target) data-state=(p.state.as_str()) {
+                strong { (p.target) } @if !p.required { " (" (ctx.t("target.optional")) ")" } ": "
+                (ctx.t(target_state_key(p.state))) " " (p.stored) "/" (p.total)
+                @if let Some(since) = p.since { " " (ctx.t("connector.since")) " " (crate::ui::time_ms(ctx.lang, since)) }
+                @if !p.message.is_empty() { " — " (ctx.t("target.last")) ": " (p.message) }
+            } } }
+        }
         h2 { (ctx.t("transfer.studies")) }
         div.table-wrap { table {
             thead { tr { th { (ctx.t("transfer.patient")) } th { (ctx.t("transfer.birth")) } th { (ctx.t("transfer.pid")) } th { "Datum / Date" } th { "" } th { (ctx.t("transfer.images")) } th { "" } } }
@@ -354,4 +363,13 @@ async fn viewer(State(state): State<AppState>, ctx: Ctx, Path((id, study)): Path
         },
     )
     .into_response()
+}
+
+fn target_state_key(s: ferry_schemas::TargetState) -> &'static str {
+    match s {
+        ferry_schemas::TargetState::Stored => "target.stored",
+        ferry_schemas::TargetState::Pending => "target.pending",
+        ferry_schemas::TargetState::Retrying => "target.retrying",
+        ferry_schemas::TargetState::Failed => "target.failed",
+    }
 }
