@@ -206,7 +206,7 @@ impl Hub {
 
     pub async fn report(&mut self, transfer_id: &str, r: &ConnectorReport) -> anyhow::Result<()> {
         let resp = self.post(&format!("/api/v1/connector/transfers/{transfer_id}/state"), Some(&serde_json::to_value(r)?)).await?;
-        if resp.status().as_u16() == 409 && r.state != "stored" {
+        if resp.status().as_u16() == 409 && r.state != ferry_schemas::Outcome::Stored {
             return Err(LeaseLost(transfer_id.into()).into());
         }
         if !resp.status().is_success() {

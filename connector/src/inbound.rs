@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use ferry_schemas::{Ack, Claim, ClaimedInstance, ConnectorReport, TargetHealth, TargetProgress, TargetState};
+use ferry_schemas::{Ack, Claim, ClaimedInstance, ConnectorReport, Outcome, TargetHealth, TargetProgress, TargetState, Uid, Urgency};
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
@@ -306,7 +306,7 @@ impl Inbound {
             }
             tracing::info!(transfer = %claim.transfer.id, "resuming a transfer held before the restart");
             self.held.push(Held {
-                urgent: claim.transfer.urgency == "urgent",
+                urgent: claim.transfer.urgency == Urgency::Urgent,
                 claimed_at,
                 files: None,
                 pairs,
@@ -406,13 +406,13 @@ impl Inbound {
             asked = Some(true);
             let id = claim.transfer.id.clone();
             self.state.begin_transfer(&claim).await?;
-            let hub_acked: Vec<String> = claim.instances.iter().filter(|i| i.acked).map(|i| i.sop_instance_uid.clone()).collect();
+            let hub_acked: Vec<String> = claim.instances.iter().filter(|i| i.acked).map(|i| i.sop_instance_uid.to_string()).collect();
             self.state.record_acks(&id, &hub_acked).await?;
             let span = Duration::from_millis((claim.lease_until - now_ms()).max(3000) as u64);
-            tracing::info!(transfer = %id, urgent = claim.transfer.urgency == "urgent", instances = claim.instances.len(), "transfer claimed");
+            tracing::info!(transfer = %id, urgent = claim.transfer.urgency == Urgency::Urgent, instances = claim.instances.len(), "transfer claimed");
             self.held.retain(|h| h.id() != id);
             self.held.push(Held {
-                urgent: claim.transfer.urgency == "urgent",
+                urgent: claim.transfer.urgency == Urgency::Urgent,
                 claimed_at: now_ms(),
                 files: None,
                 pairs: HashMap::new(),
@@ -465,7 +465,8 @@ impl Inbound {
                 self.slots.iter().zip(&delivered).any(|(s, d)| {
                     let failed = pairs.get(&s.target.name).is_some_and(|p| p.failed);
                     // An instance the hub has acknowledged is in every required target.
-                    let in_target = d.contains(&inst.sop_instance_uid) || (s.target.required && acked.contains(&inst.sop_instance_uid));
+                    let in_target =
+                        d.contains(inst.sop_instance_uid.as_str()) || (s.target.required && acked.contains(inst.sop_instance_uid.as_str()));
                     !failed && !in_target
                 })
             })
@@ -501,7 +502,9 @@ impl Inbound {
                     .claim
                     .instances
                     .iter()
-                    .filter(|i| d.contains(&i.sop_instance_uid) || (s.target.required && acked.contains(&i.sop_instance_uid)))
+                    .filter(|i| {
+                        d.contains(i.sop_instance_uid.as_str()) || (s.target.required && acked.contains(i.sop_instance_uid.as_str()))
+                    })
                     .count();
                 h.pairs.entry(s.target.name.clone()).or_default().stored = n;
             }
@@ -529,7 +532,7 @@ impl Inbound {
                 }
                 let h = &self.held[i];
                 let acked = self.state.acked(&id).await?;
-                let left = h.claim.instances.iter().filter(|i| !acked.contains(&i.sop_instance_uid)).count();
+                let left = h.claim.instances.iter().filter(|i| !acked.contains(i.sop_instance_uid.as_str())).count();
                 let given_up = self
                     .slots
                     .iter()
@@ -563,8 +566,8 @@ impl Inbound {
 
     /// Reports the outcome to the hub; the sender sees it.
     async fn report(&mut self, id: &str, stored: bool, message: &str) -> anyhow::Result<Option<(String, bool, String)>> {
-        let state = if stored { "stored" } else { "failed" };
-        match self.hub.report(id, &ConnectorReport { state: state.into(), message: message.into() }).await {
+        let state = if stored { Outcome::Stored } else { Outcome::Failed };
+        match self.hub.report(id, &ConnectorReport { state, message: message.into() }).await {
             Ok(()) => {}
             Err(e) if lease_lost(&e) => {
                 self.drop_lost(id).await?;
@@ -575,7 +578,7 @@ impl Inbound {
                 return Ok(None);
             }
         }
-        self.state.mark_reported(id, state).await?;
+        self.state.mark_reported(id, state.as_str()).await?;
         let h = self.held.iter().position(|h| h.id() == id);
         if stored {
             let n = h.map(|i| self.held[i].total()).unwrap_or(0);
@@ -599,7 +602,10 @@ impl Inbound {
     async fn flush_acks(&mut self, id: &str, required: &[String]) -> anyhow::Result<()> {
         let ready = self.state.unacked_delivered(id, required).await?;
         for chunk in ready.chunks(500) {
-            let acks: Vec<Ack> = chunk.iter().map(|(sop, status)| Ack { sop_instance_uid: sop.clone(), status: *status as u16 }).collect();
+            let acks: Vec<Ack> = chunk
+                .iter()
+                .map(|(sop, status)| Ok(Ack { sop_instance_uid: Uid::new(sop.as_str())?, status: *status as u16 }))
+                .collect::<anyhow::Result<_>>()?;
             self.hub.ack(id, &acks).await?;
             let sops: Vec<String> = chunk.iter().map(|(s, _)| s.clone()).collect();
             self.state.record_acks(id, &sops).await?;

@@ -181,14 +181,10 @@ enum Failure {
     Resources(anyhow::Error),
 }
 
-fn is_uid(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-}
-
 /// Preamble, `DICM` and the file meta group for a received data set; nothing when the command
 /// names no valid UIDs or transfer syntax (the instance is then refused with 0xC000).
 fn meta_group(class: &str, sop: &str, ts: &str, calling: &str) -> Vec<u8> {
-    if !is_uid(class) || !is_uid(sop) || ts.is_empty() {
+    if !ferry_schemas::Uid::is_valid(class) || !ferry_schemas::Uid::is_valid(sop) || ts.is_empty() {
         return Vec::new();
     }
     let Ok(meta) = dicom_object::FileMetaTableBuilder::new()
@@ -210,7 +206,7 @@ fn meta_group(class: &str, sop: &str, ts: &str, calling: &str) -> Vec<u8> {
 
 /// Makes the received Part-10 file durable and records it in its study's batch.
 async fn keep(state: &State, file: &Path, class: &str, sop: &str, calling: &str) -> Result<(), Failure> {
-    if !is_uid(sop) || !is_uid(class) {
+    if !ferry_schemas::Uid::is_valid(sop) || !ferry_schemas::Uid::is_valid(class) {
         return Err(Failure::Unreadable(anyhow::anyhow!("the C-STORE request carries no valid SOP Instance/Class UID")));
     }
     let checked = {
@@ -232,7 +228,7 @@ fn durable_study(file: &Path) -> Result<(String, u64), Failure> {
     let obj =
         dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(file).map_err(|e| Failure::Unreadable(e.into()))?;
     let study = text(&obj, tags::STUDY_INSTANCE_UID);
-    if !is_uid(&study) {
+    if !ferry_schemas::Uid::is_valid(&study) {
         return Err(Failure::Unreadable(anyhow::anyhow!("the instance has no valid Study Instance UID")));
     }
     Ok((study, size))

@@ -147,7 +147,7 @@ impl State {
         .bind(claim.instances.len() as i64)
         .bind(now_ms())
         .bind(serde_json::to_string(claim)?)
-        .bind(i64::from(claim.transfer.urgency == "urgent"))
+        .bind(i64::from(claim.transfer.urgency == ferry_schemas::Urgency::Urgent))
         .execute(&self.db)
         .await?;
         Ok(())

@@ -24,6 +24,136 @@ pub const CONNECTOR_INSTANCE_HEADER: &str = "ferry-connector-instance";
 
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
+/// A DICOM UID (PS3.5 §9.1): 1 to 64 characters, digits and dots. Deserialising checks it, so a
+/// body naming a malformed UID is refused before any handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Uid(String);
+
+impl Uid {
+    /// Whether `s` is a UID as DICOM allows it.
+    pub fn is_valid(s: &str) -> bool {
+        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    }
+
+    pub fn new(s: impl Into<String>) -> Result<Uid, InvalidUid> {
+        let s = s.into();
+        if Uid::is_valid(&s) { Ok(Uid(s)) } else { Err(InvalidUid) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Not a UID: more than 64 characters, or something other than digits and dots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidUid;
+
+impl std::fmt::Display for InvalidUid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a UID is 1 to 64 characters, digits and dots")
+    }
+}
+
+impl std::error::Error for InvalidUid {}
+
+impl TryFrom<String> for Uid {
+    type Error = InvalidUid;
+    fn try_from(s: String) -> Result<Uid, InvalidUid> {
+        Uid::new(s)
+    }
+}
+
+impl From<Uid> for String {
+    fn from(u: Uid) -> String {
+        u.0
+    }
+}
+
+impl std::ops::Deref for Uid {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Uid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for Uid {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Uid {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Defines a string enum of the contract: serde names, `as_str`, `from_name` and `Display`.
+macro_rules! names {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// The value a stored name stands for; `None` for a name the contract does not know.
+            pub fn from_name(s: &str) -> Option<$name> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
+names! {
+    /// Where a transfer stands: the sender drafts and sends it, the clinic's connector receives
+    /// and stores it (or it fails), the clinic marks it done or rejects it.
+    TransferState {
+        Draft = "draft",
+        Sent = "sent",
+        Received = "received",
+        Stored = "stored",
+        Failed = "failed",
+        Done = "done",
+        Rejected = "rejected",
+    }
+}
+
+names! {
+    /// How urgent a transfer is; connectors claim urgent ones first.
+    Urgency { Routine = "routine", Urgent = "urgent" }
+}
+
+names! {
+    /// A connector's outcome for a transfer (`POST /api/v1/connector/transfers/{id}/state`).
+    Outcome { Stored = "stored", Failed = "failed" }
+}
+
 /// An RFC 9457 problem document, as every non-DICOMweb error of the hub is rendered.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Problem {
@@ -247,8 +377,7 @@ pub struct TransferEvent {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Transfer {
     pub id: String,
-    /// `draft`, `sent`, `received`, `stored`, `failed`, `done` or `rejected`.
-    pub state: String,
+    pub state: TransferState,
     #[serde(default)]
     pub state_message: String,
     pub community: String,
@@ -258,7 +387,7 @@ pub struct Transfer {
     pub sender_practice: String,
     pub reason: String,
     pub appointment: String,
-    pub urgency: String,
+    pub urgency: Urgency,
     pub instances: u64,
     pub bytes: u64,
     pub created_at: i64,
@@ -491,9 +620,9 @@ pub struct Heartbeat {
 /// One instance of a claimed transfer: what to download and how to verify it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClaimedInstance {
-    pub study_uid: String,
-    pub series_uid: String,
-    pub sop_instance_uid: String,
+    pub study_uid: Uid,
+    pub series_uid: Uid,
+    pub sop_instance_uid: Uid,
     pub size: u64,
     pub sha256: String,
     /// Already confirmed by the PACS in an earlier attempt.
@@ -513,7 +642,7 @@ pub struct Claim {
 /// `POST /api/v1/connector/transfers/{id}/acks`: instances the PACS confirmed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Ack {
-    pub sop_instance_uid: String,
+    pub sop_instance_uid: Uid,
     /// The PACS's DIMSE status (0x0000 success; warnings 0xB000, 0xB006, 0xB007 are recorded).
     #[serde(default)]
     pub status: u16,
@@ -523,7 +652,7 @@ pub struct Ack {
 /// `failed` with the reason the sender sees.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConnectorReport {
-    pub state: String,
+    pub state: Outcome,
     #[serde(default)]
     pub message: String,
 }
@@ -784,4 +913,32 @@ pub struct ForwardShare {
     pub studies: Vec<String>,
     #[serde(flatten)]
     pub options: ShareOptions,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_checked_when_read() {
+        assert!(Uid::new("1.2.840.10008.5.1.4.1.1.2").is_ok());
+        for bad in ["", "1.2.a", "1.2 3", &"1".repeat(65)] {
+            assert_eq!(Uid::new(bad), Err(InvalidUid), "{bad:?}");
+        }
+        let ack: Result<Ack, _> = serde_json::from_str(r#"{"sop_instance_uid": "1.2.3<script>"}"#);
+        assert!(ack.is_err(), "a malformed UID is refused while reading the body");
+        let ack: Ack = serde_json::from_str(r#"{"sop_instance_uid": "1.2.3"}"#).unwrap();
+        assert_eq!(ack.sop_instance_uid, "1.2.3");
+        assert_eq!(serde_json::to_string(&ack.sop_instance_uid).unwrap(), r#""1.2.3""#);
+    }
+
+    #[test]
+    fn states_read_and_write_their_names() {
+        assert_eq!(serde_json::to_string(&TransferState::Received).unwrap(), r#""received""#);
+        assert_eq!(TransferState::from_name("rejected"), Some(TransferState::Rejected));
+        assert_eq!(TransferState::from_name("lost"), None);
+        assert!(serde_json::from_str::<Outcome>(r#""done""#).is_err(), "a connector reports stored or failed only");
+        assert_eq!(Urgency::Urgent.as_str(), "urgent");
+    }
 }

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dicom_dictionary_std::tags;
+use ferry_schemas::TransferState;
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -57,7 +58,7 @@ async fn the_connector_stores_by_c_store_into_orthanc_and_storescp() {
 
     let out = site.cmd(&["run", "--once"]).await;
     assert!(out.status.success(), "{}", stdout(&out));
-    assert_eq!(transfer_state(&app, &referrer, &id).await["state"], "stored");
+    assert_eq!(transfer(&app, &referrer, &id).await.state, TransferState::Stored);
     let mut want_ds: Vec<String> = files.iter().map(|b| sha(dataset(b))).collect();
     want_ds.sort();
     let mut got: Vec<String> = orthanc.stored().await.into_values().collect();
@@ -74,9 +75,9 @@ async fn the_connector_stores_by_c_store_into_orthanc_and_storescp() {
     let id2 = t2["id"].as_str().unwrap().to_string();
     let out = site.cmd(&["run", "--once"]).await;
     assert!(out.status.success(), "{}", stdout(&out));
-    let seen = transfer_state(&app, &referrer, &id2).await;
-    assert_eq!(seen["state"], "failed", "{seen}");
-    let msg = seen["state_message"].as_str().unwrap();
+    let seen = transfer(&app, &referrer, &id2).await;
+    assert_eq!(seen.state, TransferState::Failed, "{seen:?}");
+    let msg = &seen.state_message;
     assert!(msg.contains("storescp") && msg.contains("accepts none of the SOP classes") && msg.contains("0 of 1"), "{msg}");
     assert!(orthanc.stored().await.values().any(|h| *h == sha(dataset(&jpeg))), "Orthanc got the JPEG byte-identical");
 
@@ -134,7 +135,7 @@ async fn the_connector_reconciles_patient_ids_from_the_worklist() {
     let id = t["id"].as_str().unwrap().to_string();
     let out = site.cmd(&["run", "--once"]).await;
     assert!(out.status.success(), "{}", stdout(&out));
-    assert_eq!(transfer_state(&app, &referrer, &id).await["state"], "stored");
+    assert_eq!(transfer(&app, &referrer, &id).await.state, TransferState::Stored);
 
     let client = reqwest::Client::new();
     let ids: Vec<String> = client.get(orthanc.url("/instances")).send().await.unwrap().json().await.unwrap();
@@ -256,7 +257,7 @@ async fn every_instance_arrives_once_through_hub_restart_connector_kill_and_pacs
         assert!(t0.elapsed() < Duration::from_secs(60), "the connector never noticed the PACS was down:\n{}", stdout(&out));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(transfer_state(&app, &referrer, &id).await["state"], "received", "not failed while the PACS is down");
+    assert_eq!(transfer(&app, &referrer, &id).await.state, TransferState::Received, "not failed while the PACS is down");
     // The clinic's admins see why (the connector's last error, from its heartbeat)…
     let last_error = || async {
         let list: Vec<Value> =
@@ -271,11 +272,11 @@ async fn every_instance_arrives_once_through_hub_restart_connector_kill_and_pacs
     orthanc.start_again().await;
     let t0 = Instant::now();
     loop {
-        let s = transfer_state(&app, &referrer, &id).await;
-        if s["state"] == "stored" {
+        let s = transfer(&app, &referrer, &id).await;
+        if s.state == TransferState::Stored {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(180), "not stored in time: {s}");
+        assert!(t0.elapsed() < Duration::from_secs(180), "not stored in time: {s:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // …and once it works again, the error is gone with the next heartbeat (it used to stay until

@@ -33,10 +33,6 @@ async fn send(app: &TestApp, who: &crate::fixtures::people::Person, code: &str, 
     t["id"].as_str().unwrap().to_string()
 }
 
-async fn transfer(app: &TestApp, who: &crate::fixtures::people::Person, id: &str) -> Transfer {
-    serde_json::from_value(transfer_state(app, who, id).await).unwrap()
-}
-
 async fn connectors(app: &TestApp, code: &str) -> Vec<Connector> {
     app.client
         .get(app.url(&format!("/api/v1/communities/{code}/connectors")))

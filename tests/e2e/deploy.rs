@@ -1236,11 +1236,11 @@ async fn the_systemd_units_verify_and_run_hub_and_connector_from_the_example_con
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         connector.assert_running();
-        let seen = crate::fixtures::site::transfer_state(&app, &referrer, text(&t["id"])).await;
-        if seen["state"] == "stored" {
+        let seen = crate::fixtures::site::transfer(&app, &referrer, text(&t["id"])).await;
+        if seen.state == ferry_schemas::TransferState::Stored {
             break;
         }
-        assert!(Instant::now() < deadline, "not stored: {seen}\n{}", connector.stderr());
+        assert!(Instant::now() < deadline, "not stored: {seen:?}\n{}", connector.stderr());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(orthanc.stored().await.len(), 2);

@@ -1,7 +1,7 @@
 //! SQL of the connectors feature (hub side): tokens, heartbeats, claims with their lease,
 //! acknowledgements, reports and each PACS target's progress.
 
-use ferry_schemas::{ClaimedInstance, Heartbeat, TargetProgress};
+use ferry_schemas::{ClaimedInstance, Heartbeat, TargetProgress, Uid};
 
 use crate::db::{Db, now_ms};
 
@@ -106,17 +106,19 @@ pub async fn claimed_instances(db: &Db, id: &str) -> Result<Vec<ClaimedInstance>
     .bind(id)
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(study_uid, series_uid, sop_instance_uid, size, sha256, acks)| ClaimedInstance {
-            study_uid,
-            series_uid,
-            sop_instance_uid,
-            size: size as u64,
-            sha256,
-            acked: acks > 0,
+    let uid = |s: String| Uid::new(s).map_err(|e| sqlx::Error::Decode(Box::new(e)));
+    rows.into_iter()
+        .map(|(study_uid, series_uid, sop_instance_uid, size, sha256, acks)| {
+            Ok(ClaimedInstance {
+                study_uid: uid(study_uid)?,
+                series_uid: uid(series_uid)?,
+                sop_instance_uid: uid(sop_instance_uid)?,
+                size: size as u64,
+                sha256,
+                acked: acks > 0,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// (state, lease owner) of a transfer.

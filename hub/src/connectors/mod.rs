@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::Engine;
-use ferry_schemas::{Ack, Claim, ConnectorReport, Heartbeat, TargetProgress};
+use ferry_schemas::{Ack, Claim, ConnectorReport, Heartbeat, Outcome, TargetProgress};
 use serde::Deserialize;
 
 use crate::access::tokens;
@@ -275,8 +275,8 @@ async fn api_report(
 ) -> AppResult<Response> {
     held(&state, &who, &headers, &id).await?;
     let message = r.message.trim().chars().take(2000).collect::<String>();
-    match r.state.as_str() {
-        "stored" => {
+    match r.state {
+        Outcome::Stored => {
             let missing = db::unacknowledged(&state.db_write, &id).await?;
             if missing > 0 {
                 return Err(AppError::Conflict(format!(
@@ -284,13 +284,12 @@ async fn api_report(
                 )));
             }
         }
-        "failed" if message.is_empty() => return Err(AppError::BadRequest("say why it failed; the sender sees the message".into())),
-        "failed" => {}
-        _ => return Err(AppError::BadRequest("state is stored or failed".into())),
+        Outcome::Failed if message.is_empty() => return Err(AppError::BadRequest("say why it failed; the sender sees the message".into())),
+        Outcome::Failed => {}
     }
-    db::finish(&state.db_write, &id, &r.state, &message).await?;
-    transfers::db::add_event(&state.db_write, &id, &r.state, &message, &who).await?;
-    crate::metrics::delivery(&r.state);
+    db::finish(&state.db_write, &id, r.state.as_str(), &message).await?;
+    transfers::db::add_event(&state.db_write, &id, r.state.as_str(), &message, &who).await?;
+    crate::metrics::delivery(r.state.as_str());
     tracing::info!(transfer = %id, state = %r.state, "connector reported");
     let t = transfers::db::load(&state.db_write, &id).await?.ok_or_else(|| AppError::NotFound("no such transfer".into()))?;
     Ok(Json(t).into_response())

@@ -60,9 +60,9 @@ fn text(obj: &InMemDicomObject, tag: Tag) -> String {
     obj.get(tag).and_then(|e| e.to_str().ok()).map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string()).unwrap_or_default()
 }
 
-/// A UID as DICOM allows it: 1–64 characters of digits and dots.
+/// A UID as DICOM allows it: 1–64 characters of digits and dots (the contract's rule).
 pub fn valid_uid(uid: &str) -> bool {
-    !uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    ferry_schemas::Uid::is_valid(uid)
 }
 
 pub fn describe(walked: &Walked) -> Result<Described, Failure> {

@@ -1,6 +1,6 @@
 //! SQL of the transfers feature.
 
-use ferry_schemas::{TargetProgress, TargetState, Transfer, TransferEvent, TransferStudy};
+use ferry_schemas::{TargetProgress, TargetState, Transfer, TransferEvent, TransferState, TransferStudy, Urgency};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -28,9 +28,12 @@ pub const FROM: &str = "FROM transfers t JOIN communities c ON c.id = t.communit
 
 pub fn from_row(r: &AnyRow) -> Result<Transfer, sqlx::Error> {
     let summary: String = r.try_get(15)?;
+    let state: String = r.try_get(1)?;
+    let urgency: String = r.try_get(9)?;
+    let unknown = |what: &str, v: &str| sqlx::Error::Decode(format!("unknown transfer {what} {v:?}").into());
     Ok(Transfer {
         id: r.try_get(0)?,
-        state: r.try_get(1)?,
+        state: TransferState::from_name(&state).ok_or_else(|| unknown("state", &state))?,
         state_message: r.try_get(2)?,
         community: r.try_get(3)?,
         community_name: r.try_get(4)?,
@@ -38,7 +41,7 @@ pub fn from_row(r: &AnyRow) -> Result<Transfer, sqlx::Error> {
         sender_practice: r.try_get(6)?,
         reason: r.try_get(7)?,
         appointment: r.try_get(8)?,
-        urgency: r.try_get(9)?,
+        urgency: Urgency::from_name(&urgency).ok_or_else(|| unknown("urgency", &urgency))?,
         instances: r.try_get::<i64, _>(10)? as u64,
         bytes: r.try_get::<i64, _>(11)? as u64,
         created_at: r.try_get(12)?,
@@ -54,7 +57,7 @@ pub async fn load(db: &Db, id: &str) -> Result<Option<Transfer>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} {FROM} WHERE t.id = $1"))).bind(id).fetch_optional(db).await?;
     let Some(row) = row else { return Ok(None) };
     let mut t = from_row(&row)?;
-    if t.state == "draft" {
+    if t.state == TransferState::Draft {
         // A draft's contents change with every upload: computed, not stored.
         t.studies = studies(db, id).await?;
         t.instances = t.studies.iter().map(|s| s.instances).sum();

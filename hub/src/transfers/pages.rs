@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use ferry_schemas::Transfer;
+use ferry_schemas::{Transfer, TransferState, Urgency};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -60,9 +60,9 @@ fn transfers_table(ctx: &Ctx, state: &AppState, list: &[Transfer], inbound: bool
                                 td { @for s in t.studies.iter().take(1) { (dicom_date(ctx.lang, &s.patient_birth_date)) } }
                                 td { @for s in t.studies.iter().take(1) { (s.patient_id) } }
                             }
-                            td { @if t.urgency == "urgent" { strong.urgent { (ctx.t("urgency.urgent")) ": " } } (t.reason) }
+                            td { @if t.urgency == Urgency::Urgent { strong.urgent { (ctx.t("urgency.urgent")) ": " } } (t.reason) }
                             td { (t.instances) }
-                            td { (state_badge(ctx, &t.state)) }
+                            td { (state_badge(ctx, t.state.as_str())) }
                             @if viewer { td { (ohif_link(ctx, state, t, !inbound)) } }
                         }
                     }
@@ -76,7 +76,7 @@ fn transfers_table(ctx: &Ctx, state: &AppState, list: &[Transfer], inbound: bool
 fn ohif_link(ctx: &Ctx, state: &AppState, t: &Transfer, sender: bool) -> Markup {
     let uids: Vec<&str> = t.studies.iter().map(|s| s.study_uid.as_str()).collect();
     match crate::ohif::study_link(state, &uids) {
-        Some(link) if t.state != "draft" || sender => ohif_anchor(ctx, &link),
+        Some(link) if t.state != TransferState::Draft || sender => ohif_anchor(ctx, &link),
         _ => html! {},
     }
 }
@@ -209,14 +209,14 @@ async fn transfer_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<S
             .and_then(|t| t.ok_or_else(|| AppError::NotFound("no such transfer".into())))
     );
     let clinic = matches!(rel, Relation::Member | Relation::CommunityAdmin);
-    let open = matches!(t.state.as_str(), "sent" | "received" | "stored" | "failed");
+    let open = matches!(t.state, TransferState::Sent | TransferState::Received | TransferState::Stored | TransferState::Failed);
     layout(&ctx, ctx.t("transfer.title"), html! {
-        h1 { (ctx.t("transfer.title")) " " (state_badge(&ctx, &t.state)) }
+        h1 { (ctx.t("transfer.title")) " " (state_badge(&ctx, t.state.as_str())) }
         @if !t.state_message.is_empty() { p.notice id="state-message" { (t.state_message) } }
         dl.facts {
             dt { (ctx.t("transfer.from")) } dd { (t.sender_name) @if !t.sender_practice.is_empty() { " (" (t.sender_practice) ")" } }
             dt { (ctx.t("transfer.to")) } dd { (t.community_name) }
-            dt { (ctx.t("transfer.note")) } dd { @if t.urgency == "urgent" { strong.urgent { (ctx.t("urgency.urgent")) } " " } (t.reason) }
+            dt { (ctx.t("transfer.note")) } dd { @if t.urgency == Urgency::Urgent { strong.urgent { (ctx.t("urgency.urgent")) } " " } (t.reason) }
             @if !t.appointment.is_empty() { dt { (ctx.t("send.appointment")) } dd { (t.appointment) } }
             dt { (ctx.t("transfer.images")) } dd { (t.instances) " · " (human_size(t.bytes)) }
         }
@@ -239,7 +239,7 @@ async fn transfer_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<S
                 td { (dicom_date(ctx.lang, &s.study_date)) }
                 td { (s.description) " " span.muted { (s.modalities.join("/")) } }
                 td { (s.instances) }
-                td { @if t.state != "draft" || rel == Relation::Sender {
+                td { @if t.state != TransferState::Draft || rel == Relation::Sender {
                     a href={"/viewer/" (t.id) "/" (s.study_uid)} { (ctx.t("transfer.view")) }
                     @if let Some(link) = crate::ohif::study_link(&state, &[s.study_uid.as_str()]) {
                         " · " (ohif_anchor(&ctx, &link))
@@ -247,7 +247,7 @@ async fn transfer_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<S
                 } }
             } } }
         } }
-        @if t.state != "draft" { p { a.button.secondary href={"/api/v1/transfers/" (t.id) "/download"} download { (ctx.t("transfer.download")) } } }
+        @if t.state != TransferState::Draft { p { a.button.secondary href={"/api/v1/transfers/" (t.id) "/download"} download { (ctx.t("transfer.download")) } } }
         @if clinic && open {
             div.row.actions {
                 form.card method="post" action={"/transfers/" (t.id) "/done"} {
