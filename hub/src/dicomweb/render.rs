@@ -4,12 +4,13 @@
 
 use std::io::Cursor;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
 use image::{DynamicImage, ImageFormat};
 
+use super::DicomPath;
 use super::qido::Params;
 use super::wado::{blob_key, check_access};
 use crate::access::Principal;
@@ -169,92 +170,64 @@ fn thumbnail_params(p: &[(String, String)]) -> AppResult<RenderParams> {
     Ok(r)
 }
 
-fn single_frame(frames: &str) -> AppResult<u64> {
-    frames.trim().parse::<u64>().map_err(|_| AppError::BadRequest("rendered frames take a single frame number".into()))
+/// The frame a `…/frames/{frames}/rendered` path names (one number); none on other routes.
+pub struct FramePath(Option<u64>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FramePath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Ok(params) = axum::extract::RawPathParams::from_request_parts(parts, state).await else { return Ok(FramePath(None)) };
+        match params.iter().find(|(name, _)| *name == "frames") {
+            None => Ok(FramePath(None)),
+            Some((_, frames)) => frames
+                .trim()
+                .parse::<u64>()
+                .map(|f| FramePath(Some(f)))
+                .map_err(|_| AppError::BadRequest("rendered frames take a single frame number".into())),
+        }
+    }
 }
 
-pub async fn instance_rendered(
+/// `…/rendered` of a series, an instance or a frame (PS3.18 §9.5).
+pub async fn rendered(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    Path((study, series, instance)): Path<(String, String, String)>,
+    path: DicomPath,
+    FramePath(frame): FramePath,
     Params(p): Params,
 ) -> AppResult<Response> {
-    let fmt = negotiate(&headers)?;
-    let row = one_instance(&state, &principal, &study, &series, &instance).await?;
-    render(&state, &row, 1, parse_render_params(&p)?, fmt).await
+    respond(&state, &principal, &headers, path, frame, parse_render_params(&p)?).await
 }
 
-pub async fn frame_rendered(
+/// `…/thumbnail` of a study, a series, an instance or a frame.
+pub async fn thumbnail(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    Path((study, series, instance, frames)): Path<(String, String, String, String)>,
+    path: DicomPath,
+    FramePath(frame): FramePath,
     Params(p): Params,
 ) -> AppResult<Response> {
-    let fmt = negotiate(&headers)?;
-    let frame = single_frame(&frames)?;
-    let row = one_instance(&state, &principal, &study, &series, &instance).await?;
-    render(&state, &row, frame, parse_render_params(&p)?, fmt).await
+    respond(&state, &principal, &headers, path, frame, thumbnail_params(&p)?).await
 }
 
-pub async fn instance_thumbnail(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    Params(p): Params,
+/// An instance's frame (the first unless the path names one), or the representative image of a
+/// study or series.
+async fn respond(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    path: DicomPath,
+    frame: Option<u64>,
+    params: RenderParams,
 ) -> AppResult<Response> {
-    let fmt = negotiate(&headers)?;
-    let row = one_instance(&state, &principal, &study, &series, &instance).await?;
-    render(&state, &row, 1, thumbnail_params(&p)?, fmt).await
-}
-
-pub async fn frame_thumbnail(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    Path((study, series, instance, frames)): Path<(String, String, String, String)>,
-    Params(p): Params,
-) -> AppResult<Response> {
-    let fmt = negotiate(&headers)?;
-    let frame = single_frame(&frames)?;
-    let row = one_instance(&state, &principal, &study, &series, &instance).await?;
-    render(&state, &row, frame, thumbnail_params(&p)?, fmt).await
-}
-
-pub async fn series_rendered(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    Path((study, series)): Path<(String, String)>,
-    Params(p): Params,
-) -> AppResult<Response> {
-    let fmt = negotiate(&headers)?;
-    let row = representative(&state, &principal, &study, Some(&series)).await?;
-    render(&state, &row, 1, parse_render_params(&p)?, fmt).await
-}
-
-pub async fn series_thumbnail(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    Path((study, series)): Path<(String, String)>,
-    Params(p): Params,
-) -> AppResult<Response> {
-    let fmt = negotiate(&headers)?;
-    let row = representative(&state, &principal, &study, Some(&series)).await?;
-    render(&state, &row, 1, thumbnail_params(&p)?, fmt).await
-}
-
-pub async fn study_thumbnail(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    Path(study): Path<String>,
-    Params(p): Params,
-) -> AppResult<Response> {
-    let fmt = negotiate(&headers)?;
-    let row = representative(&state, &principal, &study, None).await?;
-    render(&state, &row, 1, thumbnail_params(&p)?, fmt).await
+    let fmt = negotiate(headers)?;
+    let study = path.study.as_deref().ok_or_else(|| AppError::NotFound("no study named".into()))?;
+    let row = match (path.series.as_deref(), path.instance.as_deref()) {
+        (Some(series), Some(instance)) => one_instance(state, principal, study, series, instance).await?,
+        (series, _) => representative(state, principal, study, series).await?,
+    };
+    render(state, &row, frame.unwrap_or(1), params, fmt).await
 }
