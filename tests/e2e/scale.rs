@@ -72,8 +72,21 @@ async fn two_hubs_on_one_database_and_bucket_behave_as_one() {
     assert_eq!(first.status(), 200);
     assert_eq!(first.json::<Value>().await.unwrap()["transfer"]["id"], t["id"]);
     assert_eq!(claim(&b, "site-2").await.status(), 204, "another process gets nothing while the lease holds");
-    let again = claim(&b, "site-1").await;
-    assert_eq!(again.status(), 200, "the holder resumes through the other hub");
+    assert_eq!(claim(&b, "site-1").await.status(), 204, "a held transfer is not handed out again, not even to its holder");
+    // The holder works on through the other hub (an acknowledgement renews its lease); another
+    // process may not.
+    let renew = |hub: &TestApp, instance: &str| {
+        let r = hub
+            .client
+            .post(hub.url(&format!("/api/v1/connector/transfers/{}/acks", t["id"].as_str().unwrap())))
+            .bearer_auth(&token)
+            .header("ferry-connector-instance", instance)
+            .json(&serde_json::json!([]))
+            .send();
+        async move { r.await.unwrap().status() }
+    };
+    assert_eq!(renew(&b, "site-1").await, 204, "the holder resumes through the other hub");
+    assert_eq!(renew(&b, "site-2").await, 409, "another process does not hold it");
 
     // 4. Retention on both hubs at once purges an expired share once.
     let other = share_files(&a, &staff, &study_files(&uid(), 1), json!({})).await;
