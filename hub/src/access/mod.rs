@@ -18,7 +18,6 @@ use axum::http::request::Parts;
 use axum_extra::extract::CookieJar;
 use futures_util::future::BoxFuture;
 use secrecy::ExposeSecret;
-use sqlx::Row;
 
 use crate::db::now_ms;
 use crate::error::{AppError, AppResult};
@@ -203,8 +202,8 @@ fn record(id: &str) {
 
 async fn user_by_token(state: &AppState, token: &str) -> Result<Option<User>, AppError> {
     let now = now_ms();
-    let row = sqlx::query(
-        "SELECT u.id, u.is_hub_admin, t.id, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id \
+    let row: Option<TokenUser> = sqlx::query_as(
+        "SELECT u.id AS user_id, u.is_hub_admin, t.id AS token_id, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id \
          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > $2 AND u.disabled = 0",
     )
     .bind(tokens::hash(token))
@@ -212,18 +211,33 @@ async fn user_by_token(state: &AppState, token: &str) -> Result<Option<User>, Ap
     .fetch_optional(&state.db)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let token_id: String = row.try_get(2)?;
-    let last_used: Option<i64> = row.try_get(3)?;
+    let (token_id, last_used) = (row.token_id, row.last_used_at);
     // Recorded at most once a minute, so API traffic does not turn every read into a write.
     if last_used.is_none_or(|t| now - t > 60_000) {
         let _ =
             sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2").bind(now).bind(&token_id).execute(&state.db_write).await;
     }
-    Ok(Some(User { id: row.try_get(0)?, hub_admin: row.try_get::<i64, _>(1)? != 0, via: Via::Token }))
+    Ok(Some(User { id: row.user_id, hub_admin: row.is_hub_admin != 0, via: Via::Token }))
+}
+
+/// The account of a personal access token, and the token.
+#[derive(sqlx::FromRow)]
+struct TokenUser {
+    user_id: String,
+    is_hub_admin: i64,
+    token_id: String,
+    last_used_at: Option<i64>,
+}
+
+/// The account of a browser session.
+#[derive(sqlx::FromRow)]
+struct SessionUser {
+    id: String,
+    is_hub_admin: i64,
 }
 
 async fn user_by_session(state: &AppState, token: &str) -> Result<Option<User>, AppError> {
-    let row = sqlx::query(
+    let row: Option<SessionUser> = sqlx::query_as(
         "SELECT u.id, u.is_hub_admin FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled = 0",
     )
@@ -232,7 +246,7 @@ async fn user_by_session(state: &AppState, token: &str) -> Result<Option<User>, 
     .fetch_optional(&state.db)
     .await?;
     Ok(match row {
-        Some(r) => Some(User { id: r.try_get(0)?, hub_admin: r.try_get::<i64, _>(1)? != 0, via: Via::Session }),
+        Some(r) => Some(User { id: r.id, hub_admin: r.is_hub_admin != 0, via: Via::Session }),
         None => None,
     })
 }
@@ -271,13 +285,11 @@ impl FromRequestParts<AppState> for MaybePrincipal {
 
 /// The role of a user in a community (`admin`, `member`) if any.
 pub async fn community_role(db: &crate::db::Db, community_id: &str, user_id: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query("SELECT role FROM memberships WHERE community_id = $1 AND user_id = $2")
+    sqlx::query_scalar("SELECT role FROM memberships WHERE community_id = $1 AND user_id = $2")
         .bind(community_id)
         .bind(user_id)
         .fetch_optional(db)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()
+        .await
 }
 
 /// The community's id, if the principal administers it (community admin or hub admin).
@@ -300,11 +312,9 @@ pub async fn community_id(state: &AppState, code: &str) -> AppResult<String> {
 }
 
 pub async fn community_id_in(db: &crate::db::Db, code: &str) -> AppResult<String> {
-    sqlx::query("SELECT id FROM communities WHERE code = $1")
+    sqlx::query_scalar("SELECT id FROM communities WHERE code = $1")
         .bind(code)
         .fetch_optional(db)
         .await?
-        .map(|r| r.try_get(0))
-        .transpose()?
         .ok_or_else(|| AppError::NotFound("no such community".into()))
 }

@@ -19,7 +19,6 @@ use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use ferry_schemas::{Account, ApiToken, Credentials, NewToken, Registration};
 use serde::Deserialize;
-use sqlx::Row;
 
 use crate::access::{Principal, SESSION_COOKIE, tokens};
 use crate::db::{is_unique_violation, now_ms};
@@ -170,7 +169,7 @@ pub async fn verify_email(state: &AppState, token: &str) -> AppResult<()> {
         .await?
         .flatten()
         .ok_or_else(|| AppError::BadRequest("this link is not valid (any more); sign in to get a new one".into()))?;
-    sqlx::query("UPDATE users SET email_verified = 1 WHERE id = $1").bind(&user).execute(&state.db_write).await?;
+    db::set_email_verified(&state.db_write, &user).await?;
     tracing::info!(user = %user, "email verified");
     Ok(())
 }
@@ -277,12 +276,8 @@ pub async fn reset_password(state: &AppState, token: &str, new_password: String)
         .flatten()
         .ok_or_else(|| AppError::BadRequest("this reset link is not valid (any more); ask for a new one".into()))?;
     let hash = password::hash(new_password).await?;
-    sqlx::query("UPDATE users SET password_hash = $1, email_verified = 1, failed_logins = 0, locked_until = 0 WHERE id = $2")
-        .bind(&hash)
-        .bind(&user)
-        .execute(&state.db_write)
-        .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(&user).execute(&state.db_write).await?;
+    db::set_password(&state.db_write, &user, &hash).await?;
+    db::delete_sessions_of(&state.db_write, &user).await?;
     tracing::info!(user = %user, "password reset");
     Ok(())
 }
@@ -425,17 +420,6 @@ async fn api_me(State(state): State<AppState>, who: Principal) -> AppResult<Json
     Ok(Json(account(&state, &user.id).await?))
 }
 
-fn token_from_row(r: &sqlx::any::AnyRow) -> Result<ApiToken, sqlx::Error> {
-    Ok(ApiToken {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        created_at: r.try_get(2)?,
-        expires_at: r.try_get(3)?,
-        last_used_at: r.try_get(4)?,
-        token: None,
-    })
-}
-
 async fn api_create_token(State(state): State<AppState>, who: Principal, ApiJson(n): ApiJson<NewToken>) -> AppResult<Response> {
     // A leaked token must not be able to mint more tokens.
     let user = who.require_session_user()?;
@@ -456,40 +440,18 @@ pub async fn create_token(state: &AppState, user_id: &str, n: &NewToken) -> AppR
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_ms();
     let expires_at = now + days as i64 * DAY_MS;
-    sqlx::query("INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&id)
-        .bind(user_id)
-        .bind(&name)
-        .bind(tokens::hash(&token))
-        .bind(now)
-        .bind(expires_at)
-        .execute(&state.db_write)
-        .await?;
+    db::insert_token(&state.db_write, &id, user_id, &name, &tokens::hash(&token), now, expires_at).await?;
     tracing::info!(user = %user_id, token_id = %id, "personal access token created");
     audit_account(state, user_id, "account.token.create", "ok", &id).await?;
     Ok(ApiToken { id, name, created_at: now, expires_at, last_used_at: None, token: Some(token) })
 }
 
 pub async fn list_tokens(state: &AppState, user_id: &str) -> AppResult<Vec<ApiToken>> {
-    let rows = sqlx::query(
-        "SELECT id, name, created_at, expires_at, last_used_at FROM api_tokens \
-         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at DESC",
-    )
-    .bind(user_id)
-    .bind(now_ms())
-    .fetch_all(&state.db)
-    .await?;
-    Ok(rows.iter().map(token_from_row).collect::<Result<_, _>>()?)
+    Ok(db::tokens(&state.db, user_id, now_ms()).await?)
 }
 
 pub async fn revoke_token(state: &AppState, user_id: &str, id: &str) -> AppResult<()> {
-    let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
-        .bind(now_ms())
-        .bind(id)
-        .bind(user_id)
-        .execute(&state.db_write)
-        .await?;
-    if done.rows_affected() == 0 {
+    if !db::revoke_token(&state.db_write, user_id, id, now_ms()).await? {
         return Err(AppError::NotFound("no such token".into()));
     }
     tracing::info!(user = %user_id, token_id = %id, "personal access token revoked");

@@ -22,9 +22,9 @@ use openidconnect::{
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tokio::sync::RwLock;
 
+use super::db;
 use crate::access::{MaybePrincipal, Principal, User, Via};
 use crate::config::OidcProvider;
 use crate::db::{is_unique_violation, now_ms};
@@ -164,19 +164,19 @@ async fn start(
         req = req.add_scope(Scope::new(s.into()));
     }
     let (url, csrf, nonce) = req.set_pkce_challenge(challenge).url();
-    sqlx::query("DELETE FROM oidc_logins WHERE expires_at < $1").bind(now_ms()).execute(&state.db_write).await?;
-    sqlx::query(
-        "INSERT INTO oidc_logins (state, provider, nonce, pkce_verifier, return_to, link_user_id, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    db::delete_expired_oidc_logins(&state.db_write, now_ms()).await?;
+    db::insert_oidc_login(
+        &state.db_write,
+        &db::NewOidcLogin {
+            state: &crate::access::tokens::hash(csrf.secret()),
+            provider: &p.id,
+            nonce: nonce.secret(),
+            pkce_verifier: verifier.secret(),
+            return_to: &crate::accounts::local_path(q.return_to.as_deref(), "/app"),
+            link_user_id: link_user,
+            expires_at: now_ms() + LOGIN_TTL_MS,
+        },
     )
-    .bind(crate::access::tokens::hash(csrf.secret()))
-    .bind(&p.id)
-    .bind(nonce.secret())
-    .bind(verifier.secret())
-    .bind(crate::accounts::local_path(q.return_to.as_deref(), "/app"))
-    .bind(link_user)
-    .bind(now_ms() + LOGIN_TTL_MS)
-    .execute(&state.db_write)
     .await?;
     Ok(Redirect::to(url.as_str()).into_response())
 }
@@ -214,25 +214,14 @@ async fn callback(
         return Err(AppError::BadRequest("the sign-in answer lacks code or state".into()));
     };
     let state_hash = crate::access::tokens::hash(&csrf);
-    let row = sqlx::query(
-        "SELECT nonce, pkce_verifier, return_to, link_user_id FROM oidc_logins \
-         WHERE state = $1 AND provider = $2 AND expires_at > $3",
-    )
-    .bind(&state_hash)
-    .bind(&p.id)
-    .bind(now_ms())
-    .fetch_optional(&state.db_write)
-    .await?
-    .ok_or_else(|| AppError::BadRequest("this sign-in has expired or was already used; start again".into()))?;
+    let login = db::oidc_login(&state.db_write, &state_hash, &p.id, now_ms())
+        .await?
+        .ok_or_else(|| AppError::BadRequest("this sign-in has expired or was already used; start again".into()))?;
     // One use only, even if the same answer is replayed.
-    let used = sqlx::query("DELETE FROM oidc_logins WHERE state = $1").bind(&state_hash).execute(&state.db_write).await?;
-    if used.rows_affected() != 1 {
+    if !db::use_oidc_login(&state.db_write, &state_hash).await? {
         return Err(AppError::BadRequest("this sign-in was already used; start again".into()));
     }
-    let nonce: String = row.try_get(0)?;
-    let verifier: String = row.try_get(1)?;
-    let return_to: String = row.try_get(2)?;
-    let link_user: Option<String> = row.try_get(3)?;
+    let db::OidcLogin { nonce, pkce_verifier: verifier, return_to, link_user_id: link_user } = login;
 
     let http = http()?;
     let meta = metadata(&state, &p, &http).await?;
@@ -273,19 +262,12 @@ async fn callback(
 }
 
 async fn link_or_create(state: &AppState, c: &Claims, link_user: Option<&str>) -> AppResult<String> {
-    let existing: Option<String> = sqlx::query("SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2")
-        .bind(&c.issuer)
-        .bind(&c.subject)
-        .fetch_optional(&state.db)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?;
+    let existing = db::oidc_user(&state.db, &c.issuer, &c.subject).await?;
     if let Some(user) = existing {
         if link_user.is_some_and(|l| l != user) {
             return Err(AppError::Conflict("this identity is already linked to another account".into()));
         }
-        let disabled: i64 = sqlx::query("SELECT disabled FROM users WHERE id = $1").bind(&user).fetch_one(&state.db).await?.try_get(0)?;
-        if disabled != 0 {
+        if db::is_disabled(&state.db, &user).await? {
             return Err(AppError::ForbiddenBecause("this account is disabled".into()));
         }
         return Ok(user);
@@ -319,12 +301,7 @@ async fn link_or_create(state: &AppState, c: &Claims, link_user: Option<&str>) -
             .await?
         }
     };
-    sqlx::query("INSERT INTO oidc_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(&c.issuer)
-        .bind(&c.subject)
-        .bind(&user)
-        .bind(now_ms())
-        .execute(&state.db_write)
+    db::link_identity(&state.db_write, &c.issuer, &c.subject, &user, now_ms())
         .await
         .map_err(|e| if is_unique_violation(&e) { AppError::Conflict("this identity is already linked".into()) } else { e.into() })?;
     Ok(user)
@@ -352,14 +329,7 @@ pub async fn user_by_access_token(state: &AppState, token: &str) -> AppResult<Op
         let Ok(req) = client.user_info(AccessToken::new(token.to_string()), None) else { continue };
         let info: Result<openidconnect::core::CoreUserInfoClaims, _> = req.request_async(&http).await;
         if let Ok(info) = info {
-            let user: Option<String> = sqlx::query("SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2")
-                .bind(&issuer)
-                .bind(info.subject().as_str())
-                .fetch_optional(&state.db)
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-            found = user;
+            found = db::oidc_user(&state.db, &issuer, info.subject().as_str()).await?;
             break;
         }
     }
@@ -377,9 +347,6 @@ pub fn resolve_bearer<'a>(state: &'a AppState, token: &'a str) -> futures_util::
 
 async fn user_row(state: &AppState, user: Option<&str>) -> AppResult<Option<User>> {
     let Some(user) = user else { return Ok(None) };
-    let row = sqlx::query("SELECT id, is_hub_admin FROM users WHERE id = $1 AND disabled = 0").bind(user).fetch_optional(&state.db).await?;
-    Ok(match row {
-        Some(r) => Some(User { id: r.try_get(0)?, hub_admin: r.try_get::<i64, _>(1)? != 0, via: Via::Token }),
-        None => None,
-    })
+    let row = db::enabled_user(&state.db, user).await?;
+    Ok(row.map(|r| User { id: r.id, hub_admin: r.is_hub_admin != 0, via: Via::Token }))
 }

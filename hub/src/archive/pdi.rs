@@ -11,18 +11,19 @@
 
 use bytes::Bytes;
 use maud::{DOCTYPE, html};
-use sqlx::Row;
 
 use super::dicomdir::{self, Image, Patient, Series, Study};
 use super::{Plan, Source};
 use crate::error::{AppError, AppResult};
 use crate::index::Holding;
-use crate::index::instances::{COLUMNS_I, InstanceRow, from_row};
+use crate::index::instances::{COLUMNS_I, InstanceRow};
 use crate::state::AppState;
 use crate::storage::keys::KeyCache;
 
 /// An instance with the patient, study and series attributes its DICOMDIR records need.
+#[derive(sqlx::FromRow)]
 pub struct Item {
+    #[sqlx(flatten)]
     pub row: InstanceRow,
     pub instance_number: Option<i64>,
     pub patient_id: String,
@@ -52,8 +53,8 @@ pub struct Report {
 pub async fn items(state: &AppState, linked: Holding, id: &str, study: Option<&str>) -> AppResult<Vec<Item>> {
     let (table, key) = (linked.table(), linked.key());
     let mut sql = format!(
-        "SELECT {COLUMNS_I}, i.instance_number, s.patient_id, s.patient_name, s.patient_birth_date, s.patient_sex, \
-         s.study_date, s.study_time, s.study_description, s.study_id, s.accession_number, se.modality, \
+        "SELECT {COLUMNS_I}, i.instance_number, s.patient_id, s.patient_name, s.patient_birth_date AS birth_date, s.patient_sex AS sex, \
+         s.study_date, s.study_time, s.study_description, s.study_id, s.accession_number AS accession, se.modality, \
          se.series_number, se.series_description \
          FROM {table} l JOIN instances i ON i.origin = l.origin AND i.sop_instance_uid = l.sop_instance_uid \
          JOIN series se ON se.origin = i.origin AND se.series_uid = i.series_uid \
@@ -67,32 +68,11 @@ pub async fn items(state: &AppState, linked: Holding, id: &str, study: Option<&s
         " ORDER BY s.patient_id, s.patient_name, s.study_date, s.study_time, i.study_uid, i.series_uid, \
          i.instance_number, i.sop_instance_uid",
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id);
     if let Some(s) = study {
         q = q.bind(s);
     }
-    let rows = q.fetch_all(&state.db).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Item {
-                row: from_row(r)?,
-                instance_number: r.try_get(12)?,
-                patient_id: r.try_get(13)?,
-                patient_name: r.try_get(14)?,
-                birth_date: r.try_get(15)?,
-                sex: r.try_get(16)?,
-                study_date: r.try_get(17)?,
-                study_time: r.try_get(18)?,
-                study_description: r.try_get(19)?,
-                study_id: r.try_get(20)?,
-                accession: r.try_get(21)?,
-                modality: r.try_get(22)?,
-                series_number: r.try_get(23)?,
-                series_description: r.try_get(24)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(AppError::from)
+    Ok(q.fetch_all(&state.db).await?)
 }
 
 /// A name component of at most 8 characters: `prefix` and a zero-padded number.

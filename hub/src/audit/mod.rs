@@ -7,7 +7,6 @@
 use axum::extract::ConnectInfo;
 use axum::response::Response;
 use ferry_schemas::AuditEvent;
-use sqlx::Row;
 
 use crate::db::{Db, now_ms};
 
@@ -79,8 +78,15 @@ fn chain_hash(
 /// transaction ends (a row lock on PostgreSQL, the write lock on SQLite), so appends from several
 /// hub processes queue instead of forking the chain.
 async fn next_place(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(i64, String), sqlx::Error> {
-    let r = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash").fetch_one(&mut **tx).await?;
-    Ok((r.try_get(0)?, r.try_get(1)?))
+    let head: Head = sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash").fetch_one(&mut **tx).await?;
+    Ok((head.seq, head.hash))
+}
+
+/// The chain's head: the last place taken and its hash.
+#[derive(sqlx::FromRow)]
+struct Head {
+    seq: i64,
+    hash: String,
 }
 
 /// Records a change made by `actor` (a [`Principal::log_id`](crate::access::Principal::log_id),
@@ -142,6 +148,7 @@ async fn append(db: &Db, e: &Event<'_>) -> Result<(), sqlx::Error> {
 
 const COLUMNS: &str = "id, at, actor, client_addr, action, object_kind, object_id, result, detail";
 
+#[derive(sqlx::FromRow)]
 struct Stored {
     id: String,
     at: i64,
@@ -154,18 +161,13 @@ struct Stored {
     detail: String,
 }
 
-fn stored(r: &sqlx::any::AnyRow) -> Result<Stored, sqlx::Error> {
-    Ok(Stored {
-        id: r.try_get(0)?,
-        at: r.try_get(1)?,
-        actor: r.try_get(2)?,
-        client_addr: r.try_get(3)?,
-        action: r.try_get(4)?,
-        object_kind: r.try_get(5)?,
-        object_id: r.try_get(6)?,
-        result: r.try_get(7)?,
-        detail: r.try_get(8)?,
-    })
+/// A record with its place in the chain, as `verify` reads it.
+#[derive(sqlx::FromRow)]
+struct Chained {
+    #[sqlx(flatten)]
+    stored: Stored,
+    seq: i64,
+    hash: String,
 }
 
 impl Stored {
@@ -191,12 +193,11 @@ pub async fn chain_unchained(db: &Db) -> anyhow::Result<u64> {
     let mut done = 0;
     loop {
         let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE seq IS NULL ORDER BY at, id LIMIT 500");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(db).await?;
+        let rows: Vec<Stored> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(db).await?;
         if rows.is_empty() {
             return Ok(done);
         }
-        for r in &rows {
-            let s = stored(r)?;
+        for s in &rows {
             let mut tx = db.begin().await?;
             let (seq, prev) = next_place(&mut tx).await?;
             let hash = s.hash(&prev, seq);
@@ -231,14 +232,11 @@ pub async fn verify(db: &Db) -> anyhow::Result<Verified> {
     let mut expected = 1i64;
     loop {
         let sql = format!("SELECT {COLUMNS}, seq, hash FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT 1000");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(expected).fetch_all(db).await?;
+        let rows: Vec<Chained> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(expected).fetch_all(db).await?;
         if rows.is_empty() {
             break;
         }
-        for r in &rows {
-            let s = stored(r)?;
-            let seq: i64 = r.try_get(9)?;
-            let hash: String = r.try_get(10)?;
+        for Chained { stored: s, seq, hash } in rows {
             if seq != expected {
                 anyhow::bail!("the audit trail is broken: record(s) {expected}–{} are missing (removed)", seq - 1);
             }
@@ -252,8 +250,8 @@ pub async fn verify(db: &Db) -> anyhow::Result<Verified> {
             expected += 1;
         }
     }
-    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(db).await?;
-    let (head_seq, head_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+    let head: Head = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(db).await?;
+    let (head_seq, head_hash) = (head.seq, head.hash);
     if head_seq != expected - 1 || head_hash != prev {
         anyhow::bail!(
             "the audit trail is broken at its end: the chain ends at record {} but {head_seq} were written (the last records were removed)",
@@ -265,29 +263,40 @@ pub async fn verify(db: &Db) -> anyhow::Result<Verified> {
 
 /// The events of one object, newest first.
 pub async fn of_object(db: &Db, kind: &str, id: &str, limit: i64) -> Result<Vec<AuditEvent>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT at, actor, client_addr, action, object_kind, object_id, result, detail, seq FROM audit_events \
-         WHERE object_kind = $1 AND object_id = $2 ORDER BY at DESC, id LIMIT $3",
-    )
-    .bind(kind)
-    .bind(id)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
-    rows.iter().map(event_of).collect()
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE object_kind = $1 AND object_id = $2 ORDER BY at DESC, id LIMIT $3");
+    let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(kind).bind(id).bind(limit).fetch_all(db).await?;
+    Ok(rows.into_iter().map(AuditEvent::from).collect())
 }
 
-/// A row of `at, actor, client_addr, action, object_kind, object_id, result, detail, seq`.
-pub fn event_of(r: &sqlx::any::AnyRow) -> Result<AuditEvent, sqlx::Error> {
-    Ok(AuditEvent {
-        at: r.try_get(0)?,
-        actor: r.try_get(1)?,
-        client_addr: r.try_get(2)?,
-        action: r.try_get(3)?,
-        object_kind: r.try_get(4)?,
-        object_id: r.try_get(5)?,
-        result: r.try_get(6)?,
-        detail: r.try_get(7)?,
-        seq: r.try_get(8)?,
-    })
+/// The columns of an [`EventRow`].
+pub const EVENT_COLUMNS: &str = "at, actor, client_addr, action, object_kind, object_id, result, detail, seq";
+
+/// A record as readers see it ([`EVENT_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub struct EventRow {
+    at: i64,
+    actor: String,
+    client_addr: String,
+    action: String,
+    object_kind: String,
+    object_id: String,
+    result: String,
+    detail: String,
+    seq: Option<i64>,
+}
+
+impl From<EventRow> for AuditEvent {
+    fn from(r: EventRow) -> Self {
+        AuditEvent {
+            at: r.at,
+            actor: r.actor,
+            client_addr: r.client_addr,
+            action: r.action,
+            object_kind: r.object_kind,
+            object_id: r.object_id,
+            result: r.result,
+            detail: r.detail,
+            seq: r.seq,
+        }
+    }
 }

@@ -10,11 +10,12 @@ use axum::{Json, Router};
 use ferry_schemas::AuditEvent;
 use serde::Deserialize;
 
+mod db;
 pub mod fhir;
 pub mod page;
 
 use crate::access::Principal;
-use crate::audit::{Event, event_of, record};
+use crate::audit::{Event, record};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
@@ -100,89 +101,14 @@ pub async fn query(state: &AppState, who: &Principal, client_addr: &str, q: &Aud
         None
     } else {
         let user = who.require_user()?;
-        let ids: Vec<String> = sqlx::query_scalar("SELECT community_id FROM memberships WHERE user_id = $1 AND role = 'admin'")
-            .bind(&user.id)
-            .fetch_all(&state.db)
-            .await?;
+        let ids = db::administered_communities(&state.db, &user.id).await?;
         if ids.is_empty() {
             return Err(AppError::ForbiddenBecause("the audit trail is for hub and community admins".into()));
         }
         Some(ids)
     };
     let limit = q.limit.unwrap_or(500).clamp(1, 100_000);
-    let mut conds: Vec<String> = vec!["seq IS NOT NULL".into()];
-    let mut binds: Vec<String> = vec![];
-    let arg = |binds: &mut Vec<String>, v: &str| {
-        binds.push(v.to_string());
-        format!("${}", binds.len())
-    };
-    for (col, v) in [("actor", &q.actor), ("action", &q.action), ("object_kind", &q.object_kind), ("object_id", &q.object_id)] {
-        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-            let p = arg(&mut binds, v);
-            conds.push(format!("{col} = {p}"));
-        }
-    }
-    for (kind, v) in [("share", &q.share), ("transfer", &q.transfer)] {
-        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-            let p = arg(&mut binds, v);
-            conds.push(format!("(object_kind = '{kind}' AND object_id = {p})"));
-        }
-    }
-    if let Some(study) = q.study.as_deref().filter(|v| !v.is_empty()) {
-        let p = arg(&mut binds, study);
-        conds.push(format!(
-            "((object_kind = 'share' AND object_id IN (SELECT share_id FROM share_instances WHERE study_uid = {p})) \
-             OR (object_kind = 'transfer' AND object_id IN (SELECT transfer_id FROM transfer_instances WHERE study_uid = {p})) \
-             OR (object_kind = 'study' AND object_id = {p}))"
-        ));
-    }
-    if let Some(pid) = q.patient_id.as_deref().filter(|v| !v.is_empty()) {
-        let p = arg(&mut binds, pid);
-        conds.push(format!(
-            "((object_kind = 'share' AND object_id IN (SELECT id FROM shares WHERE patient_id = {p} \
-                UNION SELECT si.share_id FROM share_instances si JOIN studies s ON s.origin = si.origin AND s.study_uid = si.study_uid WHERE s.patient_id = {p})) \
-             OR (object_kind = 'transfer' AND object_id IN (SELECT ti.transfer_id FROM transfer_instances ti JOIN studies s ON s.origin = ti.origin AND s.study_uid = ti.study_uid WHERE s.patient_id = {p})) \
-             OR (object_kind = 'study' AND object_id IN (SELECT study_uid FROM studies WHERE patient_id = {p})))"
-        ));
-    }
-    if let Some(ids) = &scope {
-        let ps: Vec<String> = ids.iter().map(|id| arg(&mut binds, id)).collect();
-        let list = ps.join(", ");
-        conds.push(format!(
-            "((object_kind = 'share' AND object_id IN (SELECT id FROM shares WHERE community_id IN ({list}))) \
-             OR (object_kind = 'transfer' AND object_id IN (SELECT id FROM transfers WHERE community_id IN ({list}))) \
-             OR (object_kind = 'community' AND object_id IN ({list})) \
-             OR (object_kind = 'connector' AND object_id IN (SELECT id FROM connectors WHERE community_id IN ({list}))) \
-             OR (object_kind = 'study' AND (object_id IN (SELECT ti.study_uid FROM transfer_instances ti JOIN transfers t ON t.id = ti.transfer_id \
-                    WHERE t.community_id IN ({list}) AND t.state <> 'draft') \
-                 OR object_id IN (SELECT si.study_uid FROM share_instances si JOIN shares sh ON sh.id = si.share_id WHERE sh.community_id IN ({list}))) \
-                 AND (actor IN (SELECT 'user:' || user_id FROM memberships WHERE community_id IN ({list})) \
-                 OR actor IN (SELECT 'connector:' || id FROM connectors WHERE community_id IN ({list})) \
-                 OR actor IN (SELECT 'share:' || id FROM shares WHERE community_id IN ({list})))))"
-        ));
-    }
-    let mut times = vec![];
-    if let Some(f) = q.from {
-        times.push(f);
-        conds.push(format!("at >= ${}", binds.len() + times.len()));
-    }
-    if let Some(t) = q.to {
-        times.push(t);
-        conds.push(format!("at < ${}", binds.len() + times.len()));
-    }
-    let sql = format!(
-        "SELECT at, actor, client_addr, action, object_kind, object_id, result, detail, seq FROM audit_events WHERE {} ORDER BY seq DESC LIMIT {limit}",
-        conds.join(" AND ")
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for b in &binds {
-        query = query.bind(b);
-    }
-    for t in &times {
-        query = query.bind(*t);
-    }
-    let rows = query.fetch_all(&state.db).await?;
-    let events = rows.iter().map(event_of).collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let events = db::events(&state.db, q, scope.as_deref(), limit).await?;
     // Reading the trail is itself recorded.
     record(
         &state.db_write,

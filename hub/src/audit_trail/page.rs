@@ -89,13 +89,7 @@ async fn account_names(
     ids.dedup();
     let mut names = std::collections::HashMap::new();
     for chunk in ids.chunks(200) {
-        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT id, name FROM users WHERE id IN ({})", params.join(", "));
-        let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        names.extend(q.fetch_all(&state.db).await?.into_iter().map(|(id, name)| (format!("user:{id}"), name)));
+        names.extend(super::db::user_names(&state.db, chunk).await?.into_iter().map(|(id, name)| (format!("user:{id}"), name)));
     }
     Ok(names)
 }

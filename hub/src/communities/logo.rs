@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use sqlx::Row;
 
 use crate::access::Principal;
 use crate::db::{Db, now_ms};
@@ -44,28 +43,13 @@ pub fn check(bytes: &[u8]) -> AppResult<&'static str> {
 
 pub async fn store(db_write: &Db, community_id: &str, bytes: &[u8]) -> AppResult<()> {
     let ct = check(bytes)?;
-    sqlx::query(
-        "INSERT INTO community_logos (community_id, content_type, data, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (community_id) DO UPDATE SET content_type = excluded.content_type, data = excluded.data, updated_at = excluded.updated_at",
-    )
-    .bind(community_id)
-    .bind(ct)
-    .bind(base64::engine::general_purpose::STANDARD.encode(bytes))
-    .bind(now_ms())
-    .execute(db_write)
-    .await?;
+    super::db::store_logo(db_write, community_id, ct, base64::engine::general_purpose::STANDARD.encode(bytes), now_ms()).await?;
     Ok(())
 }
 
 async fn api_get(State(state): State<AppState>, _who: Principal, Path(code): Path<String>) -> AppResult<Response> {
-    let row =
-        sqlx::query("SELECT l.content_type, l.data FROM community_logos l JOIN communities c ON c.id = l.community_id WHERE c.code = $1")
-            .bind(&code)
-            .fetch_optional(&state.db)
-            .await?
-            .ok_or_else(|| AppError::NotFound("this community has no logo".into()))?;
-    let ct: String = row.try_get(0)?;
-    let data: String = row.try_get(1)?;
+    let super::db::Logo { content_type: ct, data } =
+        super::db::logo(&state.db, &code).await?.ok_or_else(|| AppError::NotFound("this community has no logo".into()))?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| AppError::Internal(e.into()))?;
     let mut r = bytes.into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(&ct).map_err(|e| AppError::Internal(e.into()))?);
@@ -89,13 +73,12 @@ async fn api_put(
 
 async fn api_delete(State(state): State<AppState>, who: Principal, Path(code): Path<String>) -> AppResult<StatusCode> {
     let id = super::staff::administered(&state, &who, &code).await?;
-    sqlx::query("DELETE FROM community_logos WHERE community_id = $1").bind(&id).execute(&state.db_write).await?;
+    super::db::delete_logo(&state.db_write, &id).await?;
     touch(&state.db_write, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Marks the community changed, so directory caches reload it.
 async fn touch(db_write: &Db, id: &str) -> AppResult<()> {
-    sqlx::query("UPDATE communities SET updated_at = $1 WHERE id = $2").bind(now_ms()).bind(id).execute(db_write).await?;
-    Ok(())
+    Ok(super::db::touch(db_write, id, now_ms()).await?)
 }

@@ -3,6 +3,7 @@
 //! create-community`).
 
 pub mod connectors;
+pub mod db;
 pub mod logo;
 pub mod pages;
 pub mod search;
@@ -15,8 +16,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ferry_schemas::{Community, NewCommunity};
 use rand::Rng;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::access::Principal;
 use crate::db::{Db, is_unique_violation, now_ms};
@@ -54,25 +53,6 @@ pub fn search_text_of(name: &str, city: &str, departments: &[String], code: &str
     search::fold(&format!("{name} {city} {} {code}", departments.join(" ")))
 }
 
-const COLUMNS: &str = "code, name, city, address, departments, contact, accepts_inbound, requires_approval, default_share_days, \
-     (SELECT COUNT(*) FROM community_logos l WHERE l.community_id = communities.id)";
-
-fn from_row(r: &AnyRow) -> Result<Community, sqlx::Error> {
-    let departments: String = r.try_get(4)?;
-    Ok(Community {
-        code: r.try_get(0)?,
-        name: r.try_get(1)?,
-        city: r.try_get(2)?,
-        address: r.try_get(3)?,
-        departments: serde_json::from_str(&departments).unwrap_or_default(),
-        contact: r.try_get(5)?,
-        accepts_inbound: r.try_get::<i64, _>(6)? != 0,
-        requires_approval: r.try_get::<i64, _>(7)? != 0,
-        default_share_days: r.try_get::<i64, _>(8)? as u32,
-        has_logo: r.try_get::<i64, _>(9)? != 0,
-    })
-}
-
 /// Creates a community; a code is generated (and retried on collision) unless one is given.
 pub async fn create(db: &Db, actor: &str, new: &NewCommunity) -> AppResult<Community> {
     let name = new.name.trim();
@@ -85,22 +65,19 @@ pub async fn create(db: &Db, actor: &str, new: &NewCommunity) -> AppResult<Commu
     for _ in 0..20 {
         let code = new.code.clone().unwrap_or_else(generate_code);
         let id = uuid::Uuid::new_v4().to_string();
-        let result = sqlx::query(
-            "INSERT INTO communities (id, code, name, city, address, departments, contact, \
-             accepts_inbound, search_text, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&id)
-        .bind(&code)
-        .bind(name)
-        .bind(new.city.trim())
-        .bind(new.address.trim())
-        .bind(serde_json::to_string(&new.departments).unwrap_or_else(|_| "[]".into()))
-        .bind(new.contact.trim())
-        .bind(i64::from(new.accepts_inbound.unwrap_or(true)))
-        .bind(search_text(new, &code))
-        .bind(now_ms())
-        .execute(db)
-        .await;
+        let row = db::NewRow {
+            id: &id,
+            code: &code,
+            name,
+            city: new.city.trim(),
+            address: new.address.trim(),
+            departments: &serde_json::to_string(&new.departments).unwrap_or_else(|_| "[]".into()),
+            contact: new.contact.trim(),
+            accepts_inbound: new.accepts_inbound.unwrap_or(true),
+            search_text: &search_text(new, &code),
+            created_at: now_ms(),
+        };
+        let result = db::insert(db, &row).await;
         match result {
             Ok(_) => {
                 let c = find(db, &code).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("community vanished")))?;
@@ -118,11 +95,7 @@ pub async fn create(db: &Db, actor: &str, new: &NewCommunity) -> AppResult<Commu
 }
 
 pub async fn find(db: &Db, code: &str) -> AppResult<Option<Community>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM communities WHERE code = $1")))
-        .bind(code)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    Ok(db::find(db, code).await?)
 }
 
 /// The folded texts of every community, for scoring in memory. Reloaded when the table's
@@ -134,10 +107,11 @@ pub struct DirectoryCache {
 
 /// The directory as of one table stamp (row count, newest creation time).
 struct Snapshot {
-    stamp: (i64, i64, i64),
+    stamp: db::Stamp,
     entries: std::sync::Arc<Vec<Entry>>,
 }
 
+#[derive(sqlx::FromRow)]
 pub struct Entry {
     code: String,
     name: String,
@@ -146,19 +120,11 @@ pub struct Entry {
 
 impl DirectoryCache {
     async fn entries(&self, db: &Db) -> AppResult<std::sync::Arc<Vec<Entry>>> {
-        let row = sqlx::query("SELECT COUNT(*), COALESCE(MAX(created_at), 0), COALESCE(MAX(updated_at), 0) FROM communities")
-            .fetch_one(db)
-            .await?;
-        let stamp: (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let stamp = db::stamp(db).await?;
         if let Some(snap) = self.inner.read().await.as_ref().filter(|s| s.stamp == stamp) {
             return Ok(snap.entries.clone());
         }
-        let rows = sqlx::query("SELECT code, name, search_text FROM communities").fetch_all(db).await?;
-        let entries = rows
-            .iter()
-            .map(|r| Ok(Entry { code: r.try_get(0)?, name: r.try_get(1)?, folded: r.try_get(2)? }))
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let entries = std::sync::Arc::new(entries);
+        let entries = std::sync::Arc::new(db::directory(db).await?);
         *self.inner.write().await = Some(Snapshot { stamp, entries: entries.clone() });
         Ok(entries)
     }
@@ -189,14 +155,9 @@ pub async fn search(state: &AppState, q: &str, limit: usize) -> AppResult<Vec<Co
     if scored.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (1..=scored.len()).map(|i| format!("${i}")).collect();
-    let sql = format!("SELECT {COLUMNS} FROM communities WHERE code IN ({})", placeholders.join(", "));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (_, _, code) in &scored {
-        query = query.bind(code.clone());
-    }
+    let codes: Vec<String> = scored.iter().map(|(_, _, code)| code.clone()).collect();
     let mut found: std::collections::HashMap<String, Community> =
-        query.fetch_all(db).await?.iter().map(|r| from_row(r).map(|c| (c.code.clone(), c))).collect::<Result<_, _>>()?;
+        db::with_codes(db, &codes).await?.into_iter().map(|c| (c.code.clone(), c)).collect();
     Ok(scored.into_iter().filter_map(|(_, _, code)| found.remove(&code)).collect())
 }
 

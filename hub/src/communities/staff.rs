@@ -9,8 +9,8 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use ferry_schemas::{Community, CommunitySettings, Member, NewMember, ReferrerApproval};
 use serde::Deserialize;
-use sqlx::Row;
 
+use super::db;
 use crate::access::Principal;
 use crate::db::now_ms;
 use crate::error::{ApiJson, AppError, AppResult};
@@ -28,28 +28,12 @@ pub fn router() -> Router<AppState> {
 pub use crate::access::{administered, community_id, community_id_in};
 
 pub async fn members(state: &AppState, community_id: &str) -> AppResult<Vec<Member>> {
-    let rows = sqlx::query(
-        "SELECT u.id, u.email, u.name, m.role FROM memberships m JOIN users u ON u.id = m.user_id \
-         WHERE m.community_id = $1 ORDER BY m.role, u.name",
-    )
-    .bind(community_id)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ok(Member { user_id: r.try_get(0)?, email: r.try_get(1)?, name: r.try_get(2)?, role: r.try_get(3)? }))
-        .collect::<Result<_, sqlx::Error>>()?)
+    Ok(db::members(&state.db, community_id).await?)
 }
 
 /// `ferry-hub admin add-member`: the same as the API, straight on the database.
 pub async fn add_member_cli(pools: &crate::db::Pools, code: &str, email: &str, role: &str) -> AppResult<()> {
-    let id: String = sqlx::query("SELECT id FROM communities WHERE code = $1")
-        .bind(code)
-        .fetch_optional(&pools.read)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?
-        .ok_or_else(|| AppError::NotFound(format!("no community with the code {code}")))?;
+    let id = db::id_of(&pools.read, code).await?.ok_or_else(|| AppError::NotFound(format!("no community with the code {code}")))?;
     let user = set_member(&pools.read, &pools.write, &id, &NewMember { email: email.into(), role: role.into() }).await?;
     crate::audit::change(&pools.write, "cli", "community.member.set", "community", &id, &format!("user:{user} role:{role}")).await?;
     Ok(())
@@ -79,37 +63,18 @@ async fn set_member(db: &crate::db::Db, db_write: &crate::db::Db, community_id: 
     let user = crate::accounts::db::user_id_by_email(db, &email)
         .await?
         .ok_or_else(|| AppError::NotFound("no account has this email address; ask the person to register first".into()))?;
-    sqlx::query(
-        "INSERT INTO memberships (community_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (community_id, user_id) DO UPDATE SET role = excluded.role",
-    )
-    .bind(community_id)
-    .bind(&user)
-    .bind(&m.role)
-    .bind(now_ms())
-    .execute(db_write)
-    .await?;
+    db::set_member(db_write, community_id, &user, &m.role, now_ms()).await?;
     tracing::info!(community = %community_id, user = %user, role = %m.role, "membership set");
     Ok(user)
 }
 
 pub async fn remove_member(state: &AppState, who: &Principal, community_id: &str, user_id: &str) -> AppResult<()> {
-    let admins: i64 = sqlx::query("SELECT COUNT(*) FROM memberships WHERE community_id = $1 AND role = 'admin' AND user_id <> $2")
-        .bind(community_id)
-        .bind(user_id)
-        .fetch_one(&state.db)
-        .await?
-        .try_get(0)?;
+    let admins = db::other_admins(&state.db, community_id, user_id).await?;
     let is_admin = crate::access::community_role(&state.db, community_id, user_id).await?.as_deref() == Some("admin");
     if is_admin && admins == 0 {
         return Err(AppError::Conflict("the community's last admin cannot be removed".into()));
     }
-    let done = sqlx::query("DELETE FROM memberships WHERE community_id = $1 AND user_id = $2")
-        .bind(community_id)
-        .bind(user_id)
-        .execute(&state.db_write)
-        .await?;
-    if done.rows_affected() == 0 {
+    if !db::remove_member(&state.db_write, community_id, user_id).await? {
         return Err(AppError::NotFound("no such member".into()));
     }
     crate::audit::change(&state.db_write, &who.log_id(), "community.member.remove", "community", community_id, &format!("user:{user_id}"))
@@ -118,48 +83,14 @@ pub async fn remove_member(state: &AppState, who: &Principal, community_id: &str
 }
 
 pub async fn referrers(state: &AppState, community_id: &str) -> AppResult<Vec<ReferrerApproval>> {
-    let rows = sqlx::query(
-        "SELECT u.id, u.name, u.email, u.practice, u.address, u.phone, a.status FROM referrer_approvals a \
-         JOIN users u ON u.id = a.user_id WHERE a.community_id = $1 ORDER BY a.status, a.created_at",
-    )
-    .bind(community_id)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            Ok(ReferrerApproval {
-                user_id: r.try_get(0)?,
-                name: r.try_get(1)?,
-                email: r.try_get(2)?,
-                practice: r.try_get(3)?,
-                address: r.try_get(4)?,
-                phone: r.try_get(5)?,
-                status: r.try_get(6)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?)
+    Ok(db::referrers(&state.db, community_id).await?)
 }
 
 pub async fn request_approval(state: &AppState, who: &Principal, code: &str) -> AppResult<String> {
     let user = who.require_user()?;
     let id = community_id(state, code).await?;
-    sqlx::query(
-        "INSERT INTO referrer_approvals (community_id, user_id, status, created_at) VALUES ($1, $2, 'pending', $3) \
-         ON CONFLICT (community_id, user_id) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(&user.id)
-    .bind(now_ms())
-    .execute(&state.db_write)
-    .await?;
-    let status: String = sqlx::query("SELECT status FROM referrer_approvals WHERE community_id = $1 AND user_id = $2")
-        .bind(&id)
-        .bind(&user.id)
-        .fetch_one(&state.db_write)
-        .await?
-        .try_get(0)?;
-    Ok(status)
+    db::request_approval(&state.db_write, &id, &user.id, now_ms()).await?;
+    Ok(db::approval_status(&state.db_write, &id, &user.id).await?)
 }
 
 pub async fn decide_referrer(state: &AppState, who: &Principal, community_id: &str, user_id: &str, status: &str) -> AppResult<()> {
@@ -168,23 +99,10 @@ pub async fn decide_referrer(state: &AppState, who: &Principal, community_id: &s
     }
     let actor = who.user().map(|u| u.id.clone());
     // An admin may also approve a referrer who has not asked yet.
-    let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1").bind(user_id).fetch_optional(&state.db).await?.is_some();
-    if !exists {
+    if !db::user_exists(&state.db, user_id).await? {
         return Err(AppError::NotFound("no such account".into()));
     }
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO referrer_approvals (community_id, user_id, status, decided_by, created_at, decided_at) \
-         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (community_id, user_id) \
-         DO UPDATE SET status = excluded.status, decided_by = excluded.decided_by, decided_at = excluded.decided_at",
-    )
-    .bind(community_id)
-    .bind(user_id)
-    .bind(status)
-    .bind(actor)
-    .bind(now)
-    .execute(&state.db_write)
-    .await?;
+    db::decide_referrer(&state.db_write, community_id, user_id, status, actor, now_ms()).await?;
     tracing::info!(community = %community_id, user = %user_id, status, "referrer decision");
     crate::audit::change(
         &state.db_write,
@@ -199,10 +117,8 @@ pub async fn decide_referrer(state: &AppState, who: &Principal, community_id: &s
 }
 
 pub async fn configure(state: &AppState, who: &Principal, community_id: &str, s: &CommunitySettings) -> AppResult<()> {
-    let row =
-        sqlx::query("SELECT code, name, city, departments FROM communities WHERE id = $1").bind(community_id).fetch_one(&state.db).await?;
-    let (code, name, city): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-    let mut departments: Vec<String> = serde_json::from_str(&row.try_get::<String, _>(3)?).unwrap_or_default();
+    let db::Settings { code, name, city, departments } = db::settings(&state.db, community_id).await?;
+    let mut departments: Vec<String> = serde_json::from_str(&departments).unwrap_or_default();
     if let Some(d) = &s.departments {
         departments = d.iter().map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
     }
@@ -211,42 +127,27 @@ pub async fn configure(state: &AppState, who: &Principal, community_id: &str, s:
     {
         return Err(AppError::BadRequest("default_share_days is 1 to 3650".into()));
     }
-    enum Val {
-        Text(String),
-        Int(i64),
-    }
-    let mut sets = Vec::new();
-    let mut vals = vec![Val::Text(community_id.to_string())];
-    let mut set = |column: &str, v: Val, vals: &mut Vec<Val>| {
-        vals.push(v);
-        sets.push(format!("{column} = ${}", vals.len()));
-    };
-    set("departments", Val::Text(serde_json::to_string(&departments).unwrap_or_else(|_| "[]".into())), &mut vals);
-    set("search_text", Val::Text(super::search_text_of(&name, &city, &departments, &code)), &mut vals);
-    set("updated_at", Val::Int(now_ms()), &mut vals);
+    use db::Value;
+    let mut sets = vec![
+        ("departments", Value::Text(serde_json::to_string(&departments).unwrap_or_else(|_| "[]".into()))),
+        ("search_text", Value::Text(super::search_text_of(&name, &city, &departments, &code))),
+        ("updated_at", Value::Int(now_ms())),
+    ];
     for (column, value) in [
         ("requires_approval", s.requires_approval.map(i64::from)),
         ("accepts_inbound", s.accepts_inbound.map(i64::from)),
         ("default_share_days", s.default_share_days.map(i64::from)),
     ] {
         if let Some(v) = value {
-            set(column, Val::Int(v), &mut vals);
+            sets.push((column, Value::Int(v)));
         }
     }
     for (column, value) in [("contact", &s.contact), ("address", &s.address)] {
         if let Some(v) = value {
-            set(column, Val::Text(v.trim().to_string()), &mut vals);
+            sets.push((column, Value::Text(v.trim().to_string())));
         }
     }
-    let sql = format!("UPDATE communities SET {} WHERE id = $1", sets.join(", "));
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for v in vals {
-        q = match v {
-            Val::Text(t) => q.bind(t),
-            Val::Int(i) => q.bind(i),
-        };
-    }
-    q.execute(&state.db_write).await?;
+    db::update(&state.db_write, community_id, sets).await?;
     tracing::info!(community = %community_id, "community configured");
     // Which settings changed (their values are the community's public data, not patients').
     let changed: Vec<String> = serde_json::to_value(s)

@@ -9,7 +9,6 @@ use dicom_core::Tag;
 use dicom_core::dictionary::DataDictionary;
 use dicom_dictionary_std::StandardDataDictionary;
 use serde_json::{Map, Value, json};
-use sqlx::Row;
 
 use super::{DICOM_JSON, DicomPath, base_url};
 use crate::access::Principal;
@@ -367,6 +366,27 @@ fn add_filter(b: &mut SqlBuilder, column: &str, kind: Kind, value: &str, fuzzy: 
     Ok(())
 }
 
+/// A study, series or instance found; the columns a level does not select stay empty.
+#[derive(sqlx::FromRow)]
+struct Found {
+    study_uid: String,
+    #[sqlx(default)]
+    series_uid: String,
+    #[sqlx(default)]
+    sop_instance_uid: String,
+    /// The stored DICOM JSON: a study's or series' attributes, an instance's metadata.
+    attrs: String,
+    /// A study's modalities, `|`-separated.
+    #[sqlx(default)]
+    modalities: String,
+    #[sqlx(default)]
+    series_count: i64,
+    #[sqlx(default)]
+    instance_count: i64,
+    #[sqlx(default)]
+    number_of_frames: i64,
+}
+
 async fn run_search(
     state: &AppState,
     principal: &Principal,
@@ -443,24 +463,24 @@ async fn run_search(
     let offset_p = b.bind(BindValue::Int(search.offset));
     let sql = match level {
         Level::Study => format!(
-            "SELECT s.study_uid, s.attrs, s.modalities, ({series_count}), ({instance_count}) \
+            "SELECT s.study_uid, s.attrs, s.modalities, ({series_count}) AS series_count, ({instance_count}) AS instance_count \
              FROM studies s {where_} ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid, s.created_at, s.origin \
              LIMIT {limit_p} OFFSET {offset_p}"
         ),
         Level::Series => format!(
-            "SELECT se.study_uid, se.series_uid, se.attrs, ({instance_count}) \
+            "SELECT se.study_uid, se.series_uid, se.attrs, ({instance_count}) AS instance_count \
              FROM series se JOIN studies s ON s.origin = se.origin AND s.study_uid = se.study_uid {where_} \
              ORDER BY se.study_uid, se.created_at, se.series_uid, se.origin LIMIT {limit_p} OFFSET {offset_p}"
         ),
         Level::Instance => format!(
-            "SELECT i.study_uid, i.series_uid, i.sop_instance_uid, i.metadata, i.number_of_frames \
+            "SELECT i.study_uid, i.series_uid, i.sop_instance_uid, i.metadata AS attrs, i.number_of_frames \
              FROM instances i JOIN series se ON se.origin = i.origin AND se.series_uid = i.series_uid \
              JOIN studies s ON s.origin = i.origin AND s.study_uid = i.study_uid {where_} \
              ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid, i.created_at, i.origin \
              LIMIT {limit_p} OFFSET {offset_p}"
         ),
     };
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query_as::<_, Found>(sqlx::AssertSqlSafe(sql));
     for v in b.binds {
         q = match v {
             BindValue::Text(t) => q.bind(t),
@@ -473,10 +493,10 @@ async fn run_search(
     let rows: Vec<_> = rows.into_iter().take(search.limit as usize).collect();
     // One result per UID: a caller who sees rows of several origins under one UID gets the first
     // (attributes of one origin; counts over all it may see).
-    let uid_column = match level {
-        Level::Study => 0,
-        Level::Series => 1,
-        Level::Instance => 2,
+    let uid = |row: &Found| match level {
+        Level::Study => row.study_uid.clone(),
+        Level::Series => row.series_uid.clone(),
+        Level::Instance => row.sop_instance_uid.clone(),
     };
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut unique = Vec::with_capacity(rows.len());
@@ -485,10 +505,10 @@ async fn run_search(
     let mut modalities: Vec<Vec<String>> = Vec::with_capacity(rows.len());
     for row in rows {
         let mods: Vec<String> = match level {
-            Level::Study => row.try_get::<String, _>(2)?.split('|').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+            Level::Study => row.modalities.split('|').filter(|m| !m.is_empty()).map(str::to_string).collect(),
             _ => Vec::new(),
         };
-        match seen.entry(row.try_get::<String, _>(uid_column)?) {
+        match seen.entry(uid(&row)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let have = &mut modalities[*e.get()];
                 for m in mods {
@@ -508,40 +528,31 @@ async fn run_search(
     for (row, mods) in unique.iter().zip(&modalities) {
         let obj = match level {
             Level::Study => {
-                let uid: String = row.try_get(0)?;
-                let attrs: String = row.try_get(1)?;
-                let nseries: i64 = row.try_get(3)?;
-                let ninst: i64 = row.try_get(4)?;
+                let (uid, attrs, nseries, ninst) = (&row.study_uid, &row.attrs, row.series_count, row.instance_count);
                 let mut computed = Map::new();
                 computed.insert("00080061".into(), if mods.is_empty() { json!({"vr": "CS"}) } else { json!({"vr": "CS", "Value": mods}) });
                 computed.insert("00201206".into(), json!({"vr": "IS", "Value": [nseries]}));
                 computed.insert("00201208".into(), json!({"vr": "IS", "Value": [ninst]}));
                 computed.insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{base}/studies/{uid}")]}));
-                select_fields(&attrs, computed, STUDY_FIELDS, &search)
+                select_fields(attrs, computed, STUDY_FIELDS, &search)
             }
             Level::Series => {
-                let st: String = row.try_get(0)?;
-                let se: String = row.try_get(1)?;
-                let attrs: String = row.try_get(2)?;
-                let ninst: i64 = row.try_get(3)?;
+                let (st, se, attrs, ninst) = (&row.study_uid, &row.series_uid, &row.attrs, row.instance_count);
                 let mut computed = Map::new();
                 computed.insert("00201209".into(), json!({"vr": "IS", "Value": [ninst]}));
                 computed.insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{base}/studies/{st}/series/{se}")]}));
-                select_fields(&attrs, computed, SERIES_FIELDS, &search)
+                select_fields(attrs, computed, SERIES_FIELDS, &search)
             }
             Level::Instance => {
-                let st: String = row.try_get(0)?;
-                let se: String = row.try_get(1)?;
-                let i: String = row.try_get(2)?;
-                let metadata: String = row.try_get(3)?;
-                let frames: i64 = row.try_get(4)?;
+                let (st, se, i, metadata, frames) =
+                    (&row.study_uid, &row.series_uid, &row.sop_instance_uid, &row.attrs, row.number_of_frames);
                 let mut computed = Map::new();
                 computed
                     .insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{base}/studies/{st}/series/{se}/instances/{i}")]}));
                 if frames > 0 {
                     computed.insert("00280008".into(), json!({"vr": "IS", "Value": [frames]}));
                 }
-                select_fields(&metadata, computed, INSTANCE_FIELDS, &search)
+                select_fields(metadata, computed, INSTANCE_FIELDS, &search)
             }
         };
         out.push(obj);

@@ -1,7 +1,7 @@
 //! Instance rows: which stored files make up a study, series or instance a scope may see (for
 //! WADO-RS, the ZIP downloads and rendering).
 
-use sqlx::Row;
+use sqlx::FromRow;
 use sqlx::any::AnyRow;
 
 use super::scope::{Level, StudyScope};
@@ -43,43 +43,80 @@ pub struct InstanceRow {
 
 const COLUMNS: &str = "study_uid, series_uid, sop_instance_uid, sop_class_uid, transfer_syntax, \
      size, blob_path, blob_key, pixel_layout, number_of_frames, origin, key_id";
-/// The same columns of `instances i` in a join, for [`from_row`].
+/// The same columns of `instances i` in a join, for [`InstanceRow`]'s `FromRow`.
 pub const COLUMNS_I: &str = "i.study_uid, i.series_uid, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, \
      i.size, i.blob_path, i.blob_key, i.pixel_layout, i.number_of_frames, i.origin, i.key_id";
 /// Retrieve order; rows of several origins under one SOP Instance UID come together, the
 /// oldest origin's first.
 const ORDER: &str = "ORDER BY series_uid, instance_number, sop_instance_uid, created_at, origin";
 
-/// An instance row from the first twelve columns ([`COLUMNS_I`] order).
-pub fn from_row(r: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
-    let layout: Option<String> = r.try_get(8)?;
-    Ok(InstanceRow {
-        study_uid: r.try_get(0)?,
-        series_uid: r.try_get(1)?,
-        sop_instance_uid: r.try_get(2)?,
-        sop_class_uid: r.try_get(3)?,
-        transfer_syntax: r.try_get(4)?,
-        size: r.try_get::<i64, _>(5)? as u64,
-        blob_path: r.try_get(6)?,
-        blob_key: r.try_get(7)?,
-        pixel_layout: layout.and_then(|l| serde_json::from_str(&l).ok()),
-        number_of_frames: r.try_get(9)?,
-        origin: r.try_get(10)?,
-        key_id: r.try_get(11)?,
-    })
+/// An instance row as stored ([`COLUMNS`]): the size as the database keeps it, the pixel layout
+/// as JSON text.
+#[derive(FromRow)]
+struct Stored {
+    study_uid: String,
+    series_uid: String,
+    sop_instance_uid: String,
+    sop_class_uid: String,
+    transfer_syntax: String,
+    size: i64,
+    blob_path: String,
+    blob_key: String,
+    pixel_layout: Option<String>,
+    number_of_frames: i64,
+    origin: String,
+    key_id: String,
+}
+
+impl From<Stored> for InstanceRow {
+    fn from(r: Stored) -> Self {
+        InstanceRow {
+            study_uid: r.study_uid,
+            series_uid: r.series_uid,
+            sop_instance_uid: r.sop_instance_uid,
+            sop_class_uid: r.sop_class_uid,
+            transfer_syntax: r.transfer_syntax,
+            size: r.size as u64,
+            blob_path: r.blob_path,
+            blob_key: r.blob_key,
+            pixel_layout: r.pixel_layout.and_then(|l| serde_json::from_str(&l).ok()),
+            number_of_frames: r.number_of_frames,
+            origin: r.origin,
+            key_id: r.key_id,
+        }
+    }
+}
+
+/// An instance row from the columns of [`COLUMNS`] (or [`COLUMNS_I`]), by name.
+impl<'r> FromRow<'r, AnyRow> for InstanceRow {
+    fn from_row(r: &'r AnyRow) -> Result<Self, sqlx::Error> {
+        Stored::from_row(r).map(InstanceRow::from)
+    }
+}
+
+/// A stored metadata JSON document and its instance.
+#[derive(FromRow)]
+struct Metadata {
+    metadata: String,
+    sop_instance_uid: String,
 }
 
 /// Rows of `instances` in a study, series or single instance (`None` levels are not
-/// constrained), in retrieve order; `columns` is the SELECT list.
-async fn scoped(
+/// constrained), in retrieve order; `columns` is the SELECT list (with `sop_instance_uid`),
+/// `uid` a row's SOP Instance UID.
+async fn scoped<T>(
     db: &Db,
     scope: &StudyScope,
     columns: &str,
     study: &str,
     series: Option<&str>,
     instance: Option<&str>,
-) -> Result<Vec<AnyRow>, sqlx::Error> {
-    let mut sql = format!("SELECT {columns}, sop_instance_uid FROM instances WHERE study_uid = $1");
+    uid: fn(&T) -> &str,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+{
+    let mut sql = format!("SELECT {columns} FROM instances WHERE study_uid = $1");
     let mut binds: Vec<String> = vec![study.to_string()];
     for (column, value) in [("series_uid", series), ("sop_instance_uid", instance)] {
         if let Some(v) = value {
@@ -97,22 +134,16 @@ async fn scoped(
     }
     sql.push(' ');
     sql.push_str(ORDER);
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(sql));
     for b in binds {
         q = q.bind(b);
     }
-    let rows = q.fetch_all(db).await?;
+    let mut rows = q.fetch_all(db).await?;
     // One row per SOP Instance UID: where the caller may see rows of several origins under one
     // UID, the first in retrieve order.
-    let last = rows.first().map(|r| r.columns().len() - 1).unwrap_or(0);
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        if seen.insert(r.try_get::<String, _>(last)?) {
-            out.push(r);
-        }
-    }
-    Ok(out)
+    rows.retain(|r| seen.insert(uid(r).to_string()));
+    Ok(rows)
 }
 
 /// Instances of a study, series or single instance (`None` levels are not constrained) that
@@ -124,7 +155,7 @@ pub async fn instances(
     series: Option<&str>,
     instance: Option<&str>,
 ) -> Result<Vec<InstanceRow>, sqlx::Error> {
-    scoped(db, scope, COLUMNS, study, series, instance).await?.iter().map(from_row).collect()
+    scoped(db, scope, COLUMNS, study, series, instance, |r: &InstanceRow| &r.sop_instance_uid).await
 }
 
 /// Stored metadata JSON documents of a study/series/instance, in retrieve order.
@@ -135,5 +166,6 @@ pub async fn metadata(
     series: Option<&str>,
     instance: Option<&str>,
 ) -> Result<Vec<String>, sqlx::Error> {
-    scoped(db, scope, "metadata", study, series, instance).await?.iter().map(|r| r.try_get::<String, _>(0)).collect()
+    let rows = scoped(db, scope, "metadata, sop_instance_uid", study, series, instance, |r: &Metadata| &r.sop_instance_uid).await?;
+    Ok(rows.into_iter().map(|r| r.metadata).collect())
 }

@@ -21,7 +21,6 @@ pub mod instances;
 pub mod scope;
 
 use ferry_schemas::{TransferSeries, TransferStudy};
-use sqlx::Row;
 
 use crate::db::Db;
 
@@ -83,8 +82,9 @@ impl Holding {
     }
 }
 
-/// One instance row, named the way links name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One instance row, named the way links name it (read from the columns origin,
+/// sop_instance_uid, series_uid, study_uid).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RowRef {
     pub origin: String,
     pub sop_instance_uid: String,
@@ -147,21 +147,31 @@ pub async fn linked_rows(db: &Db, holding: Holding, id: &str) -> Result<Vec<RowR
         holding.table(),
         holding.key()
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(db).await?;
-    rows.iter().map(row_ref).collect()
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(db).await
 }
 
-/// A [`RowRef`] from the columns origin, SOP, series, study.
-pub fn row_ref(r: &sqlx::any::AnyRow) -> Result<RowRef, sqlx::Error> {
-    Ok(RowRef { origin: r.try_get(0)?, sop_instance_uid: r.try_get(1)?, series_uid: r.try_get(2)?, study_uid: r.try_get(3)? })
+/// A series of a study linked to a holding, as [`linked_studies`] reads it.
+#[derive(sqlx::FromRow)]
+struct LinkedSeries {
+    study_uid: String,
+    patient_name: String,
+    patient_id: String,
+    patient_birth_date: String,
+    study_date: String,
+    study_description: String,
+    series_uid: String,
+    modality: String,
+    series_description: String,
+    instances: i64,
+    bytes: i64,
 }
 
 /// The studies (with their series) of the rows linked to a transfer or a share. Rows of several
 /// origins under one Study Instance UID are shown as one study (attributes of the first origin).
 pub async fn linked_studies(db: &Db, holding: Holding, id: &str) -> Result<Vec<TransferStudy>, sqlx::Error> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<LinkedSeries> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT s.study_uid, s.patient_name, s.patient_id, s.patient_birth_date, s.study_date, s.study_description, \
-         se.series_uid, se.modality, se.series_description, COUNT(*), CAST(SUM(i.size) AS BIGINT), s.origin \
+         se.series_uid, se.modality, se.series_description, COUNT(*) AS instances, CAST(SUM(i.size) AS BIGINT) AS bytes, s.origin \
          FROM {} l \
          JOIN instances i ON i.origin = l.origin AND i.sop_instance_uid = l.sop_instance_uid \
          JOIN series se ON se.origin = i.origin AND se.series_uid = i.series_uid \
@@ -177,23 +187,22 @@ pub async fn linked_studies(db: &Db, holding: Holding, id: &str) -> Result<Vec<T
     .fetch_all(db)
     .await?;
     let mut out: Vec<TransferStudy> = Vec::new();
-    for r in &rows {
-        let study_uid: String = r.try_get(0)?;
+    for r in rows {
         let series = TransferSeries {
-            series_uid: r.try_get(6)?,
-            modality: r.try_get(7)?,
-            description: r.try_get(8)?,
-            instances: r.try_get::<i64, _>(9)? as u64,
+            series_uid: r.series_uid,
+            modality: r.modality,
+            description: r.series_description,
+            instances: r.instances as u64,
         };
-        let bytes = r.try_get::<i64, _>(10)? as u64;
-        if out.last().is_none_or(|s| s.study_uid != study_uid) {
+        let bytes = r.bytes as u64;
+        if out.last().is_none_or(|s| s.study_uid != r.study_uid) {
             out.push(TransferStudy {
-                study_uid,
-                patient_name: r.try_get(1)?,
-                patient_id: r.try_get(2)?,
-                patient_birth_date: r.try_get(3)?,
-                study_date: r.try_get(4)?,
-                description: r.try_get(5)?,
+                study_uid: r.study_uid,
+                patient_name: r.patient_name,
+                patient_id: r.patient_id,
+                patient_birth_date: r.patient_birth_date,
+                study_date: r.study_date,
+                description: r.study_description,
                 modalities: vec![],
                 instances: 0,
                 bytes: 0,
@@ -226,6 +235,13 @@ pub struct Released {
     pub shredded: u64,
 }
 
+/// An instance row [`release`] deleted: its blob and the data key that wrapped the blob's key.
+#[derive(sqlx::FromRow)]
+struct Unlinked {
+    blob_path: String,
+    key_id: String,
+}
+
 /// Unlinks every row of holding `id` and deletes, inside `tx`, each row that no other holding
 /// links any more — the data key first where none of its rows is left, so the blobs can never be
 /// decrypted again — then the series and study rows left empty. Rows other holdings still link
@@ -239,20 +255,18 @@ pub async fn release(
     extra_keys: Vec<(String, String)>,
 ) -> Result<Released, sqlx::Error> {
     let (table, key) = (holding.table(), holding.key());
-    let linked: Vec<RowRef> =
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT origin, sop_instance_uid, series_uid, study_uid FROM {table} WHERE {key} = $1")))
-            .bind(id)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(row_ref)
-            .collect::<Result<_, _>>()?;
+    let linked: Vec<RowRef> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT origin, sop_instance_uid, series_uid, study_uid FROM {table} WHERE {key} = $1"
+    )))
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE {key} = $1"))).bind(id).execute(&mut **tx).await?;
     let mut out = Released { blobs: extra_blobs, shredded: 0 };
     let mut keys: Vec<(String, String)> = extra_keys;
     let mut studies: Vec<(String, String)> = Vec::new();
     for r in &linked {
-        let gone = sqlx::query(
+        let gone: Option<Unlinked> = sqlx::query_as(
             "DELETE FROM instances WHERE origin = $1 AND sop_instance_uid = $2 \
              AND NOT EXISTS (SELECT 1 FROM transfer_instances l WHERE l.origin = $1 AND l.sop_instance_uid = $2) \
              AND NOT EXISTS (SELECT 1 FROM share_instances l WHERE l.origin = $1 AND l.sop_instance_uid = $2) \
@@ -262,9 +276,9 @@ pub async fn release(
         .bind(&r.sop_instance_uid)
         .fetch_optional(&mut **tx)
         .await?;
-        if let Some(row) = gone {
-            out.blobs.push(row.try_get(0)?);
-            keys.push((r.study_uid.clone(), row.try_get(1)?));
+        if let Some(gone) = gone {
+            out.blobs.push(gone.blob_path);
+            keys.push((r.study_uid.clone(), gone.key_id));
             studies.push((r.origin.clone(), r.study_uid.clone()));
         }
     }

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use sqlx::Row;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::describe::Described;
@@ -485,12 +484,11 @@ async fn try_insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, row: &NewRow
         Outcome::Stored
     } else {
         // Already stored by this origin: the same bytes are a success, other bytes are refused.
-        let sha: String = sqlx::query("SELECT sha256 FROM instances WHERE origin = $1 AND sop_instance_uid = $2")
+        let sha: String = sqlx::query_scalar("SELECT sha256 FROM instances WHERE origin = $1 AND sop_instance_uid = $2")
             .bind(origin)
             .bind(&d.sop_instance_uid)
             .fetch_one(&mut **tx)
-            .await?
-            .try_get(0)?;
+            .await?;
         if sha != blob.sha256 {
             return Err(InsertError::Failure(Failure::new(
                 reason::DUPLICATE_DIFFERENT,
@@ -534,13 +532,11 @@ async fn series_owner(
     origin: &str,
     series_uid: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query("SELECT study_uid FROM series WHERE origin = $1 AND series_uid = $2")
+    sqlx::query_scalar("SELECT study_uid FROM series WHERE origin = $1 AND series_uid = $2")
         .bind(origin)
         .bind(series_uid)
         .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()
+        .await
 }
 
 fn mismatch() -> InsertError {

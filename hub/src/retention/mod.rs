@@ -12,8 +12,6 @@
 //! Safe on several hubs at once: a share is claimed by stamping `purged_at` inside the purge's
 //! transaction, so exactly one hub purges it; running it again finds nothing to do.
 
-use sqlx::Row;
-
 use crate::audit::{self, Event};
 use crate::db::now_ms;
 use crate::state::AppState;
@@ -22,7 +20,7 @@ use crate::state::AppState;
 pub async fn run_once(state: &AppState) -> anyhow::Result<u64> {
     let now = now_ms();
     let grace = state.config.retention.grace_secs as i64 * 1000;
-    let rows = sqlx::query(
+    let due: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM shares WHERE purged_at IS NULL AND ( \
            state = 'deleted' \
            OR (state = 'active' AND expires_at + $1 <= $2) \
@@ -35,8 +33,7 @@ pub async fn run_once(state: &AppState) -> anyhow::Result<u64> {
     .fetch_all(&state.db)
     .await?;
     let mut purged = 0;
-    for r in rows {
-        let id: String = r.try_get(0)?;
+    for id in due {
         if purge_share(state, &id).await? {
             purged += 1;
         }
@@ -57,13 +54,19 @@ pub async fn purge_share(state: &AppState, id: &str) -> anyhow::Result<bool> {
         tx.rollback().await?;
         return Ok(false);
     }
-    let reports =
-        sqlx::query("SELECT blob_path, study_uid, key_id FROM share_reports WHERE share_id = $1").bind(id).fetch_all(&mut *tx).await?;
+    #[derive(sqlx::FromRow)]
+    struct Report {
+        blob_path: String,
+        study_uid: String,
+        key_id: String,
+    }
+    let reports: Vec<Report> =
+        sqlx::query_as("SELECT blob_path, study_uid, key_id FROM share_reports WHERE share_id = $1").bind(id).fetch_all(&mut *tx).await?;
     let mut report_blobs = Vec::new();
     let mut report_keys = Vec::new();
-    for r in &reports {
-        report_blobs.push(r.try_get::<String, _>(0)?);
-        report_keys.push((r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?));
+    for r in reports {
+        report_blobs.push(r.blob_path);
+        report_keys.push((r.study_uid, r.key_id));
     }
     for sql in ["DELETE FROM share_sessions WHERE share_id = $1", "DELETE FROM share_reports WHERE share_id = $1"] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;

@@ -207,18 +207,7 @@ async fn items(state: &AppState, h: &ShareHolder) -> AppResult<Vec<DataItem>> {
 /// The patient's sex as the share's own study rows say it (not another tenant's rows of the
 /// same UID).
 async fn sex_of(state: &AppState, share_id: &str, study: &str) -> AppResult<String> {
-    use sqlx::Row;
-    Ok(sqlx::query(
-        "SELECT s.patient_sex FROM studies s WHERE s.study_uid = $2 AND (s.origin, s.study_uid) IN \
-         (SELECT l.origin, l.study_uid FROM share_instances l WHERE l.share_id = $1) ORDER BY s.created_at, s.origin",
-    )
-    .bind(share_id)
-    .bind(study)
-    .fetch_optional(&state.db)
-    .await?
-    .map(|r| r.try_get::<String, _>(0))
-    .transpose()?
-    .unwrap_or_default())
+    Ok(super::db::patient_sex(&state.db, share_id, study).await?.unwrap_or_default())
 }
 
 async fn download(State(state): State<AppState>, ci: ConnectInfo<SocketAddr>, headers: HeaderMap, Path(id): Path<String>) -> Response {

@@ -14,7 +14,6 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use ferry_schemas::{ForwardShare, IssuedShare, Redeem, SharedView};
 use jwt::{SignWithKey, VerifyWithKey};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use super::db::{self, ShareRow};
 use super::redeem::{self, Outcome, SHARE_COOKIE, SessionKind};
@@ -63,14 +62,8 @@ pub struct ShareHolder {
 /// The share of a session key, if the session and the share are both still open.
 async fn by_session(state: &AppState, key: &str, kind: SessionKind) -> AppResult<Option<ShareHolder>> {
     let now = now_ms();
-    let row = sqlx::query("SELECT share_id, last_seen_at FROM share_sessions WHERE token_hash = $1 AND expires_at > $2")
-        .bind(key)
-        .bind(now)
-        .fetch_optional(&state.db)
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    let share_id: String = row.try_get(0)?;
-    let last_seen: i64 = row.try_get(1)?;
+    let Some(session) = db::session(&state.db, key, now).await? else { return Ok(None) };
+    let (share_id, last_seen) = (session.share_id, session.last_seen_at);
     if kind == SessionKind::Browser && now - last_seen > state.config.shares.session_idle_secs as i64 * 1000 {
         return Ok(None);
     }
@@ -80,11 +73,7 @@ async fn by_session(state: &AppState, key: &str, kind: SessionKind) -> AppResult
     }
     // Kept at most every 30 s, so reading images does not turn into writes.
     if now - last_seen > 30_000 {
-        let _ = sqlx::query("UPDATE share_sessions SET last_seen_at = $1 WHERE token_hash = $2")
-            .bind(now)
-            .bind(key)
-            .execute(&state.db_write)
-            .await;
+        let _ = db::session_seen(&state.db_write, key, now).await;
     }
     Ok(Some(ShareHolder { share, via: kind }))
 }
@@ -175,8 +164,7 @@ async fn api_redeem(
 
 /// What the holder sees.
 pub async fn view(state: &AppState, share: &ShareRow) -> AppResult<SharedView> {
-    let name: String =
-        sqlx::query("SELECT name FROM communities WHERE id = $1").bind(&share.community_id).fetch_one(&state.db).await?.try_get(0)?;
+    let name = db::community_name(&state.db, &share.community_id).await?;
     Ok(SharedView {
         community_name: name,
         expires_at: share.expires_at,
@@ -223,8 +211,7 @@ pub async fn download(state: &AppState, h: &ShareHolder, study: Option<&str>, cl
         },
     )
     .await?;
-    let _ =
-        sqlx::query("UPDATE shares SET last_access_at = $1 WHERE id = $2").bind(now_ms()).bind(&h.share.id).execute(&state.db_write).await;
+    let _ = db::accessed(&state.db_write, &h.share.id, now_ms()).await;
     plan.into_response(state.blobs.clone(), "images.zip")
 }
 
@@ -324,7 +311,7 @@ async fn api_forward(
 /// Ends the browser session of the share cookie, if any.
 pub async fn end_session(state: &AppState, jar: &CookieJar) -> AppResult<()> {
     if let Some(c) = jar.get(SHARE_COOKIE) {
-        sqlx::query("DELETE FROM share_sessions WHERE token_hash = $1").bind(tokens::hash(c.value())).execute(&state.db_write).await?;
+        db::end_session(&state.db_write, &tokens::hash(c.value())).await?;
     }
     Ok(())
 }

@@ -25,7 +25,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_schemas::{AuditEvent, ExtendShare, IssuedShare, NewShare, Share, ShareOptions, SheetRequest};
 use serde::Deserialize;
-use sqlx::Row;
 
 use crate::access::Principal;
 use crate::audit::{self, Event};
@@ -63,12 +62,7 @@ pub fn actor(who: &Principal) -> String {
 /// connector and the operator token.
 pub async fn managed_community(state: &AppState, who: &Principal, code: &str) -> AppResult<String> {
     let not_found = || AppError::NotFound(format!("no community with the code {}", code.trim()));
-    let id: String = sqlx::query("SELECT id FROM communities WHERE code = $1")
-        .bind(code.trim())
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(not_found)?
-        .try_get(0)?;
+    let id = db::community_id(&state.db, code.trim()).await?.ok_or_else(not_found)?;
     if may_manage(state, who, &id).await? { Ok(id) } else { Err(not_found()) }
 }
 
@@ -144,18 +138,7 @@ async fn open_draft(
 ) -> AppResult<ShareRow> {
     let id = uuid::Uuid::new_v4().to_string();
     let mut tx = state.db_write.begin().await?;
-    sqlx::query(
-        "INSERT INTO shares (id, community_id, created_by, parent_id, question_type, state, note, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, 'PAT_BIRTH_DATE', 'draft', $5, $6, $6)",
-    )
-    .bind(&id)
-    .bind(community_id)
-    .bind(created_by)
-    .bind(parent_id)
-    .bind(note)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
+    db::insert_draft(&mut tx, &id, community_id, created_by, parent_id, note, now_ms()).await?;
     crate::index::insert_links(&mut tx, crate::index::Holding::Share, &id, instances).await?;
     tx.commit().await?;
     db::find(&state.db_write, &id).await?.ok_or_else(|| AppError::Internal(anyhow::anyhow!("share vanished")))
@@ -177,11 +160,7 @@ pub(crate) async fn issue_linked(
     }
     let facts = db::study_facts(&state.db, &row.id).await?;
     let factor = factor::choose(options, &facts).await?;
-    let default_days: i64 = sqlx::query("SELECT default_share_days FROM communities WHERE id = $1")
-        .bind(&row.community_id)
-        .fetch_one(&state.db)
-        .await?
-        .try_get(0)?;
+    let default_days = db::default_share_days(&state.db, &row.community_id).await?;
     let expires_at = expiry(state, options, default_days, cap)?;
     let patient_id = facts.first().map(|f| f.0.clone()).unwrap_or_default();
     let note = match &options.note {
@@ -190,22 +169,17 @@ pub(crate) async fn issue_linked(
     };
     let code = AccessCode::generate();
     let now = now_ms();
-    let done = sqlx::query(
-        "UPDATE shares SET code_hash = $1, question_type = $2, question_text = $3, answer_hash = $4, state = 'active', \
-         issued_at = $5, expires_at = $6, patient_id = $7, note = $8 WHERE id = $9 AND state = 'draft'",
-    )
-    .bind(state.secret.code_hash(code.as_str()))
-    .bind(factor.question_type)
-    .bind(&factor.question_text)
-    .bind(&factor.answer_hash)
-    .bind(now)
-    .bind(expires_at)
-    .bind(&patient_id)
-    .bind(&note)
-    .bind(&row.id)
-    .execute(&state.db_write)
-    .await?;
-    if done.rows_affected() != 1 {
+    let issued = db::Issue {
+        code_hash: &state.secret.code_hash(code.as_str()),
+        question_type: factor.question_type,
+        question_text: &factor.question_text,
+        answer_hash: &factor.answer_hash,
+        issued_at: now,
+        expires_at,
+        patient_id: &patient_id,
+        note: &note,
+    };
+    if !db::issue(&state.db_write, &row.id, &issued).await? {
         return Err(AppError::Conflict("this share was already issued".into()));
     }
     audit::record(
@@ -294,7 +268,7 @@ async fn discard_draft(state: &AppState, id: &str) {
     let released: anyhow::Result<crate::index::Released> = async {
         let mut tx = state.db_write.begin().await?;
         let released = crate::index::release(&mut tx, crate::index::Holding::Share, id, vec![], vec![]).await?;
-        sqlx::query("DELETE FROM shares WHERE id = $1 AND state = 'draft'").bind(id).execute(&mut *tx).await?;
+        db::delete_draft(&mut tx, id).await?;
         tx.commit().await?;
         Ok(released)
     }
@@ -357,15 +331,8 @@ pub async fn end(state: &AppState, id: &str, to: &str) -> AppResult<()> {
     let now = now_ms();
     let column = if to == "deleted" { "deleted_at" } else { "revoked_at" };
     for sid in db::with_descendants(&state.db_write, id).await? {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE shares SET state = $1, {column} = $2 WHERE id = $3 AND state IN ('active', 'revoked')"
-        )))
-        .bind(to)
-        .bind(now)
-        .bind(&sid)
-        .execute(&state.db_write)
-        .await?;
-        sqlx::query("DELETE FROM share_sessions WHERE share_id = $1").bind(&sid).execute(&state.db_write).await?;
+        db::set_ended(&state.db_write, &sid, to, column, now).await?;
+        db::end_sessions(&state.db_write, &sid).await?;
     }
     Ok(())
 }
@@ -406,13 +373,7 @@ pub struct ListQuery {
 pub async fn list(state: &AppState, who: &Principal, q: &ListQuery) -> AppResult<Vec<Share>> {
     let communities: Vec<String> = match (&q.community, who) {
         (Some(code), _) => vec![managed_community(state, who, code).await?],
-        (None, Principal::User(u)) => sqlx::query("SELECT community_id FROM memberships WHERE user_id = $1")
-            .bind(&u.id)
-            .fetch_all(&state.db)
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?,
+        (None, Principal::User(u)) => db::member_communities(&state.db, &u.id).await?,
         (None, Principal::Connector(c)) => vec![c.community_id.clone()],
         (None, Principal::Admin) => {
             return Err(AppError::BadRequest("name the community (?community=CODE)".into()));
@@ -423,16 +384,7 @@ pub async fn list(state: &AppState, who: &Principal, q: &ListQuery) -> AppResult
     let now = now_ms();
     let mut out = Vec::new();
     for c in communities {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM shares WHERE community_id = $1 AND purged_at IS NULL ORDER BY created_at DESC LIMIT $2",
-            db::COLUMNS
-        )))
-        .bind(&c)
-        .bind(limit)
-        .fetch_all(&state.db)
-        .await?;
-        for r in &rows {
-            let row = db::from_row(r)?;
+        for row in db::of_community(&state.db, &c, limit).await? {
             let keep = match q.state.as_deref() {
                 None | Some("") => true,
                 Some("locked") => row.is_locked(now),
@@ -509,7 +461,7 @@ pub async fn extend(state: &AppState, actor: &str, row: &ShareRow, e: &ExtendSha
     {
         return Err(AppError::BadRequest("a forwarded code cannot outlive the code it came from".into()));
     }
-    sqlx::query("UPDATE shares SET expires_at = $1 WHERE id = $2").bind(until).bind(&row.id).execute(&state.db_write).await?;
+    db::set_expiry(&state.db_write, &row.id, until).await?;
     audit::record(
         &state.db_write,
         Event {
@@ -562,7 +514,7 @@ async fn api_revoke(State(state): State<AppState>, who: Principal, Path(id): Pat
 }
 
 pub async fn unlock(state: &AppState, actor: &str, row: &ShareRow) -> AppResult<()> {
-    sqlx::query("UPDATE shares SET failed_attempts = 0, locked_until = 0 WHERE id = $1").bind(&row.id).execute(&state.db_write).await?;
+    db::unlock(&state.db_write, &row.id).await?;
     audit::record(
         &state.db_write,
         Event { actor, client_addr: "", action: "share.unlock", object_kind: "share", object_id: &row.id, result: "ok", detail: "" },
@@ -589,13 +541,8 @@ pub async fn reissue(state: &AppState, actor: &str, row: &ShareRow) -> AppResult
         Some(p) => crate::accounts::password::hash(code::normalize_password(p)).await?,
         None => row.answer_hash.clone(),
     };
-    sqlx::query("UPDATE shares SET code_hash = $1, answer_hash = $2, failed_attempts = 0, locked_until = 0 WHERE id = $3")
-        .bind(state.secret.code_hash(code.as_str()))
-        .bind(&answer_hash)
-        .bind(&row.id)
-        .execute(&state.db_write)
-        .await?;
-    sqlx::query("DELETE FROM share_sessions WHERE share_id = $1").bind(&row.id).execute(&state.db_write).await?;
+    db::set_code(&state.db_write, &row.id, &state.secret.code_hash(code.as_str()), &answer_hash).await?;
+    db::end_sessions(&state.db_write, &row.id).await?;
     audit::record(
         &state.db_write,
         Event { actor, client_addr: "", action: "share.reissue", object_kind: "share", object_id: &row.id, result: "ok", detail: "" },
@@ -618,8 +565,7 @@ async fn api_reissue(State(state): State<AppState>, who: Principal, Path(id): Pa
 /// The printable sheet: needs the code, which only its hash can confirm.
 pub async fn sheet_for(state: &AppState, row: &ShareRow, req: &SheetRequest) -> AppResult<Vec<u8>> {
     let code = AccessCode::parse(&req.code).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let stored: Option<String> =
-        sqlx::query("SELECT code_hash FROM shares WHERE id = $1").bind(&row.id).fetch_one(&state.db).await?.try_get(0)?;
+    let stored = db::code_hash(&state.db, &row.id).await?;
     if stored.as_deref() != Some(state.secret.code_hash(code.as_str()).as_str()) {
         return Err(AppError::BadRequest("this is not the share's current code".into()));
     }

@@ -176,16 +176,7 @@ async fn open_session(state: &AppState, share: &ShareRow, kind: SessionKind) -> 
             (jwt, tokens::hash(&jti), exp)
         }
     };
-    sqlx::query(
-        "INSERT INTO share_sessions (token_hash, share_id, kind, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $4, $5)",
-    )
-    .bind(&key)
-    .bind(&share.id)
-    .bind(kind.as_str())
-    .bind(now)
-    .bind(expires_at)
-    .execute(&state.db_write)
-    .await?;
+    super::db::insert_session(&state.db_write, &key, &share.id, kind.as_str(), now, expires_at).await?;
     Ok((token, expires_at))
 }
 

@@ -67,23 +67,20 @@ pub async fn attach(state: &AppState, actor: &str, share: &ShareRow, q: &ReportQ
     state.blobs.write_listed(&state.db_write, &blob_path, &blob_key, &pdf).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let mut tx = state.db_write.begin().await?;
-    sqlx::query(
-        "INSERT INTO share_reports (id, share_id, study_uid, name, size, sha256, blob_path, blob_key, key_id, release_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&id)
-    .bind(&share.id)
-    .bind(&study)
-    .bind(name)
-    .bind(pdf.len() as i64)
-    .bind(hex::encode(Sha256::digest(&pdf)))
-    .bind(&blob_path)
-    .bind(&wrapped)
-    .bind(&key_id)
-    .bind(release_at)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    let report = super::db::NewReport {
+        id: &id,
+        share_id: &share.id,
+        study_uid: &study,
+        name,
+        size: pdf.len() as i64,
+        sha256: &hex::encode(Sha256::digest(&pdf)),
+        blob_path: &blob_path,
+        blob_key: &wrapped,
+        key_id: &key_id,
+        release_at,
+        created_at: now,
+    };
+    super::db::insert_report(&mut tx, &report).await?;
     crate::storage::pending::settle(&mut tx, &blob_path).await?;
     tx.commit().await?;
     audit::record(

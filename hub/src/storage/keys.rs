@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use futures_util::future::BoxFuture;
-use sqlx::Row;
 
 use super::crypto::Key;
 use crate::db::{Db, now_ms};
@@ -159,19 +158,32 @@ pub async fn rotate_local(db: &Db, kek_file: &Path) -> anyhow::Result<Rotated> {
     Ok(Rotated { old_id, new_id, rewrapped, retired_file })
 }
 
+/// A study key as stored: the data key `key_id`, wrapped by the KEK `kek_id`.
+#[derive(sqlx::FromRow)]
+pub(super) struct StoredKey {
+    pub key_id: String,
+    pub wrapped_key: String,
+    pub kek_id: String,
+}
+
+/// Up to `limit` study keys not wrapped by the KEK `kek_id`.
+pub(super) async fn keys_not_under(db: &Db, kek_id: &str, limit: i64) -> Result<Vec<StoredKey>, sqlx::Error> {
+    sqlx::query_as("SELECT key_id, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT $2")
+        .bind(kek_id)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
 async fn rewrap_all(db: &Db, known: &std::collections::HashMap<String, Key>, new: &Key, new_id: &str) -> anyhow::Result<u64> {
     let mut done = 0;
     loop {
-        let rows = sqlx::query("SELECT key_id, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT 500")
-            .bind(new_id)
-            .fetch_all(db)
-            .await?;
+        let rows = keys_not_under(db, new_id, 500).await?;
         if rows.is_empty() {
             return Ok(done);
         }
         let mut progressed = false;
-        for r in &rows {
-            let (study, wrapped, kek_id): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        for StoredKey { key_id: study, wrapped_key: wrapped, kek_id } in rows {
             let Some(kek) = known.get(&kek_id) else {
                 anyhow::bail!(
                     "a study key is wrapped by a KEK this rotation does not have ({kek_id}); put its key file beside the current one, named like the current one plus .retired-<anything>, and run again"
@@ -200,8 +212,14 @@ async fn rewrap_all(db: &Db, known: &std::collections::HashMap<String, Key>, new
 
 /// Study keys per KEK id: what `ferry-hub keys status` shows.
 pub async fn kek_usage(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
-    let rows = sqlx::query("SELECT kek_id, COUNT(*) FROM study_keys GROUP BY kek_id ORDER BY kek_id").fetch_all(db).await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    #[derive(sqlx::FromRow)]
+    struct Usage {
+        kek_id: String,
+        keys: i64,
+    }
+    let rows: Vec<Usage> =
+        sqlx::query_as("SELECT kek_id, COUNT(*) AS keys FROM study_keys GROUP BY kek_id ORDER BY kek_id").fetch_all(db).await?;
+    Ok(rows.into_iter().map(|u| (u.kek_id, u.keys)).collect())
 }
 
 /// Reads a 32-byte key kept as 64 hex characters, creating the file (mode 0600) when missing.
@@ -388,12 +406,11 @@ impl Keyring {
 
     /// The study's data key, if it has one.
     pub async fn study_key(&self, db: &Db, key_id: &str) -> anyhow::Result<Option<Key>> {
-        let row = sqlx::query("SELECT wrapped_key, kek_id FROM study_keys WHERE key_id = $1").bind(key_id).fetch_optional(db).await?;
+        let row: Option<StoredKey> =
+            sqlx::query_as("SELECT key_id, wrapped_key, kek_id FROM study_keys WHERE key_id = $1").bind(key_id).fetch_optional(db).await?;
         match row {
             None => Ok(None),
-            Some(row) => {
-                let wrapped: String = row.try_get(0)?;
-                let kek_id: String = row.try_get(1)?;
+            Some(StoredKey { wrapped_key: wrapped, kek_id, .. }) => {
                 let slot = (key_id.to_string(), wrapped);
                 {
                     let cache = self.unwrapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

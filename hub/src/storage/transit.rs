@@ -18,10 +18,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use super::crypto::Key;
-use super::keys::{KeyProvider, Keyring, LocalKeyFile};
+use super::keys::{KeyProvider, Keyring, LocalKeyFile, StoredKey, keys_not_under};
 use crate::config::TransitConfig;
 use crate::db::Db;
 
@@ -175,15 +174,11 @@ impl TransitKeys {
         let current = self.kek_id(latest);
         let mut done = 0;
         loop {
-            let rows = sqlx::query("SELECT key_id, wrapped_key, kek_id FROM study_keys WHERE kek_id <> $1 LIMIT 200")
-                .bind(&current)
-                .fetch_all(db)
-                .await?;
+            let rows = keys_not_under(db, &current, 200).await?;
             if rows.is_empty() {
                 return Ok(done);
             }
-            for r in &rows {
-                let (study, wrapped, kek_id): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            for StoredKey { key_id: study, wrapped_key: wrapped, kek_id } in rows {
                 let context = Keyring::context(&study);
                 let dek = self.unwrap_key(&kek_id, &wrapped, &context).await.context("re-wrapping a study key")?;
                 let (rewrapped, id) = self.wrap_key(&dek, &context).await?;
