@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ferry_schemas::Health;
-use sqlx::Row;
 
 use crate::access::Principal;
 use crate::db::now_ms;
@@ -42,11 +41,9 @@ async fn scrape(State(state): State<AppState>, who: Principal) -> AppResult<Resp
     }
     // Gauges from the database: the same on every hub of the system.
     let now = now_ms();
-    let rows = sqlx::query("SELECT id, last_seen_at, queue_depth FROM connectors WHERE revoked_at IS NULL").fetch_all(&state.db).await?;
-    for r in &rows {
-        let id: String = r.try_get(0)?;
-        let seen: Option<i64> = r.try_get(1)?;
-        let depth: i64 = r.try_get(2)?;
+    let rows: Vec<(String, Option<i64>, i64)> =
+        sqlx::query_as("SELECT id, last_seen_at, queue_depth FROM connectors WHERE revoked_at IS NULL").fetch_all(&state.db).await?;
+    for (id, seen, depth) in rows {
         if let Some(seen) = seen {
             metrics::gauge!("ferry_connector_lag_seconds", "connector" => id.clone()).set((now - seen) as f64 / 1000.0);
         }

@@ -17,12 +17,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ferry_schemas::{Decision, NewTransfer, Transfer};
+use ferry_schemas::{Decision, NewTransfer, Transfer, Urgency};
 use serde::Deserialize;
-use sqlx::Row;
 
 use crate::access::Principal;
-use crate::db::now_ms;
 use crate::error::{ApiJson, AppError, AppResult};
 use crate::state::AppState;
 use crate::text::fold;
@@ -95,53 +93,34 @@ pub async fn may_send(state: &AppState, community_id: &str, requires_approval: b
     if !requires_approval || crate::access::community_role(&state.db, community_id, user_id).await?.is_some() {
         return Ok(true);
     }
-    let status: Option<String> = sqlx::query("SELECT status FROM referrer_approvals WHERE community_id = $1 AND user_id = $2")
-        .bind(community_id)
-        .bind(user_id)
-        .fetch_optional(&state.db)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?;
-    Ok(status.as_deref() == Some("approved"))
+    Ok(db::approval(&state.db, community_id, user_id).await?.as_deref() == Some("approved"))
 }
 
 pub async fn create(state: &AppState, who: &Principal, n: &NewTransfer) -> AppResult<Transfer> {
     let user = who.require_user()?;
-    let row = sqlx::query("SELECT id, accepts_inbound, requires_approval FROM communities WHERE code = $1")
-        .bind(n.community.trim())
-        .fetch_optional(&state.db)
+    let rules = db::rules_by_code(&state.db, n.community.trim())
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no community with the code {}", n.community.trim())))?;
-    let community_id: String = row.try_get(0)?;
-    if row.try_get::<i64, _>(1)? == 0 {
+    if rules.accepts_inbound == 0 {
         return Err(AppError::Conflict("this community does not accept studies sent to it".into()));
     }
-    if !may_send(state, &community_id, row.try_get::<i64, _>(2)? != 0, &user.id).await? {
+    if !may_send(state, &rules.id, rules.requires_approval != 0, &user.id).await? {
         return Err(AppError::ForbiddenBecause(
             "this community only accepts studies from referrers it approved; ask for approval first".into(),
         ));
     }
     let urgency = match n.urgency.as_deref().map(str::trim) {
-        None | Some("") | Some("routine") => "routine",
-        Some("urgent") => "urgent",
+        None | Some("") | Some("routine") => Urgency::Routine,
+        Some("urgent") => Urgency::Urgent,
         Some(_) => return Err(AppError::BadRequest("urgency is routine or urgent".into())),
     };
     let reason = clean(&n.reason, 2000, "the reason")?;
     let appointment = clean(&n.appointment, 100, "the appointment")?;
     let id = uuid::Uuid::new_v4().to_string();
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO transfers (id, sender_id, community_id, reason, appointment, urgency, state, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $7)",
+    db::insert_draft(
+        &state.db_write,
+        &db::Draft { id: &id, sender_id: &user.id, community_id: &rules.id, reason: &reason, appointment: &appointment, urgency },
     )
-    .bind(&id)
-    .bind(&user.id)
-    .bind(&community_id)
-    .bind(&reason)
-    .bind(&appointment)
-    .bind(urgency)
-    .bind(now)
-    .execute(&state.db_write)
     .await?;
     db::add_event(&state.db_write, &id, "draft", "", who).await?;
     tracing::info!(transfer = %id, user = %user.id, "transfer opened");
@@ -180,44 +159,27 @@ pub async fn send(state: &AppState, who: &Principal, id: &str) -> AppResult<Tran
     if t.state != "draft" {
         return Err(AppError::Conflict("this transfer was already sent".into()));
     }
-    let community = sqlx::query("SELECT accepts_inbound, requires_approval FROM communities WHERE id = $1")
-        .bind(&t.community_id)
-        .fetch_one(&state.db)
-        .await?;
-    if community.try_get::<i64, _>(0)? == 0 {
+    let rules = db::rules(&state.db, &t.community_id).await?;
+    if rules.accepts_inbound == 0 {
         return Err(AppError::Conflict("this community does not accept studies sent to it (any more)".into()));
     }
-    if !may_send(state, &t.community_id, community.try_get::<i64, _>(1)? != 0, &t.sender_id).await? {
+    if !may_send(state, &t.community_id, rules.requires_approval != 0, &t.sender_id).await? {
         return Err(AppError::ForbiddenBecause("this community only accepts studies from referrers it approved".into()));
     }
     let studies = db::studies(&state.db, id).await?;
     if studies.is_empty() {
         return Err(AppError::Conflict("the transfer holds no images yet; upload files first".into()));
     }
-    let row = sqlx::query("SELECT u.name, u.practice, t.reason FROM transfers t JOIN users u ON u.id = t.sender_id WHERE t.id = $1")
-        .bind(id)
-        .fetch_one(&state.db)
-        .await?;
-    let mut words: Vec<String> = vec![row.try_get(0)?, row.try_get(1)?, row.try_get(2)?];
+    let sender = db::sender_words(&state.db, id).await?;
+    let mut words: Vec<String> = vec![sender.name, sender.practice, sender.reason];
     for s in &studies {
         words.extend([s.patient_name.replace('^', " "), s.patient_id.clone(), s.patient_birth_date.clone(), s.description.clone()]);
     }
     let instances: u64 = studies.iter().map(|s| s.instances).sum();
     let bytes: u64 = studies.iter().map(|s| s.bytes).sum();
-    let now = now_ms();
-    let done = sqlx::query(
-        "UPDATE transfers SET state = 'sent', summary = $1, search_text = $2, instance_count = $3, bytes = $4, \
-         sent_at = $5, updated_at = $5 WHERE id = $6 AND state = 'draft'",
-    )
-    .bind(serde_json::to_string(&studies).map_err(|e| AppError::Internal(e.into()))?)
-    .bind(fold(&words.join(" ")))
-    .bind(instances as i64)
-    .bind(bytes as i64)
-    .bind(now)
-    .bind(id)
-    .execute(&state.db_write)
-    .await?;
-    if done.rows_affected() != 1 {
+    let summary = serde_json::to_string(&studies).map_err(|e| AppError::Internal(e.into()))?;
+    let sent = db::Sent { summary: &summary, search_text: &fold(&words.join(" ")), instances, bytes };
+    if !db::mark_sent(&state.db_write, id, &sent).await? {
         return Err(AppError::Conflict("this transfer was already sent".into()));
     }
     db::add_event(&state.db_write, id, "sent", "", who).await?;
@@ -242,15 +204,7 @@ pub async fn decide(state: &AppState, who: &Principal, id: &str, to: &str, messa
     if !matches!(t.state.as_str(), "sent" | "received" | "stored" | "failed") {
         return Err(AppError::Conflict(format!("the transfer is {} and cannot be marked {to}", t.state)));
     }
-    let done = sqlx::query("UPDATE transfers SET state = $1, state_message = $2, updated_at = $3 WHERE id = $4 AND state = $5")
-        .bind(to)
-        .bind(&message)
-        .bind(now_ms())
-        .bind(id)
-        .bind(&t.state)
-        .execute(&state.db_write)
-        .await?;
-    if done.rows_affected() != 1 {
+    if !db::decide(&state.db_write, id, &t.state, to, &message).await? {
         return Err(AppError::Conflict("the transfer changed meanwhile; reload".into()));
     }
     db::add_event(&state.db_write, id, to, &message, who).await?;
@@ -314,18 +268,7 @@ pub async fn list(state: &AppState, who: &Principal, q: &ListQuery) -> AppResult
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
     let offset = q.offset.unwrap_or(0);
-    let sql = format!(
-        "SELECT {} {} WHERE {} ORDER BY COALESCE(t.sent_at, t.created_at) DESC, t.id LIMIT {limit} OFFSET {offset}",
-        db::COLUMNS,
-        db::FROM,
-        clauses.join(" AND ")
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for b in binds {
-        query = query.bind(b);
-    }
-    let rows = query.fetch_all(&state.db).await?;
-    Ok(rows.iter().map(db::from_row).collect::<Result<_, _>>()?)
+    Ok(db::list(&state.db, &clauses, binds, limit, offset).await?)
 }
 
 pub async fn discard(state: &AppState, who: &Principal, id: &str) -> AppResult<()> {
@@ -340,9 +283,7 @@ pub async fn discard(state: &AppState, who: &Principal, id: &str) -> AppResult<(
     // holding links.
     let mut tx = state.db_write.begin().await?;
     let released = crate::index::release(&mut tx, crate::index::Holding::Transfer, id, vec![], vec![]).await?;
-    sqlx::query("DELETE FROM transfer_events WHERE transfer_id = $1").bind(id).execute(&mut *tx).await?;
-    let gone = sqlx::query("DELETE FROM transfers WHERE id = $1 AND state = 'draft'").bind(id).execute(&mut *tx).await?;
-    if gone.rows_affected() != 1 {
+    if !db::delete_draft(&mut tx, id).await? {
         tx.rollback().await?;
         return Err(AppError::Conflict("a sent transfer cannot be discarded".into()));
     }
