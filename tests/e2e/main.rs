@@ -26,6 +26,7 @@ mod oidc;
 mod openapi;
 mod outbound;
 mod qido;
+mod render_codecs;
 mod s3;
 mod scale;
 mod shares;
