@@ -342,8 +342,12 @@ fn add_filter(b: &mut SqlBuilder, column: &str, kind: Kind, value: &str, fuzzy: 
             if uids.iter().any(|u| !valid_uid(u)) {
                 return Err(AppError::BadRequest("UID list contains an invalid UID".into()));
             }
-            let ps: Vec<String> = uids.iter().map(|u| b.bind(BindValue::Text(u.to_string()))).collect();
-            b.clauses.push(format!("{column} IN ({})", ps.join(", ")));
+            // Only separators and spaces: no UID named, so it matches like an empty value (every
+            // study). `IN ()` would be an error on PostgreSQL.
+            if !uids.is_empty() {
+                let ps: Vec<String> = uids.iter().map(|u| b.bind(BindValue::Text(u.to_string()))).collect();
+                b.clauses.push(format!("{column} IN ({})", ps.join(", ")));
+            }
         }
         Kind::Modalities => {
             let mut ors = Vec::new();
