@@ -20,7 +20,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use dicom_core::Tag;
 use ferry_schemas::{IssuedShare, NewShare, Share, ShareOptions, SheetRequest};
-use sqlx::Row;
 
 use crate::config::{Config, Route, RouteAction};
 use crate::dimse::text;
@@ -134,6 +133,7 @@ fn is_final(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Final>().is_some() || e.downcast_ref::<Refused>().is_some_and(Refused::is_final)
 }
 
+#[derive(sqlx::FromRow)]
 struct Batch {
     id: String,
     calling_ae: String,
@@ -173,19 +173,14 @@ impl Worker {
             .bind(now - self.cfg.outbound.settle_secs as i64 * 1000)
             .execute(&self.state.db)
             .await?;
-        let due = sqlx::query("SELECT id, calling_ae, route, share_id, attempts FROM outbound_batches WHERE state = 'routing' AND next_at <= $1 ORDER BY first_at")
-            .bind(now)
-            .fetch_all(&self.state.db)
-            .await?;
-        for r in &due {
-            let b = Batch {
-                id: r.try_get(0)?,
-                calling_ae: r.try_get(1)?,
-                route: r.try_get(2)?,
-                share_id: r.try_get(3)?,
-                attempts: r.try_get(4)?,
-            };
-            self.work(&b).await?;
+        let due: Vec<Batch> = sqlx::query_as(
+            "SELECT id, calling_ae, route, share_id, attempts FROM outbound_batches WHERE state = 'routing' AND next_at <= $1 ORDER BY first_at",
+        )
+        .bind(now)
+        .fetch_all(&self.state.db)
+        .await?;
+        for b in &due {
+            self.work(b).await?;
         }
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbound_batches WHERE state IN ('receiving', 'routing')")
             .fetch_one(&self.state.db)
@@ -275,17 +270,12 @@ impl Worker {
 
     async fn files(&self, batch: &str) -> anyhow::Result<Vec<(String, PathBuf, u64)>> {
         let dir = batch_dir(&self.state, batch);
-        let rows = sqlx::query("SELECT sop_instance_uid, size FROM outbound_files WHERE batch_id = $1 ORDER BY sop_instance_uid")
-            .bind(batch)
-            .fetch_all(&self.state.db)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let sop: String = r.try_get(0)?;
-                let size: i64 = r.try_get(1)?;
-                Ok((format!("{sop}.dcm"), dir.join(format!("{sop}.dcm")), size as u64))
-            })
-            .collect()
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT sop_instance_uid, size FROM outbound_files WHERE batch_id = $1 ORDER BY sop_instance_uid")
+                .bind(batch)
+                .fetch_all(&self.state.db)
+                .await?;
+        Ok(rows.into_iter().map(|(sop, size)| (format!("{sop}.dcm"), dir.join(format!("{sop}.dcm")), size as u64)).collect())
     }
 
     async fn finish(&self, b: &Batch, state: &str, result: &str, error: &str) -> anyhow::Result<()> {

@@ -207,64 +207,51 @@ pub async fn check(cfg: &Config) -> anyhow::Result<bool> {
 
 /// Prints what the local state knows: work in progress, recent results and events.
 pub async fn status(cfg: &Config) -> anyhow::Result<()> {
-    use sqlx::Row;
     let state = State::open(&cfg.state_dir).await?;
     crate::say!("connector instance {}", state.instance_id().await?);
     crate::say!("hub {}", cfg.hub.url);
-    let counts = sqlx::query("SELECT state, COUNT(*) FROM transfers GROUP BY state ORDER BY state").fetch_all(&state.db).await?;
-    for r in &counts {
-        crate::say!("transfers {}: {}", r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM transfers GROUP BY state ORDER BY state").fetch_all(&state.db).await?;
+    for (st, n) in &counts {
+        crate::say!("transfers {st}: {n}");
     }
-    let working = sqlx::query(
+    let working: Vec<(String, i64, i64, String)> = sqlx::query_as(
         "SELECT t.id, t.instances, (SELECT COUNT(*) FROM acks a WHERE a.transfer_id = t.id), t.last_error FROM transfers t WHERE t.state = 'working' ORDER BY t.claimed_at",
     )
     .fetch_all(&state.db)
     .await?;
-    for r in &working {
-        let err: String = r.try_get(3)?;
-        crate::say!(
-            "in progress {}: {}/{} acknowledged{}",
-            r.try_get::<String, _>(0)?,
-            r.try_get::<i64, _>(2)?,
-            r.try_get::<i64, _>(1)?,
-            if err.is_empty() { String::new() } else { format!(" — last error: {err}") }
-        );
+    for (id, instances, acked, err) in &working {
+        let err = if err.is_empty() { String::new() } else { format!(" — last error: {err}") };
+        crate::say!("in progress {id}: {acked}/{instances} acknowledged{err}");
     }
-    let pairs = sqlx::query(
+    let pairs: Vec<(String, String, i64, Option<i64>, String, i64)> = sqlx::query_as(
         "SELECT p.transfer_id, p.target, p.refusals, p.failing_since, p.last_answer, p.failed FROM pairs p \
          JOIN transfers t ON t.id = p.transfer_id WHERE t.state = 'working' AND (p.failing_since IS NOT NULL OR p.failed = 1) \
          ORDER BY p.transfer_id, p.target",
     )
     .fetch_all(&state.db)
     .await?;
-    for r in &pairs {
-        let since: Option<i64> = r.try_get(3)?;
-        let what = if r.try_get::<i64, _>(5)? != 0 {
-            "given up".to_string()
-        } else {
-            format!("retrying since {}", since.map(stamp).unwrap_or_default())
-        };
-        crate::say!(
-            "  target {} for {}: {what} ({} refusal(s)) — {}",
-            r.try_get::<String, _>(1)?,
-            r.try_get::<String, _>(0)?,
-            r.try_get::<i64, _>(2)?,
-            r.try_get::<String, _>(4)?
-        );
+    for (transfer, target, refusals, since, answer, failed) in &pairs {
+        let what = if *failed != 0 { "given up".to_string() } else { format!("retrying since {}", since.map(stamp).unwrap_or_default()) };
+        crate::say!("  target {target} for {transfer}: {what} ({refusals} refusal(s)) — {answer}");
     }
-    let events = sqlx::query("SELECT at, kind, message FROM events ORDER BY at DESC LIMIT 10").fetch_all(&state.db).await?;
-    for r in &events {
-        crate::say!("{} {} {}", stamp(r.try_get(0)?), r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
+    let events: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT at, kind, message FROM events ORDER BY at DESC LIMIT 10").fetch_all(&state.db).await?;
+    for (at, kind, message) in &events {
+        crate::say!("{} {kind} {message}", stamp(*at));
     }
-    let outbound = sqlx::query("SELECT state, COUNT(*) FROM outbound_batches GROUP BY state ORDER BY state").fetch_all(&state.db).await?;
-    for r in &outbound {
-        crate::say!("outbound studies {}: {}", r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+    let outbound: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM outbound_batches GROUP BY state ORDER BY state").fetch_all(&state.db).await?;
+    for (st, n) in &outbound {
+        crate::say!("outbound studies {st}: {n}");
     }
-    let stuck = sqlx::query("SELECT id, last_error FROM outbound_batches WHERE state IN ('routing', 'unrouted', 'failed') AND last_error <> '' ORDER BY last_at DESC LIMIT 10")
-        .fetch_all(&state.db)
-        .await?;
-    for r in &stuck {
-        crate::say!("outbound {}: {}", r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?);
+    let stuck: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, last_error FROM outbound_batches WHERE state IN ('routing', 'unrouted', 'failed') AND last_error <> '' ORDER BY last_at DESC LIMIT 10",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    for (id, error) in &stuck {
+        crate::say!("outbound {id}: {error}");
     }
     if counts.is_empty() && outbound.is_empty() {
         crate::say!("nothing handled yet");

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::Context;
-use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 const SCHEMA: &[&str] = &[
@@ -130,7 +129,7 @@ impl State {
             .bind(&id)
             .execute(&self.db)
             .await?;
-        Ok(sqlx::query("SELECT value FROM meta WHERE key = 'instance'").fetch_one(&self.db).await?.try_get(0)?)
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = 'instance'").fetch_one(&self.db).await?)
     }
 
     pub fn spool(&self, transfer_id: &str) -> PathBuf {
@@ -248,12 +247,12 @@ impl State {
     }
 
     pub async fn delivered(&self, transfer_id: &str, target: &str) -> anyhow::Result<std::collections::HashSet<String>> {
-        let rows = sqlx::query("SELECT sop_instance_uid FROM deliveries WHERE transfer_id = $1 AND target = $2")
+        let rows: Vec<String> = sqlx::query_scalar("SELECT sop_instance_uid FROM deliveries WHERE transfer_id = $1 AND target = $2")
             .bind(transfer_id)
             .bind(target)
             .fetch_all(&self.db)
             .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        Ok(rows.into_iter().collect())
     }
 
     /// Delivered to every required target but not yet acknowledged to the hub: (SOP Instance UID,
