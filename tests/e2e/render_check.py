@@ -12,11 +12,13 @@ as RGB without a window.
 
 usage: render_check.py BASE_URL TOKEN FILE...
 Prints one JSON object per file: {"file", "syntax", "stow": status, "render": status,
-"mad": mean absolute difference (0-255), "psnr": dB, "why": text when something failed}.
+"mad": mean absolute difference (0-255), "psnr": dB, "why": text when the hub failed,
+"reference": why pydicom itself cannot read or decode it (then nothing is sent)}.
 """
 import io
 import json
 import sys
+import os
 import uuid
 
 import numpy as np
@@ -50,9 +52,21 @@ def window(values, center, width):
     return np.clip(np.rint(out), 0, 255)
 
 
+def reference(path):
+    """pydicom's reading and decoding of the first frame; raises when pydicom cannot."""
+    ds = pydicom.dcmread(path)
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    pixels = ds.pixel_array
+    return ds, (pixels[0] if frames > 1 else pixels)
+
+
 def check(base, token, path):
     result = {"file": path.rsplit("/", 1)[-1]}
-    ds = pydicom.dcmread(path)
+    try:
+        ds, first = reference(path)
+    except Exception as e:  # not an image pydicom decodes: nothing to compare with
+        result["reference"] = f"{type(e).__name__}: {e}"[:200]
+        return result
     result["syntax"] = str(ds.file_meta.TransferSyntaxUID)
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -63,9 +77,6 @@ def check(base, token, path):
     if r.status_code != 200:
         result["why"] = r.text[:300]
         return result
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    pixels = ds.pixel_array
-    first = pixels[0] if frames > 1 else pixels
     color = ds.SamplesPerPixel == 3
     url = f"{base}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/rendered"
     params = {}
@@ -101,6 +112,10 @@ def check(base, token, path):
 
 def main():
     base, token, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if files == ["--all"]:
+        # Every file of pydicom's test set (and pydicom-data's, when installed).
+        dirs = [os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")]
+        files = sorted(os.path.join(d, f) for d in dirs for f in os.listdir(d) if f.endswith(".dcm"))
     for f in files:
         try:
             print(json.dumps(check(base, token, f)), flush=True)

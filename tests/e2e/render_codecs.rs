@@ -23,6 +23,8 @@ const FILES: &[&str] = &[
     "SC_rgb_rle.dcm",                // RLE, colour
     "SC_rgb_jpeg_dcmtk.dcm",         // JPEG baseline, colour
     "CT_small.dcm",                  // native, for reference
+    "rtdose.dcm",                    // 32 bits allocated (RT Dose), native little endian
+    "rtdose_expb.dcm",               // 32 bits allocated, explicit VR big endian
 ];
 
 /// The largest mean absolute difference (of 255) and the smallest PSNR accepted: two decoders of

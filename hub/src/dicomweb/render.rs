@@ -94,8 +94,11 @@ fn render_frame(file: &[u8], frame: u32, p: &RenderParams, fmt: Format) -> AppRe
     } else {
         opts = opts.with_voi_lut(VoiLutOption::First);
     }
-    let mut img =
-        decoded.to_dynamic_image_with_options(0, &opts).map_err(|e| AppError::NotAcceptable(format!("cannot render this image: {e}")))?;
+    let mut img = if decoded.bits_allocated() == 32 && decoded.samples_per_pixel() == 1 {
+        wide_gray(&decoded, ts == EXPLICIT_BE, p.window)?
+    } else {
+        decoded.to_dynamic_image_with_options(0, &opts).map_err(|e| AppError::NotAcceptable(format!("cannot render this image: {e}")))?
+    };
     if let Some((w, h)) = p.viewport
         && (img.width() > w || img.height() > h)
     {
@@ -114,6 +117,61 @@ fn render_frame(file: &[u8], frame: u32, p: &RenderParams, fmt: Format) -> AppRe
         Format::Png => img.write_to(&mut out, ImageFormat::Png).map_err(|e| AppError::Internal(e.into()))?,
     }
     Ok(out.into_inner())
+}
+
+const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+
+/// A 32-bit grayscale frame (RT Dose, some parametric maps), which dicom-pixeldata's conversion
+/// does not take: the Modality LUT (rescale), then the window asked for, else the file's first,
+/// else the frame's full range, with PS3.14's linear function, to 8 bits.
+fn wide_gray(decoded: &dicom_pixeldata::DecodedPixelData, big_endian: bool, window: Option<(f64, f64)>) -> AppResult<DynamicImage> {
+    let (cols, rows) = (decoded.columns(), decoded.rows());
+    let n = cols as usize * rows as usize;
+    let data = decoded.data();
+    if data.len() < n * 4 {
+        return Err(AppError::NotAcceptable("the pixel data is shorter than rows × columns × 4 bytes".into()));
+    }
+    let signed = decoded.pixel_representation() == dicom_pixeldata::PixelRepresentation::Signed;
+    let rescale = decoded.rescale().ok().and_then(|r| r.first().copied());
+    let (slope, intercept) = rescale.map_or((1.0, 0.0), |r| (r.slope, r.intercept));
+    let values: Vec<f64> = data[..n * 4]
+        .chunks_exact(4)
+        .map(|b| {
+            // Big-endian pixel data arrives as 16-bit words already in host order (the parser
+            // reads OW as words), so only the two words of each value are in big-endian order.
+            let raw = if big_endian { [b[2], b[3], b[0], b[1]] } else { [b[0], b[1], b[2], b[3]] };
+            let v = if signed { f64::from(i32::from_le_bytes(raw)) } else { f64::from(u32::from_le_bytes(raw)) };
+            v * slope + intercept
+        })
+        .collect();
+    let (center, width) = match window.or_else(|| decoded.window().ok().flatten().and_then(|w| w.first().map(|w| (w.center, w.width)))) {
+        Some(w) => w,
+        None => {
+            let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let width = (hi - lo + 1.0).max(2.0);
+            (lo + width / 2.0, width)
+        }
+    };
+    let invert = matches!(decoded.photometric_interpretation(), dicom_pixeldata::PhotometricInterpretation::Monochrome1);
+    let pixels: Vec<u8> = values
+        .iter()
+        .map(|&x| {
+            // PS3.14 C.11.2.1.2.1 (linear).
+            let y = if x <= center - 0.5 - (width - 1.0) / 2.0 {
+                0.0
+            } else if x > center - 0.5 + (width - 1.0) / 2.0 {
+                255.0
+            } else {
+                (((x - (center - 0.5)) / (width - 1.0) + 0.5) * 255.0).round().clamp(0.0, 255.0)
+            };
+            let y = y as u8;
+            if invert { 255 - y } else { y }
+        })
+        .collect();
+    image::GrayImage::from_raw(cols, rows, pixels)
+        .map(DynamicImage::ImageLuma8)
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("image buffer size mismatch")))
 }
 
 async fn render(state: &AppState, row: &InstanceRow, frame: u64, params: RenderParams, fmt: Format) -> AppResult<Response> {
