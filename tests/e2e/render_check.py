@@ -71,7 +71,11 @@ def check(base, token, path):
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
+    try:
+        ds.save_as(buf, enforce_file_format=True)
+    except Exception as e:  # pydicom cannot write it back with new UIDs: nothing to send
+        result["reference"] = f"cannot be written with new UIDs: {type(e).__name__}: {e}"[:200]
+        return result
     r = stow(base, token, buf.getvalue())
     result["stow"] = r.status_code
     if r.status_code != 200:

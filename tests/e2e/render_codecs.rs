@@ -1,7 +1,6 @@
-//! Real-world compressed images (issue 22): pydicom's test files in JPEG 2000 (lossless and lossy),
-//! JPEG-LS (lossless and near-lossless), RLE and JPEG are stored by STOW-RS and rendered by
-//! `/rendered`; each rendered image matches pydicom's own decoding (pylibjpeg: OpenJPEG, libjpeg —
-//! other implementations than the hub's openjp2 and CharLS) after the same window.
+//! Real-world images (issue 22): pydicom's test files are stored by STOW-RS and rendered by
+//! `/rendered`; each rendered image must match pydicom's own decoding (pylibjpeg: OpenJPEG,
+//! libjpeg — other implementations than the hub's openjp2 and CharLS) after the same window.
 
 use std::process::Command;
 
@@ -32,12 +31,29 @@ const FILES: &[&str] = &[
 const MAX_MAD: f64 = 1.0;
 const MIN_PSNR: f64 = 40.0;
 
-#[tokio::test]
-async fn jpeg_2000_and_jpeg_ls_images_render_as_pydicom_decodes_them() {
-    let app = spawn_app().await;
-    let dir = pydicom_files();
+/// Images of pydicom's test set that pydicom decodes but the hub does not yet store or render
+/// right, and why. The test fails when one of them starts working (take it off the list) and when
+/// any other decodable image fails.
+const KNOWN_GAPS: &[(&str, &str)] = &[
+    ("JPGExtended.dcm", "12-bit JPEG extended (.51): the JPEG decoder takes 8-bit samples only"),
+    ("SC_jpeg_no_color_transform.dcm", "JPEG whose APP14 marker says RGB (no transform) is colour-converted anyway"),
+    ("SC_rgb_rle_32bit.dcm", "RLE with 32 bits allocated: not decoded"),
+    ("SC_rgb_rle_32bit_2frame.dcm", "RLE with 32 bits allocated: not decoded"),
+    ("rtdose_rle.dcm", "RLE with 32 bits allocated: not decoded"),
+    ("rtdose_rle_1frame.dcm", "RLE with 32 bits allocated: not decoded"),
+    ("SC_ybr_full_422_uncompressed.dcm", "uncompressed YBR_FULL_422 (subsampled): frame size misread"),
+    ("image_dfl.dcm", "Deflated Explicit VR Little Endian is refused at the door"),
+];
+
+fn matches(r: &Value) -> bool {
+    r["stow"] == 200
+        && r["render"] == 200
+        && r["mad"].as_f64().is_some_and(|m| m <= MAX_MAD)
+        && r["psnr"].as_f64().is_some_and(|p| p >= MIN_PSNR)
+}
+
+async fn run_check(app: &TestApp, files: Vec<String>) -> Vec<Value> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/render_check.py");
-    let files: Vec<String> = FILES.iter().map(|f| dir.join(f).to_string_lossy().into_owned()).collect();
     let base = app.base.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
@@ -52,16 +68,47 @@ async fn jpeg_2000_and_jpeg_ls_images_render_as_pydicom_decodes_them() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(results.len(), FILES.len(), "{stdout}");
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Every image of pydicom's test set that pydicom decodes is stored and rendered as pydicom
+/// decodes it, but for the known gaps (which must still fail, so the list only shrinks).
+#[tokio::test]
+async fn every_image_pydicom_decodes_is_stored_and_rendered_alike() {
+    let app = spawn_app().await;
+    let results = run_check(&app, vec!["--all".into()]).await;
+    let decodable: Vec<&Value> = results.iter().filter(|r| r.get("reference").is_none()).collect();
+    assert!(decodable.len() >= 55, "pydicom decoded only {} of {} files: is pylibjpeg installed?", decodable.len(), results.len());
+    let mut wrong = Vec::new();
+    for r in &decodable {
+        let name = r["file"].as_str().unwrap_or_default();
+        match (KNOWN_GAPS.iter().find(|(f, _)| *f == name), matches(r)) {
+            (None, false) => wrong.push(format!("fails: {r}")),
+            (Some((_, why)), true) => wrong.push(format!("works now (take it off KNOWN_GAPS: {why}): {r}")),
+            _ => {}
+        }
+    }
+    let good = decodable.iter().filter(|r| matches(r)).count();
+    eprintln!(
+        "{} files, {} decoded by pydicom, {good} stored and rendered alike, {} known gaps",
+        results.len(),
+        decodable.len(),
+        KNOWN_GAPS.len()
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[tokio::test]
+async fn jpeg_2000_and_jpeg_ls_images_render_as_pydicom_decodes_them() {
+    let app = spawn_app().await;
+    let dir = pydicom_files();
+    let files: Vec<String> = FILES.iter().map(|f| dir.join(f).to_string_lossy().into_owned()).collect();
+    let results = run_check(&app, files).await;
+    assert_eq!(results.len(), FILES.len());
     let mut bad = Vec::new();
     for r in &results {
-        let ok = r["stow"] == 200
-            && r["render"] == 200
-            && r["mad"].as_f64().is_some_and(|m| m <= MAX_MAD)
-            && r["psnr"].as_f64().is_some_and(|p| p >= MIN_PSNR);
         eprintln!("{r}");
-        if !ok {
+        if !matches(r) {
             bad.push(r.to_string());
         }
     }
