@@ -350,7 +350,7 @@ impl Worker {
             }
             resp.json().await?
         };
-        let issued: IssuedShare = if share.state == "draft" {
+        let issued: IssuedShare = if share.state == ferry_schemas::ShareState::Draft {
             let url = format!("{}/api/v1/shares/{id}/files", self.hub.base());
             let mut failed = vec![];
             for chunk in files.chunks(32) {

@@ -150,6 +150,22 @@ names! {
 }
 
 names! {
+    /// A share's state as the clinic sees it: a draft takes files; an active code opens it until it
+    /// expires; the clinic revokes it, the holder deletes it.
+    ShareState { Draft = "draft", Active = "active", Expired = "expired", Revoked = "revoked", Deleted = "deleted" }
+}
+
+names! {
+    /// A referrer's request to send to a community that approves its senders.
+    ApprovalStatus { Pending = "pending", Approved = "approved", Rejected = "rejected" }
+}
+
+names! {
+    /// A member's role in a community: admins manage members, connectors and settings.
+    Role { Admin = "admin", Member = "member" }
+}
+
+names! {
     /// A connector's outcome for a transfer (`POST /api/v1/connector/transfers/{id}/state`).
     Outcome { Stored = "stored", Failed = "failed" }
 }
@@ -280,8 +296,7 @@ pub struct Credentials {
 pub struct Membership {
     pub community: String,
     pub community_name: String,
-    /// `admin` or `member`.
-    pub role: String,
+    pub role: Role,
 }
 
 /// `GET /api/v1/me`: the signed-in account.
@@ -475,15 +490,14 @@ pub struct Member {
     pub user_id: String,
     pub email: Option<String>,
     pub name: String,
-    /// `admin` or `member`.
-    pub role: String,
+    pub role: Role,
 }
 
 /// `PUT /api/v1/communities/{code}/members`: adds a registered account or changes its role.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NewMember {
     pub email: String,
-    pub role: String,
+    pub role: Role,
 }
 
 /// A referrer asking to send to a community that approves its senders.
@@ -495,8 +509,7 @@ pub struct ReferrerApproval {
     pub practice: String,
     pub address: String,
     pub phone: String,
-    /// `pending`, `approved` or `rejected`.
-    pub status: String,
+    pub status: ApprovalStatus,
 }
 
 /// `PATCH /api/v1/communities/{code}`: what a community admin may change.
@@ -714,8 +727,8 @@ pub struct ShareReport {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Share {
     pub id: String,
-    /// `draft`, `active`, `revoked` or `deleted`; `expired` when active but past `expires_at`.
-    pub state: String,
+    /// `expired` when active but past `expires_at`.
+    pub state: ShareState,
     pub community: String,
     pub community_name: String,
     pub patient_id: String,

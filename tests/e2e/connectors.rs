@@ -2,6 +2,7 @@
 //! OAuth2 client credentials, claims with a lease (one holder at a time, expired leases return),
 //! acknowledgements, and the states the sender sees (received → stored, or failed with reason).
 
+use ferry_schemas::{Transfer, TransferState};
 use serde_json::{Value, json};
 
 use crate::fixtures::{Synth, spawn_app_with, uid};
@@ -93,8 +94,8 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
     got.sort();
     assert_eq!(got, want);
     assert_eq!(post(&two, "/api/v1/connector/claim").send().await.unwrap().status(), 204);
-    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(seen["state"], "received");
+    let seen: Transfer = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen.state, TransferState::Received);
     // The connector reads the instances through WADO-RS (its community's transfers only).
     let sop0 = claim["instances"][0]["sop_instance_uid"].as_str().unwrap().to_string();
     let r = app
@@ -133,7 +134,7 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
         .map(|i| json!({"sop_instance_uid": i["sop_instance_uid"], "status": 0xB000}))
         .collect();
     assert_eq!(post(&two, &format!("/api/v1/connector/transfers/{id}/acks")).json(&rest).send().await.unwrap().status(), 204);
-    let done: Value = post(&two, &format!("/api/v1/connector/transfers/{id}/state"))
+    let done: Transfer = post(&two, &format!("/api/v1/connector/transfers/{id}/state"))
         .json(&json!({"state": "stored"}))
         .send()
         .await
@@ -141,9 +142,9 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
         .json()
         .await
         .unwrap();
-    assert_eq!(done["state"], "stored");
-    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
-    let states: Vec<&str> = seen["events"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap()).collect();
+    assert_eq!(done.state, TransferState::Stored);
+    let seen: Transfer = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
+    let states: Vec<&str> = seen.events.iter().map(|e| e.state.as_str()).collect();
     assert_eq!(states, ["draft", "sent", "received", "stored"]);
 
     // A second transfer fails in the PACS: the sender sees why.
@@ -159,9 +160,9 @@ async fn connectors_claim_with_a_lease_acknowledge_and_report_what_the_sender_se
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id2}")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(seen["state"], "failed");
-    assert!(seen["state_message"].as_str().unwrap().contains("0xA700"));
+    let seen: Transfer = referrer.get(&app, &format!("/api/v1/transfers/{id2}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen.state, TransferState::Failed);
+    assert!(seen.state_message.contains("0xA700"));
 
     // Heartbeat reaches the admins' list; a revoked connector is refused at once, a rotated
     // secret replaces the old one.
@@ -278,8 +279,8 @@ async fn the_connector_pulls_a_transfer_into_orthanc_by_stow_rs() {
     };
     let out = run(orthanc.url("/dicom-web")).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(seen["state"], "stored");
+    let seen: Transfer = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen.state, TransferState::Stored);
     // Byte-identical in the PACS.
     use sha2::Digest;
     let instances: Vec<Value> = reqwest::get(orthanc.url("/instances?expand")).await.unwrap().json().await.unwrap();
@@ -300,7 +301,7 @@ async fn the_connector_pulls_a_transfer_into_orthanc_by_stow_rs() {
     let id2 = t2["id"].as_str().unwrap().to_string();
     let out = run(orthanc.url("/no-such-dicomweb")).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let seen: Value = referrer.get(&app, &format!("/api/v1/transfers/{id2}")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(seen["state"], "failed");
-    assert!(seen["state_message"].as_str().unwrap().contains("did not store"), "{}", seen["state_message"]);
+    let seen: Transfer = referrer.get(&app, &format!("/api/v1/transfers/{id2}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen.state, TransferState::Failed);
+    assert!(seen.state_message.contains("did not store"), "{}", seen.state_message);
 }

@@ -274,7 +274,7 @@ async fn revoking_ends_sessions_and_forwarded_codes_and_extension_moves_the_expi
     let extended: Value = r.json().await.unwrap();
     assert_eq!(extended["expires_at"].as_i64().unwrap(), expires + 90 * 86_400_000);
     let r = staff.post(&app, &format!("/api/v1/shares/{id}/revoke")).send().await.unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap()["state"], "revoked");
+    assert_eq!(r.json::<ferry_schemas::Share>().await.unwrap().state, ferry_schemas::ShareState::Revoked);
     assert_eq!(patient.get(app.url("/api/v1/share")).send().await.unwrap().status(), 401);
     assert_eq!(doctor.get(app.url("/api/v1/share")).send().await.unwrap().status(), 401);
     assert_eq!(redeem(&app, &code, BIRTH).await.1, 401);

@@ -61,9 +61,10 @@ async fn a_referrer_sends_a_study_and_the_clinic_works_it_off() {
     assert_eq!(draft["instances"], 3);
     assert_eq!(draft["studies"][0]["patient_name"], "Jäger^Jörg");
 
-    let sent: Value = referrer.post(&app, &format!("/api/v1/transfers/{id}/send")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(sent["state"], "sent");
-    assert_eq!(sent["instances"], 3);
+    let sent: ferry_schemas::Transfer =
+        referrer.post(&app, &format!("/api/v1/transfers/{id}/send")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(sent.state, ferry_schemas::TransferState::Sent);
+    assert_eq!(sent.instances, 3);
     let again = referrer.post(&app, &format!("/api/v1/transfers/{id}/send")).send().await.unwrap();
     assert_eq!(again.status(), 409);
     let more = app.upload_files(&referrer, &id, &refs(&files[..1])).await;
@@ -181,7 +182,8 @@ async fn a_community_that_approves_its_senders_takes_only_approved_referrers() {
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("approved"));
     let r = referrer.post(&app, "/api/v1/communities/hDs1/approval-request").send().await.unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap()["status"], "pending");
+    let status: ferry_schemas::ApprovalStatus = serde_json::from_value(r.json::<Value>().await.unwrap()["status"].clone()).unwrap();
+    assert_eq!(status, ferry_schemas::ApprovalStatus::Pending);
     let list: Vec<Value> = admin.get(&app, "/api/v1/communities/hDs1/referrers").send().await.unwrap().json().await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["practice"], "Praxis Dr. Test");
@@ -218,11 +220,13 @@ async fn community_admins_manage_members_and_keep_at_least_one_admin() {
     assert_eq!(put(&staff, "lead@example.test", "member").await.unwrap().status(), 403, "members don't manage members");
     assert_eq!(put(&admin, "unknown@example.test", "member").await.unwrap().status(), 404);
     assert_eq!(put(&admin, "staff@example.test", "owner").await.unwrap().status(), 400);
-    let members: Vec<Value> = admin.get(&app, "/api/v1/communities/tEam/members").send().await.unwrap().json().await.unwrap();
+    let members: Vec<ferry_schemas::Member> =
+        admin.get(&app, "/api/v1/communities/tEam/members").send().await.unwrap().json().await.unwrap();
     assert_eq!(members.len(), 2);
-    let me: Value = staff.get(&app, "/api/v1/me").send().await.unwrap().json().await.unwrap();
-    assert_eq!(me["memberships"][0]["community"], "tEam");
-    assert_eq!(me["memberships"][0]["role"], "member");
+    assert!(members.iter().any(|m| m.name == "Lead" && m.role == ferry_schemas::Role::Admin));
+    let me: ferry_schemas::Account = staff.get(&app, "/api/v1/me").send().await.unwrap().json().await.unwrap();
+    assert_eq!(me.memberships[0].community, "tEam");
+    assert_eq!(me.memberships[0].role, ferry_schemas::Role::Member);
     let r = app
         .client
         .delete(app.url(&format!("/api/v1/communities/tEam/members/{}", admin.id)))

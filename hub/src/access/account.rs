@@ -52,6 +52,10 @@ pub async fn memberships(db: &Db, user_id: &str) -> Result<Vec<ferry_schemas::Me
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| ferry_schemas::Membership { community: r.community, community_name: r.community_name, role: r.role })
+        .filter_map(|r| {
+            // A role the contract does not know grants nothing.
+            let role = ferry_schemas::Role::from_name(&r.role)?;
+            Some(ferry_schemas::Membership { community: r.community, community_name: r.community_name, role })
+        })
         .collect())
 }

@@ -186,7 +186,13 @@ pub async fn members(db: &Db, community_id: &str) -> Result<Vec<Member>, sqlx::E
     .bind(community_id)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| Member { user_id: r.user_id, email: r.email, name: r.name, role: r.role }).collect())
+    rows.into_iter()
+        .map(|r| {
+            let role =
+                ferry_schemas::Role::from_name(&r.role).ok_or_else(|| sqlx::Error::Decode(format!("unknown role {:?}", r.role).into()))?;
+            Ok(Member { user_id: r.user_id, email: r.email, name: r.name, role })
+        })
+        .collect()
 }
 
 /// Adds a member or changes the role.
@@ -245,18 +251,21 @@ pub async fn referrers(db: &Db, community_id: &str) -> Result<Vec<ReferrerApprov
     .bind(community_id)
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ReferrerApproval {
-            user_id: r.user_id,
-            name: r.name,
-            email: r.email,
-            practice: r.practice,
-            address: r.address,
-            phone: r.phone,
-            status: r.status,
+    rows.into_iter()
+        .map(|r| {
+            let status = ferry_schemas::ApprovalStatus::from_name(&r.status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown approval status {:?}", r.status).into()))?;
+            Ok(ReferrerApproval {
+                user_id: r.user_id,
+                name: r.name,
+                email: r.email,
+                practice: r.practice,
+                address: r.address,
+                phone: r.phone,
+                status,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// A referrer's request to send (kept as it is if there is one already).

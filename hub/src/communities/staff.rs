@@ -34,7 +34,8 @@ pub async fn members(state: &AppState, community_id: &str) -> AppResult<Vec<Memb
 /// `ferry-hub admin add-member`: the same as the API, straight on the database.
 pub async fn add_member_cli(pools: &crate::db::Pools, code: &str, email: &str, role: &str) -> AppResult<()> {
     let id = db::id_of(&pools.read, code).await?.ok_or_else(|| AppError::NotFound(format!("no community with the code {code}")))?;
-    let user = set_member(&pools.read, &pools.write, &id, &NewMember { email: email.into(), role: role.into() }).await?;
+    let role = ferry_schemas::Role::from_name(role).ok_or_else(|| AppError::BadRequest("role is admin or member".into()))?;
+    let user = set_member(&pools.read, &pools.write, &id, &NewMember { email: email.into(), role }).await?;
     crate::audit::change(&pools.write, "cli", "community.member.set", "community", &id, &format!("user:{user} role:{role}")).await?;
     Ok(())
 }
@@ -56,14 +57,11 @@ pub async fn put_member(state: &AppState, who: &Principal, community_id: &str, m
 
 /// Sets the membership; returns the account's id.
 async fn set_member(db: &crate::db::Db, db_write: &crate::db::Db, community_id: &str, m: &NewMember) -> AppResult<String> {
-    if !matches!(m.role.as_str(), "admin" | "member") {
-        return Err(AppError::BadRequest("role is admin or member".into()));
-    }
     let email = crate::accounts::normalize_email(&m.email)?;
     let user = crate::accounts::db::user_id_by_email(db, &email)
         .await?
         .ok_or_else(|| AppError::NotFound("no account has this email address; ask the person to register first".into()))?;
-    db::set_member(db_write, community_id, &user, &m.role, now_ms()).await?;
+    db::set_member(db_write, community_id, &user, m.role.as_str(), now_ms()).await?;
     tracing::info!(community = %community_id, user = %user, role = %m.role, "membership set");
     Ok(user)
 }

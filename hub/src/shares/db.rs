@@ -298,7 +298,11 @@ pub async fn load(db: &Db, row: &ShareRow) -> Result<Share, sqlx::Error> {
     let patient_name = studies.first().map(|s| s.patient_name.clone()).unwrap_or_default();
     Ok(Share {
         id: row.id.clone(),
-        state: row.shown_state(now).to_string(),
+        state: {
+            let shown = row.shown_state(now);
+            ferry_schemas::ShareState::from_name(shown)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown share state {shown:?}").into()))?
+        },
         community: c.code,
         community_name: c.name,
         patient_id: row.patient_id.clone(),

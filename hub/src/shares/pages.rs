@@ -358,7 +358,7 @@ async fn staff_list(State(state): State<AppState>, ctx: Ctx, Query(q): Query<sup
                 td { (date_of(&ctx, s.expires_at)) }
                 td { @if let Some(t) = s.last_access_at { (time_ms(ctx.lang, t)) } }
                 td { (s.failed_attempts) @if s.locked { " " span.badge.state-failed { (ctx.l("gesperrt", "locked")) } } }
-                td { span class={"badge state-" (s.state)} { (state_label(&ctx, &s.state)) } }
+                td { span class={"badge state-" (s.state)} { (state_label(&ctx, s.state.as_str())) } }
             } } }
         } }
     })
@@ -522,7 +522,7 @@ async fn staff_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
     let s = page!(ctx, db::load(&state.db, &row).await.map_err(AppError::from));
     let log = page!(ctx, crate::audit::of_object(&state.db, "share", &id, 200).await.map_err(AppError::from));
     layout(&ctx, ctx.l("Freigabe", "Share"), html! {
-        h1 { (person_name(&s.patient_name)) " " span class={"badge state-" (s.state)} id="share-state" { (state_label(&ctx, &s.state)) } }
+        h1 { (person_name(&s.patient_name)) " " span class={"badge state-" (s.state)} id="share-state" { (state_label(&ctx, s.state.as_str())) } }
         dl.facts {
             dt { (ctx.l("Patienten-ID", "Patient ID")) } dd { (s.patient_id) }
             dt { (ctx.l("Einrichtung", "Clinic")) } dd { (s.community_name) }
