@@ -19,7 +19,7 @@ const CORPUS: &[(&str, bool)] = &[
     ("JPGExtended.dcm", false),
     ("MR_small_jp2klossless.dcm", true),
     ("examples_ybr_color.dcm", true),
-    ("rtdose.dcm", false), // 32 bits allocated: dicom-pixeldata renders 1, 8 and 16 only
+    ("rtdose.dcm", true), // 32 bits allocated: rendered by the hub itself (dicom-pixeldata converts 1, 8 and 16 only)
     ("liver_1frame.dcm", true),
 ];
 
