@@ -114,3 +114,35 @@ async fn jpeg_2000_and_jpeg_ls_images_render_as_pydicom_decodes_them() {
     }
     assert!(bad.is_empty(), "rendered differently from pydicom's decoding (or not at all):\n{}", bad.join("\n"));
 }
+
+/// WADO-RS retrieve in the syntax asked for (PS3.18 §8.7.3): JPEG 2000 and JPEG-LS instances asked
+/// for as Explicit VR Little Endian come decoded (single part and multipart) to the same pixels
+/// pydicom decodes from the original; a syntax the hub neither stores nor makes is 406 naming what
+/// it has.
+#[tokio::test]
+async fn a_retrieve_asking_for_explicit_little_endian_gets_the_image_decoded() {
+    let app = spawn_app().await;
+    let dir = pydicom_files();
+    let files: Vec<String> = ["MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm"]
+        .iter()
+        .map(|f| dir.join(f).to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["--transcode".to_string()];
+    args.extend(files);
+    let results = run_check(&app, args).await;
+    assert_eq!(results.len(), 4);
+    for r in &results {
+        eprintln!("{r}");
+        assert_eq!(r["stow"], 200, "{r}");
+        assert_eq!((r["single"].as_u64(), r["multipart"].as_u64()), (Some(200), Some(200)), "{r}");
+        assert_eq!(r["syntax"], "1.2.840.10008.1.2.1", "{r}");
+        assert_eq!(r["multipart_syntax"], "1.2.840.10008.1.2.1", "{r}");
+        assert!(r["content_type"].as_str().unwrap().contains("transfer-syntax=1.2.840.10008.1.2.1"), "{r}");
+        // Lossless: the same values; lossy JPEG 2000: two decoders round a few values apart.
+        let lossless = r["file"] != "JPEG2000.dcm";
+        let tolerance = if lossless { 0.0 } else { 2.0 };
+        assert!(r["max_diff"].as_f64().unwrap() <= tolerance && r["multipart_max_diff"].as_f64().unwrap() <= tolerance, "{r}");
+        assert_eq!(r["unavailable"], 406, "{r}");
+        assert!(r["unavailable_says"].as_str().unwrap().contains("1.2.840.10008.1.2.1"), "{r}");
+    }
+}

@@ -163,8 +163,15 @@ async fn compressed_frames_are_served_in_their_own_syntax() {
     let r =
         app.get(&format!("{path}/frames/1"), "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1").await;
     assert_eq!(r.status(), 406);
-    // A retrieve asking for another transfer syntax is refused, not silently transcoded.
+    // A retrieve asking for Explicit VR Little Endian gets the instance decoded, and says so in the
+    // part's type (render_codecs.rs checks the pixels); a syntax the hub cannot make is refused.
     let r = app.get(&path, "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1").await;
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().expect("ct").to_string();
+    let body = r.bytes().await.expect("body");
+    assert!(String::from_utf8_lossy(&body).contains("Content-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.1"));
+    assert_eq!(split_multipart(&ct, &body).len(), 1);
+    let r = app.get(&path, "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.80").await;
     assert_eq!(r.status(), 406);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }

@@ -1,5 +1,6 @@
 //! WADO-RS retrieve: whole studies/series/instances as `multipart/related; type="application/dicom"`
-//! (original bytes, never re-encoded, streamed while decrypting), metadata as DICOM JSON with
+//! (the original bytes, streamed while decrypting; decoded to Explicit VR Little Endian only when the
+//! client does not accept the stored transfer syntax), metadata as DICOM JSON with
 //! BulkDataURIs, frames and bulk data by byte range from the encrypted blob.
 
 use std::ops::Range;
@@ -51,38 +52,117 @@ pub async fn blob_key(state: &AppState, keys: &mut KeyCache, row: &InstanceRow) 
     keys.blob_key(&state.keys, &state.db, &row.key_id, &row.blob_key).await
 }
 
-/// What the client accepts for a DICOM retrieve.
+/// What the client accepts for a DICOM retrieve, and whether the instances must be decoded to
+/// Explicit VR Little Endian first (PS3.18 §8.7.3: the stored syntax when it is acceptable,
+/// `*` included; else the uncompressed default).
 enum DicomRendition {
-    Multipart,
-    Single,
+    Multipart { decode: bool },
+    Single { decode: bool },
 }
 
+/// The transfer syntax the hub transcodes to when the stored one is not acceptable.
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+
 fn negotiate_dicom(ranges: &[MediaRange], rows: &[InstanceRow], single_ok: bool) -> AppResult<DicomRendition> {
+    // Some(decode) when `ts` can be served: as stored, or decoded to Explicit VR Little Endian.
+    let servable = |ts: Option<&str>| match ts {
+        None | Some("*") => Some(false),
+        Some(ts) if rows.iter().all(|row| row.transfer_syntax == ts) => Some(false),
+        Some(EXPLICIT_VR_LE) => Some(true),
+        Some(_) => None,
+    };
     for r in ranges {
         let multipart = r.essence == "multipart/related" && r.param("type").is_none_or(|t| t.eq_ignore_ascii_case("application/dicom"));
         if multipart || r.essence == "*/*" || r.essence == "multipart/*" {
-            match r.param("transfer-syntax") {
-                None | Some("*") => return Ok(DicomRendition::Multipart),
-                Some(ts) if rows.iter().all(|row| row.transfer_syntax == ts) => {
-                    return Ok(DicomRendition::Multipart);
-                }
-                Some(_) => continue,
+            if let Some(decode) = servable(r.param("transfer-syntax")) {
+                return Ok(DicomRendition::Multipart { decode });
             }
+            continue;
         }
         if r.essence == "application/dicom" {
-            match r.param("transfer-syntax") {
-                None | Some("*") => {}
-                Some(ts) if rows.iter().all(|row| row.transfer_syntax == ts) => {}
-                Some(_) => continue,
-            }
-            return Ok(if single_ok { DicomRendition::Single } else { DicomRendition::Multipart });
+            let Some(decode) = servable(r.param("transfer-syntax")) else { continue };
+            return Ok(if single_ok { DicomRendition::Single { decode } } else { DicomRendition::Multipart { decode } });
         }
     }
-    Err(AppError::NotAcceptable(
-        "the instances are stored in their original transfer syntax and are not transcoded; \
-         accept multipart/related; type=\"application/dicom\"; transfer-syntax=*"
-            .into(),
-    ))
+    let mut stored: Vec<&str> = rows.iter().map(|r| r.transfer_syntax.as_str()).collect();
+    stored.sort_unstable();
+    stored.dedup();
+    Err(AppError::NotAcceptable(format!(
+        "available as stored (transfer syntax {}, or transfer-syntax=*) or decoded to Explicit VR Little Endian \
+         (transfer-syntax={EXPLICIT_VR_LE}); accept multipart/related; type=\"application/dicom\" with one of them",
+        stored.join(", ")
+    )))
+}
+
+/// One instance decoded to Explicit VR Little Endian (the whole file, meta group included).
+/// CPU-bound and as large as the decoded image: one per render slot at a time.
+async fn decoded_instance(state: &AppState, keys: &mut KeyCache, row: &InstanceRow) -> AppResult<Vec<u8>> {
+    let key = blob_key(state, keys, row).await?;
+    let _slot = state.render_slots.acquire().await.map_err(|e| AppError::Internal(e.into()))?;
+    let file = state.blobs.read_all(&row.blob_path, key, row.size).await.map_err(AppError::Internal)?;
+    let ts = row.transfer_syntax.clone();
+    tokio::task::spawn_blocking(move || {
+        use dicom_pixeldata::Transcode;
+        let mut obj = dicom_object::OpenFileOptions::new()
+            .read_preamble(dicom_object::file::ReadPreamble::Auto)
+            .from_reader(&file[..])
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
+        let target = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        obj.transcode(&target).map_err(|e| {
+            AppError::NotAcceptable(format!("the instance in transfer syntax {ts} cannot be decoded to Explicit VR Little Endian: {e}"))
+        })?;
+        let mut out = Vec::with_capacity(file.len());
+        obj.write_all(&mut out).map_err(|e| AppError::Internal(anyhow::anyhow!("writing the decoded instance: {e}")))?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.into()))?
+}
+
+/// Instances as multipart/related, each decoded to Explicit VR Little Endian unless stored so
+/// (one at a time: no Content-Length, memory bounded by one decoded instance).
+async fn multipart_decoded(state: AppState, rows: Vec<InstanceRow>) -> AppResult<Response> {
+    let b = boundary();
+    // The first one decodes before the answer starts, so a decoding failure is a clean 406.
+    let mut keys = KeyCache::default();
+    let mut rows = rows.into_iter();
+    let Some(first_row) = rows.next() else { return Err(AppError::NotFound("no such instance".into())) };
+    let first = instance_bytes(&state, &mut keys, &first_row).await?;
+    let part_header = format!("--{b}\r\nContent-Type: application/dicom; transfer-syntax={EXPLICIT_VR_LE}\r\n\r\n");
+    let closing = format!("--{b}--\r\n");
+    let header = Bytes::from(part_header.clone());
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(futures_util::stream::iter(rows).then(move |row| {
+            let state = state.clone();
+            async move {
+                let mut keys = KeyCache::default();
+                instance_bytes(&state, &mut keys, &row).await.map_err(|e| {
+                    tracing::error!(error = %e, "decoding an instance failed mid-stream");
+                    std::io::Error::other("decoding failed")
+                })
+            }
+        }))
+        .flat_map(move |r| {
+            let header = header.clone();
+            futures_util::stream::iter(match r {
+                Ok(bytes) => vec![Ok(header), Ok(Bytes::from(bytes)), Ok(Bytes::from_static(b"\r\n"))],
+                Err(e) => vec![Err(e)],
+            })
+        })
+        .chain(futures_util::stream::once(async move { Ok(Bytes::from(closing)) }));
+    let mut resp = Response::new(Body::from_stream(stream));
+    let ct = format!("multipart/related; type=\"application/dicom\"; boundary={b}");
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(&ct).map_err(|e| AppError::Internal(e.into()))?);
+    Ok(resp)
+}
+
+/// An instance as Explicit VR Little Endian: as stored when it is, decoded otherwise.
+async fn instance_bytes(state: &AppState, keys: &mut KeyCache, row: &InstanceRow) -> AppResult<Vec<u8>> {
+    if row.transfer_syntax == EXPLICIT_VR_LE {
+        let key = blob_key(state, keys, row).await?;
+        return state.blobs.read_all(&row.blob_path, key, row.size).await.map_err(AppError::Internal);
+    }
+    decoded_instance(state, keys, row).await
 }
 
 /// Streams instances as multipart/related with an exact Content-Length.
@@ -188,11 +268,19 @@ pub async fn retrieve(
     let ranges = accept::from_headers(&headers);
     let single_ok = instance.is_some();
     match negotiate_dicom(&ranges, &rows, single_ok)? {
-        DicomRendition::Single => {
+        DicomRendition::Single { decode } => {
             let row = rows.into_iter().next().ok_or_else(|| AppError::NotFound("no such instance".into()))?;
+            if decode && row.transfer_syntax != EXPLICIT_VR_LE {
+                let bytes = decoded_instance(&state, &mut KeyCache::default(), &row).await?;
+                let ct = format!("application/dicom; transfer-syntax={EXPLICIT_VR_LE}");
+                return Ok(([(header::CONTENT_TYPE, ct)], bytes).into_response());
+            }
             single_dicom(state, row).await
         }
-        DicomRendition::Multipart => multipart_dicom(state, rows).await,
+        DicomRendition::Multipart { decode: true } if rows.iter().any(|r| r.transfer_syntax != EXPLICIT_VR_LE) => {
+            multipart_decoded(state, rows).await
+        }
+        DicomRendition::Multipart { .. } => multipart_dicom(state, rows).await,
     }
 }
 
