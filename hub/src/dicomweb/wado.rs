@@ -60,6 +60,10 @@ enum DicomRendition {
     Single { decode: bool },
 }
 
+/// The largest instance decoded for a retrieve (stored, and decoded from its attributes): the
+/// decoded image is held in memory once per render slot.
+const MAX_DECODED: u64 = 1 << 30;
+
 /// The transfer syntax the hub transcodes to when the stored one is not acceptable.
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
@@ -97,6 +101,16 @@ fn negotiate_dicom(ranges: &[MediaRange], rows: &[InstanceRow], single_ok: bool)
 /// One instance decoded to Explicit VR Little Endian (the whole file, meta group included).
 /// CPU-bound and as large as the decoded image: one per render slot at a time.
 async fn decoded_instance(state: &AppState, keys: &mut KeyCache, row: &InstanceRow) -> AppResult<Vec<u8>> {
+    let too_large = || {
+        AppError::NotAcceptable(format!(
+            "the instance is too large to decode here (more than {} MiB decoded); ask for its stored syntax ({}) or for frames",
+            MAX_DECODED >> 20,
+            row.transfer_syntax
+        ))
+    };
+    if row.size > MAX_DECODED {
+        return Err(too_large());
+    }
     let key = blob_key(state, keys, row).await?;
     let _slot = state.render_slots.acquire().await.map_err(|e| AppError::Internal(e.into()))?;
     let file = state.blobs.read_all(&row.blob_path, key, row.size).await.map_err(AppError::Internal)?;
@@ -107,6 +121,25 @@ async fn decoded_instance(state: &AppState, keys: &mut KeyCache, row: &InstanceR
             .read_preamble(dicom_object::file::ReadPreamble::Auto)
             .from_reader(&file[..])
             .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
+        // What decoding would allocate, from the image's own attributes, before it does.
+        let attr = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u64>().ok());
+        let frames =
+            obj.element(dicom_dictionary_std::tags::NUMBER_OF_FRAMES).ok().and_then(|e| e.to_str().ok()?.trim().parse::<u64>().ok());
+        let decoded = [
+            attr(dicom_dictionary_std::tags::ROWS),
+            attr(dicom_dictionary_std::tags::COLUMNS),
+            attr(dicom_dictionary_std::tags::SAMPLES_PER_PIXEL),
+            attr(dicom_dictionary_std::tags::BITS_ALLOCATED).map(|b| b.div_ceil(8)),
+            frames.or(Some(1)),
+        ]
+        .into_iter()
+        .try_fold(1u64, |acc, v| acc.checked_mul(v.unwrap_or(1)));
+        if decoded.is_none_or(|d| d > MAX_DECODED) {
+            return Err(AppError::NotAcceptable(format!(
+                "the instance is too large to decode here (more than {} MiB decoded); ask for its stored syntax ({ts}) or for frames",
+                MAX_DECODED >> 20
+            )));
+        }
         let target = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
         obj.transcode(&target).map_err(|e| {
             AppError::NotAcceptable(format!("the instance in transfer syntax {ts} cannot be decoded to Explicit VR Little Endian: {e}"))
