@@ -146,3 +146,30 @@ async fn a_retrieve_asking_for_explicit_little_endian_gets_the_image_decoded() {
         assert!(r["unavailable_says"].as_str().unwrap().contains("1.2.840.10008.1.2.1"), "{r}");
     }
 }
+
+/// Decoding for a retrieve is bounded by what the image's attributes say it would take: a JPEG
+/// 2000 image claiming 5000 frames of 512 × 512 (2.6 GB decoded) is refused with 406 and the
+/// way out, before anything is decoded; its stored syntax is still served.
+#[tokio::test]
+async fn a_retrieve_that_would_decode_gigabytes_is_refused_before_decoding() {
+    let app = spawn_app().await;
+    let src = pydicom_files().join("JPEG2000.dcm");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("forged.dcm");
+    let script = "import sys, pydicom\nfrom pydicom.uid import generate_uid\nds = pydicom.dcmread(sys.argv[1])\n\
+                  ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()\n\
+                  ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID\nds.NumberOfFrames = 5000\n\
+                  ds.save_as(sys.argv[2], enforce_file_format=True)\nprint(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)";
+    let made = Command::new("python3").args(["-c", script]).arg(&src).arg(&out).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let ids = String::from_utf8_lossy(&made.stdout).to_string();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let (status, body) = app.stow(&[&std::fs::read(&out).unwrap()]).await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!("/dicomweb/studies/{}/series/{}/instances/{}", ids[0], ids[1], ids[2]);
+    let r = app.get(&path, "application/dicom; transfer-syntax=1.2.840.10008.1.2.1").await;
+    assert_eq!(r.status(), 406);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("too large to decode") && text.contains("1.2.840.10008.1.2.4.91"), "{text}");
+    assert_eq!(app.get(&path, "application/dicom; transfer-syntax=*").await.status(), 200, "the stored syntax is served");
+}
