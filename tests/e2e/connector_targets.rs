@@ -34,15 +34,7 @@ async fn send(app: &TestApp, who: &crate::fixtures::people::Person, code: &str, 
 }
 
 async fn connectors(app: &TestApp, code: &str) -> Vec<Connector> {
-    app.client
-        .get(app.url(&format!("/api/v1/communities/{code}/connectors")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.operator_json(&format!("/api/v1/communities/{code}/connectors")).await
 }
 
 /// SOP Instance UIDs of what storescp received, with how often each arrived.

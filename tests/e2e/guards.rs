@@ -32,15 +32,7 @@ async fn share_log(app: &TestApp, staff: &Person, id: &str) -> Vec<Value> {
 
 /// Audit records by action, as the operator sees them.
 async fn audit(app: &TestApp, action: &str) -> Vec<Value> {
-    app.client
-        .get(app.url(&format!("/api/v1/audit?action={action}&limit=1000")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.operator_json(&format!("/api/v1/audit?action={action}&limit=1000")).await
 }
 
 fn tfa(answer: &str) -> Value {
