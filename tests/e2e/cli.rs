@@ -102,10 +102,10 @@ async fn connector_send_uploads_a_folder_with_progress_and_explains_mistakes() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("sent transfer") && stdout.contains("(3 images)"), "{stdout}");
     assert!(stderr.contains("100%"), "progress: {stderr}");
-    let list: Vec<serde_json::Value> = p.get(&app, "/api/v1/transfers").send().await.unwrap().json().await.unwrap();
-    assert_eq!(list[0]["state"], "sent");
-    assert_eq!(list[0]["urgency"], "urgent");
-    assert_eq!(list[0]["reason"], "Bitte Befund");
+    let list: Vec<ferry_schemas::Transfer> = p.get(&app, "/api/v1/transfers").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list[0].state, ferry_schemas::TransferState::Sent);
+    assert_eq!(list[0].urgency, ferry_schemas::Urgency::Urgent);
+    assert_eq!(list[0].reason, "Bitte Befund");
 
     let bin = hub_binary().with_file_name("ferry-connector");
     let (base, token) = (app.base.clone(), p.token.clone());

@@ -1077,11 +1077,12 @@ async fn the_compose_file_validates_and_its_services_run_the_demo() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         conn_proc.assert_running();
-        let state: Value = referrer.get(format!("{public}/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
-        if state["state"] == "stored" {
+        let state: ferry_schemas::Transfer =
+            referrer.get(format!("{public}/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
+        if state.state == ferry_schemas::TransferState::Stored {
             break;
         }
-        assert!(Instant::now() < deadline, "not stored in Orthanc: {state}\n{}", conn_proc.stderr());
+        assert!(Instant::now() < deadline, "not stored in Orthanc: {state:?}\n{}", conn_proc.stderr());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let mut got: Vec<String> = orthanc.stored().await.into_values().collect();

@@ -35,7 +35,7 @@ async fn a_referrer_sends_a_study_and_the_clinic_works_it_off() {
 
     let (study_uid, mut files) = study("Jäger^Jörg", "PAT-77", 3);
     let t = app.open_transfer(&referrer, "bM1X", "Verdacht auf Fraktur").await;
-    assert_eq!(t["state"], "draft");
+    assert_eq!(serde_json::from_value::<ferry_schemas::Transfer>(t.clone()).unwrap().state, ferry_schemas::TransferState::Draft);
     let id = t["id"].as_str().unwrap().to_string();
     // The first attempt: one file arrives cut short (interrupted), the others are stored.
     let good_last = files[2].1.clone();
@@ -78,7 +78,7 @@ async fn a_referrer_sends_a_study_and_the_clinic_works_it_off() {
         assert_eq!(list[0]["studies"][0]["patient_id"], "PAT-77");
         assert_eq!(list[0]["sender_name"], "Dr. Referrer");
         assert_eq!(list[0]["reason"], "Verdacht auf Fraktur");
-        assert_eq!(list[0]["urgency"], "urgent");
+        assert_eq!(serde_json::from_value::<ferry_schemas::Urgency>(list[0]["urgency"].clone()).unwrap(), ferry_schemas::Urgency::Urgent);
     }
     let none: Vec<Value> =
         member.get(&app, "/api/v1/transfers").query(&[("box", "inbound"), ("q", "mueller")]).send().await.unwrap().json().await.unwrap();
@@ -118,12 +118,12 @@ async fn a_referrer_sends_a_study_and_the_clinic_works_it_off() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mine: Vec<Value> = referrer.get(&app, "/api/v1/transfers").send().await.unwrap().json().await.unwrap();
+    let mine: Vec<ferry_schemas::Transfer> = referrer.get(&app, "/api/v1/transfers").send().await.unwrap().json().await.unwrap();
     assert_eq!(mine.len(), 1);
-    assert_eq!(mine[0]["state"], "done");
-    assert_eq!(mine[0]["state_message"], "Im PACS, Termin bestätigt");
-    let full: Value = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
-    let states: Vec<&str> = full["events"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap()).collect();
+    assert_eq!(mine[0].state, ferry_schemas::TransferState::Done);
+    assert_eq!(mine[0].state_message, "Im PACS, Termin bestätigt");
+    let full: ferry_schemas::Transfer = referrer.get(&app, &format!("/api/v1/transfers/{id}")).send().await.unwrap().json().await.unwrap();
+    let states: Vec<&str> = full.events.iter().map(|e| e.state.as_str()).collect();
     assert_eq!(states, ["draft", "sent", "done"]);
     let r = member.post(&app, &format!("/api/v1/transfers/{id}/reject")).json(&json!({"message": "too late"})).send().await.unwrap();
     assert_eq!(r.status(), 409, "a closed transfer stays closed");
