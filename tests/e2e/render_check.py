@@ -143,6 +143,18 @@ def transcode_check(base, token, path):
         got = pydicom.dcmread(io.BytesIO(body))
         result["multipart_syntax"] = str(got.file_meta.TransferSyntaxUID)
         result["multipart_max_diff"] = float(np.abs(got.pixel_array.astype(np.float64) - want).max())
+    # The first frame decoded as native little-endian octets.
+    r = requests.get(f"{url}/frames/1", headers=dict(auth, Accept="multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"), timeout=120)
+    result["frame"] = r.status_code
+    if r.status_code == 200:
+        boundary = r.headers["content-type"].split("boundary=")[1].strip('"')
+        part = r.content.split(f"--{boundary}".encode())[1]
+        head, body = part.split(b"\r\n\r\n", 1)
+        result["frame_type"] = head.decode(errors="replace").strip()
+        dtype = {(8, 0): "<u1", (8, 1): "<i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}[(ds.BitsAllocated, ds.PixelRepresentation)]
+        frame0 = want[0] if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 else want
+        got = np.frombuffer(body[:-2], dtype=dtype).astype(np.float64)
+        result["frame_max_diff"] = float(np.abs(got - frame0.reshape(-1)).max()) if got.size == frame0.size else None
     # A syntax the hub neither has nor makes: 406, naming what it has.
     r = requests.get(url, headers=dict(auth, Accept="application/dicom; transfer-syntax=1.2.840.10008.1.2.4.201"), timeout=120)
     result["unavailable"] = r.status_code

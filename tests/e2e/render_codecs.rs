@@ -116,9 +116,9 @@ async fn jpeg_2000_and_jpeg_ls_images_render_as_pydicom_decodes_them() {
 }
 
 /// WADO-RS retrieve in the syntax asked for (PS3.18 §8.7.3): JPEG 2000 and JPEG-LS instances asked
-/// for as Explicit VR Little Endian come decoded (single part and multipart) to the same pixels
-/// pydicom decodes from the original; a syntax the hub neither stores nor makes is 406 naming what
-/// it has.
+/// for as Explicit VR Little Endian come decoded (single part, multipart, and a frame as native
+/// octets) to the same pixels pydicom decodes from the original; a syntax the hub neither stores
+/// nor makes is 406 naming what it has.
 #[tokio::test]
 async fn a_retrieve_asking_for_explicit_little_endian_gets_the_image_decoded() {
     let app = spawn_app().await;
@@ -142,6 +142,9 @@ async fn a_retrieve_asking_for_explicit_little_endian_gets_the_image_decoded() {
         let lossless = r["file"] != "JPEG2000.dcm";
         let tolerance = if lossless { 0.0 } else { 2.0 };
         assert!(r["max_diff"].as_f64().unwrap() <= tolerance && r["multipart_max_diff"].as_f64().unwrap() <= tolerance, "{r}");
+        assert_eq!(r["frame"], 200, "{r}");
+        assert!(r["frame_type"].as_str().unwrap().contains("transfer-syntax=1.2.840.10008.1.2.1"), "{r}");
+        assert!(r["frame_max_diff"].as_f64().is_some_and(|d| d <= tolerance), "the decoded frame's pixels: {r}");
         assert_eq!(r["unavailable"], 406, "{r}");
         assert!(r["unavailable_says"].as_str().unwrap().contains("1.2.840.10008.1.2.1"), "{r}");
     }

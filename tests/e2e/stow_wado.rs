@@ -159,9 +159,18 @@ async fn compressed_frames_are_served_in_their_own_syntax() {
     assert!(parts[0].starts_with(&[0xFF, 0xD8]), "a JPEG bitstream");
     let r = app.get(&format!("{path}/frames/1"), "multipart/related; type=application/octet-stream; transfer-syntax=*").await;
     assert_eq!(r.status(), 200);
-    // Uncompressed octet-stream would need transcoding: refused clearly.
+    // Uncompressed octets of a compressed frame: decoded (render_codecs.rs checks the pixels).
     let r =
         app.get(&format!("{path}/frames/1"), "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1").await;
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().expect("ct").to_string();
+    let parts = split_multipart(&ct, &r.bytes().await.expect("body"));
+    assert_eq!(parts.len(), 1);
+    assert!(!parts[0].starts_with(&[0xFF, 0xD8]), "native octets, not a JPEG bitstream");
+    // A compressed syntax the hub does not make is refused clearly.
+    let r = app
+        .get(&format!("{path}/frames/1"), "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.80")
+        .await;
     assert_eq!(r.status(), 406);
     // A retrieve asking for Explicit VR Little Endian gets the instance decoded, and says so in the
     // part's type (render_codecs.rs checks the pixels); a syntax the hub cannot make is refused.

@@ -436,6 +436,8 @@ pub async fn retrieve_frames(
     // Decide the part media type: octet-stream for native data; the compressed type, or
     // octet-stream with transfer-syntax=* (as OHIF asks), for compressed data.
     let mut part_type: Option<String> = None;
+    // Compressed frames asked for as Explicit VR Little Endian: decoded, one frame at a time.
+    let mut decode = false;
     for r in &ranges {
         let wanted = if r.essence == "multipart/related" {
             r.param("type").unwrap_or("application/octet-stream").to_ascii_lowercase()
@@ -460,21 +462,33 @@ pub async fn retrieve_frames(
                 part_type = Some(format!("application/octet-stream; transfer-syntax={}", row.transfer_syntax));
                 break;
             }
+            if wanted == "application/octet-stream" && ts == Some(EXPLICIT_VR_LE) {
+                part_type = Some(format!("application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}"));
+                decode = true;
+                break;
+            }
         }
     }
     let Some(part_type) = part_type else {
         return Err(AppError::NotAcceptable(format!(
-            "frames of this instance are available as {}; frames are not transcoded",
+            "frames of this instance are available as {}",
             compressed_type
-                .map(|c| format!("{c} (or application/octet-stream with transfer-syntax=*)"))
+                .map(|c| format!(
+                    "{c} (or application/octet-stream with transfer-syntax=*), or decoded as application/octet-stream with \
+                     transfer-syntax={EXPLICIT_VR_LE}"
+                ))
                 .unwrap_or_else(|| "application/octet-stream".into())
         )));
     };
     let key = blob_key(&state, &mut KeyCache::default(), row).await?;
     let b = boundary();
     let mut body = Vec::new();
-    for n in list {
-        let data = read_ranges(&state, row, &key, &frame_ranges(row, n)?).await?;
+    let decoded = if decode { Some(decoded_frames(&state, row, key.clone(), list.clone()).await?) } else { None };
+    for (i, n) in list.into_iter().enumerate() {
+        let data = match &decoded {
+            Some(frames) => frames[i].clone(),
+            None => read_ranges(&state, row, &key, &frame_ranges(row, n)?).await?,
+        };
         body.extend_from_slice(format!("--{b}\r\nContent-Type: {part_type}\r\n\r\n").as_bytes());
         body.extend_from_slice(&data);
         body.extend_from_slice(b"\r\n");
@@ -483,6 +497,44 @@ pub async fn retrieve_frames(
     let outer_type = part_type.split(';').next().unwrap_or("application/octet-stream");
     let ct = format!("multipart/related; type=\"{outer_type}\"; boundary={b}");
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response())
+}
+
+/// Frames (1-based) of a compressed instance decoded to native pixel data (little endian,
+/// samples interleaved), one frame at a time, in a render slot.
+async fn decoded_frames(state: &AppState, row: &InstanceRow, key: Key, frames: Vec<u64>) -> AppResult<Vec<Vec<u8>>> {
+    if row.size > MAX_DECODED {
+        return Err(AppError::NotAcceptable("the instance is too large to decode here; ask for its frames in their stored syntax".into()));
+    }
+    let _slot = state.render_slots.acquire().await.map_err(|e| AppError::Internal(e.into()))?;
+    let file = state.blobs.read_all(&row.blob_path, key, row.size).await.map_err(AppError::Internal)?;
+    let ts = row.transfer_syntax.clone();
+    let count = row.number_of_frames.max(1) as u64;
+    tokio::task::spawn_blocking(move || {
+        use dicom_pixeldata::PixelDecoder;
+        let obj = dicom_object::OpenFileOptions::new()
+            .read_preamble(dicom_object::file::ReadPreamble::Auto)
+            .from_reader(&file[..])
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
+        let mut out = Vec::with_capacity(frames.len());
+        let mut total = 0u64;
+        for n in frames {
+            if n == 0 || n > count {
+                return Err(AppError::NotFound(format!("frame {n} does not exist (the instance has {count})")));
+            }
+            let data = obj
+                .decode_pixel_data_frame((n - 1) as u32)
+                .map(|d| d.data().to_vec())
+                .map_err(|e| AppError::NotAcceptable(format!("frames in transfer syntax {ts} cannot be decoded: {e}")))?;
+            total += data.len() as u64;
+            if total > MAX_DECODED {
+                return Err(AppError::NotAcceptable("the frames asked for are too large to decode at once; ask for fewer".into()));
+            }
+            out.push(data);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.into()))?
 }
 
 /// Bulk data of a top-level element. Pixel data comes by byte range (all frames, each as a
