@@ -176,3 +176,41 @@ async fn a_retrieve_that_would_decode_gigabytes_is_refused_before_decoding() {
     assert!(text.contains("too large to decode") && text.contains("1.2.840.10008.1.2.4.91"), "{text}");
     assert_eq!(app.get(&path, "application/dicom; transfer-syntax=*").await.status(), 200, "the stored syntax is served");
 }
+
+/// An image without a window (VOI) in the file is shown over its own range of values, not the bit
+/// depth's: a 12-bit image whose values lie between 1000 and 1200 renders from black to white.
+/// (The hub now asks for that range itself instead of for the file's window, which made
+/// dicom-pixeldata log a warning for every such image; the log is not asserted here.)
+#[tokio::test]
+async fn an_image_without_a_window_renders_over_its_own_range() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("narrow.dcm");
+    let script = "import sys, numpy as np\nfrom pydicom.dataset import Dataset, FileMetaDataset\nfrom pydicom.uid import generate_uid, ExplicitVRLittleEndian, SecondaryCaptureImageStorage\n\
+                  ds = Dataset()\nds.SOPClassUID = SecondaryCaptureImageStorage\nds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid(), generate_uid()\n\
+                  ds.PatientName, ds.PatientID, ds.Modality = 'Test^Narrow', 'PID-N', 'OT'\n\
+                  ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 64, 64, 1, 'MONOCHROME2'\n\
+                  ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0\n\
+                  ds.PixelData = (1000 + (np.arange(64 * 64) % 201)).astype('<u2').tobytes()\n\
+                  ds.file_meta = FileMetaDataset()\nds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian\n\
+                  ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID\n\
+                  ds.save_as(sys.argv[1], enforce_file_format=True)\nprint(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)";
+    let made = Command::new("python3").args(["-c", script]).arg(&file).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let ids = String::from_utf8_lossy(&made.stdout).to_string();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let (status, body) = app.stow(&[&std::fs::read(&file).unwrap()]).await;
+    assert_eq!(status, 200, "{body}");
+    let r = app.get(&format!("/dicomweb/studies/{}/series/{}/instances/{}/rendered", ids[0], ids[1], ids[2]), "image/png").await;
+    assert_eq!(r.status(), 200);
+    let png = dir.path().join("r.png");
+    std::fs::write(&png, r.bytes().await.unwrap()).unwrap();
+    let out = Command::new("python3")
+        .args(["-c", "import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert('L'); print(*im.getextrema())"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Vec<u32> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert!(v[0] <= 2 && v[1] >= 253, "black to white, got {text}");
+}

@@ -379,6 +379,8 @@ async fn the_cli_shares_a_patients_studies_and_the_sheets_qr_code_leads_to_them(
     };
     let (code, password, link) = (line("code"), line("password"), line("link"));
     assert!(!printed.contains("Mustermann"), "no patient data on the console");
+    let expires = line("expires");
+    assert!(expires.starts_with("20") && expires.ends_with(" UTC") && expires.contains('-'), "a date a person reads: {expires}");
 
     // The sheet: two pages (the password on its own slip); the QR code decodes to the link.
     let png = app.dir.path().join("page");

@@ -29,7 +29,11 @@ pub async fn run(config: Config, command: ShareCommand) -> anyhow::Result<()> {
                 super::say!("password  {p}");
             }
             super::say!("link      {}", issued.redeem_url);
-            super::say!("expires   {}", issued.share.expires_at);
+            // A date a person reads (UTC), not Unix milliseconds.
+            let expires = time::OffsetDateTime::from_unix_timestamp(issued.share.expires_at / 1000)
+                .map(|t| format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute()))
+                .unwrap_or_else(|_| issued.share.expires_at.to_string());
+            super::say!("expires   {expires}");
             if let Some(path) = sheet {
                 let row = crate::shares::managed(&state, &crate::access::Principal::Admin, &issued.share.id).await.map_err(err)?;
                 let req = ferry_schemas::SheetRequest { code: issued.code.clone(), password: issued.password.clone() };

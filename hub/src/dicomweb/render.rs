@@ -91,8 +91,12 @@ fn render_frame(file: &[u8], frame: u32, p: &RenderParams, fmt: Format) -> AppRe
     let mut opts = ConvertOptions::new().force_8bit();
     if let Some((center, width)) = p.window {
         opts = opts.with_voi_lut(VoiLutOption::Custom(WindowLevel { center, width }));
-    } else {
+    } else if decoded.window().ok().flatten().is_some_and(|w| !w.is_empty()) {
         opts = opts.with_voi_lut(VoiLutOption::First);
+    } else {
+        // No window in the file: the frame's own range (a normal image, not a warning; the
+        // bit depth's full range would leave a 12-bit image nearly black).
+        opts = opts.with_voi_lut(VoiLutOption::Normalize);
     }
     let mut img = if decoded.bits_allocated() == 32 && decoded.samples_per_pixel() == 1 {
         wide_gray(&decoded, ts == EXPLICIT_BE, p.window)?
