@@ -183,13 +183,34 @@ pub fn stow_response(base: &str, study: Option<&str>, stored: &[Stored], failed:
     (status, [(header::CONTENT_TYPE, DICOM_JSON)], Value::Object(body).to_string()).into_response()
 }
 
+/// At most `max` bytes (an LO value holds 64), cut after a whole word with "…" when it is longer:
+/// never mid-word ("…unavailabl").
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max;
+    let ellipsis = "…";
+    let mut end = max.saturating_sub(ellipsis.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_string()
+    let cut = match s[..end].rfind(' ') {
+        Some(space) if space > 0 => &s[..space],
+        _ => &s[..end],
+    };
+    format!("{}{ellipsis}", cut.trim_end_matches([' ', ',', ';', ':']))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn comments_are_cut_after_a_word() {
+        assert_eq!(super::truncate("short", 64), "short");
+        let long = "the object store is unavailable: connection refused while writing the blob";
+        let cut = super::truncate(long, 64);
+        assert!(cut.len() <= 64, "{cut}");
+        assert_eq!(cut, "the object store is unavailable: connection refused while…");
+        let one = "x".repeat(100);
+        assert!(super::truncate(&one, 64).len() <= 64);
+    }
 }
