@@ -144,6 +144,12 @@ fn backoff(n: u32, max_secs: u64) -> Duration {
     Duration::from_secs(1u64 << n.clamp(1, 12)).min(Duration::from_secs(max_secs.max(1)))
 }
 
+/// Whether a target holds an instance: it confirmed it, or (a required target) the hub has it
+/// acknowledged, which only happens once every required target confirmed it.
+fn in_target(sop: &str, required: bool, delivered: &HashSet<String>, acked: &HashSet<String>) -> bool {
+    delivered.contains(sop) || (required && acked.contains(sop))
+}
+
 fn lease_lost(e: &anyhow::Error) -> bool {
     e.downcast_ref::<LeaseLost>().is_some()
 }
@@ -451,11 +457,7 @@ impl Inbound {
     /// Ok(Err): reconciliation refused (the transfer fails).
     async fn prepare_one(&mut self, i: usize) -> anyhow::Result<Result<Vec<Outgoing>, String>> {
         let id = self.held[i].id().to_string();
-        let acked = self.state.acked(&id).await?;
-        let mut delivered: Vec<HashSet<String>> = Vec::new();
-        for s in &self.slots {
-            delivered.push(self.state.delivered(&id, &s.target.name).await?);
-        }
+        let (acked, delivered) = self.holdings(&id).await?;
         let pairs = &self.held[i].pairs;
         let needed: Vec<ClaimedInstance> = self.held[i]
             .claim
@@ -464,10 +466,7 @@ impl Inbound {
             .filter(|inst| {
                 self.slots.iter().zip(&delivered).any(|(s, d)| {
                     let failed = pairs.get(&s.target.name).is_some_and(|p| p.failed);
-                    // An instance the hub has acknowledged is in every required target.
-                    let in_target =
-                        d.contains(inst.sop_instance_uid.as_str()) || (s.target.required && acked.contains(inst.sop_instance_uid.as_str()));
-                    !failed && !in_target
+                    !failed && !in_target(&inst.sop_instance_uid, s.target.required, d, &acked)
                 })
             })
             .cloned()
@@ -494,22 +493,26 @@ impl Inbound {
 
     /// Counts, per pair, what each target holds (the state database is the truth).
     async fn refresh_counts(&mut self) -> anyhow::Result<()> {
-        for h in &mut self.held {
-            let acked = self.state.acked(h.id()).await?;
-            for s in &self.slots {
-                let d = self.state.delivered(h.id(), &s.target.name).await?;
-                let n = h
-                    .claim
-                    .instances
-                    .iter()
-                    .filter(|i| {
-                        d.contains(i.sop_instance_uid.as_str()) || (s.target.required && acked.contains(i.sop_instance_uid.as_str()))
-                    })
-                    .count();
+        for i in 0..self.held.len() {
+            let (acked, delivered) = self.holdings(self.held[i].id()).await?;
+            let h = &mut self.held[i];
+            for (s, d) in self.slots.iter().zip(&delivered) {
+                let n = h.claim.instances.iter().filter(|i| in_target(&i.sop_instance_uid, s.target.required, d, &acked)).count();
                 h.pairs.entry(s.target.name.clone()).or_default().stored = n;
             }
         }
         Ok(())
+    }
+
+    /// What the state database knows of a transfer: the instances acknowledged to the hub, and
+    /// those each target confirmed (in the order of `slots`).
+    async fn holdings(&self, id: &str) -> anyhow::Result<(HashSet<String>, Vec<HashSet<String>>)> {
+        let acked = self.state.acked(id).await?;
+        let mut delivered = Vec::with_capacity(self.slots.len());
+        for s in &self.slots {
+            delivered.push(self.state.delivered(id, &s.target.name).await?);
+        }
+        Ok((acked, delivered))
     }
 
     /// Acknowledges what every required target confirmed; reports transfers stored or failed;

@@ -419,38 +419,17 @@ pub struct Transfer {
     pub targets: Vec<TargetProgress>,
 }
 
-/// One PACS target's part of a transfer, as the connector reports it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetState {
-    /// Every instance is in this target.
-    Stored,
-    /// Instances wait their turn (another transfer is being stored, or the download runs).
-    Pending,
-    /// The target could not be reached or refused; the connector retries (see `since`).
-    Retrying,
-    /// The connector gave up on this target (refused too often, or unreachable too long).
-    Failed,
-}
-
-impl TargetState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetState::Stored => "stored",
-            TargetState::Pending => "pending",
-            TargetState::Retrying => "retrying",
-            TargetState::Failed => "failed",
-        }
-    }
-
-    /// The state a stored name stands for (`pending` for anything unknown).
-    pub fn from_name(s: &str) -> TargetState {
-        match s {
-            "stored" => TargetState::Stored,
-            "retrying" => TargetState::Retrying,
-            "failed" => TargetState::Failed,
-            _ => TargetState::Pending,
-        }
+names! {
+    /// One PACS target's part of a transfer, as the connector reports it.
+    TargetState {
+        /// Every instance is in this target.
+        Stored = "stored",
+        /// Instances wait their turn (another transfer is being stored, or the download runs).
+        Pending = "pending",
+        /// The target could not be reached or refused; the connector retries (see `since`).
+        Retrying = "retrying",
+        /// The connector gave up on this target (refused too often, or unreachable too long).
+        Failed = "failed",
     }
 }
 
@@ -567,15 +546,16 @@ pub struct Connector {
     pub targets: Vec<TargetHealth>,
 }
 
-/// A connector's health as its community's admins see it, derived from its heartbeats.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ConnectorHealth {
-    Healthy,
-    Degraded,
-    Unreachable,
-    #[default]
-    Unknown,
+names! {
+    /// A connector's health as its community's admins see it, derived from its heartbeats.
+    #[derive(Default)]
+    ConnectorHealth {
+        Healthy = "healthy",
+        Degraded = "degraded",
+        Unreachable = "unreachable",
+        #[default]
+        Unknown = "unknown",
+    }
 }
 
 /// One PACS target as the connector's heartbeat describes it.

@@ -88,7 +88,7 @@ async fn manage_page(state: &AppState, ctx: &Ctx, code: &str, fresh: Option<ferr
                 td { (k.name) } td { code { (k.client_id) } } td { (k.version) }
                 td {
                     @if k.revoked { "revoked" } @else {
-                        span.health data-health=(health_name(k.health)) { (health_label(ctx, k)) }
+                        span.health data-health=(k.health.as_str()) { (health_label(ctx, k)) }
                         @if let Some(t) = k.last_seen_at { " · " (ctx.t("connector.heartbeat")) " " (ago(ctx, t)) }
                         " · queue " (k.queue_depth)
                         @for t in &k.targets { br; span.target data-target=(t.target) {
@@ -291,15 +291,6 @@ async fn manage_revoke_connector(State(state): State<AppState>, ctx: Ctx, Path((
     let id = page!(ctx, crate::communities::staff::administered(&state, &who, &code).await);
     page!(ctx, super::connectors::revoke(&state, &who, &id, &connector).await);
     Redirect::to(&format!("/communities/{code}/manage")).into_response()
-}
-
-fn health_name(h: ferry_schemas::ConnectorHealth) -> &'static str {
-    match h {
-        ferry_schemas::ConnectorHealth::Healthy => "healthy",
-        ferry_schemas::ConnectorHealth::Degraded => "degraded",
-        ferry_schemas::ConnectorHealth::Unreachable => "unreachable",
-        ferry_schemas::ConnectorHealth::Unknown => "unknown",
-    }
 }
 
 /// "healthy", "degraded (archive)", "unreachable" or "never seen", in the page's language.

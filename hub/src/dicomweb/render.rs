@@ -12,7 +12,7 @@ use image::{DynamicImage, ImageFormat};
 
 use super::DicomPath;
 use super::qido::Params;
-use super::wado::{blob_key, check_access};
+use super::wado::{blob_key, check_access, open_stored};
 use crate::access::Principal;
 use crate::error::{AppError, AppResult};
 use crate::http::accept;
@@ -80,10 +80,7 @@ fn negotiate(headers: &HeaderMap) -> AppResult<Format> {
 
 /// Decodes, windows, scales and encodes one frame (0-based). CPU-bound: run it blocking.
 fn render_frame(file: &[u8], frame: u32, p: &RenderParams, fmt: Format) -> AppResult<Vec<u8>> {
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_preamble(dicom_object::file::ReadPreamble::Auto)
-        .from_reader(file)
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
+    let obj = open_stored(file)?;
     let ts = obj.meta().transfer_syntax().to_string();
     let decoded = obj
         .decode_pixel_data_frame(frame)

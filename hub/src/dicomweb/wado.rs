@@ -60,6 +60,15 @@ enum DicomRendition {
     Single { decode: bool },
 }
 
+/// A stored file (decrypted), parsed whole; it was checked on the way in, so failing here is the
+/// hub's fault.
+pub fn open_stored(file: &[u8]) -> AppResult<dicom_object::DefaultDicomObject> {
+    dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Auto)
+        .from_reader(file)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))
+}
+
 /// The largest instance decoded for a retrieve (stored, and decoded from its attributes): the
 /// decoded image is held in memory once per render slot.
 const MAX_DECODED: u64 = 1 << 30;
@@ -98,18 +107,18 @@ fn negotiate_dicom(ranges: &[MediaRange], rows: &[InstanceRow], single_ok: bool)
     )))
 }
 
+fn too_large(stored_syntax: &str) -> AppError {
+    AppError::NotAcceptable(format!(
+        "the instance is too large to decode here (more than {} MiB decoded); ask for its stored syntax ({stored_syntax}) or for frames",
+        MAX_DECODED >> 20
+    ))
+}
+
 /// One instance decoded to Explicit VR Little Endian (the whole file, meta group included).
 /// CPU-bound and as large as the decoded image: one per render slot at a time.
 async fn decoded_instance(state: &AppState, keys: &mut KeyCache, row: &InstanceRow) -> AppResult<Vec<u8>> {
-    let too_large = || {
-        AppError::NotAcceptable(format!(
-            "the instance is too large to decode here (more than {} MiB decoded); ask for its stored syntax ({}) or for frames",
-            MAX_DECODED >> 20,
-            row.transfer_syntax
-        ))
-    };
     if row.size > MAX_DECODED {
-        return Err(too_large());
+        return Err(too_large(&row.transfer_syntax));
     }
     let key = blob_key(state, keys, row).await?;
     let _slot = state.render_slots.acquire().await.map_err(|e| AppError::Internal(e.into()))?;
@@ -117,10 +126,7 @@ async fn decoded_instance(state: &AppState, keys: &mut KeyCache, row: &InstanceR
     let ts = row.transfer_syntax.clone();
     tokio::task::spawn_blocking(move || {
         use dicom_pixeldata::Transcode;
-        let mut obj = dicom_object::OpenFileOptions::new()
-            .read_preamble(dicom_object::file::ReadPreamble::Auto)
-            .from_reader(&file[..])
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
+        let mut obj = open_stored(&file)?;
         // What decoding would allocate, from the image's own attributes, before it does.
         let attr = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u64>().ok());
         let frames =
@@ -135,10 +141,7 @@ async fn decoded_instance(state: &AppState, keys: &mut KeyCache, row: &InstanceR
         .into_iter()
         .try_fold(1u64, |acc, v| acc.checked_mul(v.unwrap_or(1)));
         if decoded.is_none_or(|d| d > MAX_DECODED) {
-            return Err(AppError::NotAcceptable(format!(
-                "the instance is too large to decode here (more than {} MiB decoded); ask for its stored syntax ({ts}) or for frames",
-                MAX_DECODED >> 20
-            )));
+            return Err(too_large(&ts));
         }
         let target = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
         obj.transcode(&target).map_err(|e| {
@@ -511,10 +514,7 @@ async fn decoded_frames(state: &AppState, row: &InstanceRow, key: Key, frames: V
     let count = row.number_of_frames.max(1) as u64;
     tokio::task::spawn_blocking(move || {
         use dicom_pixeldata::PixelDecoder;
-        let obj = dicom_object::OpenFileOptions::new()
-            .read_preamble(dicom_object::file::ReadPreamble::Auto)
-            .from_reader(&file[..])
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
+        let obj = open_stored(&file)?;
         let mut out = Vec::with_capacity(frames.len());
         let mut total = 0u64;
         for n in frames {
@@ -581,10 +581,7 @@ pub async fn retrieve_bulk(
 fn element_bytes(file: &[u8], tag: &str) -> AppResult<Vec<u8>> {
     let group = u16::from_str_radix(&tag[..4], 16).map_err(|_| AppError::BadRequest("bad tag".into()))?;
     let elem = u16::from_str_radix(&tag[4..], 16).map_err(|_| AppError::BadRequest("bad tag".into()))?;
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_preamble(dicom_object::file::ReadPreamble::Auto)
-        .from_reader(file)
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("stored file unreadable: {e}")))?;
+    let obj = open_stored(file)?;
     let el = obj.get(dicom_core::Tag(group, elem)).ok_or_else(|| AppError::NotFound("the instance has no such element".into()))?;
     let bytes = el.value().to_bytes().map_err(|_| AppError::NotFound("the element has no bulk value".into()))?;
     Ok(bytes.into_owned())

@@ -232,7 +232,7 @@ pub async fn targets(db: &Db, id: &str) -> Result<Vec<TargetProgress>, sqlx::Err
         .map(|(target, required, state, stored, total, since, message, updated_at)| TargetProgress {
             target,
             required: required != 0,
-            state: TargetState::from_name(&state),
+            state: TargetState::from_name(&state).unwrap_or(TargetState::Pending),
             stored: stored as u64,
             total: total as u64,
             since,
